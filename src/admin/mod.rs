@@ -1,0 +1,98 @@
+//! The admin listener, separate from the proxy port.
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /healthz` | liveness: `ok` while the process serves |
+//! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled` |
+//! | `GET /rules` | the rules as loaded, as JSON |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use crate::proxy::{Proxy, ProxyBody};
+use crate::rules::Ttl;
+
+/// State the admin endpoints read.
+pub struct Admin {
+    proxy: Arc<Proxy>,
+    ready: AtomicBool,
+}
+
+impl Admin {
+    /// Admin endpoints over `proxy`.
+    pub fn new(proxy: Arc<Proxy>) -> Self {
+        Self { proxy, ready: AtomicBool::new(false) }
+    }
+
+    /// Marks the process ready (called once every listener is bound).
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Redis state as `/readyz` reports it.
+    pub fn redis_state(&self) -> &'static str {
+        match &self.proxy.cache().redis {
+            None => "disabled",
+            Some(r) if r.is_up() => "up",
+            Some(_) => "degraded",
+        }
+    }
+
+    /// Answers one admin request.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                let ready = self.ready.load(Ordering::Acquire);
+                let body = serde_json::json!({ "ready": ready, "redis": self.redis_state() });
+                let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                json(code, &body)
+            }
+            (&Method::GET | &Method::HEAD, "/rules") => json(StatusCode::OK, &self.rules_json()),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn rules_json(&self) -> serde_json::Value {
+        let rules: Vec<_> = self
+            .proxy
+            .config()
+            .rules
+            .rules()
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "name": r.name,
+                    "methods": r.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                    "path": r.path,
+                    "host": r.host,
+                    "cache": r.cache,
+                    "key": r.key.source(),
+                    "ttl": match r.ttl { Ttl::Origin => "origin".to_owned(), Ttl::Fixed(d) => humantime::format_duration(d).to_string() },
+                    "tier": r.tier.as_str(),
+                    "tags": r.tags.iter().map(|t| t.source()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(rules)
+    }
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    respond(code, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
+}
+
+fn json(code: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
+    respond(code, "application/json", Bytes::from(body.to_string()))
+}
+
+fn respond(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<ProxyBody> {
+    let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
+    *res.status_mut() = code;
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}

@@ -1,0 +1,74 @@
+//! Builds the components from a config and runs both listeners until
+//! shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Admin;
+use crate::cache::memory::MemoryStore;
+use crate::cache::redis::RedisStore;
+use crate::cache::tiered::Tiered;
+use crate::config::Config;
+use crate::proxy::Proxy;
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The proxy and admin state built from one config.
+pub struct App {
+    /// The request pipeline.
+    pub proxy: Arc<Proxy>,
+    /// The admin endpoints.
+    pub admin: Arc<Admin>,
+}
+
+impl App {
+    /// Builds the stores and the pipeline. Connects to nothing yet: Redis is
+    /// reached lazily, so a Redis that is down does not stop start-up.
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        let memory = MemoryStore::new(config.memory.max_size);
+        let redis = match &config.redis {
+            Some(r) => Some(RedisStore::new(r).map_err(|e| anyhow::anyhow!("redis: {e}"))?),
+            None => None,
+        };
+        let proxy = Arc::new(Proxy::new(Arc::new(config), Tiered { memory, redis }));
+        let admin = Arc::new(Admin::new(proxy.clone()));
+        Ok(Self { proxy, admin })
+    }
+
+    /// Serves on the given (already bound) listeners until `shutdown` fires,
+    /// then drains for at most `grace`.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        admin_listener: TcpListener,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) {
+        let proxy = self.proxy.clone();
+        let proxy_task = crate::server::serve(
+            listener,
+            move |req, ip| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, ip).await }
+            },
+            shutdown.clone(),
+            grace,
+        );
+        let admin = self.admin.clone();
+        let admin_task = crate::server::serve(
+            admin_listener,
+            move |req, _ip| {
+                let admin = admin.clone();
+                async move { admin.handle(req).await }
+            },
+            shutdown.clone(),
+            grace,
+        );
+        self.admin.set_ready();
+        tokio::join!(proxy_task, admin_task);
+    }
+}

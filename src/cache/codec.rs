@@ -1,0 +1,216 @@
+//! The compact, versioned binary form of an entry, as kept in Redis.
+//!
+//! Layout (integers big-endian): magic `SC`, version `1`, kind (0 response,
+//! 1 vary), stored-at (ms since the epoch, u64), ttl (ms, u64), grace (ms,
+//! u64), then for a response: status (u16), header count (u16) and each
+//! header as name (u16 length + bytes) and value (u32 length + bytes), tag
+//! count (u16) and each tag (u16 length + bytes), body (u32 length + bytes);
+//! for a vary marker: name count (u16) and each name (u16 length + bytes).
+//! Anything that does not decode exactly is rejected, never trusted.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use super::{CachedResponse, Entry, Payload};
+
+const MAGIC: &[u8; 2] = b"SC";
+const VERSION: u8 = 1;
+
+/// Why a stored value was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not written by sidecache, or by an unknown version.
+    #[error("not a sidecache entry of a known version")]
+    Header,
+    /// Cut short or with trailing bytes.
+    #[error("entry is truncated or has trailing bytes")]
+    Length,
+    /// A field holds a value HTTP does not allow.
+    #[error("entry holds an invalid {0}")]
+    Invalid(&'static str),
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Encodes an entry.
+pub fn encode(entry: &Entry) -> Bytes {
+    let mut out = BytesMut::with_capacity(64 + entry.weight());
+    out.put_slice(MAGIC);
+    out.put_u8(VERSION);
+    let stored = entry.stored_at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    match &entry.payload {
+        Payload::Response(r) => {
+            out.put_u8(0);
+            put_times(&mut out, stored, entry);
+            out.put_u16(r.status.as_u16());
+            out.put_u16(len16(r.headers.len()));
+            for (name, value) in r.headers.iter().take(usize::from(u16::MAX)) {
+                put16(&mut out, name.as_str().as_bytes());
+                out.put_u32(len32(value.len()));
+                out.put_slice(value.as_bytes());
+            }
+            out.put_u16(len16(r.tags.len()));
+            for tag in r.tags.iter().take(usize::from(u16::MAX)) {
+                put16(&mut out, tag.as_bytes());
+            }
+            out.put_u32(len32(r.body.len()));
+            out.put_slice(&r.body);
+        }
+        Payload::Vary(names) => {
+            out.put_u8(1);
+            put_times(&mut out, stored, entry);
+            out.put_u16(len16(names.len()));
+            for n in names.iter().take(usize::from(u16::MAX)) {
+                put16(&mut out, n.as_str().as_bytes());
+            }
+        }
+    }
+    out.freeze()
+}
+
+fn put_times(out: &mut BytesMut, stored: Duration, entry: &Entry) {
+    out.put_u64(ms(stored));
+    out.put_u64(ms(entry.ttl));
+    out.put_u64(ms(entry.grace));
+}
+
+fn len16(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn put16(out: &mut BytesMut, b: &[u8]) {
+    let b = &b[..b.len().min(usize::from(u16::MAX))];
+    out.put_u16(len16(b.len()));
+    out.put_slice(b);
+}
+
+/// Decodes an entry; the body shares `input`'s memory.
+pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
+    if input.len() < 4 || &input[..2] != MAGIC || input[2] != VERSION {
+        return Err(DecodeError::Header);
+    }
+    input.advance(3);
+    let kind = input.get_u8();
+    need(&input, 24)?;
+    let stored_at = UNIX_EPOCH + Duration::from_millis(input.get_u64());
+    let ttl = Duration::from_millis(input.get_u64());
+    let grace = Duration::from_millis(input.get_u64());
+    let payload = match kind {
+        0 => {
+            need(&input, 4)?;
+            let status = StatusCode::from_u16(input.get_u16()).map_err(|_| DecodeError::Invalid("status"))?;
+            let count = input.get_u16();
+            let mut headers = HeaderMap::with_capacity(usize::from(count));
+            for _ in 0..count {
+                let name = take16(&mut input)?;
+                need(&input, 4)?;
+                let len = input.get_u32() as usize;
+                need(&input, len)?;
+                let value = input.split_to(len);
+                let name = HeaderName::from_bytes(&name).map_err(|_| DecodeError::Invalid("header name"))?;
+                let value = HeaderValue::from_maybe_shared(value).map_err(|_| DecodeError::Invalid("header value"))?;
+                headers.append(name, value);
+            }
+            need(&input, 2)?;
+            let count = input.get_u16();
+            let mut tags = Vec::with_capacity(usize::from(count));
+            for _ in 0..count {
+                let t = take16(&mut input)?;
+                tags.push(String::from_utf8(t.to_vec()).map_err(|_| DecodeError::Invalid("tag"))?);
+            }
+            need(&input, 4)?;
+            let len = input.get_u32() as usize;
+            need(&input, len)?;
+            let body = input.split_to(len);
+            Payload::Response(CachedResponse { status, headers, body, tags })
+        }
+        1 => {
+            need(&input, 2)?;
+            let count = input.get_u16();
+            let mut names = Vec::with_capacity(usize::from(count));
+            for _ in 0..count {
+                let n = take16(&mut input)?;
+                names.push(HeaderName::from_bytes(&n).map_err(|_| DecodeError::Invalid("vary name"))?);
+            }
+            Payload::Vary(names)
+        }
+        _ => return Err(DecodeError::Header),
+    };
+    if input.has_remaining() {
+        return Err(DecodeError::Length);
+    }
+    Ok(Entry { stored_at, ttl, grace, payload })
+}
+
+fn need(input: &Bytes, n: usize) -> Result<(), DecodeError> {
+    if input.remaining() < n { Err(DecodeError::Length) } else { Ok(()) }
+}
+
+fn take16(input: &mut Bytes) -> Result<Bytes, DecodeError> {
+    need(input, 2)?;
+    let len = usize::from(input.get_u16());
+    need(input, len)?;
+    Ok(input.split_to(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.append("x-multi", HeaderValue::from_static("a"));
+        headers.append("x-multi", HeaderValue::from_static("b"));
+        Entry {
+            stored_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            ttl: Duration::from_secs(60),
+            grace: Duration::from_secs(5),
+            payload: Payload::Response(CachedResponse {
+                status: StatusCode::OK,
+                headers,
+                body: Bytes::from_static(b"{\"id\":1}"),
+                tags: vec!["product:1".into()],
+            }),
+        }
+    }
+
+    /// An encoded entry decodes to the same entry, headers in order.
+    #[test]
+    fn round_trip() {
+        let e = sample();
+        assert_eq!(decode(encode(&e)).unwrap(), e);
+        let v = Entry { payload: Payload::Vary(vec![HeaderName::from_static("accept")]), ..sample() };
+        assert_eq!(decode(encode(&v)).unwrap(), v);
+    }
+
+    /// Every truncation and a trailing byte are refused, never a panic.
+    #[test]
+    fn truncated_and_trailing_refused() {
+        let bytes = encode(&sample());
+        for n in 0..bytes.len() {
+            assert!(decode(bytes.slice(..n)).is_err(), "prefix of {n} bytes accepted");
+        }
+        let mut long = bytes.to_vec();
+        long.push(0);
+        assert_eq!(decode(Bytes::from(long)), Err(DecodeError::Length));
+    }
+
+    /// Foreign values and a bad status are refused.
+    #[test]
+    fn garbage_refused() {
+        assert_eq!(decode(Bytes::from_static(b"hello world")), Err(DecodeError::Header));
+        let mut bytes = encode(&sample()).to_vec();
+        bytes[28] = 0; // status high byte -> status < 100
+        bytes[29] = 7;
+        assert_eq!(decode(Bytes::from(bytes)), Err(DecodeError::Invalid("status")));
+    }
+}

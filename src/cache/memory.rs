@@ -1,0 +1,85 @@
+//! L1: process memory, bounded by bytes (moka with a weigher), each entry
+//! expiring at the end of its own lifetime.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::Expiry;
+use moka::future::Cache;
+
+use super::{Entry, Store, StoreError};
+
+/// moka's own bookkeeping per entry, counted in the weight.
+const ENTRY_OVERHEAD: usize = 200;
+
+/// The in-process cache.
+#[derive(Clone)]
+pub struct MemoryStore {
+    cache: Cache<String, Arc<Entry>>,
+}
+
+/// Each entry lives until the end of its grace period; a replaced entry
+/// takes the new value's lifetime (moka's default would keep the old one).
+struct EntryExpiry;
+
+impl Expiry<String, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(&self, _key: &String, value: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+        Some(value.keep_for(SystemTime::now()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Arc<Entry>,
+        _now: Instant,
+        _current: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.keep_for(SystemTime::now()))
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_bytes`.
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, value: &Arc<Entry>| {
+                u32::try_from(key.len() + value.weight() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            })
+            .expire_after(EntryExpiry)
+            .build();
+        Self { cache }
+    }
+
+    /// Entries and weighed bytes (moka counts lazily; see `run_pending_tasks`).
+    pub fn usage(&self) -> (u64, u64) {
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
+    /// Applies pending evictions and expirations now.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
+    /// Drops every entry.
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
+        Ok(self.cache.get(key).await)
+    }
+
+    async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
+        if !entry.keep_for(SystemTime::now()).is_zero() {
+            self.cache.insert(key.to_owned(), entry).await;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.cache.remove(key).await.is_some())
+    }
+}

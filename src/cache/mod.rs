@@ -1,0 +1,132 @@
+//! Cache storage: the entry type, the [`Store`] trait, and its three
+//! implementations — [`memory`] (L1, moka), [`redis`] (L2, shared by every
+//! replica) and [`tiered`] (L1 in front of L2, filling L1 on an L2 hit).
+
+pub mod codec;
+pub mod memory;
+pub mod redis;
+pub mod tiered;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, StatusCode};
+
+/// A stored response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// End-to-end headers as the backend sent them (no hop-by-hop, no Age).
+    pub headers: HeaderMap,
+    /// The body; shared, never copied on a hit.
+    pub body: Bytes,
+    /// Tags rendered when it was stored.
+    pub tags: Vec<String>,
+}
+
+/// What a key holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A response.
+    Response(CachedResponse),
+    /// The response varies on these request headers; each variant is stored
+    /// under its own key (see `proxy::vary`).
+    Vary(Vec<HeaderName>),
+}
+
+/// One cache entry with its lifetime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// When its freshness started (the backend's response time less the age it reported).
+    pub stored_at: SystemTime,
+    /// Fresh for this long after `stored_at`.
+    pub ttl: Duration,
+    /// Kept this long after it goes stale (for stale serving).
+    pub grace: Duration,
+    /// The content.
+    pub payload: Payload,
+}
+
+impl Entry {
+    /// Seconds since it was stored, as the `Age` header says it.
+    pub fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.stored_at).unwrap_or_default()
+    }
+
+    /// Freshness left; zero once stale.
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.ttl.saturating_sub(self.age(now))
+    }
+
+    /// Whether it is still fresh.
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        self.age(now) < self.ttl
+    }
+
+    /// How long a store should keep it from now.
+    pub fn keep_for(&self, now: SystemTime) -> Duration {
+        (self.ttl + self.grace).saturating_sub(self.age(now))
+    }
+
+    /// Approximate bytes it holds.
+    pub fn weight(&self) -> usize {
+        match &self.payload {
+            Payload::Response(r) => {
+                r.body.len()
+                    + r.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum::<usize>()
+                    + r.tags.iter().map(|t| t.len() + 24).sum::<usize>()
+            }
+            Payload::Vary(names) => names.len() * 32,
+        }
+    }
+}
+
+/// Which layer answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// Process memory.
+    Memory,
+    /// Redis.
+    Redis,
+}
+
+impl Layer {
+    /// Name used in `Cache-Status` detail, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Memory => "memory",
+            Layer::Redis => "redis",
+        }
+    }
+}
+
+/// A storage failure. Callers treat every one as a miss: a cache failure
+/// never fails a request.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis is not connected (yet, or any more).
+    #[error("redis is not connected")]
+    Disconnected,
+    /// Redis did not answer within its timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// The stored value did not decode.
+    #[error("stored value refused: {0}")]
+    Decode(#[from] codec::DecodeError),
+}
+
+/// A key-value store of entries.
+pub trait Store: Send + Sync {
+    /// The entry under `key`, if any and not past its grace.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Arc<Entry>>, StoreError>> + Send;
+    /// Stores `entry` under `key` for its lifetime.
+    fn put(&self, key: &str, entry: Arc<Entry>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes `key`; answers whether it was there.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}

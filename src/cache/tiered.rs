@@ -1,0 +1,72 @@
+//! L1 in front of L2: a lookup tries memory, then Redis, and an L2 hit
+//! fills L1 with the entry's remaining lifetime. Which layers a rule uses
+//! is its [`Tier`].
+
+use std::sync::Arc;
+
+use super::memory::MemoryStore;
+use super::redis::RedisStore;
+use super::{Entry, Layer, Store, StoreError};
+use crate::rules::Tier;
+
+/// Both layers.
+#[derive(Clone)]
+pub struct Tiered {
+    /// L1.
+    pub memory: MemoryStore,
+    /// L2, when configured.
+    pub redis: Option<RedisStore>,
+}
+
+impl Tiered {
+    /// Looks `key` up in the layers `tier` uses. A Redis failure is logged
+    /// and counted as a miss: a cache failure never fails a request.
+    pub async fn get(&self, key: &str, tier: Tier) -> Option<(Arc<Entry>, Layer)> {
+        if tier.uses_memory() {
+            if let Ok(Some(e)) = self.memory.get(key).await {
+                return Some((e, Layer::Memory));
+            }
+        }
+        let redis = self.redis.as_ref().filter(|_| tier.uses_redis())?;
+        match redis.get(key).await {
+            Ok(Some(e)) => {
+                if tier.uses_memory() {
+                    let _ = self.memory.put(key, e.clone()).await;
+                }
+                Some((e, Layer::Redis))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "L2 lookup failed; treated as a miss");
+                None
+            }
+        }
+    }
+
+    /// Stores in the layers `tier` uses. L1 is written at once; the Redis
+    /// write runs in the background so it never delays the response.
+    pub async fn put(&self, key: &str, entry: Arc<Entry>, tier: Tier) {
+        if tier.uses_memory() {
+            let _ = self.memory.put(key, entry.clone()).await;
+        }
+        if let Some(redis) = self.redis.as_ref().filter(|_| tier.uses_redis()) {
+            let redis = redis.clone();
+            let key = key.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = redis.put(&key, entry).await {
+                    tracing::warn!(key, error = %e, "L2 store failed");
+                }
+            });
+        }
+    }
+
+    /// Removes `key` from both layers; answers whether any held it.
+    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let in_memory = self.memory.delete(key).await?;
+        let in_redis = match &self.redis {
+            Some(r) => r.delete(key).await?,
+            None => false,
+        };
+        Ok(in_memory || in_redis)
+    }
+}

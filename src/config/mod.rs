@@ -1,0 +1,282 @@
+//! The configuration: read the YAML, replace `${VAR}` from the environment,
+//! deserialize into [`raw`] structs, then validate into a typed [`Config`].
+//!
+//! Nothing here binds a socket: `sidecache check` and `sidecache run` share
+//! this path, so a file that `check` accepts is one `run` starts with.
+
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::rules::RuleSet;
+
+/// Default proxy listener.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Default admin listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Default time to open a connection to the backend.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default time the backend has to send its response headers.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default L1 size bound.
+pub const DEFAULT_MEMORY_MAX_SIZE: u64 = 256 * 1024 * 1024;
+/// Default largest response body that is cached; larger ones stream through.
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 1024 * 1024;
+/// Default Redis key prefix.
+pub const DEFAULT_KEY_PREFIX: &str = "sidecache:";
+/// Default time one Redis command may take before it counts as a miss.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+/// Default freshness of a rule that names none.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// Default key template.
+pub const DEFAULT_KEY: &str = "{method}:{host}{path}?{query}";
+/// Statuses stored unless a rule lists its own.
+pub const DEFAULT_STATUSES: [u16; 7] = [200, 203, 204, 300, 301, 404, 410];
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it came from (for messages and reloads).
+    pub source: PathBuf,
+    /// Proxy listener.
+    pub listen: SocketAddr,
+    /// The backend.
+    pub upstream: Upstream,
+    /// Admin listener.
+    pub admin: Admin,
+    /// L1 bounds.
+    pub memory: Memory,
+    /// L2, when configured.
+    pub redis: Option<RedisConfig>,
+    /// The compiled rules, in file order.
+    pub rules: RuleSet,
+}
+
+/// `upstream:`.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Scheme and authority of the backend (`http://host:port`).
+    pub url: http::Uri,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time for the response headers to arrive.
+    pub timeout: Duration,
+}
+
+/// `admin:`.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Admin listener.
+    pub listen: SocketAddr,
+    /// Bearer token for purge and reload.
+    pub token: Option<String>,
+}
+
+/// `memory:`.
+#[derive(Debug, Clone)]
+pub struct Memory {
+    /// Total bytes of L1, weighed by entry size.
+    pub max_size: u64,
+    /// Largest body stored, by default.
+    pub max_object_size: u64,
+}
+
+/// `redis:`.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Connection URL (`redis://`, `rediss://`, `redis+unix://`).
+    pub url: String,
+    /// Prefix of every key and channel sidecache uses.
+    pub key_prefix: String,
+    /// Time one command may take.
+    pub timeout: Duration,
+}
+
+/// A place in the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pos {
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+}
+
+/// One problem found in the file.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// Where, when known.
+    pub pos: Option<Pos>,
+    /// The field, dotted (`rules[2].key`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every error found in one file; the file is rejected if there is any.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The errors, in file order.
+    pub problems: Vec<Problem>,
+}
+
+/// A loaded config with the warnings it raised.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The config.
+    pub config: Config,
+    /// Things that work but are probably not what was meant.
+    pub warnings: Vec<Problem>,
+}
+
+impl Problem {
+    /// Formats as `file:line:column: field: message`.
+    pub fn display<'a>(&'a self, file: &'a Path) -> impl fmt::Display + 'a {
+        DisplayProblem { file, problem: self }
+    }
+}
+
+struct DisplayProblem<'a> {
+    file: &'a Path,
+    problem: &'a Problem,
+}
+
+impl fmt::Display for DisplayProblem<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.problem;
+        write!(f, "{}", self.file.display())?;
+        if let Some(pos) = &p.pos {
+            write!(f, ":{}:{}", pos.line, pos.column)?;
+        }
+        if p.field.is_empty() {
+            write!(f, ": {}", p.message)
+        } else {
+            write!(f, ": {}: {}", p.field, p.message)
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {}", p.display(&self.file))?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                pos: None,
+                field: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Self::from_yaml(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates YAML text; `env` answers `${VAR}` look-ups. `source` names
+    /// the file in messages.
+    pub fn from_yaml(
+        text: &str,
+        source: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Loaded, ConfigError> {
+        let fail = |problems| ConfigError {
+            file: source.to_owned(),
+            problems,
+        };
+        let text = interpolate(text, env).map_err(fail)?;
+        let raw: raw::RawConfig = serde_saphyr::from_str(&text).map_err(|e| {
+            fail(vec![Problem {
+                pos: e.location().map(|l| Pos {
+                    line: l.line(),
+                    column: l.column(),
+                }),
+                field: String::new(),
+                message: yaml_message(&e),
+            }])
+        })?;
+        validate::validate(raw, source).map_err(fail)
+    }
+}
+
+/// The first line of a YAML error, without the location and snippet the
+/// library adds (we print our own location).
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or("invalid YAML").trim();
+    // The library appends " at line X, column Y"; drop it when present.
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_owned(),
+        None => first.to_owned(),
+    }
+}
+
+/// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`.
+/// A missing variable is an error at its place. Values are inserted as they
+/// are, so a value holding YAML syntax should be quoted in the file.
+fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<Problem>> {
+    let mut out = String::with_capacity(text.len());
+    let mut problems = Vec::new();
+    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        let mut col = 1u64;
+        while let Some(i) = rest.find("${") {
+            if rest[..i].ends_with('$') {
+                out.push_str(&rest[..i - 1]);
+                out.push_str("${");
+                col += rest[..i + 2].chars().count() as u64;
+                rest = &rest[i + 2..];
+                continue;
+            }
+            out.push_str(&rest[..i]);
+            let at = col + rest[..i].chars().count() as u64;
+            let after = &rest[i + 2..];
+            let Some(end) = after.find('}') else {
+                problems.push(Problem {
+                    pos: Some(Pos { line: line_no as u64 + 1, column: at }),
+                    field: String::new(),
+                    message: "unclosed `${`".into(),
+                });
+                out.push_str(&rest[i..]);
+                rest = "";
+                break;
+            };
+            let name = &after[..end];
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            match env(name).filter(|_| valid) {
+                Some(v) => out.push_str(&v),
+                None => problems.push(Problem {
+                    pos: Some(Pos { line: line_no as u64 + 1, column: at }),
+                    field: String::new(),
+                    message: if valid {
+                        format!("environment variable `{name}` is not set")
+                    } else {
+                        format!("`${{{name}}}` is not a valid variable name")
+                    },
+                }),
+            }
+            col = at + 3 + name.chars().count() as u64;
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+#[cfg(test)]
+mod tests;

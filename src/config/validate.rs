@@ -1,0 +1,414 @@
+//! Turns the raw file into a typed [`Config`]: every error is collected with
+//! its place, so one `sidecache check` shows them all.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::Method;
+
+use super::raw::{RawConfig, RawRule, Sp};
+use super::*;
+use crate::rules::{Rule, RuleSet, Template, Tier, Ttl, Use, Var, route_params};
+
+/// Collects problems while walking the file.
+struct Check {
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+fn pos<T>(sp: &Sp<T>) -> Option<Pos> {
+    Some(Pos {
+        line: sp.referenced.line(),
+        column: sp.referenced.column(),
+    })
+}
+
+impl Check {
+    fn error<T>(&mut self, at: &Sp<T>, field: &str, message: impl Into<String>) {
+        self.errors.push(Problem {
+            pos: pos(at),
+            field: field.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn warn<T>(&mut self, at: &Sp<T>, field: &str, message: impl Into<String>) {
+        self.warnings.push(Problem {
+            pos: pos(at),
+            field: field.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: &Sp<String>, field: &str) -> Option<Duration> {
+        match humantime::parse_duration(v.value.trim()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(v, field, format!("`{}` is not a duration ({e}); write e.g. 100ms, 30s, 5m, 24h, 7d", v.value));
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, v: &Sp<String>, field: &str) -> Option<Duration> {
+        let d = self.duration(v, field)?;
+        if d.is_zero() {
+            self.error(v, field, "must be greater than zero");
+            return None;
+        }
+        Some(d)
+    }
+
+    fn size(&mut self, v: &Sp<String>, field: &str) -> Option<u64> {
+        match v.value.trim().parse::<bytesize::ByteSize>() {
+            Ok(s) if s.as_u64() > 0 => Some(s.as_u64()),
+            Ok(_) => {
+                self.error(v, field, "must be greater than zero");
+                None
+            }
+            Err(e) => {
+                self.error(v, field, format!("`{}` is not a size ({e}); write e.g. 512KiB, 1MiB, 256MiB", v.value));
+                None
+            }
+        }
+    }
+
+    fn addr(&mut self, v: &Sp<String>, field: &str) -> Option<SocketAddr> {
+        match v.value.trim().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(v, field, format!("`{}` is not an address such as 0.0.0.0:8080", v.value));
+                None
+            }
+        }
+    }
+}
+
+/// Validates the whole file.
+pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Problem>> {
+    let mut c = Check {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let listen = match &raw.listen {
+        Some(v) => c.addr(v, "listen"),
+        None => DEFAULT_LISTEN.parse().ok(),
+    };
+    let upstream = upstream(&mut c, &raw);
+    let admin = admin(&mut c, &raw);
+    let memory = Memory {
+        max_size: raw
+            .memory
+            .as_ref()
+            .and_then(|m| m.max_size.as_ref())
+            .map_or(Some(DEFAULT_MEMORY_MAX_SIZE), |v| c.size(v, "memory.max_size"))
+            .unwrap_or(DEFAULT_MEMORY_MAX_SIZE),
+        max_object_size: raw
+            .memory
+            .as_ref()
+            .and_then(|m| m.max_object_size.as_ref())
+            .map_or(Some(DEFAULT_MAX_OBJECT_SIZE), |v| c.size(v, "memory.max_object_size"))
+            .unwrap_or(DEFAULT_MAX_OBJECT_SIZE),
+    };
+    let redis = raw.redis.as_ref().map(|r| RedisConfig {
+        url: r.url.value.trim().to_owned(),
+        key_prefix: r
+            .key_prefix
+            .as_ref()
+            .map_or(DEFAULT_KEY_PREFIX.to_owned(), |p| p.value.clone()),
+        timeout: r
+            .timeout
+            .as_ref()
+            .and_then(|t| c.positive(t, "redis.timeout"))
+            .unwrap_or(DEFAULT_REDIS_TIMEOUT),
+    });
+    if let Some(r) = &raw.redis {
+        if let Err(e) = redis::Client::open(r.url.value.trim()) {
+            c.error(&r.url, "redis.url", format!("not a Redis URL: {e}"));
+        }
+    }
+
+    let empty = RawRule::default();
+    let defaults = match &raw.defaults {
+        Some(d) => {
+            if let Some(n) = &d.value.name {
+                c.error(n, "defaults.name", "defaults apply to every rule and cannot have a name");
+            }
+            if let Some(m) = &d.value.matcher {
+                c.error(m, "defaults.match", "defaults apply to every rule and cannot have a match");
+            }
+            &d.value
+        }
+        None => &empty,
+    };
+    let mut rules = Vec::new();
+    let mut spans = Vec::new();
+    for (i, r) in raw.rules.iter().enumerate() {
+        if let Some(rule) = rule(&mut c, i, r, defaults, &memory, redis.is_some()) {
+            rules.push(rule);
+            spans.push(r);
+        }
+    }
+    cross_rule_checks(&mut c, &rules, &spans);
+    let rules = match RuleSet::new(rules) {
+        Ok(set) => Some(set),
+        Err((i, msg)) => {
+            let at = spans[i];
+            c.error(at, &format!("rules[{i}].match.path"), format!("conflicts with another rule: {msg}"));
+            None
+        }
+    };
+
+    match (listen, upstream, admin, rules) {
+        (Some(listen), Some(upstream), Some(admin), Some(rules)) if c.errors.is_empty() => {
+            Ok(Loaded {
+                config: Config {
+                    source: source.to_owned(),
+                    listen,
+                    upstream,
+                    admin,
+                    memory,
+                    redis,
+                    rules,
+                },
+                warnings: c.warnings,
+            })
+        }
+        _ => Err(c.errors),
+    }
+}
+
+fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
+    let u = &raw.upstream;
+    let url = match u.url.value.trim().parse::<http::Uri>() {
+        Ok(url) if url.scheme_str() == Some("http") && url.authority().is_some() => {
+            if !matches!(url.path(), "" | "/") {
+                c.error(&u.url, "upstream.url", "give only scheme, host and port: requests keep their own path");
+            }
+            Some(url)
+        }
+        Ok(_) => {
+            c.error(&u.url, "upstream.url", "must be an http:// URL with a host, e.g. http://127.0.0.1:3000");
+            None
+        }
+        Err(e) => {
+            c.error(&u.url, "upstream.url", format!("not a URL: {e}"));
+            None
+        }
+    };
+    let connect_timeout = u
+        .connect_timeout
+        .as_ref()
+        .map_or(Some(DEFAULT_CONNECT_TIMEOUT), |v| c.positive(v, "upstream.connect_timeout"));
+    let timeout = u
+        .timeout
+        .as_ref()
+        .map_or(Some(DEFAULT_UPSTREAM_TIMEOUT), |v| c.positive(v, "upstream.timeout"));
+    Some(Upstream {
+        url: url?,
+        connect_timeout: connect_timeout?,
+        timeout: timeout?,
+    })
+}
+
+fn admin(c: &mut Check, raw: &RawConfig) -> Option<Admin> {
+    let a = raw.admin.as_ref();
+    let listen = match a.and_then(|a| a.listen.as_ref()) {
+        Some(v) => c.addr(v, "admin.listen")?,
+        None => DEFAULT_ADMIN_LISTEN.parse().ok()?,
+    };
+    let token = a.and_then(|a| a.token.as_ref()).filter(|t| !t.value.is_empty());
+    if let (Some(v), None) = (a.and_then(|a| a.listen.as_ref()), token) {
+        if !listen.ip().is_loopback() {
+            c.error(v, "admin.listen", "an admin listener beyond loopback needs admin.token");
+        }
+    }
+    Some(Admin {
+        listen,
+        token: token.map(|t| t.value.clone()),
+    })
+}
+
+fn rule(
+    c: &mut Check,
+    i: usize,
+    r: &Sp<RawRule>,
+    d: &RawRule,
+    memory: &Memory,
+    have_redis: bool,
+) -> Option<Rule> {
+    let field = |f: &str| format!("rules[{i}].{f}");
+    let raw = &r.value;
+    let name = match &raw.name {
+        Some(n) if !n.value.is_empty()
+            && n.value.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.')) =>
+        {
+            n.value.clone()
+        }
+        Some(n) => {
+            c.error(n, &field("name"), "use letters, digits, `-`, `_` and `.` only");
+            return None;
+        }
+        None => {
+            c.error(r, &field("name"), "every rule needs a name");
+            return None;
+        }
+    };
+    let Some(m) = &raw.matcher else {
+        c.error(r, &field("match"), "every rule needs a match with at least a path");
+        return None;
+    };
+    let path = m.value.path.value.clone();
+    if !path.starts_with('/') {
+        c.error(&m.value.path, &field("match.path"), "must start with `/`");
+        return None;
+    }
+    let methods = match &m.value.methods {
+        Some(list) => {
+            let mut out = Vec::new();
+            for v in list {
+                match Method::from_bytes(v.value.as_bytes()) {
+                    Ok(meth) if v.value.bytes().all(|b| b.is_ascii_uppercase()) => out.push(meth),
+                    _ => c.error(v, &field("match.methods"), format!("`{}` is not an HTTP method (write it in capitals)", v.value)),
+                }
+            }
+            out
+        }
+        None => vec![Method::GET, Method::HEAD],
+    };
+    let params = route_params(&path);
+    let cache = raw.cache.as_ref().or(d.cache.as_ref()).is_none_or(|v| v.value);
+
+    let key_src = raw.key.as_ref().or(d.key.as_ref());
+    let key = match key_src {
+        Some(k) => Template::parse(&k.value, Use::Key, &params)
+            .map_err(|e| c.error(k, &field("key"), e))
+            .ok()?,
+        None => Template::parse(DEFAULT_KEY, Use::Key, &params).ok()?,
+    };
+    let ttl = match raw.ttl.as_ref().or(d.ttl.as_ref()) {
+        Some(v) if v.value.trim() == "origin" => Ttl::Origin,
+        Some(v) => Ttl::Fixed(c.positive(v, &field("ttl"))?),
+        None => Ttl::Fixed(DEFAULT_TTL),
+    };
+    let tier = match raw.tier.as_ref().or(d.tier.as_ref()) {
+        None => Tier::Both,
+        Some(v) => match v.value.as_str() {
+            "memory" => Tier::Memory,
+            "redis" => Tier::Redis,
+            "both" => Tier::Both,
+            other => {
+                c.error(v, &field("tier"), format!("`{other}`: use memory, redis or both"));
+                return None;
+            }
+        },
+    };
+    let tier = if have_redis || tier == Tier::Memory {
+        tier
+    } else {
+        if let Some(v) = raw.tier.as_ref().filter(|_| tier == Tier::Redis) {
+            c.warn(v, &field("tier"), "no redis is configured: this rule is cached in memory only");
+        }
+        Tier::Memory
+    };
+    let mut tags = Vec::new();
+    for t in raw.tags.as_ref().or(d.tags.as_ref()).into_iter().flatten() {
+        match Template::parse(&t.value, Use::Tag, &params) {
+            Ok(tpl) => tags.push(tpl),
+            Err(e) => c.error(t, &field("tags"), e),
+        }
+    }
+    let statuses = match raw.statuses.as_ref().or(d.statuses.as_ref()) {
+        Some(list) => {
+            for s in list {
+                if !(100..=599).contains(&s.value) {
+                    c.error(s, &field("statuses"), format!("{} is not an HTTP status", s.value));
+                }
+            }
+            list.iter().map(|s| s.value).collect()
+        }
+        None => DEFAULT_STATUSES.to_vec(),
+    };
+    let max_object_size = match raw.max_object_size.as_ref().or(d.max_object_size.as_ref()) {
+        Some(v) => c.size(v, &field("max_object_size"))?,
+        None => memory.max_object_size,
+    };
+    let flag = |a: &Option<Sp<bool>>, b: &Option<Sp<bool>>| a.as_ref().or(b.as_ref()).is_some_and(|v| v.value);
+    pending_fields(c, raw, &field);
+
+    Some(Rule {
+        name,
+        methods,
+        path,
+        host: m.value.host.as_ref().map(|h| h.value.to_ascii_lowercase()),
+        cache,
+        key,
+        ttl,
+        tier,
+        tags,
+        statuses,
+        max_object_size,
+        allow_set_cookie: flag(&raw.allow_set_cookie, &d.allow_set_cookie),
+        allow_authorized: flag(&raw.allow_authorized, &d.allow_authorized),
+        allow_private: flag(&raw.allow_private, &d.allow_private),
+    })
+}
+
+/// Rule fields this version reads but does not act on yet: said once, as a
+/// warning, so a config written for a later version still loads.
+fn pending_fields(c: &mut Check, raw: &RawRule, field: &dyn Fn(&str) -> String) {
+    let mut warn_if = |present: Option<(u64, u64)>, name: &str| {
+        if let Some((line, column)) = present {
+            c.warnings.push(Problem {
+                pos: Some(Pos { line, column }),
+                field: field(name),
+                message: "accepted but not acted on by this version".into(),
+            });
+        }
+    };
+    fn at<T>(v: &Option<Sp<T>>) -> Option<(u64, u64)> {
+        v.as_ref().map(|s| (s.referenced.line(), s.referenced.column()))
+    }
+    fn at_list<T>(v: &Option<Vec<Sp<T>>>) -> Option<(u64, u64)> {
+        v.as_ref().and_then(|l| l.first()).map(|s| (s.referenced.line(), s.referenced.column()))
+    }
+    warn_if(at_list(&raw.invalidate_on), "invalidate_on");
+    warn_if(at(&raw.sliding), "sliding");
+    warn_if(at(&raw.write_through), "write_through");
+    warn_if(at(&raw.stale_while_revalidate), "stale_while_revalidate");
+    warn_if(at(&raw.stale_if_error), "stale_if_error");
+    warn_if(at(&raw.stale), "stale");
+    warn_if(at(&raw.collapse), "collapse");
+    warn_if(at_list(&raw.warm_on), "warm_on");
+    warn_if(at(&raw.rate_limit), "rate_limit");
+    warn_if(at(&raw.origin_tags), "origin_tags");
+}
+
+/// Names must be unique; two rules must not match the same requests on the
+/// same path; two caching rules must not be able to render the same key.
+fn cross_rule_checks(c: &mut Check, rules: &[Rule], spans: &[&Sp<RawRule>]) {
+    for (j, b) in rules.iter().enumerate() {
+        for a in &rules[..j] {
+            let at = spans[j];
+            if a.name == b.name {
+                c.error(at, "name", format!("rule name `{}` is used twice", b.name));
+                continue;
+            }
+            let same_route = a.path == b.path
+                && a.host == b.host
+                && a.methods.iter().any(|m| b.methods.contains(m));
+            if same_route {
+                c.error(at, "match", format!("rule `{}` matches the same path, host and methods as `{}` before it, so it would never be used", b.name, a.name));
+                continue;
+            }
+            if !(a.cache && b.cache) {
+                continue;
+            }
+            let shared_url_key = a.key == b.key && a.key.uses(&Var::Path);
+            if !shared_url_key && a.key.may_overlap(&b.key) {
+                c.error(at, "key", format!("key `{}` of rule `{}` can render the same key as `{}` of rule `{}`; give each rule its own key prefix", b.key, b.name, a.key, a.name));
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The `sidecache` command: parse arguments, set up logs, load the config,
+//! and run, check or explain.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sidecache::{App, Config};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a config that does not validate when serving (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "sidecache", version, about = "A caching sidecar proxy driven by YAML rules")]
+struct Cli {
+    /// The config file.
+    #[arg(long, short, env = "SIDECACHE_CONFIG", global = true, default_value = "sidecache.yaml")]
+    config: PathBuf,
+    /// Log format.
+    #[arg(long, env = "SIDECACHE_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate the config: print errors with file:line:column and warnings; exit 1 on error.
+    Check,
+    /// Show which rule a request matches, its key, tier, TTL and tags.
+    Explain {
+        /// Method, e.g. GET.
+        method: String,
+        /// URL or path, e.g. http://shop.local/products/42 or /products/42.
+        url: String,
+        /// A request header, 'Name: value' (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(&cli.log_format);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(&cli.config),
+        Command::Explain { method, url, headers } => match Config::load(&cli.config) {
+            Ok(loaded) => match sidecache::explain::explain(&loaded.config, &method, &url, &headers) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run => run(&cli.config),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {}", w.display(path));
+            }
+            println!("{}: ok ({} rules)", path.display(), loaded.config.rules.rules().len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    // Validate before binding any socket.
+    let loaded = match Config::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("{}", w.display(path));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let config = loaded.config;
+        let (listen, admin_listen) = (config.listen, config.admin.listen);
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let admin_listener = match tokio::net::TcpListener::bind(admin_listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {admin_listen} (admin): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let app = match App::build(config) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let token = CancellationToken::new();
+        tokio::spawn(sidecache::shutdown::on_signal(token.clone()));
+        tracing::info!(%listen, admin = %admin_listen, "sidecache serving");
+        app.run(listener, admin_listener, token, sidecache::app::DEFAULT_GRACE).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,124 @@
+//! One upstream request per key per process: the first miss of a key leads
+//! a "flight"; concurrent misses of the same key follow it and are answered
+//! from the entry it stores. When the leader's response is not storable (or
+//! it fails), followers are released to fetch on their own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::cache::Entry;
+
+/// How a flight ended.
+#[derive(Debug, Clone)]
+pub enum Landing {
+    /// The leader stored this entry under `key`.
+    Stored {
+        /// The key it was stored under (a Vary variant key, possibly).
+        key: String,
+        /// The entry.
+        entry: Arc<Entry>,
+    },
+    /// Nothing was stored; followers fetch on their own.
+    Abandoned,
+}
+
+/// Flights in progress, by key.
+///
+/// A std `Mutex` is right here: the critical sections are a map insert or
+/// remove, never held across an await.
+#[derive(Default)]
+pub struct Flights {
+    map: Mutex<HashMap<String, watch::Receiver<Option<Landing>>>>,
+}
+
+/// The role a request takes for its key.
+pub enum Join {
+    /// First: fetch, then land the flight.
+    Leader(FlightGuard),
+    /// Wait for the leader.
+    Follower(watch::Receiver<Option<Landing>>),
+}
+
+/// Held by the leader. Dropping it without landing releases the followers.
+pub struct FlightGuard {
+    flights: Arc<Flights>,
+    key: String,
+    tx: watch::Sender<Option<Landing>>,
+}
+
+impl Flights {
+    /// Joins the flight for `key`, leading it if there is none.
+    pub fn join(self: &Arc<Self>, key: &str) -> Join {
+        let mut map = match self.map.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(rx) = map.get(key) {
+            return Join::Follower(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(key.to_owned(), rx);
+        Join::Leader(FlightGuard {
+            flights: self.clone(),
+            key: key.to_owned(),
+            tx,
+        })
+    }
+
+    /// Number of flights in progress.
+    pub fn len(&self) -> usize {
+        self.map.lock().map_or(0, |m| m.len())
+    }
+
+    /// Whether no flight is in progress.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl FlightGuard {
+    /// Ends the flight with `landing`, waking every follower.
+    pub fn land(self, landing: Landing) {
+        self.tx.send_replace(Some(landing));
+        // Drop removes the map entry.
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.flights.map.lock() {
+            map.remove(&self.key);
+        }
+        if self.tx.borrow().is_none() {
+            self.tx.send_replace(Some(Landing::Abandoned));
+        }
+    }
+}
+
+/// Waits up to `limit` for the leader; `Abandoned` if it gives up or times out.
+pub async fn wait(mut rx: watch::Receiver<Option<Landing>>, limit: Duration) -> Landing {
+    match tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await {
+        Ok(Ok(v)) => v.clone().unwrap_or(Landing::Abandoned),
+        _ => Landing::Abandoned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The second joiner follows; dropping the guard abandons and frees the key.
+    #[tokio::test]
+    async fn follower_released_on_drop() {
+        let flights = Arc::new(Flights::default());
+        let Join::Leader(guard) = flights.join("k") else { panic!("first must lead") };
+        let Join::Follower(rx) = flights.join("k") else { panic!("second must follow") };
+        drop(guard);
+        assert!(matches!(wait(rx, Duration::from_secs(1)).await, Landing::Abandoned));
+        assert!(flights.is_empty());
+        assert!(matches!(flights.join("k"), Join::Leader(_)));
+    }
+}

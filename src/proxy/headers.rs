@@ -1,0 +1,205 @@
+//! Header work shared by every path: hop-by-hop removal, the forwarding
+//! headers added toward the backend, and the `Cache-Status` (RFC 9211)
+//! value told to the client.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `Via` value added in both directions.
+pub const VIA: &str = "1.1 sidecache";
+
+/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Removes hop-by-hop headers, including those `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHENTICATE);
+}
+
+/// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto` (kept if an
+/// earlier proxy set it) and `Via`.
+pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let prior = headers.get(&xff).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let value = match prior {
+        Some(p) if !p.trim().is_empty() => format!("{p}, {client}"),
+        _ => client.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(xff, v);
+    }
+    let proto = HeaderName::from_static("x-forwarded-proto");
+    if !headers.contains_key(&proto) {
+        headers.insert(proto, HeaderValue::from_static("http"));
+    }
+    append_via(headers);
+}
+
+/// Appends our `Via` entry.
+pub fn append_via(headers: &mut HeaderMap) {
+    headers.append(header::VIA, HeaderValue::from_static(VIA));
+}
+
+/// Whether a `Cache-Control` header carries `directive`.
+pub fn has_directive(headers: &HeaderMap, directive: &str) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| {
+            let name = d.split('=').next().unwrap_or("").trim();
+            name.eq_ignore_ascii_case(directive)
+        })
+}
+
+/// Why the cache went to the backend (RFC 9211 `fwd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// No rule, or a rule with `cache: false`.
+    Bypass,
+    /// The method is not answered from cache.
+    Method,
+    /// Nothing stored under the key.
+    UriMiss,
+    /// Something stored, but not for this request's varied headers.
+    VaryMiss,
+    /// Stored, but stale.
+    Stale,
+    /// The request asked for a forward (e.g. carried Authorization).
+    Request,
+}
+
+impl Fwd {
+    fn as_str(self) -> &'static str {
+        match self {
+            Fwd::Bypass => "bypass",
+            Fwd::Method => "method",
+            Fwd::UriMiss => "uri-miss",
+            Fwd::VaryMiss => "vary-miss",
+            Fwd::Stale => "stale",
+            Fwd::Request => "request",
+        }
+    }
+}
+
+/// A `Cache-Status` entry for this cache.
+#[derive(Debug, Clone, Default)]
+pub struct CacheStatus {
+    /// Answered from cache.
+    pub hit: bool,
+    /// Why it went forward.
+    pub fwd: Option<Fwd>,
+    /// The backend's status, when forwarded.
+    pub fwd_status: Option<u16>,
+    /// The response was stored.
+    pub stored: bool,
+    /// The request waited for another one's response.
+    pub collapsed: bool,
+    /// Freshness left, in seconds.
+    pub ttl: Option<u64>,
+    /// More detail (`memory`, `redis`, a no-store reason).
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    /// The header value.
+    pub fn to_header(&self) -> HeaderValue {
+        let mut s = String::from("sidecache");
+        if self.hit {
+            s.push_str("; hit");
+        }
+        if let Some(f) = self.fwd {
+            let _ = write!(s, "; fwd={}", f.as_str());
+        }
+        if let Some(code) = self.fwd_status {
+            let _ = write!(s, "; fwd-status={code}");
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if self.collapsed {
+            s.push_str("; collapsed");
+        }
+        if let Some(t) = self.ttl {
+            let _ = write!(s, "; ttl={t}");
+        }
+        if let Some(d) = self.detail {
+            let _ = write!(s, "; detail={d}");
+        }
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("sidecache"))
+    }
+}
+
+/// The `Cache-Status` header name.
+pub fn cache_status_name() -> HeaderName {
+    HeaderName::from_static("cache-status")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hop-by-hop headers and those named in Connection go; others stay.
+    #[test]
+    fn strips_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    /// X-Forwarded-For appends to an earlier proxy's list.
+    #[test]
+    fn forwarding_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        add_forwarding(&mut h, "127.0.0.1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["via"], VIA);
+    }
+
+    /// Cache-Status renders in RFC 9211 order.
+    #[test]
+    fn cache_status_text() {
+        let s = CacheStatus { fwd: Some(Fwd::UriMiss), fwd_status: Some(200), stored: true, ttl: Some(60), ..Default::default() };
+        assert_eq!(s.to_header(), "sidecache; fwd=uri-miss; fwd-status=200; stored; ttl=60");
+        let h = CacheStatus { hit: true, ttl: Some(5), detail: Some("memory"), ..Default::default() };
+        assert_eq!(h.to_header(), "sidecache; hit; ttl=5; detail=memory");
+    }
+
+    /// Directives match by name, case-insensitively, ignoring arguments.
+    #[test]
+    fn directive_lookup() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("Private=\"x\", max-age=5"));
+        assert!(has_directive(&h, "private"));
+        assert!(!has_directive(&h, "no-store"));
+    }
+}

@@ -1,0 +1,127 @@
+//! Responses built by the proxy itself: answers from a cache entry (with
+//! `Age`, HEAD and conditional 304 handling) and short error answers.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
+use http_body_util::{BodyExt, Full};
+
+use super::headers::{CacheStatus, append_via, cache_status_name};
+use super::{ProxyBody, empty};
+use crate::cache::{CachedResponse, Entry};
+
+/// Headers a 304 repeats from the stored response (RFC 9110 15.4.5).
+const NOT_MODIFIED_KEEP: [header::HeaderName; 6] = [
+    header::CACHE_CONTROL,
+    header::CONTENT_LOCATION,
+    header::DATE,
+    header::ETAG,
+    header::EXPIRES,
+    header::VARY,
+];
+
+/// Answers `req` from a stored response.
+pub fn from_entry(
+    req: &request::Parts,
+    entry: &Entry,
+    stored: &CachedResponse,
+    mut status: CacheStatus,
+    now: SystemTime,
+) -> Response<ProxyBody> {
+    status.ttl = Some(entry.remaining(now).as_secs());
+    let age = HeaderValue::from(entry.age(now).as_secs());
+    if stored.status == StatusCode::OK && not_modified(&req.headers, &stored.headers) {
+        let mut headers = HeaderMap::new();
+        for name in NOT_MODIFIED_KEEP.iter().chain([&header::LAST_MODIFIED]) {
+            for v in stored.headers.get_all(name) {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+        return finish(StatusCode::NOT_MODIFIED, headers, age, &status, empty());
+    }
+    let mut headers = stored.headers.clone();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+    let body = if req.method == Method::HEAD {
+        empty()
+    } else {
+        Full::new(stored.body.clone()).map_err(|e| match e {}).boxed_unsync()
+    };
+    finish(stored.status, headers, age, &status, body)
+}
+
+fn finish(
+    code: StatusCode,
+    mut headers: HeaderMap,
+    age: HeaderValue,
+    status: &CacheStatus,
+    body: ProxyBody,
+) -> Response<ProxyBody> {
+    headers.insert(header::AGE, age);
+    headers.insert(cache_status_name(), status.to_header());
+    append_via(&mut headers);
+    let mut res = Response::new(body);
+    *res.status_mut() = code;
+    *res.headers_mut() = headers;
+    res
+}
+
+/// Whether the client's validators match the stored response.
+fn not_modified(req: &HeaderMap, stored: &HeaderMap) -> bool {
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return inm.trim() == "*";
+        };
+        let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let mine = opaque(etag);
+        return inm.split(',').any(|t| t.trim() == "*" || opaque(t) == mine);
+    }
+    let since = req
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let modified = stored
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    matches!((since, modified), (Some(s), Some(m)) if m <= s)
+}
+
+/// A short plain-text answer of the proxy's own.
+pub fn error(code: StatusCode, message: &str, status: &CacheStatus) -> Response<ProxyBody> {
+    let body = Bytes::from(format!("{message}\n"));
+    let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
+    *res.status_mut() = code;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(cache_status_name(), status.to_header());
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (header::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+    }
+
+    /// A matching, weak or listed ETag gives 304; another does not.
+    #[test]
+    fn etag_matching() {
+        let stored = h(&[("etag", "\"v1\"")]);
+        assert!(not_modified(&h(&[("if-none-match", "\"v1\"")]), &stored));
+        assert!(not_modified(&h(&[("if-none-match", "W/\"v1\"")]), &stored));
+        assert!(not_modified(&h(&[("if-none-match", "\"x\", \"v1\"")]), &stored));
+        assert!(!not_modified(&h(&[("if-none-match", "\"v2\"")]), &stored));
+    }
+
+    /// If-Modified-Since at or after Last-Modified gives 304; before does not.
+    #[test]
+    fn modified_since() {
+        let stored = h(&[("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT")]);
+        assert!(not_modified(&h(&[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")]), &stored));
+        assert!(!not_modified(&h(&[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")]), &stored));
+        assert!(!not_modified(&h(&[("if-modified-since", "garbage")]), &stored));
+    }
+}

@@ -1,0 +1,125 @@
+//! A body that streams the backend's response to the client while keeping
+//! a copy for the cache, up to a size cap. When the stream ends cleanly the
+//! copy is handed on; on overflow, error or an early drop (client gone),
+//! `None` is handed on instead, so nothing half-read is ever stored.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+
+use super::{BoxError, ProxyBody};
+
+/// What receives the copy.
+pub type OnDone = Box<dyn FnOnce(Option<Bytes>) + Send>;
+
+/// The tee.
+pub struct TeeBody {
+    inner: ProxyBody,
+    copy: Option<BytesMut>,
+    limit: usize,
+    on_done: Option<OnDone>,
+}
+
+impl TeeBody {
+    /// Wraps `inner`, keeping up to `limit` bytes.
+    pub fn new(inner: ProxyBody, limit: usize, on_done: OnDone) -> Self {
+        let hint = inner.size_hint().exact().and_then(|n| usize::try_from(n).ok());
+        Self {
+            inner,
+            copy: Some(BytesMut::with_capacity(hint.unwrap_or(8 * 1024).min(limit))),
+            limit,
+            on_done: Some(on_done),
+        }
+    }
+
+    fn finish(&mut self, ok: bool) {
+        if let Some(done) = self.on_done.take() {
+            let copy = self.copy.take().filter(|_| ok).map(BytesMut::freeze);
+            done(copy);
+        }
+    }
+}
+
+impl Body for TeeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(data), Some(copy)) = (f.data_ref(), this.copy.as_mut()) {
+                    if copy.len() + data.len() > this.limit {
+                        this.copy = None;
+                        this.finish(false);
+                    } else {
+                        copy.extend_from_slice(data);
+                    }
+                }
+            }
+            Some(Err(_)) => this.finish(false),
+            None => this.finish(true),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TeeBody {
+    fn drop(&mut self) {
+        // The client went away before the end: store nothing.
+        self.finish(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use std::sync::{Arc, Mutex};
+
+    fn collect_into(slot: &Arc<Mutex<Option<Option<Bytes>>>>) -> OnDone {
+        let slot = slot.clone();
+        Box::new(move |b| *slot.lock().unwrap() = Some(b))
+    }
+
+    /// A body read to the end hands on an identical copy.
+    #[tokio::test]
+    async fn copies_whole_body() {
+        let slot = Arc::new(Mutex::new(None));
+        let inner = Full::new(Bytes::from_static(b"hello")).map_err(|e| match e {}).boxed_unsync();
+        let body = TeeBody::new(inner, 10, collect_into(&slot));
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(out, "hello");
+        assert_eq!(*slot.lock().unwrap(), Some(Some(Bytes::from_static(b"hello"))));
+    }
+
+    /// A body over the cap still streams whole but hands on nothing.
+    #[tokio::test]
+    async fn over_cap_streams_but_not_kept() {
+        let slot = Arc::new(Mutex::new(None));
+        let inner = Full::new(Bytes::from_static(b"hello world")).map_err(|e| match e {}).boxed_unsync();
+        let body = TeeBody::new(inner, 4, collect_into(&slot));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello world");
+        assert_eq!(*slot.lock().unwrap(), Some(None));
+    }
+
+    /// Dropping the body before its end hands on nothing.
+    #[tokio::test]
+    async fn dropped_early_not_kept() {
+        let slot = Arc::new(Mutex::new(None));
+        let inner = Full::new(Bytes::from_static(b"x")).map_err(|e| match e {}).boxed_unsync();
+        drop(TeeBody::new(inner, 4, collect_into(&slot)));
+        assert_eq!(*slot.lock().unwrap(), Some(None));
+    }
+}

@@ -1,0 +1,116 @@
+//! The pooled HTTP/1.1 client toward the backend, with connect and
+//! response-header timeouts, and errors sorted into the status the client
+//! should get (502 for a refused or broken connection, 504 for a timeout).
+
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::ProxyBody;
+use crate::config;
+
+/// Why the backend gave no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The connection could not be made (refused, unreachable, connect timeout).
+    #[error("cannot connect to the backend: {0}")]
+    Connect(String),
+    /// No response headers within the timeout.
+    #[error("the backend did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection broke or the response was not valid HTTP.
+    #[error("the backend's answer was broken: {0}")]
+    Broken(String),
+}
+
+impl UpstreamError {
+    /// The status to answer the client with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// The backend client.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, ProxyBody>,
+    scheme: Scheme,
+    authority: Authority,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for the configured backend.
+    pub fn new(cfg: &config::Upstream) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            client,
+            scheme: cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority: cfg
+                .url
+                .authority()
+                .cloned()
+                .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
+            timeout: cfg.timeout,
+        }
+    }
+
+    /// Sends `req` (its URI's path and query kept) to the backend.
+    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // HTTP/2 requests carry the host in the URI; HTTP/1.1 needs the header.
+        if !req.headers().contains_key(header::HOST) {
+            let host = req
+                .uri()
+                .authority()
+                .map_or_else(|| self.authority.as_str().to_owned(), |a| a.as_str().to_owned());
+            if let Ok(v) = HeaderValue::from_str(&host) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        *req.uri_mut() = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| UpstreamError::Broken(e.to_string()))?;
+        *req.version_mut() = Version::HTTP_11;
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+            Ok(Ok(res)) => Ok(res),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(source_chain(&e))),
+            Ok(Err(e)) => Err(UpstreamError::Broken(source_chain(&e))),
+        }
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

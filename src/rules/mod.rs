@@ -1,0 +1,189 @@
+//! Compiled cache rules: route matching (matchit) and per-rule settings.
+//!
+//! Lookup: the path is matched once against a router holding every rule's
+//! path pattern; among the rules sharing the matched pattern, the first in
+//! file order whose methods and host fit wins. The router picks the most
+//! specific pattern (a literal segment beats `{param}`, which beats
+//! `{*rest}`), as axum and nginx's location matching do.
+
+pub mod template;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+
+pub use template::{Bodies, RequestView, Template, Use, Var};
+
+/// How long an entry stays fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// A fixed lifetime from the moment it was stored.
+    Fixed(Duration),
+    /// Freshness from the backend's Cache-Control / Expires headers.
+    Origin,
+}
+
+/// Where a rule's entries live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Process memory only (L1).
+    Memory,
+    /// Redis only (L2), shared by all replicas.
+    Redis,
+    /// L1 in front of L2.
+    Both,
+}
+
+impl Tier {
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Redis => "redis",
+            Tier::Both => "both",
+        }
+    }
+
+    /// Whether entries go to L1.
+    pub fn uses_memory(self) -> bool {
+        matches!(self, Tier::Memory | Tier::Both)
+    }
+
+    /// Whether entries go to L2.
+    pub fn uses_redis(self) -> bool {
+        matches!(self, Tier::Redis | Tier::Both)
+    }
+}
+
+/// One rule, validated.
+#[derive(Debug)]
+pub struct Rule {
+    /// Unique name.
+    pub name: String,
+    /// Methods it matches.
+    pub methods: Vec<Method>,
+    /// Path pattern (`/products/{id}`).
+    pub path: String,
+    /// Host it is limited to (lower case; `*.example.com` allowed).
+    pub host: Option<String>,
+    /// `false`: always forwarded.
+    pub cache: bool,
+    /// Key template.
+    pub key: Template,
+    /// Freshness.
+    pub ttl: Ttl,
+    /// Storage tier in effect (already `memory` when no Redis is configured).
+    pub tier: Tier,
+    /// Tag templates.
+    pub tags: Vec<Template>,
+    /// Statuses that are stored.
+    pub statuses: Vec<u16>,
+    /// Largest body stored.
+    pub max_object_size: u64,
+    /// Store responses that set cookies (the cookie is then served to everyone).
+    pub allow_set_cookie: bool,
+    /// Answer requests carrying Authorization from the shared cache.
+    pub allow_authorized: bool,
+    /// Store `Cache-Control: private` responses.
+    pub allow_private: bool,
+}
+
+impl Rule {
+    /// Whether this rule matches the method and host.
+    fn fits(&self, method: &Method, host: &str) -> bool {
+        let method_ok = self.methods.iter().any(|m| m == method)
+            || (*method == Method::HEAD && self.methods.contains(&Method::GET));
+        method_ok && self.host.as_deref().is_none_or(|h| host_matches(h, host))
+    }
+
+    /// The route's parameter names.
+    pub fn params(&self) -> Vec<String> {
+        route_params(&self.path)
+    }
+}
+
+/// Whether `pattern` (`shop.example.com` or `*.example.com`) covers `host`.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.len() > suffix.len() + 1
+            && host.ends_with(suffix)
+            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.',
+        None => pattern == host,
+    }
+}
+
+/// Parameter names in a matchit pattern, `{*rest}` as `rest`.
+pub fn route_params(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = path;
+    while let Some(i) = rest.find('{') {
+        let Some(end) = rest[i..].find('}') else { break };
+        let name = &rest[i + 1..i + end];
+        out.push(name.trim_start_matches('*').to_owned());
+        rest = &rest[i + end + 1..];
+    }
+    out
+}
+
+/// The rules in file order, with a router over their paths.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Arc<Rule>>,
+    router: matchit::Router<Vec<usize>>,
+}
+
+/// The rule a request matched, with its path parameters.
+#[derive(Debug)]
+pub struct Matched<'a> {
+    /// The rule.
+    pub rule: &'a Arc<Rule>,
+    /// Path parameters, still percent-encoded.
+    pub params: Vec<(&'a str, &'a str)>,
+}
+
+impl RuleSet {
+    /// Builds the router. Fails on a pattern matchit rejects or that
+    /// conflicts with another (`/a/{x}` next to `/a/{y}`).
+    pub fn new(rules: Vec<Rule>) -> Result<Self, (usize, String)> {
+        let mut router = matchit::Router::new();
+        let mut by_path: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            match by_path.iter_mut().find(|(p, _)| *p == rule.path) {
+                Some((_, list)) => list.push(i),
+                None => by_path.push((rule.path.clone(), vec![i])),
+            }
+        }
+        for (path, list) in by_path {
+            let first = list[0];
+            router
+                .insert(path.as_str(), list)
+                .map_err(|e| (first, format!("path `{path}`: {e}")))?;
+        }
+        Ok(Self {
+            rules: rules.into_iter().map(Arc::new).collect(),
+            router,
+        })
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
+    }
+
+    /// The rule for a request, if any.
+    pub fn find<'a>(&'a self, method: &Method, host: &str, path: &'a str) -> Option<Matched<'a>> {
+        let found = self.router.at(path).ok()?;
+        let index = *found
+            .value
+            .iter()
+            .find(|&&i| self.rules[i].fits(method, host))?;
+        Some(Matched {
+            rule: &self.rules[index],
+            params: found.params.iter().collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

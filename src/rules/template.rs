@@ -1,0 +1,437 @@
+//! Key and tag templates: `product:{id}`, `{method}:{host}{path}?{query}`.
+//!
+//! Every value is percent-encoded before it goes into a key, and a template
+//! is accepted only if its placeholders are separated by a character no value
+//! can contain. So a rendered key parses back into exactly one set of values:
+//! no request can make its key equal to one rendered from other values, and
+//! [`Template::may_overlap`] tells at load time whether two rules' templates
+//! could ever render the same key.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, Method};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode};
+
+/// Bytes a rendered value keeps as they are; everything else is `%XX`.
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// `{path}` keeps its slashes so keys stay readable.
+const PATH: &AsciiSet = &VALUE.remove(b'/');
+
+/// One placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Var {
+    /// A path parameter of the route (`{id}`).
+    Param(String),
+    /// One query parameter (`{query.page}`).
+    Query(String),
+    /// The whole query, sorted, empty values dropped (`{query}`).
+    QueryAll,
+    /// A request header (`{header.accept-language}`).
+    Header(HeaderName),
+    /// A cookie (`{cookie.session_id}`).
+    Cookie(String),
+    /// The client address.
+    ClientIp,
+    /// The method (HEAD renders as GET, since HEAD is answered from GET entries).
+    Method,
+    /// The Host, lower-cased, without port.
+    Host,
+    /// The path.
+    Path,
+    /// A field of the JSON request body (tags and triggers only).
+    Request(Vec<String>),
+    /// A field of the JSON response body (tags and triggers only).
+    Response(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Lit(String),
+    Var(Var),
+}
+
+/// Where a template is used; decides which placeholders it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// A cache key: request data only.
+    Key,
+    /// A tag or trigger: may also read JSON bodies.
+    Tag,
+}
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+/// Request data a template renders from.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Host, lower-cased, without port.
+    pub host: &'a str,
+    /// Path, as received.
+    pub path: &'a str,
+    /// Query string, as received.
+    pub query: Option<&'a str>,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// Client address.
+    pub client_ip: IpAddr,
+}
+
+/// JSON bodies a tag template may read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bodies<'a> {
+    /// The request body, when it was JSON.
+    pub request: Option<&'a serde_json::Value>,
+    /// The response body, when it was JSON.
+    pub response: Option<&'a serde_json::Value>,
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl Template {
+    /// Parses `source`; `params` are the route's parameter names.
+    pub fn parse(source: &str, usage: Use, params: &[String]) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = source;
+        while !rest.is_empty() {
+            match rest.find(['{', '}']) {
+                Some(i) if rest.as_bytes()[i] == b'}' => {
+                    return Err(format!("unmatched `}}` in `{source}`"));
+                }
+                Some(i) => {
+                    if i > 0 {
+                        parts.push(Part::Lit(rest[..i].to_owned()));
+                    }
+                    let end = rest[i..]
+                        .find('}')
+                        .ok_or_else(|| format!("unclosed `{{` in `{source}`"))?;
+                    let name = &rest[i + 1..i + end];
+                    parts.push(Part::Var(parse_var(name, usage, params)?));
+                    rest = &rest[i + end + 1..];
+                }
+                None => {
+                    parts.push(Part::Lit(rest.to_owned()));
+                    rest = "";
+                }
+            }
+        }
+        if usage == Use::Key && parts.iter().any(|p| matches!(p, Part::Lit(l) if l.contains('#'))) {
+            return Err(format!("`{source}`: `#` is reserved for Vary variants and may not appear in a key"));
+        }
+        let template = Self {
+            source: source.to_owned(),
+            parts,
+        };
+        template.check_separated()?;
+        Ok(template)
+    }
+
+    /// The text as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether a placeholder reads a JSON body.
+    pub fn reads_body(&self) -> bool {
+        self.vars().any(|v| matches!(v, Var::Request(_) | Var::Response(_)))
+    }
+
+    /// Whether the template uses this placeholder.
+    pub fn uses(&self, var: &Var) -> bool {
+        self.vars().any(|v| v == var)
+    }
+
+    fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(v),
+            Part::Lit(_) => None,
+        })
+    }
+
+    /// Two placeholders must be split by a character the first cannot emit,
+    /// or the rendered key would not tell where one value ends.
+    fn check_separated(&self) -> Result<(), String> {
+        for pair in self.parts.windows(2) {
+            if let [Part::Var(a), Part::Var(b)] = pair {
+                if *b == Var::Path && *a != Var::Path {
+                    continue; // {path} always starts with '/', which `a` never emits.
+                }
+                return Err(format!(
+                    "`{}`: placeholders `{}` and `{}` must be separated by a character such as `:`",
+                    self.source,
+                    var_name(a),
+                    var_name(b)
+                ));
+            }
+        }
+        for triple in self.parts.windows(3) {
+            if let [Part::Var(a), Part::Lit(lit), Part::Var(_)] = triple {
+                if lit.chars().all(|c| emits(a, c)) {
+                    return Err(format!(
+                        "`{}`: the text `{lit}` after `{}` can also appear in its value; use a separator such as `:`",
+                        self.source,
+                        var_name(a)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders the template; `None` when a JSON field it reads is missing.
+    pub fn render(
+        &self,
+        req: &RequestView<'_>,
+        params: &[(&str, &str)],
+        bodies: Bodies<'_>,
+    ) -> Option<String> {
+        let mut out = String::with_capacity(self.source.len() + 32);
+        for part in &self.parts {
+            match part {
+                Part::Lit(s) => out.push_str(s),
+                Part::Var(v) => render_var(v, req, params, bodies, &mut out)?,
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether `self` and `other` could render the same string for some
+    /// values (a search over both templates read as patterns).
+    pub fn may_overlap(&self, other: &Template) -> bool {
+        let a = tokens(&self.parts);
+        let b = tokens(&other.parts);
+        let mut seen = vec![false; (a.len() + 1) * (b.len() + 1)];
+        let mut stack = vec![(0usize, 0usize)];
+        while let Some((i, j)) = stack.pop() {
+            let idx = i * (b.len() + 1) + j;
+            if std::mem::replace(&mut seen[idx], true) {
+                continue;
+            }
+            if i == a.len() && j == b.len() {
+                return true;
+            }
+            let (ta, tb) = (a.get(i), b.get(j));
+            if let Some(Tok::Any(_)) = ta {
+                stack.push((i + 1, j));
+            }
+            if let Some(Tok::Any(_)) = tb {
+                stack.push((i, j + 1));
+            }
+            match (ta, tb) {
+                (Some(Tok::Char(x)), Some(Tok::Char(y))) if x == y => stack.push((i + 1, j + 1)),
+                (Some(Tok::Char(x)), Some(Tok::Any(v))) if emits(v, *x) => stack.push((i + 1, j)),
+                (Some(Tok::Any(v)), Some(Tok::Char(y))) if emits(v, *y) => stack.push((i, j + 1)),
+                _ => {}
+            }
+        }
+        false
+    }
+}
+
+#[derive(Debug)]
+enum Tok<'a> {
+    Char(char),
+    Any(&'a Var),
+}
+
+fn tokens(parts: &[Part]) -> Vec<Tok<'_>> {
+    let mut out = Vec::new();
+    for p in parts {
+        match p {
+            Part::Lit(s) => out.extend(s.chars().map(Tok::Char)),
+            Part::Var(v) => {
+                if *v == Var::Path {
+                    out.push(Tok::Char('/'));
+                }
+                out.push(Tok::Any(v));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a rendered value of `var` can contain `c`.
+fn emits(var: &Var, c: char) -> bool {
+    let plain = c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '%');
+    match var {
+        Var::Path => plain || c == '/',
+        Var::QueryAll => plain || c == '=' || c == '&',
+        _ => plain,
+    }
+}
+
+fn var_name(v: &Var) -> String {
+    match v {
+        Var::Param(p) => format!("{{{p}}}"),
+        Var::Query(q) => format!("{{query.{q}}}"),
+        Var::QueryAll => "{query}".into(),
+        Var::Header(h) => format!("{{header.{h}}}"),
+        Var::Cookie(c) => format!("{{cookie.{c}}}"),
+        Var::ClientIp => "{client_ip}".into(),
+        Var::Method => "{method}".into(),
+        Var::Host => "{host}".into(),
+        Var::Path => "{path}".into(),
+        Var::Request(f) => format!("{{request.{}}}", f.join(".")),
+        Var::Response(f) => format!("{{response.{}}}", f.join(".")),
+    }
+}
+
+fn parse_var(name: &str, usage: Use, params: &[String]) -> Result<Var, String> {
+    let (head, tail) = match name.split_once('.') {
+        Some((h, t)) => (h, Some(t)),
+        None => (name, None),
+    };
+    let field = |what: &str| -> Result<String, String> {
+        match tail {
+            Some(t) if !t.is_empty() => Ok(t.to_owned()),
+            _ => Err(format!("`{{{name}}}`: name the {what}, as in `{{{head}.name}}`")),
+        }
+    };
+    let var = match head {
+        "query" if tail.is_none() => Var::QueryAll,
+        "query" => Var::Query(field("query parameter")?),
+        "header" => Var::Header(
+            HeaderName::try_from(field("header")?.to_ascii_lowercase())
+                .map_err(|_| format!("`{{{name}}}`: not a valid header name"))?,
+        ),
+        "cookie" => Var::Cookie(field("cookie")?),
+        "request" | "response" => {
+            if usage == Use::Key {
+                return Err(format!(
+                    "`{{{name}}}`: keys are rendered before the body is read; JSON fields may be used in tags and triggers only"
+                ));
+            }
+            let path = field("JSON field")?.split('.').map(str::to_owned).collect();
+            if head == "request" { Var::Request(path) } else { Var::Response(path) }
+        }
+        "client_ip" if tail.is_none() => Var::ClientIp,
+        "method" if tail.is_none() => Var::Method,
+        "host" if tail.is_none() => Var::Host,
+        "path" if tail.is_none() => Var::Path,
+        _ if tail.is_none() && params.iter().any(|p| p == name) => Var::Param(name.to_owned()),
+        _ if tail.is_none() => {
+            let known = if params.is_empty() {
+                "the route has no parameters".to_owned()
+            } else {
+                format!("the route defines {}", params.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", "))
+            };
+            return Err(format!("`{{{name}}}` is not a parameter of the route ({known})"));
+        }
+        _ => return Err(format!("`{{{name}}}` is not a known placeholder")),
+    };
+    Ok(var)
+}
+
+fn push_escaped(out: &mut String, raw: &str, set: &'static AsciiSet) {
+    // Decode first so `%41` and `A` render alike, then encode canonically.
+    let bytes: Vec<u8> = percent_decode_str(raw).collect();
+    out.extend(percent_encode(&bytes, set));
+}
+
+fn render_var(
+    var: &Var,
+    req: &RequestView<'_>,
+    params: &[(&str, &str)],
+    bodies: Bodies<'_>,
+    out: &mut String,
+) -> Option<()> {
+    match var {
+        Var::Param(name) => {
+            let v = params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| *v);
+            push_escaped(out, v, VALUE);
+        }
+        Var::Query(name) => {
+            let v = query_pairs(req.query).find(|(k, _)| k == name).map_or("", |(_, v)| v);
+            push_escaped(out, &v.replace('+', " "), VALUE);
+        }
+        Var::QueryAll => {
+            let mut pairs: Vec<(&str, &str)> =
+                query_pairs(req.query).filter(|(_, v)| !v.is_empty()).collect();
+            pairs.sort_unstable();
+            for (i, (k, v)) in pairs.into_iter().enumerate() {
+                if i > 0 {
+                    out.push('&');
+                }
+                push_escaped(out, &k.replace('+', " "), VALUE);
+                out.push('=');
+                push_escaped(out, &v.replace('+', " "), VALUE);
+            }
+        }
+        Var::Header(name) => {
+            let v = req.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()));
+            out.extend(percent_encode(v.as_deref().unwrap_or("").as_bytes(), VALUE));
+        }
+        Var::Cookie(name) => {
+            let v = cookie(req.headers, name).unwrap_or_default();
+            push_escaped(out, &v, VALUE);
+        }
+        Var::ClientIp => out.push_str(&req.client_ip.to_string()),
+        Var::Method => {
+            let m = if req.method == Method::HEAD { "GET" } else { req.method.as_str() };
+            out.extend(percent_encode(m.as_bytes(), VALUE));
+        }
+        Var::Host => push_escaped(out, req.host, VALUE),
+        Var::Path => {
+            let p = req.path.strip_prefix('/').unwrap_or(req.path);
+            out.push('/');
+            push_escaped(out, p, PATH);
+        }
+        Var::Request(field) => push_json(out, bodies.request?, field)?,
+        Var::Response(field) => push_json(out, bodies.response?, field)?,
+    }
+    Some(())
+}
+
+fn push_json(out: &mut String, body: &serde_json::Value, field: &[String]) -> Option<()> {
+    let mut v = body;
+    for f in field {
+        v = match v {
+            serde_json::Value::Object(m) => m.get(f)?,
+            serde_json::Value::Array(a) => a.get(f.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    let text = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    out.extend(percent_encode(text.as_bytes(), VALUE));
+    Some(())
+}
+
+/// `name=value` pairs of a raw query string, still percent-encoded.
+pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
+#[cfg(test)]
+mod tests;
