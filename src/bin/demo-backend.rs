@@ -175,7 +175,8 @@ async fn main() -> ExitCode {
         delay: Duration::from_millis(args.delay_ms),
         catalog_size: args.products,
     });
-    tracing::info!(listen = %args.listen, args.delay_ms, args.products, "demo-backend ready");
+    let (listen, delay_ms) = (args.listen, args.delay_ms);
+    tracing::info!(%listen, delay_ms, products = args.products, "demo-backend ready");
     serve(listener, app).await;
     ExitCode::SUCCESS
 }
@@ -301,17 +302,7 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
         ("POST", ["cart", user_id]) => {
             let user_id = number("user_id", user_id)?;
             let item: CartItem = read_json(req).await?;
-            write_cart(app, user_id, vec![item], |lines, added| {
-                for item in added {
-                    match lines
-                        .iter_mut()
-                        .find(|line| line.product_id == item.product_id)
-                    {
-                        Some(line) => line.qty = line.qty.saturating_add(item.qty),
-                        None => lines.push(item),
-                    }
-                }
-            })
+            write_cart(app, user_id, vec![item], add_lines)
         }
         ("DELETE", ["cart", user_id]) => {
             write_cart(app, number("user_id", user_id)?, vec![], |lines, _| {
@@ -419,6 +410,19 @@ fn write_cart(
     Ok(cart_json(user_id, cart))
 }
 
+/// Adds quantities to lines already in the cart, appends the others.
+fn add_lines(lines: &mut Vec<CartItem>, added: Vec<CartItem>) {
+    for item in added {
+        match lines
+            .iter_mut()
+            .find(|line| line.product_id == item.product_id)
+        {
+            Some(line) => line.qty = line.qty.saturating_add(item.qty),
+            None => lines.push(item),
+        }
+    }
+}
+
 fn cart_json(user_id: u64, cart: &Cart) -> Resp {
     ok(&json!({ "user_id": user_id, "items": cart.items, "updated_at": cart.updated_at }))
 }
@@ -474,7 +478,7 @@ fn product(id: u64) -> Product {
         "Kettle", "Lamp", "Backpack", "Chair", "Mug", "Blender", "Desk", "Fan",
     ];
     let name = format!("{} {id}", NOUNS[(id % 8) as usize]);
-    let description = format!("The {name}. {}", FILLER.repeat(19));
+    let description = format!("The {name}. {}", FILLER.repeat(20));
     let price = (id * 7919 % 20_000 + 99) as f64 / 100.0;
     Product {
         id,

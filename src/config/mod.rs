@@ -217,11 +217,23 @@ impl Config {
 /// library adds (we print our own location).
 fn yaml_message(e: &serde_saphyr::Error) -> String {
     let full = e.to_string();
-    let first = full.lines().next().unwrap_or("invalid YAML").trim();
-    // The library appends " at line X, column Y"; drop it when present.
-    match first.rfind(" at line ") {
-        Some(i) => first[..i].to_owned(),
-        None => first.to_owned(),
+    let mut msg = full.lines().next().unwrap_or("invalid YAML").trim();
+    msg = msg.strip_prefix("error: ").unwrap_or(msg);
+    // The library may lead with its own "line X column Y: "; we print ours.
+    if msg.starts_with("line ") {
+        if let Some(i) = msg.find(": ") {
+            msg = &msg[i + 2..];
+        }
+    }
+    let msg = match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    if msg.contains("flow mapping") || msg.contains("flow sequence") {
+        // The most common cause: `{ path: /products/{id} }`.
+        format!("{msg} (inside `{{ ... }}` or `[ ... ]`, quote values that contain braces: path: \"/products/{{id}}\")")
+    } else {
+        msg.to_owned()
     }
 }
 

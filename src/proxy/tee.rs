@@ -59,6 +59,11 @@ impl Body for TeeBody {
                         copy.extend_from_slice(data);
                     }
                 }
+                // hyper stops polling once the body says it has ended, so
+                // the end is seen here rather than as a final `None`.
+                if this.inner.is_end_stream() {
+                    this.finish(true);
+                }
             }
             Some(Err(_)) => this.finish(false),
             None => this.finish(true),

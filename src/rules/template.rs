@@ -385,7 +385,9 @@ fn render_var(
         Var::Path => {
             let p = req.path.strip_prefix('/').unwrap_or(req.path);
             out.push('/');
-            push_escaped(out, p, PATH);
+            // Not decoded: `%2F` and `/` are different paths, and encoding
+            // the raw bytes (`%` included) keeps distinct paths distinct.
+            out.extend(percent_encode(p.as_bytes(), PATH));
         }
         Var::Request(field) => push_json(out, bodies.request?, field)?,
         Var::Response(field) => push_json(out, bodies.response?, field)?,

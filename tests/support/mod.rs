@@ -1,0 +1,324 @@
+//! Test support: a real `redis-server` per test, an in-process backend that
+//! counts what it gets, and the proxy itself on port 0.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A `redis-server` on a unix socket in its own temp dir, killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: Option<u16>,
+}
+
+impl Redis {
+    /// Starts a server listening on a unix socket only.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut r = Self { child: None, dir, port: None };
+        r.spawn();
+        r
+    }
+
+    /// Starts a server on a free TCP port (for tests that restart it).
+    pub fn start_tcp() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut r = Self { child: None, dir, port: Some(port) };
+        r.spawn();
+        r
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
+        let port = self.port.map_or("0".to_owned(), |p| p.to_string());
+        let child = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--unixsocket"])
+            .arg(self.socket())
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (the README's test command installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.socket().exists() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The URL the proxy connects with.
+    pub fn url(&self) -> String {
+        match self.port {
+            Some(p) => format!("redis://127.0.0.1:{p}/0"),
+            None => format!("redis+unix://{}", self.socket().display()),
+        }
+    }
+
+    /// A direct connection, for looking at or tampering with what is stored.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// Kills the server (the data goes with it).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again at the same address.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What the backend answers: status, headers, body.
+pub type Reply = (StatusCode, Vec<(&'static str, String)>, Bytes);
+/// A request as the backend saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+/// An in-process HTTP backend that records every request.
+pub struct Backend {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    count: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl Backend {
+    /// Starts a backend answering with `handler`, after `delay`.
+    pub async fn start(delay: Duration, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (s, c, st) = (seen.clone(), count.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                    () = st.cancelled() => break,
+                };
+                let (s, c, h) = (s.clone(), c.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (s, c, h) = (s.clone(), c.clone(), h.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let seen = Seen { method: parts.method, uri: parts.uri.to_string(), headers: parts.headers, body };
+                            c.fetch_add(1, Ordering::SeqCst);
+                            s.lock().unwrap().push(seen.clone());
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            let (status, headers, body) = h(&seen);
+                            let mut res = Response::new(Full::new(body));
+                            *res.status_mut() = status;
+                            for (k, v) in headers {
+                                res.headers_mut().append(k, v.parse().unwrap());
+                            }
+                            Ok::<_, Infallible>(res)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, count, stop }
+    }
+
+    /// A backend answering `200 {"uri": ...}` JSON, with the given extra headers.
+    pub async fn json(headers: Vec<(&'static str, String)>) -> Self {
+        Self::start(Duration::ZERO, move |s| {
+            let mut h = headers.clone();
+            h.push(("content-type", "application/json".into()));
+            (StatusCode::OK, h, Bytes::from(format!("{{\"uri\":\"{}\",\"n\":{}}}", s.uri, rand_n())))
+        })
+        .await
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Requests received for a path (with query).
+    pub fn hits_for(&self, uri: &str) -> usize {
+        self.seen.lock().unwrap().iter().filter(|s| s.uri == uri).count()
+    }
+
+    /// Everything received.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn rand_n() -> u64 {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst) as u64
+}
+
+/// A running proxy on port 0; stopped on drop.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stop: CancellationToken,
+    pub app: Arc<sidecache::proxy::Proxy>,
+}
+
+impl Proxy {
+    /// Starts a proxy for `yaml`, in which `UPSTREAM` and `REDIS` are replaced.
+    pub async fn start(yaml: &str, backend: &str, redis: Option<&str>) -> Self {
+        let text = yaml.replace("UPSTREAM", backend).replace("REDIS", redis.unwrap_or(""));
+        let loaded = sidecache::Config::from_yaml(&text, Path::new("test.yaml"), &|_| None)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin) = (listener.local_addr().unwrap(), admin_listener.local_addr().unwrap());
+        let app = sidecache::App::build(loaded.config).unwrap();
+        let proxy = app.proxy.clone();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move { app.run(listener, admin_listener, token, Duration::from_secs(2)).await });
+        Self { addr, admin, stop, app: proxy }
+    }
+
+    /// `http://addr` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    /// The Cache-Status header, or "".
+    pub fn cache_status(&self) -> String {
+        self.header("cache-status")
+    }
+
+    /// A header as a string, or "".
+    pub fn header(&self, name: &str) -> String {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+    }
+
+    /// Whether Cache-Status says it was a hit.
+    pub fn is_hit(&self) -> bool {
+        self.cache_status().contains("; hit")
+    }
+}
+
+/// Sends a request through a fresh client.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Got {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+    let res = client.request(req).await.expect("request failed");
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.expect("body failed").to_bytes();
+    Got { status: parts.status, headers: parts.headers, body }
+}
+
+/// GET with headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Got {
+    send("GET", url, headers, "").await
+}
+
+/// Polls `check` every 10 ms until it holds, failing after 5 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Counts of requests by path, for assertions on many paths at once.
+pub fn by_uri(seen: &[Seen]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for s in seen {
+        *m.entry(s.uri.clone()).or_default() += 1;
+    }
+    m
+}
+
+/// Whether the Redis key exists.
+pub async fn redis_has(redis: &Redis, key: &str) -> bool {
+    let mut c = redis.conn().await;
+    redis::cmd("EXISTS").arg(key).query_async::<u64>(&mut c).await.unwrap_or(0) > 0
+}
