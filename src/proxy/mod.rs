@@ -130,12 +130,11 @@ impl Proxy {
         // Step 1: match a rule. No rule, `cache: false` and writes are
         // forwarded untouched.
         let host = request_host(&parts);
+        let cacheable_method = matches!(parts.method, Method::GET | Method::HEAD);
         let lookup = match self.config.rules.find(&parts.method, &host, parts.uri.path()) {
+            _ if !cacheable_method => Err(pass_status(Fwd::Method, "method")),
             None => Err(pass_status(Fwd::Bypass, "no-rule")),
             Some(m) if !m.rule.cache => Err(pass_status(Fwd::Bypass, "rule")),
-            Some(_) if !matches!(parts.method, Method::GET | Method::HEAD) => {
-                Err(pass_status(Fwd::Method, "method"))
-            }
             Some(m) if !m.rule.allow_authorized && parts.headers.contains_key(header::AUTHORIZATION) => {
                 Err(pass_status(Fwd::Request, "authorization"))
             }

@@ -1,0 +1,97 @@
+//! L2 in a real redis-server: shared between replicas, robust against
+//! garbage values and a Redis that dies mid-run.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+const RULES: &str = r#"
+upstream: { url: UPSTREAM }
+redis: { url: "REDIS", key_prefix: "sc:", timeout: 100ms }
+rules:
+  - name: product
+    match: { path: "/products/{id}" }
+    key: "product:{id}"
+    ttl: 1h
+"#;
+
+/// A miss on A stores in Redis; B answers it from Redis and fills its own
+/// L1, so B's next answer comes from memory. The backend is asked once.
+#[tokio::test]
+async fn two_replicas_share_l2() {
+    let redis = Redis::start();
+    let backend = Backend::json(vec![]).await;
+    let a = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    let b = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    let first = get(&a.url("/products/5"), &[]).await;
+    assert!(first.cache_status().contains("stored"));
+    eventually("entry in redis", || async { redis_has(&redis, "sc:product:5").await }).await;
+    let from_l2 = get(&b.url("/products/5"), &[]).await;
+    assert!(from_l2.cache_status().contains("hit") && from_l2.cache_status().contains("detail=redis"), "{}", from_l2.cache_status());
+    assert_eq!(from_l2.body, first.body);
+    let from_l1 = get(&b.url("/products/5"), &[]).await;
+    assert!(from_l1.cache_status().contains("detail=memory"), "{}", from_l1.cache_status());
+    assert_eq!(backend.hits(), 1);
+    // The TTL in Redis is the entry's.
+    let mut c = redis.conn().await;
+    let pttl: i64 = redis::cmd("PTTL").arg("sc:product:5").query_async(&mut c).await.unwrap();
+    assert!(pttl > 3_500_000 && pttl <= 3_600_000, "pttl {pttl}");
+}
+
+/// A value in Redis that is not a valid entry is a miss, never an error.
+#[tokio::test]
+async fn garbage_in_redis_is_a_miss() {
+    let redis = Redis::start();
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    let mut c = redis.conn().await;
+    for (i, junk) in [&b"not an entry"[..], b"SC\x01\x00\x00", b"SC\x09garbage", b""].iter().enumerate() {
+        let key = format!("sc:product:{i}");
+        let _: () = redis::cmd("SET").arg(&key).arg(*junk).query_async(&mut c).await.unwrap();
+        let res = get(&proxy.url(&format!("/products/{i}")), &[]).await;
+        assert_eq!(res.status, StatusCode::OK);
+        assert!(!res.is_hit(), "garbage served as a hit: {}", res.cache_status());
+    }
+    // A wrong type under the key (a list) is a miss too.
+    let _: () = redis::cmd("RPUSH").arg("sc:product:9").arg("x").query_async(&mut c).await.unwrap();
+    assert_eq!(get(&proxy.url("/products/9"), &[]).await.status, StatusCode::OK);
+    assert_eq!(backend.hits(), 5);
+}
+
+/// Killing Redis while requests flow fails none of them; the proxy goes on
+/// from L1 and the backend, and uses Redis again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run() {
+    let mut redis = Redis::start_tcp();
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    let mut failures = 0;
+    for i in 0..600 {
+        if i == 200 {
+            redis.kill();
+        }
+        let res = get(&proxy.url(&format!("/products/{}", i % 50)), &[]).await;
+        if res.status != StatusCode::OK {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 0);
+    redis.restart();
+    // New entries reach Redis again without restarting the proxy.
+    let mut n = 1000;
+    eventually("L2 used again", || {
+        n += 1;
+        let url = proxy.url(&format!("/products/{n}"));
+        let redis = &redis;
+        let key = format!("sc:product:{n}");
+        async move {
+            get(&url, &[]).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            redis_has(redis, &key).await
+        }
+    })
+    .await;
+}
