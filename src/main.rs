@@ -12,10 +12,20 @@ use tokio_util::sync::CancellationToken;
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "sidecache", version, about = "A caching sidecar proxy driven by YAML rules")]
+#[command(
+    name = "sidecache",
+    version,
+    about = "A caching sidecar proxy driven by YAML rules"
+)]
 struct Cli {
     /// The config file.
-    #[arg(long, short, env = "SIDECACHE_CONFIG", global = true, default_value = "sidecache.yaml")]
+    #[arg(
+        long,
+        short,
+        env = "SIDECACHE_CONFIG",
+        global = true,
+        default_value = "sidecache.yaml"
+    )]
     config: PathBuf,
     /// Log format.
     #[arg(long, env = "SIDECACHE_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -47,17 +57,23 @@ fn main() -> ExitCode {
     init_logs(&cli.log_format);
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(&cli.config),
-        Command::Explain { method, url, headers } => match Config::load(&cli.config) {
-            Ok(loaded) => match sidecache::explain::explain(&loaded.config, &method, &url, &headers) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
+        Command::Explain {
+            method,
+            url,
+            headers,
+        } => match Config::load(&cli.config) {
+            Ok(loaded) => {
+                match sidecache::explain::explain(&loaded.config, &method, &url, &headers) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(2)
+                    }
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(2)
-                }
-            },
+            }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
@@ -73,7 +89,11 @@ fn check(path: &std::path::Path) -> ExitCode {
             for w in &loaded.warnings {
                 eprintln!("warning: {}", w.display(path));
             }
-            println!("{}: ok ({} rules)", path.display(), loaded.config.rules.rules().len());
+            println!(
+                "{}: ok ({} rules)",
+                path.display(),
+                loaded.config.rules.rules().len()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -95,7 +115,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("{}", w.display(path));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -129,7 +152,13 @@ fn run(path: &std::path::Path) -> ExitCode {
         let token = CancellationToken::new();
         tokio::spawn(sidecache::shutdown::on_signal(token.clone()));
         tracing::info!(%listen, admin = %admin_listen, "sidecache serving");
-        app.run(listener, admin_listener, token, sidecache::app::DEFAULT_GRACE).await;
+        app.run(
+            listener,
+            admin_listener,
+            token,
+            sidecache::app::DEFAULT_GRACE,
+        )
+        .await;
         ExitCode::SUCCESS
     })
 }
@@ -137,7 +166,9 @@ fn run(path: &std::path::Path) -> ExitCode {
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

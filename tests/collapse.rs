@@ -23,10 +23,20 @@ rules:
 /// and the followers say `collapsed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_concurrent_misses_one_request() {
-    let backend = Backend::start(Duration::from_millis(300), |_| (StatusCode::OK, vec![], Bytes::from_static(b"the product"))).await;
+    let backend = Backend::start(Duration::from_millis(300), |_| {
+        (StatusCode::OK, vec![], Bytes::from_static(b"the product"))
+    })
+    .await;
     let proxy = Proxy::start(RULES, &backend.url(), None).await;
     let url = proxy.url("/products/1");
-    let tasks: Vec<_> = (0..100).map(|_| tokio::spawn({ let url = url.clone(); async move { get(&url, &[]).await } })).collect();
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn({
+                let url = url.clone();
+                async move { get(&url, &[]).await }
+            })
+        })
+        .collect();
     let mut collapsed = 0;
     for t in tasks {
         let res = t.await.unwrap();
@@ -43,12 +53,23 @@ async fn hundred_concurrent_misses_one_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unstorable_releases_followers() {
     let backend = Backend::start(Duration::from_millis(200), |_| {
-        (StatusCode::OK, vec![("cache-control", "private".into())], Bytes::from_static(b"mine"))
+        (
+            StatusCode::OK,
+            vec![("cache-control", "private".into())],
+            Bytes::from_static(b"mine"),
+        )
     })
     .await;
     let proxy = Proxy::start(RULES, &backend.url(), None).await;
     let url = proxy.url("/private/1");
-    let tasks: Vec<_> = (0..10).map(|_| tokio::spawn({ let url = url.clone(); async move { get(&url, &[]).await } })).collect();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn({
+                let url = url.clone();
+                async move { get(&url, &[]).await }
+            })
+        })
+        .collect();
     for t in tasks {
         let res = t.await.unwrap();
         assert_eq!(res.status, StatusCode::OK);

@@ -22,8 +22,17 @@ rules:
 
 fn echo() -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
     |s| {
-        let body = format!("{} {} {}", s.method, s.uri, String::from_utf8_lossy(&s.body));
-        (StatusCode::CREATED, vec![("x-echo", "1".into())], Bytes::from(body))
+        let body = format!(
+            "{} {} {}",
+            s.method,
+            s.uri,
+            String::from_utf8_lossy(&s.body)
+        );
+        (
+            StatusCode::CREATED,
+            vec![("x-echo", "1".into())],
+            Bytes::from(body),
+        )
     }
 }
 
@@ -33,10 +42,20 @@ async fn post_passes_with_body() {
     let backend = Backend::start(Duration::ZERO, echo()).await;
     let proxy = Proxy::start(RULES, &backend.url(), None).await;
     let body = "x".repeat(100_000);
-    let res = send("POST", &proxy.url("/products/1?a=b"), &[("x-custom", "yes")], &body).await;
+    let res = send(
+        "POST",
+        &proxy.url("/products/1?a=b"),
+        &[("x-custom", "yes")],
+        &body,
+    )
+    .await;
     assert_eq!(res.status, StatusCode::CREATED);
     assert_eq!(res.body, format!("POST /products/1?a=b {body}"));
-    assert!(res.cache_status().contains("fwd=method"), "{}", res.cache_status());
+    assert!(
+        res.cache_status().contains("fwd=method"),
+        "{}",
+        res.cache_status()
+    );
     let seen = &backend.seen()[0];
     assert_eq!(seen.headers["x-custom"], "yes");
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
@@ -51,9 +70,18 @@ async fn unmatched_and_cache_false_pass() {
     let proxy = Proxy::start(RULES, &backend.url(), None).await;
     for _ in 0..3 {
         let a = get(&proxy.url("/elsewhere"), &[]).await;
-        assert!(a.cache_status().contains("fwd=bypass; fwd-status=201; detail=no-rule"), "{}", a.cache_status());
+        assert!(
+            a.cache_status()
+                .contains("fwd=bypass; fwd-status=201; detail=no-rule"),
+            "{}",
+            a.cache_status()
+        );
         let b = get(&proxy.url("/inventory/1"), &[]).await;
-        assert!(b.cache_status().contains("detail=rule"), "{}", b.cache_status());
+        assert!(
+            b.cache_status().contains("detail=rule"),
+            "{}",
+            b.cache_status()
+        );
     }
     assert_eq!(backend.hits(), 6);
 }
@@ -62,11 +90,26 @@ async fn unmatched_and_cache_false_pass() {
 #[tokio::test]
 async fn hop_by_hop_removed() {
     let backend = Backend::start(Duration::ZERO, |_| {
-        (StatusCode::OK, vec![("connection", "x-internal".into()), ("x-internal", "secret".into())], Bytes::from_static(b"ok"))
+        (
+            StatusCode::OK,
+            vec![
+                ("connection", "x-internal".into()),
+                ("x-internal", "secret".into()),
+            ],
+            Bytes::from_static(b"ok"),
+        )
     })
     .await;
     let proxy = Proxy::start(RULES, &backend.url(), None).await;
-    let res = get(&proxy.url("/elsewhere"), &[("connection", "x-private"), ("x-private", "1"), ("keep-alive", "5")]).await;
+    let res = get(
+        &proxy.url("/elsewhere"),
+        &[
+            ("connection", "x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "5"),
+        ],
+    )
+    .await;
     assert!(!res.headers.contains_key("x-internal"));
     let seen = &backend.seen()[0];
     assert!(!seen.headers.contains_key("x-private"));
@@ -76,7 +119,11 @@ async fn hop_by_hop_removed() {
 /// A backend that refuses connections gives 502 with a short plain body.
 #[tokio::test]
 async fn refused_backend_gives_502() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let proxy = Proxy::start(RULES, &format!("http://127.0.0.1:{port}"), None).await;
     for path in ["/products/1", "/elsewhere"] {
         let res = get(&proxy.url(path), &[]).await;
@@ -103,11 +150,16 @@ async fn garbage_request_gives_400() {
     let backend = Backend::start(Duration::ZERO, echo()).await;
     let proxy = Proxy::start(RULES, &backend.url(), None).await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(b"GARBAGE \x01\x02 nonsense\r\n\r\n").await.unwrap();
+    s.write_all(b"GARBAGE \x01\x02 nonsense\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf);
     assert!(text.starts_with("HTTP/1.1 400"), "got: {text}");
-    assert_eq!(get(&proxy.url("/elsewhere"), &[]).await.status, StatusCode::CREATED);
+    assert_eq!(
+        get(&proxy.url("/elsewhere"), &[]).await.status,
+        StatusCode::CREATED
+    );
     assert_eq!(backend.hits(), 1);
 }

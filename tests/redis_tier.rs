@@ -28,16 +28,31 @@ async fn two_replicas_share_l2() {
     let b = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     let first = get(&a.url("/products/5"), &[]).await;
     assert!(first.cache_status().contains("stored"));
-    eventually("entry in redis", || async { redis_has(&redis, "sc:product:5").await }).await;
+    eventually("entry in redis", || async {
+        redis_has(&redis, "sc:product:5").await
+    })
+    .await;
     let from_l2 = get(&b.url("/products/5"), &[]).await;
-    assert!(from_l2.cache_status().contains("hit") && from_l2.cache_status().contains("detail=redis"), "{}", from_l2.cache_status());
+    assert!(
+        from_l2.cache_status().contains("hit") && from_l2.cache_status().contains("detail=redis"),
+        "{}",
+        from_l2.cache_status()
+    );
     assert_eq!(from_l2.body, first.body);
     let from_l1 = get(&b.url("/products/5"), &[]).await;
-    assert!(from_l1.cache_status().contains("detail=memory"), "{}", from_l1.cache_status());
+    assert!(
+        from_l1.cache_status().contains("detail=memory"),
+        "{}",
+        from_l1.cache_status()
+    );
     assert_eq!(backend.hits(), 1);
     // The TTL in Redis is the entry's.
     let mut c = redis.conn().await;
-    let pttl: i64 = redis::cmd("PTTL").arg("sc:product:5").query_async(&mut c).await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("sc:product:5")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert!(pttl > 3_500_000 && pttl <= 3_600_000, "pttl {pttl}");
 }
 
@@ -48,16 +63,41 @@ async fn garbage_in_redis_is_a_miss() {
     let backend = Backend::json(vec![]).await;
     let proxy = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     let mut c = redis.conn().await;
-    for (i, junk) in [&b"not an entry"[..], b"SC\x01\x00\x00", b"SC\x09garbage", b""].iter().enumerate() {
+    for (i, junk) in [
+        &b"not an entry"[..],
+        b"SC\x01\x00\x00",
+        b"SC\x09garbage",
+        b"",
+    ]
+    .iter()
+    .enumerate()
+    {
         let key = format!("sc:product:{i}");
-        let _: () = redis::cmd("SET").arg(&key).arg(*junk).query_async(&mut c).await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(*junk)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         let res = get(&proxy.url(&format!("/products/{i}")), &[]).await;
         assert_eq!(res.status, StatusCode::OK);
-        assert!(!res.is_hit(), "garbage served as a hit: {}", res.cache_status());
+        assert!(
+            !res.is_hit(),
+            "garbage served as a hit: {}",
+            res.cache_status()
+        );
     }
     // A wrong type under the key (a list) is a miss too.
-    let _: () = redis::cmd("RPUSH").arg("sc:product:9").arg("x").query_async(&mut c).await.unwrap();
-    assert_eq!(get(&proxy.url("/products/9"), &[]).await.status, StatusCode::OK);
+    let _: () = redis::cmd("RPUSH")
+        .arg("sc:product:9")
+        .arg("x")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&proxy.url("/products/9"), &[]).await.status,
+        StatusCode::OK
+    );
     assert_eq!(backend.hits(), 5);
 }
 

@@ -34,13 +34,21 @@ fn reply_for(case: &str) -> Reply {
     let small = Bytes::from_static(b"small");
     match case {
         "cookie" => (ok, vec![("set-cookie", "a=b".into())], small),
-        "private" => (ok, vec![("cache-control", "private, max-age=60".into())], small),
+        "private" => (
+            ok,
+            vec![("cache-control", "private, max-age=60".into())],
+            small,
+        ),
         "nostore" => (ok, vec![("cache-control", "no-store".into())], small),
         "varystar" => (ok, vec![("vary", "*".into())], small),
         "error" => (StatusCode::INTERNAL_SERVER_ERROR, vec![], small),
         "large" => (ok, vec![], Bytes::from(vec![b'x'; 2048])),
         "maxage" => (ok, vec![("cache-control", "max-age=60".into())], small),
-        "aged" => (ok, vec![("cache-control", "max-age=60".into()), ("age", "20".into())], small),
+        "aged" => (
+            ok,
+            vec![("cache-control", "max-age=60".into()), ("age", "20".into())],
+            small,
+        ),
         _ => (ok, vec![], small),
     }
 }
@@ -84,11 +92,19 @@ async fn defaults_refuse() {
     ] {
         let (first, hit) = stored(&proxy, &format!("/strict/{case}"), &[]).await;
         assert!(!hit, "{case} was stored");
-        assert!(first.cache_status().contains(&format!("detail={reason}")), "{case}: {}", first.cache_status());
+        assert!(
+            first.cache_status().contains(&format!("detail={reason}")),
+            "{case}: {}",
+            first.cache_status()
+        );
     }
     let (first, hit) = stored(&proxy, "/strict/auth", &[("authorization", "Bearer x")]).await;
     assert!(!hit, "a request with Authorization was answered from cache");
-    assert!(first.cache_status().contains("detail=authorization"), "{}", first.cache_status());
+    assert!(
+        first.cache_status().contains("detail=authorization"),
+        "{}",
+        first.cache_status()
+    );
     let (_, hit) = stored(&proxy, "/strict/plain", &[]).await;
     assert!(hit, "a plain response must be stored");
 }
@@ -116,15 +132,29 @@ async fn origin_ttl() {
     let (_backend, proxy) = setup().await;
     let (first, hit) = stored(&proxy, "/origin/maxage", &[]).await;
     assert!(hit);
-    assert!(first.cache_status().contains("ttl=60") || first.cache_status().contains("ttl=59"), "{}", first.cache_status());
+    assert!(
+        first.cache_status().contains("ttl=60") || first.cache_status().contains("ttl=59"),
+        "{}",
+        first.cache_status()
+    );
     let (first, hit) = stored(&proxy, "/origin/aged", &[]).await;
     assert!(hit);
     let status = first.cache_status();
-    assert!(status.contains("ttl=40") || status.contains("ttl=39"), "{status}");
+    assert!(
+        status.contains("ttl=40") || status.contains("ttl=39"),
+        "{status}"
+    );
     let again = get(&proxy.url("/origin/aged"), &[]).await;
     let age: u64 = again.header("age").parse().unwrap();
-    assert!((20..=21).contains(&age), "age {age} must include the backend's 20 s");
+    assert!(
+        (20..=21).contains(&age),
+        "age {age} must include the backend's 20 s"
+    );
     let (first, hit) = stored(&proxy, "/origin/plain", &[]).await;
     assert!(!hit, "no freshness from the backend: nothing stored");
-    assert!(first.cache_status().contains("detail=no-freshness"), "{}", first.cache_status());
+    assert!(
+        first.cache_status().contains("detail=no-freshness"),
+        "{}",
+        first.cache_status()
+    );
 }

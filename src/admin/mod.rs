@@ -25,7 +25,10 @@ pub struct Admin {
 impl Admin {
     /// Admin endpoints over `proxy`.
     pub fn new(proxy: Arc<Proxy>) -> Self {
-        Self { proxy, ready: AtomicBool::new(false) }
+        Self {
+            proxy,
+            ready: AtomicBool::new(false),
+        }
     }
 
     /// Marks the process ready (called once every listener is bound).
@@ -49,7 +52,11 @@ impl Admin {
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 let ready = self.ready.load(Ordering::Acquire);
                 let body = serde_json::json!({ "ready": ready, "redis": self.redis_state() });
-                let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                let code = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
                 json(code, &body)
             }
             (&Method::GET | &Method::HEAD, "/rules") => json(StatusCode::OK, &self.rules_json()),
@@ -83,7 +90,11 @@ impl Admin {
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    respond(code, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
+    respond(
+        code,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
 }
 
 fn json(code: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
@@ -93,6 +104,7 @@ fn json(code: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
 fn respond(code: StatusCode, content_type: &'static str, body: Bytes) -> Response<ProxyBody> {
     let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
     *res.status_mut() = code;
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }

@@ -41,7 +41,10 @@ pub fn encode(entry: &Entry) -> Bytes {
     let mut out = BytesMut::with_capacity(64 + entry.weight());
     out.put_slice(MAGIC);
     out.put_u8(VERSION);
-    let stored = entry.stored_at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let stored = entry
+        .stored_at
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     match &entry.payload {
         Payload::Response(r) => {
             out.put_u8(0);
@@ -106,7 +109,8 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
     let payload = match kind {
         0 => {
             need(&input, 4)?;
-            let status = StatusCode::from_u16(input.get_u16()).map_err(|_| DecodeError::Invalid("status"))?;
+            let status = StatusCode::from_u16(input.get_u16())
+                .map_err(|_| DecodeError::Invalid("status"))?;
             let count = input.get_u16();
             let mut headers = HeaderMap::with_capacity(usize::from(count));
             for _ in 0..count {
@@ -115,8 +119,10 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
                 let len = input.get_u32() as usize;
                 need(&input, len)?;
                 let value = input.split_to(len);
-                let name = HeaderName::from_bytes(&name).map_err(|_| DecodeError::Invalid("header name"))?;
-                let value = HeaderValue::from_maybe_shared(value).map_err(|_| DecodeError::Invalid("header value"))?;
+                let name = HeaderName::from_bytes(&name)
+                    .map_err(|_| DecodeError::Invalid("header name"))?;
+                let value = HeaderValue::from_maybe_shared(value)
+                    .map_err(|_| DecodeError::Invalid("header value"))?;
                 headers.append(name, value);
             }
             need(&input, 2)?;
@@ -130,7 +136,12 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
             let len = input.get_u32() as usize;
             need(&input, len)?;
             let body = input.split_to(len);
-            Payload::Response(CachedResponse { status, headers, body, tags })
+            Payload::Response(CachedResponse {
+                status,
+                headers,
+                body,
+                tags,
+            })
         }
         1 => {
             need(&input, 2)?;
@@ -138,7 +149,9 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
             let mut names = Vec::with_capacity(usize::from(count));
             for _ in 0..count {
                 let n = take16(&mut input)?;
-                names.push(HeaderName::from_bytes(&n).map_err(|_| DecodeError::Invalid("vary name"))?);
+                names.push(
+                    HeaderName::from_bytes(&n).map_err(|_| DecodeError::Invalid("vary name"))?,
+                );
             }
             Payload::Vary(names)
         }
@@ -147,11 +160,20 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
     if input.has_remaining() {
         return Err(DecodeError::Length);
     }
-    Ok(Entry { stored_at, ttl, grace, payload })
+    Ok(Entry {
+        stored_at,
+        ttl,
+        grace,
+        payload,
+    })
 }
 
 fn need(input: &Bytes, n: usize) -> Result<(), DecodeError> {
-    if input.remaining() < n { Err(DecodeError::Length) } else { Ok(()) }
+    if input.remaining() < n {
+        Err(DecodeError::Length)
+    } else {
+        Ok(())
+    }
 }
 
 fn take16(input: &mut Bytes) -> Result<Bytes, DecodeError> {
@@ -188,7 +210,10 @@ mod tests {
     fn round_trip() {
         let e = sample();
         assert_eq!(decode(encode(&e)).unwrap(), e);
-        let v = Entry { payload: Payload::Vary(vec![HeaderName::from_static("accept")]), ..sample() };
+        let v = Entry {
+            payload: Payload::Vary(vec![HeaderName::from_static("accept")]),
+            ..sample()
+        };
         assert_eq!(decode(encode(&v)).unwrap(), v);
     }
 
@@ -197,7 +222,10 @@ mod tests {
     fn truncated_and_trailing_refused() {
         let bytes = encode(&sample());
         for n in 0..bytes.len() {
-            assert!(decode(bytes.slice(..n)).is_err(), "prefix of {n} bytes accepted");
+            assert!(
+                decode(bytes.slice(..n)).is_err(),
+                "prefix of {n} bytes accepted"
+            );
         }
         let mut long = bytes.to_vec();
         long.push(0);
@@ -207,10 +235,16 @@ mod tests {
     /// Foreign values and a bad status are refused.
     #[test]
     fn garbage_refused() {
-        assert_eq!(decode(Bytes::from_static(b"hello world")), Err(DecodeError::Header));
+        assert_eq!(
+            decode(Bytes::from_static(b"hello world")),
+            Err(DecodeError::Header)
+        );
         let mut bytes = encode(&sample()).to_vec();
         bytes[28] = 0; // status high byte -> status < 100
         bytes[29] = 7;
-        assert_eq!(decode(Bytes::from(bytes)), Err(DecodeError::Invalid("status")));
+        assert_eq!(
+            decode(Bytes::from(bytes)),
+            Err(DecodeError::Invalid("status"))
+        );
     }
 }

@@ -23,7 +23,12 @@ pub struct MemoryStore {
 struct EntryExpiry;
 
 impl Expiry<String, Arc<Entry>> for EntryExpiry {
-    fn expire_after_create(&self, _key: &String, value: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<Entry>,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(value.keep_for(SystemTime::now()))
     }
 

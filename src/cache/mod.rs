@@ -76,7 +76,10 @@ impl Entry {
         match &self.payload {
             Payload::Response(r) => {
                 r.body.len()
-                    + r.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 32).sum::<usize>()
+                    + r.headers
+                        .iter()
+                        .map(|(n, v)| n.as_str().len() + v.len() + 32)
+                        .sum::<usize>()
                     + r.tags.iter().map(|t| t.len() + 24).sum::<usize>()
             }
             Payload::Vary(names) => names.len() * 32,
@@ -124,9 +127,14 @@ pub enum StoreError {
 /// A key-value store of entries.
 pub trait Store: Send + Sync {
     /// The entry under `key`, if any and not past its grace.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Arc<Entry>>, StoreError>> + Send;
+    fn get(&self, key: &str)
+    -> impl Future<Output = Result<Option<Arc<Entry>>, StoreError>> + Send;
     /// Stores `entry` under `key` for its lifetime.
-    fn put(&self, key: &str, entry: Arc<Entry>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn put(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Removes `key`; answers whether it was there.
     fn delete(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

@@ -60,7 +60,8 @@ impl RedisStore {
     /// Runs one command within the timeout, recording whether Redis answered.
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn.clone();
-        let result = match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+        let result = match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await
+        {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Redis(e)),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
@@ -94,7 +95,10 @@ impl Store for RedisStore {
             return Ok(());
         }
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.full_key(key)).arg(codec::encode(&entry).as_ref()).arg("PX").arg(millis);
+        cmd.arg(self.full_key(key))
+            .arg(codec::encode(&entry).as_ref())
+            .arg("PX")
+            .arg(millis);
         self.run::<()>(cmd).await
     }
 

@@ -22,10 +22,10 @@ impl Tiered {
     /// Looks `key` up in the layers `tier` uses. A Redis failure is logged
     /// and counted as a miss: a cache failure never fails a request.
     pub async fn get(&self, key: &str, tier: Tier) -> Option<(Arc<Entry>, Layer)> {
-        if tier.uses_memory() {
-            if let Ok(Some(e)) = self.memory.get(key).await {
-                return Some((e, Layer::Memory));
-            }
+        if tier.uses_memory()
+            && let Ok(Some(e)) = self.memory.get(key).await
+        {
+            return Some((e, Layer::Memory));
         }
         let redis = self.redis.as_ref().filter(|_| tier.uses_redis())?;
         match redis.get(key).await {

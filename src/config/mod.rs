@@ -137,7 +137,10 @@ pub struct Loaded {
 impl Problem {
     /// Formats as `file:line:column: field: message`.
     pub fn display<'a>(&'a self, file: &'a Path) -> impl fmt::Display + 'a {
-        DisplayProblem { file, problem: self }
+        DisplayProblem {
+            file,
+            problem: self,
+        }
     }
 }
 
@@ -220,10 +223,10 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     let mut msg = full.lines().next().unwrap_or("invalid YAML").trim();
     msg = msg.strip_prefix("error: ").unwrap_or(msg);
     // The library may lead with its own "line X column Y: "; we print ours.
-    if msg.starts_with("line ") {
-        if let Some(i) = msg.find(": ") {
-            msg = &msg[i + 2..];
-        }
+    if msg.starts_with("line ")
+        && let Some(i) = msg.find(": ")
+    {
+        msg = &msg[i + 2..];
     }
     let msg = match msg.rfind(" at line ") {
         Some(i) => &msg[..i],
@@ -231,7 +234,9 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     };
     if msg.contains("flow mapping") || msg.contains("flow sequence") {
         // The most common cause: `{ path: /products/{id} }`.
-        format!("{msg} (inside `{{ ... }}` or `[ ... ]`, quote values that contain braces: path: \"/products/{{id}}\")")
+        format!(
+            "{msg} (inside `{{ ... }}` or `[ ... ]`, quote values that contain braces: path: \"/products/{{id}}\")"
+        )
     } else {
         msg.to_owned()
     }
@@ -259,7 +264,10 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             let after = &rest[i + 2..];
             let Some(end) = after.find('}') else {
                 problems.push(Problem {
-                    pos: Some(Pos { line: line_no as u64 + 1, column: at }),
+                    pos: Some(Pos {
+                        line: line_no as u64 + 1,
+                        column: at,
+                    }),
                     field: String::new(),
                     message: "unclosed `${`".into(),
                 });
@@ -268,12 +276,15 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
                 break;
             };
             let name = &after[..end];
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             match env(name).filter(|_| valid) {
                 Some(v) => out.push_str(&v),
                 None => problems.push(Problem {
-                    pos: Some(Pos { line: line_no as u64 + 1, column: at }),
+                    pos: Some(Pos {
+                        line: line_no as u64 + 1,
+                        column: at,
+                    }),
                     field: String::new(),
                     message: if valid {
                         format!("environment variable `{name}` is not set")
@@ -287,7 +298,11 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
         }
         out.push_str(rest);
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]

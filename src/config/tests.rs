@@ -1,1 +1,145 @@
 use super::*;
+
+fn load(yaml: &str) -> Result<Loaded, ConfigError> {
+    Config::from_yaml(yaml, Path::new("t.yaml"), &|name| {
+        (name == "TOKEN").then(|| "s3cret".to_owned())
+    })
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load(yaml) {
+        Ok(_) => panic!("accepted:\n{yaml}"),
+        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+const BASE: &str = "upstream: { url: \"http://127.0.0.1:3000\" }\n";
+
+/// A minimal file loads with the documented defaults.
+#[test]
+fn defaults_apply() {
+    let l = load(BASE).unwrap();
+    assert_eq!(l.config.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(l.config.memory.max_size, DEFAULT_MEMORY_MAX_SIZE);
+    assert_eq!(l.config.upstream.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+    assert!(l.config.redis.is_none());
+}
+
+/// Human sizes and durations parse; `${VAR}` is replaced.
+#[test]
+fn sizes_durations_env() {
+    let yaml = format!(
+        "{BASE}memory: {{ max_size: 64MiB, max_object_size: 512KiB }}\nadmin: {{ token: \"${{TOKEN}}\" }}\nrules:\n  - name: a\n    match: {{ path: \"/a\" }}\n    ttl: 7d\n"
+    );
+    let l = load(&yaml).unwrap();
+    assert_eq!(l.config.memory.max_size, 64 * 1024 * 1024);
+    assert_eq!(l.config.memory.max_object_size, 512 * 1024);
+    assert_eq!(l.config.admin.token.as_deref(), Some("s3cret"));
+    assert_eq!(
+        l.config.rules.rules()[0].ttl,
+        crate::rules::Ttl::Fixed(std::time::Duration::from_secs(7 * 86400))
+    );
+}
+
+/// An unknown field is named with its line and column.
+#[test]
+fn unknown_field_located() {
+    let e = errors(&format!(
+        "{BASE}rules:\n  - name: a\n    match: {{ path: \"/a\" }}\n    tll: 5m\n"
+    ));
+    assert!(e[0].starts_with("error: t.yaml:5:5:"), "{e:?}");
+    assert!(e[0].contains("tll"), "{e:?}");
+}
+
+/// Bad duration and bad size name the field and place; all errors are listed.
+#[test]
+fn bad_values_all_listed() {
+    let e = errors(&format!(
+        "{BASE}memory: {{ max_size: lots }}\nrules:\n  - name: a\n    match: {{ path: \"/a\" }}\n    ttl: soon\n"
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("error: t.yaml:2:21: memory.max_size:"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("error: t.yaml:6:10: rules[0].ttl:"),
+        "{e:?}"
+    );
+}
+
+/// A missing environment variable is an error at its place.
+#[test]
+fn missing_env_var() {
+    let e = errors(&format!("{BASE}admin: {{ token: \"${{NOPE}}\" }}\n"));
+    assert!(e[0].starts_with("error: t.yaml:2:18:"), "{e:?}");
+    assert!(e[0].contains("NOPE"), "{e:?}");
+}
+
+/// A key placeholder the route does not define is refused, naming the route's parameters.
+#[test]
+fn undefined_placeholder() {
+    let e = errors(&format!(
+        "{BASE}rules:\n  - name: a\n    match: {{ path: \"/p/{{id}}\" }}\n    key: \"p:{{sku}}\"\n"
+    ));
+    assert!(
+        e[0].starts_with("error: t.yaml:5:10: rules[0].key:"),
+        "{e:?}"
+    );
+    assert!(e[0].contains("{sku}") && e[0].contains("{id}"), "{e:?}");
+}
+
+/// Duplicate and conflicting routes are refused.
+#[test]
+fn duplicate_and_conflicting_routes() {
+    let dup = errors(&format!(
+        "{BASE}rules:\n  - name: a\n    match: {{ path: \"/p/{{id}}\" }}\n    key: \"a:{{id}}\"\n  - name: b\n    match: {{ path: \"/p/{{id}}\" }}\n    key: \"b:{{id}}\"\n"
+    ));
+    assert!(dup[0].contains("never be used"), "{dup:?}");
+    assert!(dup[0].starts_with("error: t.yaml:6:"), "{dup:?}");
+    let conflict = errors(&format!(
+        "{BASE}rules:\n  - name: a\n    match: {{ path: \"/p/{{id}}\" }}\n    key: \"a:{{id}}\"\n  - name: b\n    match: {{ path: \"/p/{{sku}}\" }}\n    key: \"b:{{sku}}\"\n"
+    ));
+    assert!(conflict[0].contains("conflicts"), "{conflict:?}");
+    let names = errors(&format!(
+        "{BASE}rules:\n  - name: a\n    match: {{ path: \"/a\" }}\n  - name: a\n    match: {{ path: \"/b\" }}\n"
+    ));
+    assert!(names[0].contains("used twice"), "{names:?}");
+}
+
+/// Two rules whose keys could render the same string are refused.
+#[test]
+fn overlapping_keys_refused() {
+    let e = errors(&format!(
+        "{BASE}rules:\n  - name: a\n    match: {{ path: \"/a/{{id}}\" }}\n    key: \"p:{{id}}\"\n  - name: b\n    match: {{ path: \"/b/{{id}}\" }}\n    key: \"p:{{id}}\"\n"
+    ));
+    assert!(e[0].contains("can render the same key"), "{e:?}");
+    // Distinct prefixes are fine, and so is the default URL key on many rules.
+    load(&format!("{BASE}rules:\n  - name: a\n    match: {{ path: \"/a/{{id}}\" }}\n    key: \"a:{{id}}\"\n  - name: b\n    match: {{ path: \"/b/{{id}}\" }}\n    key: \"a:{{id}}:b\"\n  - name: c\n    match: {{ path: \"/c\" }}\n  - name: d\n    match: {{ path: \"/d\" }}\n")).unwrap();
+}
+
+/// The DESIGN example's unquoted braces in flow style get a hint.
+#[test]
+fn flow_braces_hint() {
+    let e = errors(&format!(
+        "{BASE}rules:\n  - name: a\n    match: {{ path: /p/{{id}} }}\n"
+    ));
+    assert!(e[0].contains("quote values that contain braces"), "{e:?}");
+}
+
+/// An admin listener beyond loopback needs a token; the tier falls back to memory without Redis.
+#[test]
+fn admin_token_and_tier_fallback() {
+    let e = errors(&format!("{BASE}admin: {{ listen: \"0.0.0.0:9901\" }}\n"));
+    assert!(e[0].contains("admin.token"), "{e:?}");
+    let l = load(&format!(
+        "{BASE}rules:\n  - name: s\n    match: {{ path: \"/s\" }}\n    tier: redis\n"
+    ))
+    .unwrap();
+    assert_eq!(l.config.rules.rules()[0].tier, crate::rules::Tier::Memory);
+    assert!(
+        l.warnings[0].message.contains("no redis"),
+        "{:?}",
+        l.warnings
+    );
+}

@@ -45,7 +45,14 @@ impl Check {
         match humantime::parse_duration(v.value.trim()) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(v, field, format!("`{}` is not a duration ({e}); write e.g. 100ms, 30s, 5m, 24h, 7d", v.value));
+                self.error(
+                    v,
+                    field,
+                    format!(
+                        "`{}` is not a duration ({e}); write e.g. 100ms, 30s, 5m, 24h, 7d",
+                        v.value
+                    ),
+                );
                 None
             }
         }
@@ -68,7 +75,14 @@ impl Check {
                 None
             }
             Err(e) => {
-                self.error(v, field, format!("`{}` is not a size ({e}); write e.g. 512KiB, 1MiB, 256MiB", v.value));
+                self.error(
+                    v,
+                    field,
+                    format!(
+                        "`{}` is not a size ({e}); write e.g. 512KiB, 1MiB, 256MiB",
+                        v.value
+                    ),
+                );
                 None
             }
         }
@@ -78,7 +92,11 @@ impl Check {
         match v.value.trim().parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.error(v, field, format!("`{}` is not an address such as 0.0.0.0:8080", v.value));
+                self.error(
+                    v,
+                    field,
+                    format!("`{}` is not an address such as 0.0.0.0:8080", v.value),
+                );
                 None
             }
         }
@@ -102,13 +120,17 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
             .memory
             .as_ref()
             .and_then(|m| m.max_size.as_ref())
-            .map_or(Some(DEFAULT_MEMORY_MAX_SIZE), |v| c.size(v, "memory.max_size"))
+            .map_or(Some(DEFAULT_MEMORY_MAX_SIZE), |v| {
+                c.size(v, "memory.max_size")
+            })
             .unwrap_or(DEFAULT_MEMORY_MAX_SIZE),
         max_object_size: raw
             .memory
             .as_ref()
             .and_then(|m| m.max_object_size.as_ref())
-            .map_or(Some(DEFAULT_MAX_OBJECT_SIZE), |v| c.size(v, "memory.max_object_size"))
+            .map_or(Some(DEFAULT_MAX_OBJECT_SIZE), |v| {
+                c.size(v, "memory.max_object_size")
+            })
             .unwrap_or(DEFAULT_MAX_OBJECT_SIZE),
     };
     let redis = raw.redis.as_ref().map(|r| RedisConfig {
@@ -123,20 +145,28 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
             .and_then(|t| c.positive(t, "redis.timeout"))
             .unwrap_or(DEFAULT_REDIS_TIMEOUT),
     });
-    if let Some(r) = &raw.redis {
-        if let Err(e) = redis::Client::open(r.url.value.trim()) {
-            c.error(&r.url, "redis.url", format!("not a Redis URL: {e}"));
-        }
+    if let Some(r) = &raw.redis
+        && let Err(e) = redis::Client::open(r.url.value.trim())
+    {
+        c.error(&r.url, "redis.url", format!("not a Redis URL: {e}"));
     }
 
     let empty = RawRule::default();
     let defaults = match &raw.defaults {
         Some(d) => {
             if let Some(n) = &d.value.name {
-                c.error(n, "defaults.name", "defaults apply to every rule and cannot have a name");
+                c.error(
+                    n,
+                    "defaults.name",
+                    "defaults apply to every rule and cannot have a name",
+                );
             }
             if let Some(m) = &d.value.matcher {
-                c.error(m, "defaults.match", "defaults apply to every rule and cannot have a match");
+                c.error(
+                    m,
+                    "defaults.match",
+                    "defaults apply to every rule and cannot have a match",
+                );
             }
             &d.value
         }
@@ -155,7 +185,11 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
         Ok(set) => Some(set),
         Err((i, msg)) => {
             let at = spans[i];
-            c.error(at, &format!("rules[{i}].match.path"), format!("conflicts with another rule: {msg}"));
+            c.error(
+                at,
+                &format!("rules[{i}].match.path"),
+                format!("conflicts with another rule: {msg}"),
+            );
             None
         }
     };
@@ -184,12 +218,20 @@ fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
     let url = match u.url.value.trim().parse::<http::Uri>() {
         Ok(url) if url.scheme_str() == Some("http") && url.authority().is_some() => {
             if !matches!(url.path(), "" | "/") {
-                c.error(&u.url, "upstream.url", "give only scheme, host and port: requests keep their own path");
+                c.error(
+                    &u.url,
+                    "upstream.url",
+                    "give only scheme, host and port: requests keep their own path",
+                );
             }
             Some(url)
         }
         Ok(_) => {
-            c.error(&u.url, "upstream.url", "must be an http:// URL with a host, e.g. http://127.0.0.1:3000");
+            c.error(
+                &u.url,
+                "upstream.url",
+                "must be an http:// URL with a host, e.g. http://127.0.0.1:3000",
+            );
             None
         }
         Err(e) => {
@@ -200,11 +242,15 @@ fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
     let connect_timeout = u
         .connect_timeout
         .as_ref()
-        .map_or(Some(DEFAULT_CONNECT_TIMEOUT), |v| c.positive(v, "upstream.connect_timeout"));
+        .map_or(Some(DEFAULT_CONNECT_TIMEOUT), |v| {
+            c.positive(v, "upstream.connect_timeout")
+        });
     let timeout = u
         .timeout
         .as_ref()
-        .map_or(Some(DEFAULT_UPSTREAM_TIMEOUT), |v| c.positive(v, "upstream.timeout"));
+        .map_or(Some(DEFAULT_UPSTREAM_TIMEOUT), |v| {
+            c.positive(v, "upstream.timeout")
+        });
     Some(Upstream {
         url: url?,
         connect_timeout: connect_timeout?,
@@ -218,11 +264,17 @@ fn admin(c: &mut Check, raw: &RawConfig) -> Option<Admin> {
         Some(v) => c.addr(v, "admin.listen")?,
         None => DEFAULT_ADMIN_LISTEN.parse().ok()?,
     };
-    let token = a.and_then(|a| a.token.as_ref()).filter(|t| !t.value.is_empty());
-    if let (Some(v), None) = (a.and_then(|a| a.listen.as_ref()), token) {
-        if !listen.ip().is_loopback() {
-            c.error(v, "admin.listen", "an admin listener beyond loopback needs admin.token");
-        }
+    let token = a
+        .and_then(|a| a.token.as_ref())
+        .filter(|t| !t.value.is_empty());
+    if let (Some(v), None) = (a.and_then(|a| a.listen.as_ref()), token)
+        && !listen.ip().is_loopback()
+    {
+        c.error(
+            v,
+            "admin.listen",
+            "an admin listener beyond loopback needs admin.token",
+        );
     }
     Some(Admin {
         listen,
@@ -241,13 +293,20 @@ fn rule(
     let field = |f: &str| format!("rules[{i}].{f}");
     let raw = &r.value;
     let name = match &raw.name {
-        Some(n) if !n.value.is_empty()
-            && n.value.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.')) =>
+        Some(n)
+            if !n.value.is_empty()
+                && n.value
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.')) =>
         {
             n.value.clone()
         }
         Some(n) => {
-            c.error(n, &field("name"), "use letters, digits, `-`, `_` and `.` only");
+            c.error(
+                n,
+                &field("name"),
+                "use letters, digits, `-`, `_` and `.` only",
+            );
             return None;
         }
         None => {
@@ -256,7 +315,11 @@ fn rule(
         }
     };
     let Some(m) = &raw.matcher else {
-        c.error(r, &field("match"), "every rule needs a match with at least a path");
+        c.error(
+            r,
+            &field("match"),
+            "every rule needs a match with at least a path",
+        );
         return None;
     };
     let path = m.value.path.value.clone();
@@ -270,7 +333,11 @@ fn rule(
             for v in list {
                 match Method::from_bytes(v.value.as_bytes()) {
                     Ok(meth) if v.value.bytes().all(|b| b.is_ascii_uppercase()) => out.push(meth),
-                    _ => c.error(v, &field("match.methods"), format!("`{}` is not an HTTP method (write it in capitals)", v.value)),
+                    _ => c.error(
+                        v,
+                        &field("match.methods"),
+                        format!("`{}` is not an HTTP method (write it in capitals)", v.value),
+                    ),
                 }
             }
             out
@@ -278,19 +345,25 @@ fn rule(
         None => vec![Method::GET, Method::HEAD],
     };
     let params = route_params(&path);
-    let cache = raw.cache.as_ref().or(d.cache.as_ref()).is_none_or(|v| v.value);
+    let cache = raw
+        .cache
+        .as_ref()
+        .or(d.cache.as_ref())
+        .is_none_or(|v| v.value);
 
     let key_src = raw.key.as_ref().or(d.key.as_ref());
+    // Each field is checked even when an earlier one failed, so that one
+    // `check` lists every error.
     let key = match key_src {
         Some(k) => Template::parse(&k.value, Use::Key, &params)
             .map_err(|e| c.error(k, &field("key"), e))
-            .ok()?,
-        None => Template::parse(DEFAULT_KEY, Use::Key, &params).ok()?,
+            .ok(),
+        None => Template::parse(DEFAULT_KEY, Use::Key, &params).ok(),
     };
     let ttl = match raw.ttl.as_ref().or(d.ttl.as_ref()) {
-        Some(v) if v.value.trim() == "origin" => Ttl::Origin,
-        Some(v) => Ttl::Fixed(c.positive(v, &field("ttl"))?),
-        None => Ttl::Fixed(DEFAULT_TTL),
+        Some(v) if v.value.trim() == "origin" => Some(Ttl::Origin),
+        Some(v) => c.positive(v, &field("ttl")).map(Ttl::Fixed),
+        None => Some(Ttl::Fixed(DEFAULT_TTL)),
     };
     let tier = match raw.tier.as_ref().or(d.tier.as_ref()) {
         None => Tier::Both,
@@ -299,8 +372,12 @@ fn rule(
             "redis" => Tier::Redis,
             "both" => Tier::Both,
             other => {
-                c.error(v, &field("tier"), format!("`{other}`: use memory, redis or both"));
-                return None;
+                c.error(
+                    v,
+                    &field("tier"),
+                    format!("`{other}`: use memory, redis or both"),
+                );
+                Tier::Memory
             }
         },
     };
@@ -308,7 +385,11 @@ fn rule(
         tier
     } else {
         if let Some(v) = raw.tier.as_ref().filter(|_| tier == Tier::Redis) {
-            c.warn(v, &field("tier"), "no redis is configured: this rule is cached in memory only");
+            c.warn(
+                v,
+                &field("tier"),
+                "no redis is configured: this rule is cached in memory only",
+            );
         }
         Tier::Memory
     };
@@ -323,7 +404,11 @@ fn rule(
         Some(list) => {
             for s in list {
                 if !(100..=599).contains(&s.value) {
-                    c.error(s, &field("statuses"), format!("{} is not an HTTP status", s.value));
+                    c.error(
+                        s,
+                        &field("statuses"),
+                        format!("{} is not an HTTP status", s.value),
+                    );
                 }
             }
             list.iter().map(|s| s.value).collect()
@@ -331,11 +416,16 @@ fn rule(
         None => DEFAULT_STATUSES.to_vec(),
     };
     let max_object_size = match raw.max_object_size.as_ref().or(d.max_object_size.as_ref()) {
-        Some(v) => c.size(v, &field("max_object_size"))?,
-        None => memory.max_object_size,
+        Some(v) => c.size(v, &field("max_object_size")),
+        None => Some(memory.max_object_size),
     };
-    let flag = |a: &Option<Sp<bool>>, b: &Option<Sp<bool>>| a.as_ref().or(b.as_ref()).is_some_and(|v| v.value);
+    let flag = |a: &Option<Sp<bool>>, b: &Option<Sp<bool>>| {
+        a.as_ref().or(b.as_ref()).is_some_and(|v| v.value)
+    };
     pending_fields(c, raw, &field);
+    let (Some(key), Some(ttl), Some(max_object_size)) = (key, ttl, max_object_size) else {
+        return None;
+    };
 
     Some(Rule {
         name,
@@ -368,10 +458,13 @@ fn pending_fields(c: &mut Check, raw: &RawRule, field: &dyn Fn(&str) -> String) 
         }
     };
     fn at<T>(v: &Option<Sp<T>>) -> Option<(u64, u64)> {
-        v.as_ref().map(|s| (s.referenced.line(), s.referenced.column()))
+        v.as_ref()
+            .map(|s| (s.referenced.line(), s.referenced.column()))
     }
     fn at_list<T>(v: &Option<Vec<Sp<T>>>) -> Option<(u64, u64)> {
-        v.as_ref().and_then(|l| l.first()).map(|s| (s.referenced.line(), s.referenced.column()))
+        v.as_ref()
+            .and_then(|l| l.first())
+            .map(|s| (s.referenced.line(), s.referenced.column()))
     }
     warn_if(at_list(&raw.invalidate_on), "invalidate_on");
     warn_if(at(&raw.sliding), "sliding");

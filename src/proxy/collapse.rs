@@ -114,10 +114,17 @@ mod tests {
     #[tokio::test]
     async fn follower_released_on_drop() {
         let flights = Arc::new(Flights::default());
-        let Join::Leader(guard) = flights.join("k") else { panic!("first must lead") };
-        let Join::Follower(rx) = flights.join("k") else { panic!("second must follow") };
+        let Join::Leader(guard) = flights.join("k") else {
+            panic!("first must lead")
+        };
+        let Join::Follower(rx) = flights.join("k") else {
+            panic!("second must follow")
+        };
         drop(guard);
-        assert!(matches!(wait(rx, Duration::from_secs(1)).await, Landing::Abandoned));
+        assert!(matches!(
+            wait(rx, Duration::from_secs(1)).await,
+            Landing::Abandoned
+        ));
         assert!(flights.is_empty());
         assert!(matches!(flights.join("k"), Join::Leader(_)));
     }

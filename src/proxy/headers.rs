@@ -41,7 +41,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// earlier proxy set it) and `Via`.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let prior = headers.get(&xff).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let prior = headers
+        .get(&xff)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let value = match prior {
         Some(p) if !p.trim().is_empty() => format!("{p}, {client}"),
         _ => client.to_string(),
@@ -165,9 +168,15 @@ mod tests {
     #[test]
     fn strips_hop_by_hop() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
@@ -188,9 +197,23 @@ mod tests {
     /// Cache-Status renders in RFC 9211 order.
     #[test]
     fn cache_status_text() {
-        let s = CacheStatus { fwd: Some(Fwd::UriMiss), fwd_status: Some(200), stored: true, ttl: Some(60), ..Default::default() };
-        assert_eq!(s.to_header(), "sidecache; fwd=uri-miss; fwd-status=200; stored; ttl=60");
-        let h = CacheStatus { hit: true, ttl: Some(5), detail: Some("memory"), ..Default::default() };
+        let s = CacheStatus {
+            fwd: Some(Fwd::UriMiss),
+            fwd_status: Some(200),
+            stored: true,
+            ttl: Some(60),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.to_header(),
+            "sidecache; fwd=uri-miss; fwd-status=200; stored; ttl=60"
+        );
+        let h = CacheStatus {
+            hit: true,
+            ttl: Some(5),
+            detail: Some("memory"),
+            ..Default::default()
+        };
         assert_eq!(h.to_header(), "sidecache; hit; ttl=5; detail=memory");
     }
 
@@ -198,7 +221,10 @@ mod tests {
     #[test]
     fn directive_lookup() {
         let mut h = HeaderMap::new();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("Private=\"x\", max-age=5"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("Private=\"x\", max-age=5"),
+        );
         assert!(has_directive(&h, "private"));
         assert!(!has_directive(&h, "no-store"));
     }

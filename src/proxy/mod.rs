@@ -20,7 +20,9 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 
 use self::collapse::{FlightGuard, Flights, Join, Landing};
-use self::headers::{CacheStatus, Fwd, add_forwarding, append_via, cache_status_name, strip_hop_by_hop};
+use self::headers::{
+    CacheStatus, Fwd, add_forwarding, append_via, cache_status_name, strip_hop_by_hop,
+};
 use self::upstream::Upstream;
 use crate::cache::tiered::Tiered;
 use crate::cache::{CachedResponse, Entry, Layer, Payload};
@@ -90,9 +92,19 @@ impl Snapshot {
             headers: &self.headers,
             client_ip: self.client_ip,
         };
-        let params: Vec<(&str, &str)> = self.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let bodies = Bodies { request: None, response: Some(json) };
-        templates.iter().filter_map(|t| t.render(&view, &params, bodies)).collect()
+        let params: Vec<(&str, &str)> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let bodies = Bodies {
+            request: None,
+            response: Some(json),
+        };
+        templates
+            .iter()
+            .filter_map(|t| t.render(&view, &params, bodies))
+            .collect()
     }
 }
 
@@ -131,11 +143,18 @@ impl Proxy {
         // forwarded untouched.
         let host = request_host(&parts);
         let cacheable_method = matches!(parts.method, Method::GET | Method::HEAD);
-        let lookup = match self.config.rules.find(&parts.method, &host, parts.uri.path()) {
+        let lookup = match self
+            .config
+            .rules
+            .find(&parts.method, &host, parts.uri.path())
+        {
             _ if !cacheable_method => Err(pass_status(Fwd::Method, "method")),
             None => Err(pass_status(Fwd::Bypass, "no-rule")),
             Some(m) if !m.rule.cache => Err(pass_status(Fwd::Bypass, "rule")),
-            Some(m) if !m.rule.allow_authorized && parts.headers.contains_key(header::AUTHORIZATION) => {
+            Some(m)
+                if !m.rule.allow_authorized
+                    && parts.headers.contains_key(header::AUTHORIZATION) =>
+            {
                 Err(pass_status(Fwd::Request, "authorization"))
             }
             // Step 2: render the key and the request-only tags.
@@ -158,7 +177,12 @@ impl Proxy {
     }
 
     /// Steps 3 to 5: L1, L2, then one upstream request per key.
-    async fn cached(&self, parts: request::Parts, client: IpAddr, lookup: Lookup) -> Response<ProxyBody> {
+    async fn cached(
+        &self,
+        parts: request::Parts,
+        client: IpAddr,
+        lookup: Lookup,
+    ) -> Response<ProxyBody> {
         let now = SystemTime::now();
         let tier = lookup.rule.tier;
         let mut fwd = Fwd::UriMiss;
@@ -185,13 +209,16 @@ impl Proxy {
             Join::Leader(guard) => Some(guard),
             Join::Follower(rx) => {
                 let wait = self.config.upstream.timeout;
-                if let Landing::Stored { key, entry } = collapse::wait(rx, wait).await {
-                    if let Payload::Response(r) = &entry.payload {
-                        if own_key(&lookup.key, r, &parts) == key {
-                            let status = CacheStatus { fwd: Some(fwd), collapsed: true, ..Default::default() };
-                            return respond::from_entry(&parts, &entry, r, status, SystemTime::now());
-                        }
-                    }
+                if let Landing::Stored { key, entry } = collapse::wait(rx, wait).await
+                    && let Payload::Response(r) = &entry.payload
+                    && own_key(&lookup.key, r, &parts) == key
+                {
+                    let status = CacheStatus {
+                        fwd: Some(fwd),
+                        collapsed: true,
+                        ..Default::default()
+                    };
+                    return respond::from_entry(&parts, &entry, r, status, SystemTime::now());
                 }
                 None
             }
@@ -218,7 +245,10 @@ impl Proxy {
         up.headers.remove(header::CONTENT_LENGTH);
         strip_hop_by_hop(&mut up.headers);
         add_forwarding(&mut up.headers, client);
-        let mut status = CacheStatus { fwd: Some(fwd), ..Default::default() };
+        let mut status = CacheStatus {
+            fwd: Some(fwd),
+            ..Default::default()
+        };
         let res = match self.upstream.send(Request::from_parts(up, empty())).await {
             Ok(res) => res,
             Err(e) => {
@@ -240,7 +270,12 @@ impl Proxy {
             }
             Ok(fresh) => {
                 status.stored = true;
-                status.ttl = Some(fresh.ttl.saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default()).as_secs());
+                status.ttl = Some(
+                    fresh
+                        .ttl
+                        .saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default())
+                        .as_secs(),
+                );
                 let mut stored_headers = res_parts.headers.clone();
                 stored_headers.remove(header::AGE);
                 let limit = usize::try_from(lookup.rule.max_object_size).unwrap_or(usize::MAX);
@@ -253,7 +288,8 @@ impl Proxy {
                     fresh,
                     guard,
                 };
-                tee::TeeBody::new(body, limit, Box::new(move |copy| store.finish(copy))).boxed_unsync()
+                tee::TeeBody::new(body, limit, Box::new(move |copy| store.finish(copy)))
+                    .boxed_unsync()
             }
         };
         let body = if parts.method == Method::HEAD {
@@ -266,7 +302,9 @@ impl Proxy {
             body
         };
         append_via(&mut res_parts.headers);
-        res_parts.headers.insert(cache_status_name(), status.to_header());
+        res_parts
+            .headers
+            .insert(cache_status_name(), status.to_header());
         Response::from_parts(res_parts, body)
     }
 
@@ -286,7 +324,9 @@ impl Proxy {
                 strip_hop_by_hop(&mut res_parts.headers);
                 append_via(&mut res_parts.headers);
                 status.fwd_status = Some(res_parts.status.as_u16());
-                res_parts.headers.insert(cache_status_name(), status.to_header());
+                res_parts
+                    .headers
+                    .insert(cache_status_name(), status.to_header());
                 Response::from_parts(res_parts, body.map_err(BoxError::from).boxed_unsync())
             }
             Err(e) => {
@@ -300,14 +340,22 @@ impl Proxy {
 
 /// Renders the key and tags of a matched request.
 fn prepare(rule: &Arc<Rule>, view: &RequestView<'_>, params: &[(&str, &str)]) -> Lookup {
-    let key = rule.key.render(view, params, Bodies::default()).unwrap_or_default();
+    let key = rule
+        .key
+        .render(view, params, Bodies::default())
+        .unwrap_or_default();
     let tags = rule
         .tags
         .iter()
         .filter(|t| !t.reads_body())
         .filter_map(|t| t.render(view, params, Bodies::default()))
         .collect();
-    let from_body: Vec<Template> = rule.tags.iter().filter(|t| t.reads_body()).cloned().collect();
+    let from_body: Vec<Template> = rule
+        .tags
+        .iter()
+        .filter(|t| t.reads_body())
+        .cloned()
+        .collect();
     let body_tags = (!from_body.is_empty()).then(|| {
         let snapshot = Snapshot {
             method: view.method.clone(),
@@ -316,17 +364,25 @@ fn prepare(rule: &Arc<Rule>, view: &RequestView<'_>, params: &[(&str, &str)]) ->
             query: view.query.map(str::to_owned),
             headers: view.headers.clone(),
             client_ip: view.client_ip,
-            params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         (from_body, snapshot)
     });
-    Lookup { rule: rule.clone(), key, tags, body_tags }
+    Lookup {
+        rule: rule.clone(),
+        key,
+        tags,
+        body_tags,
+    }
 }
 
 /// The key the entry for this request is stored under.
 fn own_key(primary: &str, res: &CachedResponse, req: &request::Parts) -> String {
     match storable::vary_names(&res.headers) {
-        Ok(names) if !names.is_empty() => vary::variant_key(primary, &names, &req.headers),
+        Some(names) if !names.is_empty() => vary::variant_key(primary, &names, &req.headers),
         _ => primary.to_owned(),
     }
 }
@@ -349,7 +405,15 @@ impl Store {
             return; // Dropping the guard releases followers.
         };
         tokio::spawn(async move {
-            let Store { cache, lookup, request_headers, status, headers, fresh, guard } = self;
+            let Store {
+                cache,
+                lookup,
+                request_headers,
+                status,
+                headers,
+                fresh,
+                guard,
+            } = self;
             let mut tags = lookup.tags;
             if let Some((templates, snapshot)) = &lookup.body_tags {
                 // A body that is not JSON, or lacks the field, yields no tag.
@@ -358,30 +422,55 @@ impl Store {
                 }
             }
             let vary = storable::vary_names(&headers).unwrap_or_default();
-            let entry = |payload| Arc::new(Entry { stored_at: fresh.stored_at, ttl: fresh.ttl, grace: Duration::ZERO, payload });
-            let response = entry(Payload::Response(CachedResponse { status, headers, body, tags }));
+            let entry = |payload| {
+                Arc::new(Entry {
+                    stored_at: fresh.stored_at,
+                    ttl: fresh.ttl,
+                    grace: Duration::ZERO,
+                    payload,
+                })
+            };
+            let response = entry(Payload::Response(CachedResponse {
+                status,
+                headers,
+                body,
+                tags,
+            }));
             let tier = lookup.rule.tier;
             let key = if vary.is_empty() {
                 lookup.key.clone()
             } else {
                 let variant = vary::variant_key(&lookup.key, &vary, &request_headers);
-                cache.put(&lookup.key, entry(Payload::Vary(vary)), tier).await;
+                cache
+                    .put(&lookup.key, entry(Payload::Vary(vary)), tier)
+                    .await;
                 variant
             };
             cache.put(&key, response.clone(), tier).await;
             if let Some(guard) = guard {
-                guard.land(Landing::Stored { key, entry: response });
+                guard.land(Landing::Stored {
+                    key,
+                    entry: response,
+                });
             }
         });
     }
 }
 
 fn hit_status(layer: Layer) -> CacheStatus {
-    CacheStatus { hit: true, detail: Some(layer.as_str()), ..Default::default() }
+    CacheStatus {
+        hit: true,
+        detail: Some(layer.as_str()),
+        ..Default::default()
+    }
 }
 
 fn pass_status(fwd: Fwd, detail: &'static str) -> CacheStatus {
-    CacheStatus { fwd: Some(fwd), detail: Some(detail), ..Default::default() }
+    CacheStatus {
+        fwd: Some(fwd),
+        detail: Some(detail),
+        ..Default::default()
+    }
 }
 
 /// The request's host, lower-cased, without port: the Host header (HTTP/1)
@@ -394,7 +483,13 @@ pub fn request_host(parts: &request::Parts) -> String {
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
     let no_port = match raw.rfind(':') {
-        Some(i) if !raw[i + 1..].is_empty() && raw[i + 1..].bytes().all(|b| b.is_ascii_digit()) && !raw.ends_with(']') => &raw[..i],
+        Some(i)
+            if !raw[i + 1..].is_empty()
+                && raw[i + 1..].bytes().all(|b| b.is_ascii_digit())
+                && !raw.ends_with(']') =>
+        {
+            &raw[..i]
+        }
         _ => raw,
     };
     no_port.to_ascii_lowercase()

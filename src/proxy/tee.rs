@@ -25,7 +25,10 @@ pub struct TeeBody {
 impl TeeBody {
     /// Wraps `inner`, keeping up to `limit` bytes.
     pub fn new(inner: ProxyBody, limit: usize, on_done: OnDone) -> Self {
-        let hint = inner.size_hint().exact().and_then(|n| usize::try_from(n).ok());
+        let hint = inner
+            .size_hint()
+            .exact()
+            .and_then(|n| usize::try_from(n).ok());
         Self {
             inner,
             copy: Some(BytesMut::with_capacity(hint.unwrap_or(8 * 1024).min(limit))),
@@ -46,7 +49,10 @@ impl Body for TeeBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
@@ -102,18 +108,25 @@ mod tests {
     #[tokio::test]
     async fn copies_whole_body() {
         let slot = Arc::new(Mutex::new(None));
-        let inner = Full::new(Bytes::from_static(b"hello")).map_err(|e| match e {}).boxed_unsync();
+        let inner = Full::new(Bytes::from_static(b"hello"))
+            .map_err(|e| match e {})
+            .boxed_unsync();
         let body = TeeBody::new(inner, 10, collect_into(&slot));
         let out = body.collect().await.unwrap().to_bytes();
         assert_eq!(out, "hello");
-        assert_eq!(*slot.lock().unwrap(), Some(Some(Bytes::from_static(b"hello"))));
+        assert_eq!(
+            *slot.lock().unwrap(),
+            Some(Some(Bytes::from_static(b"hello")))
+        );
     }
 
     /// A body over the cap still streams whole but hands on nothing.
     #[tokio::test]
     async fn over_cap_streams_but_not_kept() {
         let slot = Arc::new(Mutex::new(None));
-        let inner = Full::new(Bytes::from_static(b"hello world")).map_err(|e| match e {}).boxed_unsync();
+        let inner = Full::new(Bytes::from_static(b"hello world"))
+            .map_err(|e| match e {})
+            .boxed_unsync();
         let body = TeeBody::new(inner, 4, collect_into(&slot));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "hello world");
         assert_eq!(*slot.lock().unwrap(), Some(None));
@@ -123,7 +136,9 @@ mod tests {
     #[tokio::test]
     async fn dropped_early_not_kept() {
         let slot = Arc::new(Mutex::new(None));
-        let inner = Full::new(Bytes::from_static(b"x")).map_err(|e| match e {}).boxed_unsync();
+        let inner = Full::new(Bytes::from_static(b"x"))
+            .map_err(|e| match e {})
+            .boxed_unsync();
         drop(TeeBody::new(inner, 4, collect_into(&slot)));
         assert_eq!(*slot.lock().unwrap(), Some(None));
     }

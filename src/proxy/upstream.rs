@@ -72,7 +72,10 @@ impl Upstream {
     }
 
     /// Sends `req` (its URI's path and query kept) to the backend.
-    pub async fn send(&self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let path = req
             .uri()
             .path_and_query()
@@ -80,10 +83,10 @@ impl Upstream {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         // HTTP/2 requests carry the host in the URI; HTTP/1.1 needs the header.
         if !req.headers().contains_key(header::HOST) {
-            let host = req
-                .uri()
-                .authority()
-                .map_or_else(|| self.authority.as_str().to_owned(), |a| a.as_str().to_owned());
+            let host = req.uri().authority().map_or_else(
+                || self.authority.as_str().to_owned(),
+                |a| a.as_str().to_owned(),
+            );
             if let Ok(v) = HeaderValue::from_str(&host) {
                 req.headers_mut().insert(header::HOST, v);
             }

@@ -20,7 +20,12 @@ pub fn variant_key(primary: &str, names: &[HeaderName], headers: &HeaderMap) -> 
             .map(|v| v.to_str().unwrap_or(""))
             .collect();
         let joined = values.join(",");
-        let _ = write!(key, "&{}={}", name.as_str(), utf8_percent_encode(joined.trim(), NON_ALPHANUMERIC));
+        let _ = write!(
+            key,
+            "&{}={}",
+            name.as_str(),
+            utf8_percent_encode(joined.trim(), NON_ALPHANUMERIC)
+        );
     }
     key
 }
@@ -42,6 +47,9 @@ mod tests {
         assert_eq!(ka, "p:1#vary&accept-language=de");
         assert_ne!(ka, variant_key("p:1", &names, &b));
         assert_eq!(ka, variant_key("p:1", &names, &a.clone()));
-        assert_eq!(variant_key("p:1", &names, &HeaderMap::new()), "p:1#vary&accept-language=");
+        assert_eq!(
+            variant_key("p:1", &names, &HeaderMap::new()),
+            "p:1#vary&accept-language="
+        );
     }
 }

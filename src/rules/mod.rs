@@ -106,9 +106,11 @@ impl Rule {
 /// Whether `pattern` (`shop.example.com` or `*.example.com`) covers `host`.
 fn host_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
-        Some(suffix) => host.len() > suffix.len() + 1
-            && host.ends_with(suffix)
-            && host.as_bytes()[host.len() - suffix.len() - 1] == b'.',
+        Some(suffix) => {
+            host.len() > suffix.len() + 1
+                && host.ends_with(suffix)
+                && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+        }
         None => pattern == host,
     }
 }
@@ -118,7 +120,9 @@ pub fn route_params(path: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = path;
     while let Some(i) = rest.find('{') {
-        let Some(end) = rest[i..].find('}') else { break };
+        let Some(end) = rest[i..].find('}') else {
+            break;
+        };
         let name = &rest[i + 1..i + end];
         out.push(name.trim_start_matches('*').to_owned());
         rest = &rest[i + end + 1..];

@@ -14,7 +14,11 @@ use http::{HeaderMap, HeaderName, Method};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode};
 
 /// Bytes a rendered value keeps as they are; everything else is `%XX`.
-const VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// `{path}` keeps its slashes so keys stay readable.
 const PATH: &AsciiSet = &VALUE.remove(b'/');
 
@@ -126,8 +130,14 @@ impl Template {
                 }
             }
         }
-        if usage == Use::Key && parts.iter().any(|p| matches!(p, Part::Lit(l) if l.contains('#'))) {
-            return Err(format!("`{source}`: `#` is reserved for Vary variants and may not appear in a key"));
+        if usage == Use::Key
+            && parts
+                .iter()
+                .any(|p| matches!(p, Part::Lit(l) if l.contains('#')))
+        {
+            return Err(format!(
+                "`{source}`: `#` is reserved for Vary variants and may not appear in a key"
+            ));
         }
         let template = Self {
             source: source.to_owned(),
@@ -144,7 +154,8 @@ impl Template {
 
     /// Whether a placeholder reads a JSON body.
     pub fn reads_body(&self) -> bool {
-        self.vars().any(|v| matches!(v, Var::Request(_) | Var::Response(_)))
+        self.vars()
+            .any(|v| matches!(v, Var::Request(_) | Var::Response(_)))
     }
 
     /// Whether the template uses this placeholder.
@@ -176,14 +187,14 @@ impl Template {
             }
         }
         for triple in self.parts.windows(3) {
-            if let [Part::Var(a), Part::Lit(lit), Part::Var(_)] = triple {
-                if lit.chars().all(|c| emits(a, c)) {
-                    return Err(format!(
-                        "`{}`: the text `{lit}` after `{}` can also appear in its value; use a separator such as `:`",
-                        self.source,
-                        var_name(a)
-                    ));
-                }
+            if let [Part::Var(a), Part::Lit(lit), Part::Var(_)] = triple
+                && lit.chars().all(|c| emits(a, c))
+            {
+                return Err(format!(
+                    "`{}`: the text `{lit}` after `{}` can also appear in its value; use a separator such as `:`",
+                    self.source,
+                    var_name(a)
+                ));
             }
         }
         Ok(())
@@ -295,7 +306,9 @@ fn parse_var(name: &str, usage: Use, params: &[String]) -> Result<Var, String> {
     let field = |what: &str| -> Result<String, String> {
         match tail {
             Some(t) if !t.is_empty() => Ok(t.to_owned()),
-            _ => Err(format!("`{{{name}}}`: name the {what}, as in `{{{head}.name}}`")),
+            _ => Err(format!(
+                "`{{{name}}}`: name the {what}, as in `{{{head}.name}}`"
+            )),
         }
     };
     let var = match head {
@@ -313,7 +326,11 @@ fn parse_var(name: &str, usage: Use, params: &[String]) -> Result<Var, String> {
                 ));
             }
             let path = field("JSON field")?.split('.').map(str::to_owned).collect();
-            if head == "request" { Var::Request(path) } else { Var::Response(path) }
+            if head == "request" {
+                Var::Request(path)
+            } else {
+                Var::Response(path)
+            }
         }
         "client_ip" if tail.is_none() => Var::ClientIp,
         "method" if tail.is_none() => Var::Method,
@@ -324,9 +341,18 @@ fn parse_var(name: &str, usage: Use, params: &[String]) -> Result<Var, String> {
             let known = if params.is_empty() {
                 "the route has no parameters".to_owned()
             } else {
-                format!("the route defines {}", params.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", "))
+                format!(
+                    "the route defines {}",
+                    params
+                        .iter()
+                        .map(|p| format!("{{{p}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
-            return Err(format!("`{{{name}}}` is not a parameter of the route ({known})"));
+            return Err(format!(
+                "`{{{name}}}` is not a parameter of the route ({known})"
+            ));
         }
         _ => return Err(format!("`{{{name}}}` is not a known placeholder")),
     };
@@ -348,16 +374,22 @@ fn render_var(
 ) -> Option<()> {
     match var {
         Var::Param(name) => {
-            let v = params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| *v);
+            let v = params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| *v);
             push_escaped(out, v, VALUE);
         }
         Var::Query(name) => {
-            let v = query_pairs(req.query).find(|(k, _)| k == name).map_or("", |(_, v)| v);
+            let v = query_pairs(req.query)
+                .find(|(k, _)| k == name)
+                .map_or("", |(_, v)| v);
             push_escaped(out, &v.replace('+', " "), VALUE);
         }
         Var::QueryAll => {
-            let mut pairs: Vec<(&str, &str)> =
-                query_pairs(req.query).filter(|(_, v)| !v.is_empty()).collect();
+            let mut pairs: Vec<(&str, &str)> = query_pairs(req.query)
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
             pairs.sort_unstable();
             for (i, (k, v)) in pairs.into_iter().enumerate() {
                 if i > 0 {
@@ -369,7 +401,10 @@ fn render_var(
             }
         }
         Var::Header(name) => {
-            let v = req.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()));
+            let v = req
+                .headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()));
             out.extend(percent_encode(v.as_deref().unwrap_or("").as_bytes(), VALUE));
         }
         Var::Cookie(name) => {
@@ -378,7 +413,11 @@ fn render_var(
         }
         Var::ClientIp => out.push_str(&req.client_ip.to_string()),
         Var::Method => {
-            let m = if req.method == Method::HEAD { "GET" } else { req.method.as_str() };
+            let m = if req.method == Method::HEAD {
+                "GET"
+            } else {
+                req.method.as_str()
+            };
             out.extend(percent_encode(m.as_bytes(), VALUE));
         }
         Var::Host => push_escaped(out, req.host, VALUE),

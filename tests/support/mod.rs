@@ -33,16 +33,28 @@ impl Redis {
     /// Starts a server listening on a unix socket only.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut r = Self { child: None, dir, port: None };
+        let mut r = Self {
+            child: None,
+            dir,
+            port: None,
+        };
         r.spawn();
         r
     }
 
     /// Starts a server on a free TCP port (for tests that restart it).
     pub fn start_tcp() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut r = Self { child: None, dir, port: Some(port) };
+        let mut r = Self {
+            child: None,
+            dir,
+            port: Some(port),
+        };
         r.spawn();
         r
     }
@@ -81,7 +93,11 @@ impl Redis {
 
     /// A direct connection, for looking at or tampering with what is stored.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     /// Kills the server (the data goes with it).
@@ -127,7 +143,10 @@ pub struct Backend {
 
 impl Backend {
     /// Starts a backend answering with `handler`, after `delay`.
-    pub async fn start(delay: Duration, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
+    pub async fn start(
+        delay: Duration,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -147,8 +166,17 @@ impl Backend {
                         let (s, c, h) = (s.clone(), c.clone(), h.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let seen = Seen { method: parts.method, uri: parts.uri.to_string(), headers: parts.headers, body };
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let seen = Seen {
+                                method: parts.method,
+                                uri: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                            };
                             c.fetch_add(1, Ordering::SeqCst);
                             s.lock().unwrap().push(seen.clone());
                             if !delay.is_zero() {
@@ -169,7 +197,12 @@ impl Backend {
                 });
             }
         });
-        Self { addr, seen, count, stop }
+        Self {
+            addr,
+            seen,
+            count,
+            stop,
+        }
     }
 
     /// A backend answering `200 {"uri": ...}` JSON, with the given extra headers.
@@ -177,7 +210,11 @@ impl Backend {
         Self::start(Duration::ZERO, move |s| {
             let mut h = headers.clone();
             h.push(("content-type", "application/json".into()));
-            (StatusCode::OK, h, Bytes::from(format!("{{\"uri\":\"{}\",\"n\":{}}}", s.uri, rand_n())))
+            (
+                StatusCode::OK,
+                h,
+                Bytes::from(format!("{{\"uri\":\"{}\",\"n\":{}}}", s.uri, rand_n())),
+            )
         })
         .await
     }
@@ -189,7 +226,12 @@ impl Backend {
 
     /// Requests received for a path (with query).
     pub fn hits_for(&self, uri: &str) -> usize {
-        self.seen.lock().unwrap().iter().filter(|s| s.uri == uri).count()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.uri == uri)
+            .count()
     }
 
     /// Everything received.
@@ -225,18 +267,31 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy for `yaml`, in which `UPSTREAM` and `REDIS` are replaced.
     pub async fn start(yaml: &str, backend: &str, redis: Option<&str>) -> Self {
-        let text = yaml.replace("UPSTREAM", backend).replace("REDIS", redis.unwrap_or(""));
+        let text = yaml
+            .replace("UPSTREAM", backend)
+            .replace("REDIS", redis.unwrap_or(""));
         let loaded = sidecache::Config::from_yaml(&text, Path::new("test.yaml"), &|_| None)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (addr, admin) = (listener.local_addr().unwrap(), admin_listener.local_addr().unwrap());
+        let (addr, admin) = (
+            listener.local_addr().unwrap(),
+            admin_listener.local_addr().unwrap(),
+        );
         let app = sidecache::App::build(loaded.config).unwrap();
         let proxy = app.proxy.clone();
         let stop = CancellationToken::new();
         let token = stop.clone();
-        tokio::spawn(async move { app.run(listener, admin_listener, token, Duration::from_secs(2)).await });
-        Self { addr, admin, stop, app: proxy }
+        tokio::spawn(async move {
+            app.run(listener, admin_listener, token, Duration::from_secs(2))
+                .await
+        });
+        Self {
+            addr,
+            admin,
+            stop,
+            app: proxy,
+        }
     }
 
     /// `http://addr` + path.
@@ -267,7 +322,10 @@ impl Got {
 
     /// A header as a string, or "".
     pub fn header(&self, name: &str) -> String {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
     }
 
     /// Whether Cache-Status says it was a hit.
@@ -278,7 +336,8 @@ impl Got {
 
 /// Sends a request through a fresh client.
 pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Got {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -287,7 +346,11 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
     let res = client.request(req).await.expect("request failed");
     let (parts, body) = res.into_parts();
     let body = body.collect().await.expect("body failed").to_bytes();
-    Got { status: parts.status, headers: parts.headers, body }
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// GET with headers.
@@ -320,5 +383,10 @@ pub fn by_uri(seen: &[Seen]) -> HashMap<String, usize> {
 /// Whether the Redis key exists.
 pub async fn redis_has(redis: &Redis, key: &str) -> bool {
     let mut c = redis.conn().await;
-    redis::cmd("EXISTS").arg(key).query_async::<u64>(&mut c).await.unwrap_or(0) > 0
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<u64>(&mut c)
+        .await
+        .unwrap_or(0)
+        > 0
 }

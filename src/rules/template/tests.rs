@@ -1,1 +1,111 @@
 use super::*;
+
+fn view<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> RequestView<'a> {
+    RequestView {
+        method: &Method::HEAD,
+        host: "shop.example",
+        path: "/p/a b",
+        query,
+        headers,
+        client_ip: "10.1.2.3".parse().unwrap(),
+    }
+}
+
+fn key(src: &str, params: &[&str]) -> Template {
+    let params: Vec<String> = params.iter().map(|s| (*s).to_owned()).collect();
+    Template::parse(src, Use::Key, &params).unwrap()
+}
+
+/// Every placeholder renders; HEAD renders as GET; the query is sorted and empties dropped.
+#[test]
+fn renders_all_placeholders() {
+    let mut h = HeaderMap::new();
+    h.insert("accept-language", "de-DE".parse().unwrap());
+    h.insert("cookie", "a=1; session_id=abc".parse().unwrap());
+    let t = key(
+        "{method}:{host}{path}?{query}|{query.b}|{header.accept-language}|{cookie.session_id}|{client_ip}|{id}",
+        &["id"],
+    );
+    let out = t
+        .render(
+            &view(&h, Some("b=2&a=1&c=")),
+            &[("id", "7")],
+            Bodies::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        "GET:shop.example/p/a%20b?a=1&b=2|2|de-DE|abc|10.1.2.3|7"
+    );
+}
+
+/// Escaping: separators inside values are encoded; `%41` and `A` are one value.
+#[test]
+fn escapes_values() {
+    let h = HeaderMap::new();
+    let t = key("p:{id}:{query.v}", &["id"]);
+    let a = t
+        .render(&view(&h, Some("v=x")), &[("id", "1:x")], Bodies::default())
+        .unwrap();
+    let b = t
+        .render(&view(&h, Some("v=1:x")), &[("id", "1")], Bodies::default())
+        .unwrap();
+    assert_ne!(a, b);
+    assert_eq!(a, "p:1%3Ax:x");
+    let c = t
+        .render(&view(&h, None), &[("id", "%41")], Bodies::default())
+        .unwrap();
+    assert_eq!(c, "p:A:");
+}
+
+/// Ambiguous templates, unknown placeholders and body fields in keys are refused.
+#[test]
+fn refuses_bad_templates() {
+    let p = vec!["id".to_owned(), "sku".to_owned()];
+    assert!(Template::parse("{id}{sku}", Use::Key, &p).is_err());
+    assert!(Template::parse("{id}x{sku}", Use::Key, &p).is_err());
+    assert!(Template::parse("{nope}", Use::Key, &p).is_err());
+    assert!(Template::parse("{response.id}", Use::Key, &p).is_err());
+    assert!(Template::parse("a#b", Use::Key, &p).is_err());
+    assert!(Template::parse("{id", Use::Key, &p).is_err());
+    assert!(Template::parse("{response.category_id}", Use::Tag, &p).is_ok());
+}
+
+/// Overlap detection: same shapes overlap, distinct literals do not.
+#[test]
+fn overlap() {
+    let p = ["id"];
+    assert!(key("p:{id}", &p).may_overlap(&key("p:{id}", &p)));
+    assert!(key("p{id}", &p).may_overlap(&key("pa{id}", &p)));
+    assert!(!key("p:{id}", &p).may_overlap(&key("q:{id}", &p)));
+    assert!(!key("p:{id}", &p).may_overlap(&key("p:{id}:r", &p)));
+    assert!(!key("{path}", &p).may_overlap(&key("p:{id}", &p)));
+}
+
+/// Tags read JSON fields; a missing field gives no tag.
+#[test]
+fn tags_from_json() {
+    let h = HeaderMap::new();
+    let t = Template::parse("category:{response.category.id}", Use::Tag, &[]).unwrap();
+    let body = serde_json::json!({"category": {"id": 12}});
+    let bodies = Bodies {
+        request: None,
+        response: Some(&body),
+    };
+    assert_eq!(
+        t.render(&view(&h, None), &[], bodies).as_deref(),
+        Some("category:12")
+    );
+    let none = serde_json::json!({"other": 1});
+    assert_eq!(
+        t.render(
+            &view(&h, None),
+            &[],
+            Bodies {
+                request: None,
+                response: Some(&none)
+            }
+        ),
+        None
+    );
+}

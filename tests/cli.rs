@@ -1,0 +1,95 @@
+//! The `sidecache` command itself: check, explain, and refusing to run on a bad config.
+
+use std::process::Command;
+
+fn sidecache(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sidecache"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &tempfile::TempDir, text: &str) -> String {
+    let p = dir.path().join("sidecache.yaml");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// The demo config checks clean.
+#[test]
+fn demo_config_checks() {
+    let (code, out, err) = sidecache(&["check", "--config", "config/demo.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok (6 rules)"), "{out}");
+}
+
+/// check prints every error with file:line:column and exits 1; run refuses to start.
+#[test]
+fn check_reports_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "upstream: { url: \"http://127.0.0.1:1\" }\nrules:\n  - name: a\n    match: { path: \"/a/{id}\" }\n    key: \"a:{sku}\"\n    ttl: 5 parsecs\n",
+    );
+    let (code, _, err) = sidecache(&["check", "--config", &path]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("error: {path}:5:10: rules[0].key:")),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("error: {path}:6:10: rules[0].ttl:")),
+        "{err}"
+    );
+    let (code, _, err) = sidecache(&["run", "--config", &path]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("rules[0].key"));
+}
+
+/// explain names the rule, key, tier, TTL and tags, or says nothing matches.
+#[test]
+fn explain_shows_the_rule() {
+    let (code, out, err) = sidecache(&[
+        "explain",
+        "--config",
+        "config/demo.yaml",
+        "GET",
+        "http://shop.local/products/42",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rule:  product"), "{out}");
+    assert!(out.contains("key:   product:42"), "{out}");
+    assert!(out.contains("tier:  memory"), "{out}");
+    assert!(out.contains("ttl:   1day"), "{out}");
+    assert!(
+        out.contains("product:42, category:{response.category_id} (from the response body)"),
+        "{out}"
+    );
+    let (_, out, _) = sidecache(&[
+        "explain",
+        "--config",
+        "config/demo.yaml",
+        "GET",
+        "/session",
+        "-H",
+        "Cookie: session_id=a:b",
+    ]);
+    assert!(out.contains("key:   session:a%3Ab"), "{out}");
+    let (_, out, _) = sidecache(&["explain", "--config", "config/demo.yaml", "GET", "/nowhere"]);
+    assert!(out.contains("no rule matches"), "{out}");
+    let (_, out, _) = sidecache(&[
+        "explain",
+        "--config",
+        "config/demo.yaml",
+        "GET",
+        "/inventory/3",
+    ]);
+    assert!(out.contains("cache: false"), "{out}");
+}
