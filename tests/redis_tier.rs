@@ -135,3 +135,43 @@ async fn redis_killed_mid_run() {
     })
     .await;
 }
+
+/// A Redis that stops answering (CLIENT PAUSE) costs each request at most
+/// about its timeout, and fails none; once it answers again it is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_redis_never_fails_a_request() {
+    let redis = Redis::start();
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    get(&proxy.url("/products/1"), &[]).await;
+    eventually("entry in redis", || async {
+        redis_has(&redis, "sc:product:1").await
+    })
+    .await;
+    let mut c = redis.conn().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        // L1 still answers product 1; the others need L2 (paused) and the backend.
+        let res = get(&proxy.url(&format!("/products/{}", i + 1)), &[]).await;
+        assert_eq!(res.status, StatusCode::OK);
+    }
+    // All five were answered while Redis was still paused: none waited for it.
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "requests were held by the paused Redis: {:?}",
+        started.elapsed()
+    );
+    let hit = get(&proxy.url("/products/1"), &[]).await;
+    assert!(
+        hit.is_hit() && hit.cache_status().contains("detail=memory"),
+        "{}",
+        hit.cache_status()
+    );
+}
