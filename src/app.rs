@@ -68,7 +68,13 @@ impl App {
             shutdown.clone(),
             grace,
         );
+        // The purge subscriber stops with the same token.
+        let bus = tokio::spawn(crate::invalidation::bus::run(
+            self.proxy.invalidator().clone(),
+            shutdown.clone(),
+        ));
         self.admin.set_ready();
         tokio::join!(proxy_task, admin_task);
+        let _ = bus.await;
     }
 }

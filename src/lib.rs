@@ -32,6 +32,7 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod explain;
+pub mod invalidation;
 pub mod proxy;
 pub mod rules;
 pub mod server;

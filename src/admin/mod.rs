@@ -5,6 +5,7 @@
 //! | `GET /healthz` | liveness: `ok` while the process serves |
 //! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled` |
 //! | `GET /rules` | the rules as loaded, as JSON |
+//! | `POST /purge` | `{"keys": [], "tags": [], "prefixes": []}` with `Authorization: Bearer <admin.token>`; answers the counts; reaches every replica |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
+use crate::invalidation::Purge;
 use crate::proxy::{Proxy, ProxyBody};
+
+/// Largest purge request body.
+const MAX_PURGE_BODY: usize = 1024 * 1024;
 use crate::rules::Ttl;
 
 /// State the admin endpoints read.
@@ -46,8 +51,13 @@ impl Admin {
     }
 
     /// Answers one admin request.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         match (req.method(), req.uri().path()) {
+            (&Method::POST, "/purge") => self.purge(req).await,
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 let ready = self.ready.load(Ordering::Acquire);
@@ -62,6 +72,29 @@ impl Admin {
             (&Method::GET | &Method::HEAD, "/rules") => json(StatusCode::OK, &self.rules_json()),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    async fn purge<B>(&self, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if !authorized(req.headers(), self.proxy.config().admin.token.as_deref()) {
+            return json(StatusCode::UNAUTHORIZED, &serde_json::json!({"error": "a bearer token matching admin.token is required"}));
+        }
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_PURGE_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "body unreadable or over 1 MiB"})),
+        };
+        let purge: Purge = match serde_json::from_slice(&body) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = format!("expected {{\"keys\": [], \"tags\": [], \"prefixes\": []}}: {e}");
+                return json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": msg }));
+            }
+        };
+        let counts = self.proxy.invalidator().purge(&purge).await;
+        json(StatusCode::OK, &serde_json::json!({ "purged": counts }))
     }
 
     fn rules_json(&self) -> serde_json::Value {
@@ -87,6 +120,18 @@ impl Admin {
             .collect();
         serde_json::Value::Array(rules)
     }
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` for the
+/// configured token, compared in constant time. No token configured: no.
+pub fn authorized(headers: &http::HeaderMap, token: Option<&str>) -> bool {
+    let Some(token) = token else { return false };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response<ProxyBody> {

@@ -4,7 +4,8 @@
 //! 1 vary), stored-at (ms since the epoch, u64), ttl (ms, u64), grace (ms,
 //! u64), then for a response: status (u16), header count (u16) and each
 //! header as name (u16 length + bytes) and value (u32 length + bytes), tag
-//! count (u16) and each tag (u16 length + bytes), body (u32 length + bytes);
+//! count (u16) and each tag (u16 length + bytes, then its generation as
+//! u64), body (u32 length + bytes);
 //! for a vary marker: name count (u16) and each name (u16 length + bytes).
 //! Anything that does not decode exactly is rejected, never trusted.
 
@@ -13,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use super::{CachedResponse, Entry, Payload};
+use super::{CachedResponse, Entry, Payload, Tag};
 
 const MAGIC: &[u8; 2] = b"SC";
 const VERSION: u8 = 1;
@@ -58,7 +59,8 @@ pub fn encode(entry: &Entry) -> Bytes {
             }
             out.put_u16(len16(r.tags.len()));
             for tag in r.tags.iter().take(usize::from(u16::MAX)) {
-                put16(&mut out, tag.as_bytes());
+                put16(&mut out, tag.name.as_bytes());
+                out.put_u64(tag.generation);
             }
             out.put_u32(len32(r.body.len()));
             out.put_slice(&r.body);
@@ -130,7 +132,9 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
             let mut tags = Vec::with_capacity(usize::from(count));
             for _ in 0..count {
                 let t = take16(&mut input)?;
-                tags.push(String::from_utf8(t.to_vec()).map_err(|_| DecodeError::Invalid("tag"))?);
+                let name = String::from_utf8(t.to_vec()).map_err(|_| DecodeError::Invalid("tag"))?;
+                need(&input, 8)?;
+                tags.push(Tag { name, generation: input.get_u64() });
             }
             need(&input, 4)?;
             let len = input.get_u32() as usize;
@@ -200,7 +204,7 @@ mod tests {
                 status: StatusCode::OK,
                 headers,
                 body: Bytes::from_static(b"{\"id\":1}"),
-                tags: vec!["product:1".into()],
+                tags: vec![Tag { name: "product:1".into(), generation: 3 }],
             }),
         }
     }

@@ -15,31 +15,46 @@ const ENTRY_OVERHEAD: usize = 200;
 /// The in-process cache.
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<String, Arc<Entry>>,
+    cache: Cache<String, Slot>,
+}
+
+/// An L1 value: the entry and when it entered L1 (ms since the epoch),
+/// which bounds how long L1 trusts it while cut off from purges.
+#[derive(Clone)]
+pub struct Slot {
+    /// The entry.
+    pub entry: Arc<Entry>,
+    /// When it was put in L1.
+    pub at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis())
+        .unwrap_or(u64::MAX)
 }
 
 /// Each entry lives until the end of its grace period; a replaced entry
 /// takes the new value's lifetime (moka's default would keep the old one).
 struct EntryExpiry;
 
-impl Expiry<String, Arc<Entry>> for EntryExpiry {
+impl Expiry<String, Slot> for EntryExpiry {
     fn expire_after_create(
         &self,
         _key: &String,
-        value: &Arc<Entry>,
+        value: &Slot,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(value.keep_for(SystemTime::now()))
+        Some(value.entry.keep_for(SystemTime::now()))
     }
 
     fn expire_after_update(
         &self,
         _key: &String,
-        value: &Arc<Entry>,
+        value: &Slot,
         _now: Instant,
         _current: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.keep_for(SystemTime::now()))
+        Some(value.entry.keep_for(SystemTime::now()))
     }
 }
 
@@ -48,8 +63,8 @@ impl MemoryStore {
     pub fn new(max_bytes: u64) -> Self {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|key: &String, value: &Arc<Entry>| {
-                u32::try_from(key.len() + value.weight() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            .weigher(|key: &String, value: &Slot| {
+                u32::try_from(key.len() + value.entry.weight() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
             })
             .expire_after(EntryExpiry)
             .build();
@@ -66,6 +81,27 @@ impl MemoryStore {
         self.cache.run_pending_tasks().await;
     }
 
+    /// Removes every entry whose key starts with `prefix`; answers how many.
+    /// Walks all entries: meant for operator purges, not the request path.
+    pub async fn remove_prefix(&self, prefix: &str) -> usize {
+        let keys: Vec<_> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k)
+            .collect();
+        let mut removed = 0;
+        for k in keys {
+            removed += usize::from(self.cache.remove(k.as_str()).await.is_some());
+        }
+        removed
+    }
+
+    /// The entry under `key` with the time it entered L1.
+    pub async fn get_slot(&self, key: &str) -> Option<Slot> {
+        self.cache.get(key).await
+    }
+
     /// Drops every entry.
     pub fn clear(&self) {
         self.cache.invalidate_all();
@@ -74,12 +110,12 @@ impl MemoryStore {
 
 impl Store for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
-        Ok(self.cache.get(key).await)
+        Ok(self.cache.get(key).await.map(|s| s.entry))
     }
 
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
         if !entry.keep_for(SystemTime::now()).is_zero() {
-            self.cache.insert(key.to_owned(), entry).await;
+            self.cache.insert(key.to_owned(), Slot { entry, at_ms: now_ms() }).await;
         }
         Ok(())
     }

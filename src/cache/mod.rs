@@ -23,8 +23,19 @@ pub struct CachedResponse {
     pub headers: HeaderMap,
     /// The body; shared, never copied on a hit.
     pub body: Bytes,
-    /// Tags rendered when it was stored.
-    pub tags: Vec<String>,
+    /// Tags rendered when it was stored, each with the tag's generation at
+    /// that time: a later purge of the tag raises its generation, and the
+    /// entry is refused from then on.
+    pub tags: Vec<Tag>,
+}
+
+/// A tag and the generation it had when the entry was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    /// The tag (`category:12`).
+    pub name: String,
+    /// Its generation at store time.
+    pub generation: u64,
 }
 
 /// What a key holds.
@@ -80,7 +91,7 @@ impl Entry {
                         .iter()
                         .map(|(n, v)| n.as_str().len() + v.len() + 32)
                         .sum::<usize>()
-                    + r.tags.iter().map(|t| t.len() + 24).sum::<usize>()
+                    + r.tags.iter().map(|t| t.name.len() + 32).sum::<usize>()
             }
             Payload::Vary(names) => names.len() * 32,
         }

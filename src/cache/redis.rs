@@ -19,6 +19,7 @@ use crate::config::RedisConfig;
 /// The Redis store.
 #[derive(Clone)]
 pub struct RedisStore {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
@@ -35,8 +36,9 @@ impl RedisStore {
             .set_response_timeout(Some(cfg.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let conn = client.get_connection_manager_lazy(manager_cfg)?;
+        let conn = client.clone().get_connection_manager_lazy(manager_cfg)?;
         Ok(Self {
+            client,
             conn,
             prefix: cfg.key_prefix.as_str().into(),
             timeout: cfg.timeout,
@@ -71,6 +73,88 @@ impl RedisStore {
             tracing::debug!(error = %e, "redis command failed");
         }
         result
+    }
+}
+
+impl RedisStore {
+    /// The Redis key holding a tag's generation.
+    fn tag_key(&self, tag: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + 4 + tag.len());
+        k.push_str(&self.prefix);
+        k.push_str("tag:");
+        k.push_str(tag);
+        k
+    }
+
+    /// Raises a tag's generation; answers the new one.
+    pub async fn bump_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(self.tag_key(tag));
+        self.run::<u64>(cmd).await
+    }
+
+    /// The current generations of `tags` (0 for a tag never purged).
+    pub async fn tag_generations(&self, tags: &[&str]) -> Result<Vec<u64>, StoreError> {
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for t in tags {
+            cmd.arg(self.tag_key(t));
+        }
+        let values = self.run::<Vec<Option<u64>>>(cmd).await?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// Publishes `payload` on `channel` (used as given, without the prefix).
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        self.run::<u64>(cmd).await.map(|_| ())
+    }
+
+    /// Deletes every entry whose cache key starts with `prefix`, by SCAN
+    /// (each step bounded by the timeout); answers how many went.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let mut pattern = String::with_capacity(self.prefix.len() + prefix.len() + 1);
+        for c in self.prefix.chars().chain(prefix.chars()) {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('*');
+        let mut cursor = 0u64;
+        let mut deleted = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            let (next, keys): (u64, Vec<String>) = self.run(scan).await?;
+            if !keys.is_empty() {
+                let mut unlink = redis::cmd("UNLINK");
+                unlink.arg(&keys);
+                deleted += self.run::<usize>(unlink).await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    /// A client for opening the pub/sub connection.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The key prefix (also the prefix of sidecache's channels).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The per-command timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 

@@ -9,6 +9,16 @@ use super::redis::RedisStore;
 use super::{Entry, Layer, Store, StoreError};
 use crate::rules::Tier;
 
+/// A lookup's result.
+pub struct Found {
+    /// The entry.
+    pub entry: Arc<Entry>,
+    /// Where it was found.
+    pub layer: Layer,
+    /// For L1: when it entered L1 (ms since the epoch).
+    pub l1_since_ms: u64,
+}
+
 /// Both layers.
 #[derive(Clone)]
 pub struct Tiered {
@@ -21,11 +31,11 @@ pub struct Tiered {
 impl Tiered {
     /// Looks `key` up in the layers `tier` uses. A Redis failure is logged
     /// and counted as a miss: a cache failure never fails a request.
-    pub async fn get(&self, key: &str, tier: Tier) -> Option<(Arc<Entry>, Layer)> {
+    pub async fn get(&self, key: &str, tier: Tier) -> Option<Found> {
         if tier.uses_memory()
-            && let Ok(Some(e)) = self.memory.get(key).await
+            && let Some(slot) = self.memory.get_slot(key).await
         {
-            return Some((e, Layer::Memory));
+            return Some(Found { entry: slot.entry, layer: Layer::Memory, l1_since_ms: slot.at_ms });
         }
         let redis = self.redis.as_ref().filter(|_| tier.uses_redis())?;
         match redis.get(key).await {
@@ -33,7 +43,7 @@ impl Tiered {
                 if tier.uses_memory() {
                     let _ = self.memory.put(key, e.clone()).await;
                 }
-                Some((e, Layer::Redis))
+                Some(Found { entry: e, layer: Layer::Redis, l1_since_ms: u64::MAX })
             }
             Ok(None) => None,
             Err(e) => {
@@ -57,6 +67,24 @@ impl Tiered {
                     tracing::warn!(key, error = %e, "L2 store failed");
                 }
             });
+        }
+    }
+
+    /// Stores in the layers `tier` uses and waits for Redis; answers
+    /// whether every layer took it.
+    pub async fn put_now(&self, key: &str, entry: Arc<Entry>, tier: Tier) -> bool {
+        if tier.uses_memory() {
+            let _ = self.memory.put(key, entry.clone()).await;
+        }
+        match self.redis.as_ref().filter(|_| tier.uses_redis()) {
+            Some(redis) => match redis.put(key, entry).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "L2 store failed");
+                    false
+                }
+            },
+            None => true,
         }
     }
 

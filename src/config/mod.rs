@@ -30,6 +30,8 @@ pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 1024 * 1024;
 pub const DEFAULT_KEY_PREFIX: &str = "sidecache:";
 /// Default time one Redis command may take before it counts as a miss.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+/// Default bound on L1 staleness while cut off from Redis.
+pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 /// Default freshness of a rule that names none.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// Default key template.
@@ -94,6 +96,9 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Time one command may take.
     pub timeout: Duration,
+    /// How long L1 entries are still served after this replica loses its
+    /// connection to Redis (and so may miss purges). On reconnect L1 is dropped.
+    pub disconnect_grace: Duration,
 }
 
 /// A place in the config file.

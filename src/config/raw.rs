@@ -54,6 +54,7 @@ pub struct RawRedis {
     pub url: Sp<String>,
     pub key_prefix: Option<Sp<String>>,
     pub timeout: Option<Sp<String>>,
+    pub disconnect_grace: Option<Sp<String>>,
 }
 
 /// One rule, or `defaults:` (which may carry every field but `name` and `match`).

@@ -9,7 +9,7 @@ use http::Method;
 
 use super::raw::{RawConfig, RawRule, Sp};
 use super::*;
-use crate::rules::{Rule, RuleSet, Template, Tier, Ttl, Use, Var, route_params};
+use crate::rules::{Rule, RuleSet, Template, Tier, Trigger, Ttl, Use, Var, WriteThrough, route_params};
 
 /// Collects problems while walking the file.
 struct Check {
@@ -144,6 +144,11 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
             .as_ref()
             .and_then(|t| c.positive(t, "redis.timeout"))
             .unwrap_or(DEFAULT_REDIS_TIMEOUT),
+        disconnect_grace: r
+            .disconnect_grace
+            .as_ref()
+            .and_then(|t| c.duration(t, "redis.disconnect_grace"))
+            .unwrap_or(DEFAULT_DISCONNECT_GRACE),
     });
     if let Some(r) = &raw.redis
         && let Err(e) = redis::Client::open(r.url.value.trim())
@@ -422,6 +427,25 @@ fn rule(
     let flag = |a: &Option<Sp<bool>>, b: &Option<Sp<bool>>| {
         a.as_ref().or(b.as_ref()).is_some_and(|v| v.value)
     };
+    let triggers = triggers(c, raw, &field, key.as_ref(), &tags);
+    let write_through = match &raw.write_through {
+        Some(wt) => {
+            let mut methods = Vec::new();
+            for m in &wt.value.methods {
+                match Method::from_bytes(m.value.as_bytes()) {
+                    Ok(meth) if !matches!(meth, Method::GET | Method::HEAD) => methods.push(meth),
+                    _ => c.error(m, &field("write_through.methods"), format!("`{}` is not a write method", m.value)),
+                }
+            }
+            let publish = wt.value.publish.as_ref().and_then(|p| {
+                Template::parse(&p.value, Use::Tag, &params)
+                    .map_err(|e| c.error(p, &field("write_through.publish"), e))
+                    .ok()
+            });
+            Some(WriteThrough { methods, publish })
+        }
+        None => None,
+    };
     pending_fields(c, raw, &field);
     let (Some(key), Some(ttl), Some(max_object_size)) = (key, ttl, max_object_size) else {
         return None;
@@ -442,7 +466,50 @@ fn rule(
         allow_set_cookie: flag(&raw.allow_set_cookie, &d.allow_set_cookie),
         allow_authorized: flag(&raw.allow_authorized, &d.allow_authorized),
         allow_private: flag(&raw.allow_private, &d.allow_private),
+        sliding: flag(&raw.sliding, &d.sliding),
+        origin_tags: flag(&raw.origin_tags, &d.origin_tags),
+        write_through,
+        triggers,
     })
+}
+
+/// `invalidate_on: ["PUT /products/{id}"]`: each pattern must define the
+/// path parameters the rule's key and tags use.
+fn triggers(
+    c: &mut Check,
+    raw: &RawRule,
+    field: &dyn Fn(&str) -> String,
+    key: Option<&Template>,
+    tags: &[Template],
+) -> Vec<Trigger> {
+    let mut out = Vec::new();
+    for t in raw.invalidate_on.iter().flatten() {
+        let Some((method, path)) = t.value.trim().split_once(' ') else {
+            c.error(t, &field("invalidate_on"), format!("`{}`: write it as \"METHOD /path/{{param}}\"", t.value));
+            continue;
+        };
+        let path = path.trim();
+        let method = match Method::from_bytes(method.as_bytes()) {
+            Ok(m) if !matches!(m, Method::GET | Method::HEAD) && method.bytes().all(|b| b.is_ascii_uppercase()) => m,
+            _ => {
+                c.error(t, &field("invalidate_on"), format!("`{method}` is not a write method (POST, PUT, PATCH, DELETE, ...)"));
+                continue;
+            }
+        };
+        if !path.starts_with('/') {
+            c.error(t, &field("invalidate_on"), format!("`{path}` must start with `/`"));
+            continue;
+        }
+        let defined = route_params(path);
+        let needed = key.into_iter().chain(tags).flat_map(Template::params);
+        let missing: Vec<String> = needed.filter(|p| !defined.contains(p)).map(|p| format!("{{{p}}}")).collect();
+        if !missing.is_empty() {
+            c.error(t, &field("invalidate_on"), format!("`{path}` does not define {}, which the rule's key or tags use", missing.join(", ")));
+            continue;
+        }
+        out.push(Trigger { method, path: path.to_owned() });
+    }
+    out
 }
 
 /// Rule fields this version reads but does not act on yet: said once, as a
@@ -466,16 +533,12 @@ fn pending_fields(c: &mut Check, raw: &RawRule, field: &dyn Fn(&str) -> String) 
             .and_then(|l| l.first())
             .map(|s| (s.referenced.line(), s.referenced.column()))
     }
-    warn_if(at_list(&raw.invalidate_on), "invalidate_on");
-    warn_if(at(&raw.sliding), "sliding");
-    warn_if(at(&raw.write_through), "write_through");
     warn_if(at(&raw.stale_while_revalidate), "stale_while_revalidate");
     warn_if(at(&raw.stale_if_error), "stale_if_error");
     warn_if(at(&raw.stale), "stale");
     warn_if(at(&raw.collapse), "collapse");
     warn_if(at_list(&raw.warm_on), "warm_on");
     warn_if(at(&raw.rate_limit), "rate_limit");
-    warn_if(at(&raw.origin_tags), "origin_tags");
 }
 
 /// Names must be unique; two rules must not match the same requests on the

@@ -6,28 +6,32 @@ pub mod collapse;
 pub mod headers;
 pub mod respond;
 pub mod storable;
+mod store;
 pub mod tee;
 pub mod upstream;
 pub mod vary;
+mod write;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderName, Method, Request, Response, StatusCode, header, request};
+use http::{HeaderName, Method, Request, Response, header, request};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 
 use self::collapse::{FlightGuard, Flights, Join, Landing};
+use self::store::{Lookup, Store, own_key, prepare};
 use self::headers::{
     CacheStatus, Fwd, add_forwarding, append_via, cache_status_name, strip_hop_by_hop,
 };
 use self::upstream::Upstream;
 use crate::cache::tiered::Tiered;
-use crate::cache::{CachedResponse, Entry, Layer, Payload};
+use crate::cache::{Entry, Layer, Payload};
 use crate::config::Config;
-use crate::rules::{Bodies, RequestView, Rule, Template};
+use crate::invalidation::Invalidator;
+use crate::rules::RequestView;
 
 /// Error type of bodies crossing the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,67 +61,27 @@ pub struct Proxy {
     cache: Tiered,
     upstream: Upstream,
     flights: Arc<Flights>,
-}
-
-/// What a cacheable request carries through the miss path.
-struct Lookup {
-    rule: Arc<Rule>,
-    /// The rule's key.
-    key: String,
-    /// Tags rendered from the request alone.
-    tags: Vec<String>,
-    /// Tag templates that read the JSON response body, rendered once it
-    /// has streamed, with an owned copy of the request they also read.
-    body_tags: Option<(Vec<Template>, Snapshot)>,
-}
-
-/// An owned copy of the request data templates read.
-struct Snapshot {
-    method: Method,
-    host: String,
-    path: String,
-    query: Option<String>,
-    headers: http::HeaderMap,
-    client_ip: IpAddr,
-    params: Vec<(String, String)>,
-}
-
-impl Snapshot {
-    fn render(&self, templates: &[Template], json: &serde_json::Value) -> Vec<String> {
-        let view = RequestView {
-            method: &self.method,
-            host: &self.host,
-            path: &self.path,
-            query: self.query.as_deref(),
-            headers: &self.headers,
-            client_ip: self.client_ip,
-        };
-        let params: Vec<(&str, &str)> = self
-            .params
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let bodies = Bodies {
-            request: None,
-            response: Some(json),
-        };
-        templates
-            .iter()
-            .filter_map(|t| t.render(&view, &params, bodies))
-            .collect()
-    }
+    invalidator: Arc<Invalidator>,
 }
 
 impl Proxy {
     /// A proxy over `config`'s rules and stores.
     pub fn new(config: Arc<Config>, cache: Tiered) -> Self {
         let upstream = Upstream::new(&config.upstream);
+        let grace = config.redis.as_ref().map_or(Duration::ZERO, |r| r.disconnect_grace);
+        let invalidator = Arc::new(Invalidator::new(cache.clone(), grace));
         Self {
             config,
             cache,
             upstream,
             flights: Arc::new(Flights::default()),
+            invalidator,
         }
+    }
+
+    /// The purge engine.
+    pub fn invalidator(&self) -> &Arc<Invalidator> {
+        &self.invalidator
     }
 
     /// The stores.
@@ -139,16 +103,21 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         let body = body.map_err(Into::into).boxed_unsync();
 
-        // Step 1: match a rule. No rule, `cache: false` and writes are
-        // forwarded untouched.
+        // Step 1: writes go their own way (forward, then purge or write
+        // through); PURGE is answered here.
+        if parts.method.as_str() == "PURGE" {
+            return self.purge_request(&parts, client).await;
+        }
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            return self.write(parts, body, client).await;
+        }
+        // Step 2: match a rule. No rule and `cache: false` are forwarded untouched.
         let host = request_host(&parts);
-        let cacheable_method = matches!(parts.method, Method::GET | Method::HEAD);
         let lookup = match self
             .config
             .rules
             .find(&parts.method, &host, parts.uri.path())
         {
-            _ if !cacheable_method => Err(pass_status(Fwd::Method, "method")),
             None => Err(pass_status(Fwd::Bypass, "no-rule")),
             Some(m) if !m.rule.cache => Err(pass_status(Fwd::Bypass, "rule")),
             Some(m)
@@ -157,7 +126,7 @@ impl Proxy {
             {
                 Err(pass_status(Fwd::Request, "authorization"))
             }
-            // Step 2: render the key and the request-only tags.
+            // Step 3: render the key and the request-only tags.
             Some(m) => {
                 let view = RequestView {
                     method: &parts.method,
@@ -176,7 +145,7 @@ impl Proxy {
         }
     }
 
-    /// Steps 3 to 5: L1, L2, then one upstream request per key.
+    /// Steps 4 to 6: L1, L2, then one upstream request per key.
     async fn cached(
         &self,
         parts: request::Parts,
@@ -187,18 +156,25 @@ impl Proxy {
         let tier = lookup.rule.tier;
         let mut fwd = Fwd::UriMiss;
         let mut flight_key = lookup.key.clone();
-        if let Some((entry, layer)) = self.cache.get(&lookup.key, tier).await {
-            let found = match &entry.payload {
+        if let Some(first) = self.cache.get(&lookup.key, tier).await {
+            let found = match &first.entry.payload {
                 Payload::Vary(names) => {
                     flight_key = vary::variant_key(&lookup.key, names, &parts.headers);
                     self.cache.get(&flight_key, tier).await
                 }
-                Payload::Response(_) => Some((entry, layer)),
+                Payload::Response(_) => Some(first),
             };
             match found {
-                Some((e, layer)) if e.is_fresh(now) => {
+                // An entry a purge made stale, or one L1 may no longer vouch
+                // for (cut off from purges too long), counts as absent.
+                Some(f) if !self.invalidator.admits(&f).await => {}
+                Some(f) if f.entry.is_fresh(now) => {
+                    let e = &f.entry;
                     if let Payload::Response(r) = &e.payload {
-                        return respond::from_entry(&parts, &e, r, hit_status(layer), now);
+                        if lookup.rule.sliding {
+                            self.slide(&flight_key, e, &lookup, now).await;
+                        }
+                        return respond::from_entry(&parts, e, r, hit_status(f.layer), now);
                     }
                 }
                 Some(_) => fwd = Fwd::Stale,
@@ -226,7 +202,14 @@ impl Proxy {
         self.fetch(parts, client, lookup, fwd, guard).await
     }
 
-    /// Step 6: forward a cacheable request, decide storability, and stream
+    /// A hit on a `sliding` rule: the entry is stored again as if fresh
+    /// now, in every tier of the rule, so its expiry moves out by the TTL.
+    async fn slide(&self, key: &str, entry: &Entry, lookup: &Lookup, now: SystemTime) {
+        let renewed = Arc::new(Entry { stored_at: now, ..entry.clone() });
+        self.cache.put(key, renewed, lookup.rule.tier).await;
+    }
+
+    /// Step 7: forward a cacheable request, decide storability, and stream
     /// the answer back while a copy goes to the cache.
     async fn fetch(
         &self,
@@ -281,6 +264,7 @@ impl Proxy {
                 let limit = usize::try_from(lookup.rule.max_object_size).unwrap_or(usize::MAX);
                 let store = Store {
                     cache: self.cache.clone(),
+                    invalidator: self.invalidator.clone(),
                     lookup,
                     request_headers: parts.headers.clone(),
                     status: res_parts.status,
@@ -335,125 +319,6 @@ impl Proxy {
                 respond::error(e.status(), &e.to_string(), &status)
             }
         }
-    }
-}
-
-/// Renders the key and tags of a matched request.
-fn prepare(rule: &Arc<Rule>, view: &RequestView<'_>, params: &[(&str, &str)]) -> Lookup {
-    let key = rule
-        .key
-        .render(view, params, Bodies::default())
-        .unwrap_or_default();
-    let tags = rule
-        .tags
-        .iter()
-        .filter(|t| !t.reads_body())
-        .filter_map(|t| t.render(view, params, Bodies::default()))
-        .collect();
-    let from_body: Vec<Template> = rule
-        .tags
-        .iter()
-        .filter(|t| t.reads_body())
-        .cloned()
-        .collect();
-    let body_tags = (!from_body.is_empty()).then(|| {
-        let snapshot = Snapshot {
-            method: view.method.clone(),
-            host: view.host.to_owned(),
-            path: view.path.to_owned(),
-            query: view.query.map(str::to_owned),
-            headers: view.headers.clone(),
-            client_ip: view.client_ip,
-            params: params
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        };
-        (from_body, snapshot)
-    });
-    Lookup {
-        rule: rule.clone(),
-        key,
-        tags,
-        body_tags,
-    }
-}
-
-/// The key the entry for this request is stored under.
-fn own_key(primary: &str, res: &CachedResponse, req: &request::Parts) -> String {
-    match storable::vary_names(&res.headers) {
-        Some(names) if !names.is_empty() => vary::variant_key(primary, &names, &req.headers),
-        _ => primary.to_owned(),
-    }
-}
-
-/// Everything needed to store a response once its body has streamed.
-struct Store {
-    cache: Tiered,
-    lookup: Lookup,
-    request_headers: http::HeaderMap,
-    status: StatusCode,
-    headers: http::HeaderMap,
-    fresh: storable::Freshness,
-    guard: Option<FlightGuard>,
-}
-
-impl Store {
-    /// Called by the tee with the body copy (`None`: nothing to store).
-    fn finish(self, copy: Option<Bytes>) {
-        let Some(body) = copy else {
-            return; // Dropping the guard releases followers.
-        };
-        tokio::spawn(async move {
-            let Store {
-                cache,
-                lookup,
-                request_headers,
-                status,
-                headers,
-                fresh,
-                guard,
-            } = self;
-            let mut tags = lookup.tags;
-            if let Some((templates, snapshot)) = &lookup.body_tags {
-                // A body that is not JSON, or lacks the field, yields no tag.
-                if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
-                    tags.extend(snapshot.render(templates, &json));
-                }
-            }
-            let vary = storable::vary_names(&headers).unwrap_or_default();
-            let entry = |payload| {
-                Arc::new(Entry {
-                    stored_at: fresh.stored_at,
-                    ttl: fresh.ttl,
-                    grace: Duration::ZERO,
-                    payload,
-                })
-            };
-            let response = entry(Payload::Response(CachedResponse {
-                status,
-                headers,
-                body,
-                tags,
-            }));
-            let tier = lookup.rule.tier;
-            let key = if vary.is_empty() {
-                lookup.key.clone()
-            } else {
-                let variant = vary::variant_key(&lookup.key, &vary, &request_headers);
-                cache
-                    .put(&lookup.key, entry(Payload::Vary(vary)), tier)
-                    .await;
-                variant
-            };
-            cache.put(&key, response.clone(), tier).await;
-            if let Some(guard) = guard {
-                guard.land(Landing::Stored {
-                    key,
-                    entry: response,
-                });
-            }
-        });
     }
 }
 

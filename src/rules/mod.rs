@@ -87,6 +87,32 @@ pub struct Rule {
     pub allow_authorized: bool,
     /// Store `Cache-Control: private` responses.
     pub allow_private: bool,
+    /// Each hit renews the TTL.
+    pub sliding: bool,
+    /// Add the backend's `Surrogate-Key` / `Cache-Tag` values as tags.
+    pub origin_tags: bool,
+    /// Writes that go to the backend and then replace the entry.
+    pub write_through: Option<WriteThrough>,
+    /// Writes whose 2xx answer purges this rule's key and tags.
+    pub triggers: Vec<Trigger>,
+}
+
+/// `write_through:` of a rule.
+#[derive(Debug)]
+pub struct WriteThrough {
+    /// Methods written through.
+    pub methods: Vec<Method>,
+    /// Channel template an event is published on.
+    pub publish: Option<Template>,
+}
+
+/// One `invalidate_on` pattern.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    /// The write method.
+    pub method: Method,
+    /// The path pattern.
+    pub path: String,
 }
 
 impl Rule {
@@ -130,11 +156,14 @@ pub fn route_params(path: &str) -> Vec<String> {
     out
 }
 
-/// The rules in file order, with a router over their paths.
+/// The rules in file order, with a router over their paths and one over
+/// their `invalidate_on` patterns.
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
     router: matchit::Router<Vec<usize>>,
+    /// Pattern -> (rule index, method).
+    triggers: matchit::Router<Vec<(usize, Method)>>,
 }
 
 /// The rule a request matched, with its path parameters.
@@ -164,10 +193,51 @@ impl RuleSet {
                 .insert(path.as_str(), list)
                 .map_err(|e| (first, format!("path `{path}`: {e}")))?;
         }
+        let mut by_trigger: Vec<(String, Vec<(usize, Method)>)> = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            for t in &rule.triggers {
+                match by_trigger.iter_mut().find(|(p, _)| *p == t.path) {
+                    Some((_, list)) => list.push((i, t.method.clone())),
+                    None => by_trigger.push((t.path.clone(), vec![(i, t.method.clone())])),
+                }
+            }
+        }
+        let mut triggers = matchit::Router::new();
+        for (path, list) in by_trigger {
+            let first = list[0].0;
+            triggers
+                .insert(path.as_str(), list)
+                .map_err(|e| (first, format!("invalidate_on `{path}`: {e}")))?;
+        }
         Ok(Self {
             rules: rules.into_iter().map(Arc::new).collect(),
             router,
+            triggers,
         })
+    }
+
+    /// Rules whose `invalidate_on` matches a write, with the pattern's parameters.
+    pub fn triggered<'a>(&'a self, method: &Method, path: &'a str) -> Vec<Matched<'a>> {
+        let Ok(found) = self.triggers.at(path) else { return Vec::new() };
+        let params: Vec<(&str, &str)> = found.params.iter().collect();
+        found
+            .value
+            .iter()
+            .filter(|(_, m)| m == method)
+            .map(|(i, _)| Matched { rule: &self.rules[*i], params: params.clone() })
+            .collect()
+    }
+
+    /// The rule that writes `method` to this path through to the cache.
+    pub fn write_through<'a>(&'a self, method: &Method, host: &str, path: &'a str) -> Option<Matched<'a>> {
+        let found = self.router.at(path).ok()?;
+        let index = *found.value.iter().find(|&&i| {
+            let r = &self.rules[i];
+            r.cache
+                && r.write_through.as_ref().is_some_and(|w| w.methods.contains(method))
+                && r.host.as_deref().is_none_or(|h| host_matches(h, host))
+        })?;
+        Some(Matched { rule: &self.rules[index], params: found.params.iter().collect() })
     }
 
     /// The rules, in file order.

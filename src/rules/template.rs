@@ -158,6 +158,19 @@ impl Template {
             .any(|v| matches!(v, Var::Request(_) | Var::Response(_)))
     }
 
+    /// Path parameters the template uses.
+    pub fn params(&self) -> impl Iterator<Item = String> + '_ {
+        self.vars().filter_map(|v| match v {
+            Var::Param(p) => Some(p.clone()),
+            _ => None,
+        })
+    }
+
+    /// Whether a placeholder reads the JSON request body.
+    pub fn reads_request(&self) -> bool {
+        self.vars().any(|v| matches!(v, Var::Request(_)))
+    }
+
     /// Whether the template uses this placeholder.
     pub fn uses(&self, var: &Var) -> bool {
         self.vars().any(|v| v == var)

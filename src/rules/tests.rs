@@ -16,6 +16,10 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         allow_set_cookie: false,
         allow_authorized: false,
         allow_private: false,
+        sliding: false,
+        origin_tags: false,
+        write_through: None,
+        triggers: vec![],
     }
 }
 

@@ -1,0 +1,70 @@
+//! The subscriber side of purge announcements: keeps a pub/sub connection
+//! to Redis, applies what other replicas announce, and tells the
+//! [`Invalidator`] when the connection is lost (a heartbeat PING notices a
+//! silent cut within a second) and when it is back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::Invalidator;
+
+/// How often the subscription is checked with a PING.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Runs until `shutdown`; reconnects with backoff (100 ms doubling to 2 s).
+pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
+    let (Some(redis), Some(channel)) = (inv.cache.redis.clone(), inv.channel()) else {
+        return;
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = tokio::time::timeout(redis.timeout() * 10, async {
+                let mut pubsub = redis.client().get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            }) => r,
+        };
+        let pubsub = match connected {
+            Ok(Ok(p)) => p,
+            _ => {
+                inv.cut_off();
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        inv.reconnected();
+        tracing::info!(%channel, "subscribed to purge announcements");
+        let (mut sink, mut stream) = pubsub.split();
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                msg = stream.next() => match msg {
+                    Some(m) => match m.get_payload::<String>() {
+                        Ok(text) => inv.apply(&text).await,
+                        Err(_) => tracing::warn!("ignored a purge announcement that is not text"),
+                    },
+                    None => break,
+                },
+                _ = beat.tick() => {
+                    let alive = tokio::time::timeout(redis.timeout() * 5, sink.ping::<String>()).await;
+                    if !matches!(alive, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::warn!("lost the purge announcement channel; reconnecting");
+        inv.cut_off();
+    }
+}

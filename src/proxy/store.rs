@@ -1,0 +1,220 @@
+//! The miss path's bookkeeping: what a cacheable request carries (its key
+//! and tags), and storing the backend's answer once its body has streamed.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, request};
+
+use super::collapse::{FlightGuard, Landing};
+use super::{storable, vary};
+use crate::cache::tiered::Tiered;
+use crate::cache::{CachedResponse, Entry, Payload};
+use crate::invalidation::{Invalidator, variant_tag};
+use crate::rules::{Bodies, RequestView, Rule, Template};
+
+/// What a cacheable request carries through the miss path.
+pub(super) struct Lookup {
+    pub rule: Arc<Rule>,
+    /// The rule's key.
+    pub key: String,
+    /// Tags rendered from the request alone.
+    pub tags: Vec<String>,
+    /// Tag templates that read the JSON response body, rendered once it has
+    /// streamed, with an owned copy of the request they also read.
+    pub body_tags: Option<(Vec<Template>, Snapshot)>,
+}
+
+/// An owned copy of the request data templates read.
+pub(super) struct Snapshot {
+    method: Method,
+    host: String,
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    client_ip: IpAddr,
+    params: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    /// Copies what `view` and `params` hold.
+    pub fn of(view: &RequestView<'_>, params: &[(&str, &str)]) -> Self {
+        Self {
+            method: view.method.clone(),
+            host: view.host.to_owned(),
+            path: view.path.to_owned(),
+            query: view.query.map(str::to_owned),
+            headers: view.headers.clone(),
+            client_ip: view.client_ip,
+            params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        }
+    }
+
+    /// The request as templates see it.
+    pub fn view(&self) -> RequestView<'_> {
+        RequestView {
+            method: &self.method,
+            host: &self.host,
+            path: &self.path,
+            query: self.query.as_deref(),
+            headers: &self.headers,
+            client_ip: self.client_ip,
+        }
+    }
+
+    /// Method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// Host, lower-cased, without port.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Query string.
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+
+    /// Request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Client address.
+    pub fn client_ip(&self) -> IpAddr {
+        self.client_ip
+    }
+
+    /// Path and query, as a request line has them.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        }
+    }
+
+    /// A GET of the same URL with the same headers, as request parts.
+    pub fn get_parts(&self) -> request::Parts {
+        let mut req = http::Request::new(());
+        if let Ok(uri) = self.path_and_query().parse() {
+            *req.uri_mut() = uri;
+        }
+        *req.headers_mut() = self.headers.clone();
+        req.into_parts().0
+    }
+
+    /// Renders `templates`; those whose JSON field is missing give nothing.
+    pub fn render(&self, templates: &[&Template], bodies: Bodies<'_>) -> Vec<String> {
+        let view = self.view();
+        let params: Vec<(&str, &str)> = self.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        templates.iter().filter_map(|t| t.render(&view, &params, bodies)).collect()
+    }
+}
+
+/// Renders the key and the request-only tags of a matched request.
+pub(super) fn prepare(rule: &Arc<Rule>, view: &RequestView<'_>, params: &[(&str, &str)]) -> Lookup {
+    let key = rule.key.render(view, params, Bodies::default()).unwrap_or_default();
+    let tags = rule
+        .tags
+        .iter()
+        .filter(|t| !t.reads_body())
+        .filter_map(|t| t.render(view, params, Bodies::default()))
+        .collect();
+    let from_body: Vec<Template> = rule.tags.iter().filter(|t| t.reads_body()).cloned().collect();
+    let body_tags = (!from_body.is_empty()).then(|| (from_body, Snapshot::of(view, params)));
+    Lookup { rule: rule.clone(), key, tags, body_tags }
+}
+
+/// The key the entry for this request is stored under.
+pub(super) fn own_key(primary: &str, res: &CachedResponse, req: &request::Parts) -> String {
+    match storable::vary_names(&res.headers) {
+        Some(names) if !names.is_empty() => vary::variant_key(primary, &names, &req.headers),
+        _ => primary.to_owned(),
+    }
+}
+
+/// Tags the backend names in `Surrogate-Key` (space-separated) and
+/// `Cache-Tag` (comma-separated).
+pub(super) fn origin_tags(headers: &HeaderMap) -> Vec<String> {
+    let split = |name: &str, sep: char| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(sep))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut tags = split("surrogate-key", ' ');
+    tags.extend(split("cache-tag", ','));
+    tags
+}
+
+/// Everything needed to store a response once its body has streamed.
+pub(super) struct Store {
+    pub cache: Tiered,
+    pub invalidator: Arc<Invalidator>,
+    pub lookup: Lookup,
+    pub request_headers: HeaderMap,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub fresh: storable::Freshness,
+    pub guard: Option<FlightGuard>,
+}
+
+impl Store {
+    /// Called by the tee with the body copy (`None`: nothing to store).
+    pub fn finish(self, copy: Option<Bytes>) {
+        let Some(body) = copy else {
+            return; // Dropping the guard releases followers.
+        };
+        tokio::spawn(self.store(body));
+    }
+
+    async fn store(self, body: Bytes) {
+        let Store { cache, invalidator, lookup, request_headers, status, headers, fresh, guard } = self;
+        let mut names = lookup.tags;
+        if let Some((templates, snapshot)) = &lookup.body_tags {
+            // A body that is not JSON, or lacks the field, gives no tag.
+            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
+                let templates: Vec<&Template> = templates.iter().collect();
+                names.extend(snapshot.render(&templates, Bodies { request: None, response: Some(&json) }));
+            }
+        }
+        if lookup.rule.origin_tags {
+            names.extend(origin_tags(&headers));
+        }
+        let vary = storable::vary_names(&headers).unwrap_or_default();
+        if !vary.is_empty() {
+            names.push(variant_tag(&lookup.key));
+        }
+        names.sort_unstable();
+        names.dedup();
+        let tags = invalidator.stamp(names).await;
+        let entry = |payload| Arc::new(Entry { stored_at: fresh.stored_at, ttl: fresh.ttl, grace: Duration::ZERO, payload });
+        let response = entry(Payload::Response(CachedResponse { status, headers, body, tags }));
+        let tier = lookup.rule.tier;
+        let key = if vary.is_empty() {
+            lookup.key.clone()
+        } else {
+            let variant = vary::variant_key(&lookup.key, &vary, &request_headers);
+            cache.put(&lookup.key, entry(Payload::Vary(vary)), tier).await;
+            variant
+        };
+        cache.put(&key, response.clone(), tier).await;
+        if let Some(guard) = guard {
+            guard.land(Landing::Stored { key, entry: response });
+        }
+    }
+}
