@@ -57,7 +57,7 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
                     None => break,
                 },
                 _ = beat.tick() => {
-                    let alive = tokio::time::timeout(redis.timeout() * 5, sink.ping::<String>()).await;
+                    let alive = tokio::time::timeout(redis.timeout() * 5, sink.ping::<redis::Value>()).await;
                     if !matches!(alive, Ok(Ok(_))) {
                         break;
                     }
