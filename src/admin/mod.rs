@@ -80,17 +80,31 @@ impl Admin {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         if !authorized(req.headers(), self.proxy.config().admin.token.as_deref()) {
-            return json(StatusCode::UNAUTHORIZED, &serde_json::json!({"error": "a bearer token matching admin.token is required"}));
+            return json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"error": "a bearer token matching admin.token is required"}),
+            );
         }
-        let body = match http_body_util::Limited::new(req.into_body(), MAX_PURGE_BODY).collect().await {
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_PURGE_BODY)
+            .collect()
+            .await
+        {
             Ok(b) => b.to_bytes(),
-            Err(_) => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "body unreadable or over 1 MiB"})),
+            Err(_) => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": "body unreadable or over 1 MiB"}),
+                );
+            }
         };
         let purge: Purge = match serde_json::from_slice(&body) {
             Ok(p) => p,
             Err(e) => {
                 let msg = format!("expected {{\"keys\": [], \"tags\": [], \"prefixes\": []}}: {e}");
-                return json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": msg }));
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": msg }),
+                );
             }
         };
         let counts = self.proxy.invalidator().purge(&purge).await;

@@ -132,9 +132,13 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
             let mut tags = Vec::with_capacity(usize::from(count));
             for _ in 0..count {
                 let t = take16(&mut input)?;
-                let name = String::from_utf8(t.to_vec()).map_err(|_| DecodeError::Invalid("tag"))?;
+                let name =
+                    String::from_utf8(t.to_vec()).map_err(|_| DecodeError::Invalid("tag"))?;
                 need(&input, 8)?;
-                tags.push(Tag { name, generation: input.get_u64() });
+                tags.push(Tag {
+                    name,
+                    generation: input.get_u64(),
+                });
             }
             need(&input, 4)?;
             let len = input.get_u32() as usize;
@@ -204,7 +208,10 @@ mod tests {
                 status: StatusCode::OK,
                 headers,
                 body: Bytes::from_static(b"{\"id\":1}"),
-                tags: vec![Tag { name: "product:1".into(), generation: 3 }],
+                tags: vec![Tag {
+                    name: "product:1".into(),
+                    generation: 3,
+                }],
             }),
         }
     }

@@ -29,8 +29,13 @@ pub struct Slot {
 }
 
 fn now_ms() -> u64 {
-    u64::try_from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis())
-        .unwrap_or(u64::MAX)
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 /// Each entry lives until the end of its grace period; a replaced entry
@@ -38,12 +43,7 @@ fn now_ms() -> u64 {
 struct EntryExpiry;
 
 impl Expiry<String, Slot> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Slot,
-        _now: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _key: &String, value: &Slot, _now: Instant) -> Option<Duration> {
         Some(value.entry.keep_for(SystemTime::now()))
     }
 
@@ -115,7 +115,15 @@ impl Store for MemoryStore {
 
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
         if !entry.keep_for(SystemTime::now()).is_zero() {
-            self.cache.insert(key.to_owned(), Slot { entry, at_ms: now_ms() }).await;
+            self.cache
+                .insert(
+                    key.to_owned(),
+                    Slot {
+                        entry,
+                        at_ms: now_ms(),
+                    },
+                )
+                .await;
         }
         Ok(())
     }

@@ -128,7 +128,11 @@ impl RedisStore {
         let mut deleted = 0;
         loop {
             let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
             let (next, keys): (u64, Vec<String>) = self.run(scan).await?;
             if !keys.is_empty() {
                 let mut unlink = redis::cmd("UNLINK");

@@ -35,7 +35,11 @@ impl Tiered {
         if tier.uses_memory()
             && let Some(slot) = self.memory.get_slot(key).await
         {
-            return Some(Found { entry: slot.entry, layer: Layer::Memory, l1_since_ms: slot.at_ms });
+            return Some(Found {
+                entry: slot.entry,
+                layer: Layer::Memory,
+                l1_since_ms: slot.at_ms,
+            });
         }
         let redis = self.redis.as_ref().filter(|_| tier.uses_redis())?;
         match redis.get(key).await {
@@ -43,7 +47,11 @@ impl Tiered {
                 if tier.uses_memory() {
                     let _ = self.memory.put(key, e.clone()).await;
                 }
-                Some(Found { entry: e, layer: Layer::Redis, l1_since_ms: u64::MAX })
+                Some(Found {
+                    entry: e,
+                    layer: Layer::Redis,
+                    l1_since_ms: u64::MAX,
+                })
             }
             Ok(None) => None,
             Err(e) => {

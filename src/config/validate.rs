@@ -9,7 +9,9 @@ use http::Method;
 
 use super::raw::{RawConfig, RawRule, Sp};
 use super::*;
-use crate::rules::{Rule, RuleSet, Template, Tier, Trigger, Ttl, Use, Var, WriteThrough, route_params};
+use crate::rules::{
+    Rule, RuleSet, Template, Tier, Trigger, Ttl, Use, Var, WriteThrough, route_params,
+};
 
 /// Collects problems while walking the file.
 struct Check {
@@ -434,7 +436,11 @@ fn rule(
             for m in &wt.value.methods {
                 match Method::from_bytes(m.value.as_bytes()) {
                     Ok(meth) if !matches!(meth, Method::GET | Method::HEAD) => methods.push(meth),
-                    _ => c.error(m, &field("write_through.methods"), format!("`{}` is not a write method", m.value)),
+                    _ => c.error(
+                        m,
+                        &field("write_through.methods"),
+                        format!("`{}` is not a write method", m.value),
+                    ),
                 }
             }
             let publish = wt.value.publish.as_ref().and_then(|p| {
@@ -485,29 +491,59 @@ fn triggers(
     let mut out = Vec::new();
     for t in raw.invalidate_on.iter().flatten() {
         let Some((method, path)) = t.value.trim().split_once(' ') else {
-            c.error(t, &field("invalidate_on"), format!("`{}`: write it as \"METHOD /path/{{param}}\"", t.value));
+            c.error(
+                t,
+                &field("invalidate_on"),
+                format!("`{}`: write it as \"METHOD /path/{{param}}\"", t.value),
+            );
             continue;
         };
         let path = path.trim();
         let method = match Method::from_bytes(method.as_bytes()) {
-            Ok(m) if !matches!(m, Method::GET | Method::HEAD) && method.bytes().all(|b| b.is_ascii_uppercase()) => m,
+            Ok(m)
+                if !matches!(m, Method::GET | Method::HEAD)
+                    && method.bytes().all(|b| b.is_ascii_uppercase()) =>
+            {
+                m
+            }
             _ => {
-                c.error(t, &field("invalidate_on"), format!("`{method}` is not a write method (POST, PUT, PATCH, DELETE, ...)"));
+                c.error(
+                    t,
+                    &field("invalidate_on"),
+                    format!("`{method}` is not a write method (POST, PUT, PATCH, DELETE, ...)"),
+                );
                 continue;
             }
         };
         if !path.starts_with('/') {
-            c.error(t, &field("invalidate_on"), format!("`{path}` must start with `/`"));
+            c.error(
+                t,
+                &field("invalidate_on"),
+                format!("`{path}` must start with `/`"),
+            );
             continue;
         }
         let defined = route_params(path);
         let needed = key.into_iter().chain(tags).flat_map(Template::params);
-        let missing: Vec<String> = needed.filter(|p| !defined.contains(p)).map(|p| format!("{{{p}}}")).collect();
+        let missing: Vec<String> = needed
+            .filter(|p| !defined.contains(p))
+            .map(|p| format!("{{{p}}}"))
+            .collect();
         if !missing.is_empty() {
-            c.error(t, &field("invalidate_on"), format!("`{path}` does not define {}, which the rule's key or tags use", missing.join(", ")));
+            c.error(
+                t,
+                &field("invalidate_on"),
+                format!(
+                    "`{path}` does not define {}, which the rule's key or tags use",
+                    missing.join(", ")
+                ),
+            );
             continue;
         }
-        out.push(Trigger { method, path: path.to_owned() });
+        out.push(Trigger {
+            method,
+            path: path.to_owned(),
+        });
     }
     out
 }

@@ -30,7 +30,8 @@ impl Generations {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        tags.iter().all(|t| map.get(&t.name).is_none_or(|g| *g <= t.generation))
+        tags.iter()
+            .all(|t| map.get(&t.name).is_none_or(|g| *g <= t.generation))
     }
 
     /// The known generation of `tag` (0 when never purged as far as we know).
@@ -65,7 +66,10 @@ mod tests {
     use super::*;
 
     fn tag(name: &str, generation: u64) -> Tag {
-        Tag { name: name.into(), generation }
+        Tag {
+            name: name.into(),
+            generation,
+        }
     }
 
     /// An entry is current until a tag of it is raised past its generation.

@@ -84,14 +84,23 @@ pub fn variant_tag(key: &str) -> String {
 }
 
 fn now_ms() -> u64 {
-    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
 }
 
 impl Invalidator {
     /// An invalidator over `cache`; `grace` bounds L1 trust while cut off.
     pub fn new(cache: Tiered, grace: Duration) -> Self {
         // RandomState is seeded randomly per process and per call.
-        let instance = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now_ms());
+        let instance = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            now_ms(),
+        );
         Self {
             // At start L1 is empty, so nothing can have been missed yet; the
             // bus marks the cut if its first connection fails.
@@ -105,7 +114,10 @@ impl Invalidator {
 
     /// The pub/sub channel of purge announcements.
     pub fn channel(&self) -> Option<String> {
-        self.cache.redis.as_ref().map(|r| format!("{}purge", r.prefix()))
+        self.cache
+            .redis
+            .as_ref()
+            .map(|r| format!("{}purge", r.prefix()))
     }
 
     /// Whether a found entry may be served: its tags are current and, for
@@ -114,24 +126,32 @@ impl Invalidator {
     /// keeps working during a Redis outage, re-fetching every grace period).
     /// An L2 entry with tags refreshes their generations from Redis first.
     pub async fn admits(&self, found: &Found) -> bool {
-        let Payload::Response(r) = &found.entry.payload else { return true };
+        let Payload::Response(r) = &found.entry.payload else {
+            return true;
+        };
         match found.layer {
             Layer::Memory => {
                 let since = self.cut_off_since.load(Ordering::Relaxed);
                 let trusted_from = since.max(found.l1_since_ms);
-                if since != 0 && now_ms().saturating_sub(trusted_from) > u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX) {
+                if since != 0
+                    && now_ms().saturating_sub(trusted_from)
+                        > u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX)
+                {
                     return false;
                 }
             }
             Layer::Redis => {
-                if !r.tags.is_empty() {
-                    if let Some(redis) = &self.cache.redis {
-                        let names: Vec<&str> = r.tags.iter().map(|t| t.name.as_str()).collect();
-                        match redis.tag_generations(&names).await {
-                            Ok(gens) => names.iter().zip(gens).for_each(|(n, g)| self.generations.observe(n, g)),
-                            // Cannot tell whether a tag was purged: do not serve it.
-                            Err(_) => return false,
-                        }
+                if !r.tags.is_empty()
+                    && let Some(redis) = &self.cache.redis
+                {
+                    let names: Vec<&str> = r.tags.iter().map(|t| t.name.as_str()).collect();
+                    match redis.tag_generations(&names).await {
+                        Ok(gens) => names
+                            .iter()
+                            .zip(gens)
+                            .for_each(|(n, g)| self.generations.observe(n, g)),
+                        // Cannot tell whether a tag was purged: do not serve it.
+                        Err(_) => return false,
                     }
                 }
             }
@@ -143,16 +163,25 @@ impl Invalidator {
     /// tags this replica has not seen (0 when Redis cannot say: safe, since
     /// a low generation only makes the entry easier to purge).
     pub async fn stamp(&self, names: Vec<String>) -> Vec<Tag> {
-        let unknown: Vec<&str> =
-            names.iter().filter(|n| self.generations.get(n).is_none()).map(String::as_str).collect();
-        if let (false, Some(redis)) = (unknown.is_empty(), &self.cache.redis) {
-            if let Ok(gens) = redis.tag_generations(&unknown).await {
-                unknown.iter().zip(gens).for_each(|(n, g)| self.generations.observe(n, g));
-            }
+        let unknown: Vec<&str> = names
+            .iter()
+            .filter(|n| self.generations.get(n).is_none())
+            .map(String::as_str)
+            .collect();
+        if let (false, Some(redis)) = (unknown.is_empty(), &self.cache.redis)
+            && let Ok(gens) = redis.tag_generations(&unknown).await
+        {
+            unknown
+                .iter()
+                .zip(gens)
+                .for_each(|(n, g)| self.generations.observe(n, g));
         }
         names
             .into_iter()
-            .map(|name| Tag { generation: self.generations.get(&name).unwrap_or(0), name })
+            .map(|name| Tag {
+                generation: self.generations.get(&name).unwrap_or(0),
+                name,
+            })
             .collect()
     }
 
@@ -160,7 +189,11 @@ impl Invalidator {
     pub async fn purge(&self, purge: &Purge) -> Counts {
         let mut counts = Counts::default();
         let mut tags = Vec::with_capacity(purge.tags.len() + purge.keys.len());
-        let all_tags = purge.tags.iter().cloned().chain(purge.keys.iter().map(|k| variant_tag(k)));
+        let all_tags = purge
+            .tags
+            .iter()
+            .cloned()
+            .chain(purge.keys.iter().map(|k| variant_tag(k)));
         for (i, tag) in all_tags.enumerate() {
             let generation = match &self.cache.redis {
                 Some(r) => match r.bump_tag(&tag).await {
@@ -191,11 +224,16 @@ impl Invalidator {
             }
         }
         if let (Some(r), Some(channel)) = (&self.cache.redis, self.channel()) {
-            let msg = Announcement { from: self.instance, keys: purge.keys.clone(), prefixes: purge.prefixes.clone(), tags };
-            if let Ok(text) = serde_json::to_string(&msg) {
-                if let Err(e) = r.publish(&channel, &text).await {
-                    tracing::warn!(error = %e, "purge announcement not sent; other replicas rely on their disconnect grace");
-                }
+            let msg = Announcement {
+                from: self.instance,
+                keys: purge.keys.clone(),
+                prefixes: purge.prefixes.clone(),
+                tags,
+            };
+            if let Ok(text) = serde_json::to_string(&msg)
+                && let Err(e) = r.publish(&channel, &text).await
+            {
+                tracing::warn!(error = %e, "purge announcement not sent; other replicas rely on their disconnect grace");
             }
         }
         counts
@@ -223,7 +261,9 @@ impl Invalidator {
 
     /// Called by the bus when the channel is lost.
     fn cut_off(&self) {
-        let _ = self.cut_off_since.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+        let _ =
+            self.cut_off_since
+                .compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Called by the bus once subscribed again: anything may have been

@@ -22,10 +22,10 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 
 use self::collapse::{FlightGuard, Flights, Join, Landing};
-use self::store::{Lookup, Store, own_key, prepare};
 use self::headers::{
     CacheStatus, Fwd, add_forwarding, append_via, cache_status_name, strip_hop_by_hop,
 };
+use self::store::{Lookup, Store, own_key, prepare};
 use self::upstream::Upstream;
 use crate::cache::tiered::Tiered;
 use crate::cache::{Entry, Layer, Payload};
@@ -68,7 +68,10 @@ impl Proxy {
     /// A proxy over `config`'s rules and stores.
     pub fn new(config: Arc<Config>, cache: Tiered) -> Self {
         let upstream = Upstream::new(&config.upstream);
-        let grace = config.redis.as_ref().map_or(Duration::ZERO, |r| r.disconnect_grace);
+        let grace = config
+            .redis
+            .as_ref()
+            .map_or(Duration::ZERO, |r| r.disconnect_grace);
         let invalidator = Arc::new(Invalidator::new(cache.clone(), grace));
         Self {
             config,
@@ -205,7 +208,10 @@ impl Proxy {
     /// A hit on a `sliding` rule: the entry is stored again as if fresh
     /// now, in every tier of the rule, so its expiry moves out by the TTL.
     async fn slide(&self, key: &str, entry: &Entry, lookup: &Lookup, now: SystemTime) {
-        let renewed = Arc::new(Entry { stored_at: now, ..entry.clone() });
+        let renewed = Arc::new(Entry {
+            stored_at: now,
+            ..entry.clone()
+        });
         self.cache.put(key, renewed, lookup.rule.tier).await;
     }
 

@@ -48,7 +48,10 @@ impl Snapshot {
             query: view.query.map(str::to_owned),
             headers: view.headers.clone(),
             client_ip: view.client_ip,
-            params: params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            params: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         }
     }
 
@@ -115,23 +118,43 @@ impl Snapshot {
     /// Renders `templates`; those whose JSON field is missing give nothing.
     pub fn render(&self, templates: &[&Template], bodies: Bodies<'_>) -> Vec<String> {
         let view = self.view();
-        let params: Vec<(&str, &str)> = self.params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        templates.iter().filter_map(|t| t.render(&view, &params, bodies)).collect()
+        let params: Vec<(&str, &str)> = self
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        templates
+            .iter()
+            .filter_map(|t| t.render(&view, &params, bodies))
+            .collect()
     }
 }
 
 /// Renders the key and the request-only tags of a matched request.
 pub(super) fn prepare(rule: &Arc<Rule>, view: &RequestView<'_>, params: &[(&str, &str)]) -> Lookup {
-    let key = rule.key.render(view, params, Bodies::default()).unwrap_or_default();
+    let key = rule
+        .key
+        .render(view, params, Bodies::default())
+        .unwrap_or_default();
     let tags = rule
         .tags
         .iter()
         .filter(|t| !t.reads_body())
         .filter_map(|t| t.render(view, params, Bodies::default()))
         .collect();
-    let from_body: Vec<Template> = rule.tags.iter().filter(|t| t.reads_body()).cloned().collect();
+    let from_body: Vec<Template> = rule
+        .tags
+        .iter()
+        .filter(|t| t.reads_body())
+        .cloned()
+        .collect();
     let body_tags = (!from_body.is_empty()).then(|| (from_body, Snapshot::of(view, params)));
-    Lookup { rule: rule.clone(), key, tags, body_tags }
+    Lookup {
+        rule: rule.clone(),
+        key,
+        tags,
+        body_tags,
+    }
 }
 
 /// The key the entry for this request is stored under.
@@ -183,13 +206,28 @@ impl Store {
     }
 
     async fn store(self, body: Bytes) {
-        let Store { cache, invalidator, lookup, request_headers, status, headers, fresh, guard } = self;
+        let Store {
+            cache,
+            invalidator,
+            lookup,
+            request_headers,
+            status,
+            headers,
+            fresh,
+            guard,
+        } = self;
         let mut names = lookup.tags;
         if let Some((templates, snapshot)) = &lookup.body_tags {
             // A body that is not JSON, or lacks the field, gives no tag.
             if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
                 let templates: Vec<&Template> = templates.iter().collect();
-                names.extend(snapshot.render(&templates, Bodies { request: None, response: Some(&json) }));
+                names.extend(snapshot.render(
+                    &templates,
+                    Bodies {
+                        request: None,
+                        response: Some(&json),
+                    },
+                ));
             }
         }
         if lookup.rule.origin_tags {
@@ -202,19 +240,36 @@ impl Store {
         names.sort_unstable();
         names.dedup();
         let tags = invalidator.stamp(names).await;
-        let entry = |payload| Arc::new(Entry { stored_at: fresh.stored_at, ttl: fresh.ttl, grace: Duration::ZERO, payload });
-        let response = entry(Payload::Response(CachedResponse { status, headers, body, tags }));
+        let entry = |payload| {
+            Arc::new(Entry {
+                stored_at: fresh.stored_at,
+                ttl: fresh.ttl,
+                grace: Duration::ZERO,
+                payload,
+            })
+        };
+        let response = entry(Payload::Response(CachedResponse {
+            status,
+            headers,
+            body,
+            tags,
+        }));
         let tier = lookup.rule.tier;
         let key = if vary.is_empty() {
             lookup.key.clone()
         } else {
             let variant = vary::variant_key(&lookup.key, &vary, &request_headers);
-            cache.put(&lookup.key, entry(Payload::Vary(vary)), tier).await;
+            cache
+                .put(&lookup.key, entry(Payload::Vary(vary)), tier)
+                .await;
             variant
         };
         cache.put(&key, response.clone(), tier).await;
         if let Some(guard) = guard {
-            guard.land(Landing::Stored { key, entry: response });
+            guard.land(Landing::Stored {
+                key,
+                entry: response,
+            });
         }
     }
 }

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request};
 use http_body_util::{BodyExt, Full};
 
-use super::headers::{CacheStatus, Fwd, add_forwarding, append_via, cache_status_name, strip_hop_by_hop};
+use super::headers::{
+    CacheStatus, Fwd, add_forwarding, append_via, cache_status_name, strip_hop_by_hop,
+};
 use super::store::Snapshot;
 use super::{BoxError, Proxy, ProxyBody, empty, request_host, respond, storable};
 use crate::cache::{CachedResponse, Entry, Payload};
@@ -38,7 +40,12 @@ struct WriteCtx {
 
 impl Proxy {
     /// Forwards a write; on 2xx purges what it made stale and writes through.
-    pub(super) async fn write(&self, mut parts: request::Parts, body: ProxyBody, client: IpAddr) -> Response<ProxyBody> {
+    pub(super) async fn write(
+        &self,
+        mut parts: request::Parts,
+        body: ProxyBody,
+        client: IpAddr,
+    ) -> Response<ProxyBody> {
         let host = request_host(&parts);
         let view = RequestView {
             method: &parts.method,
@@ -60,7 +67,11 @@ impl Proxy {
                 .write_through(&parts.method, &host, parts.uri.path())
                 .map(|m| (m.rule.clone(), Snapshot::of(&view, &m.params))),
         };
-        let templates = || ctx.matched.iter().flat_map(|(r, _)| std::iter::once(&r.key).chain(&r.tags));
+        let templates = || {
+            ctx.matched
+                .iter()
+                .flat_map(|(r, _)| std::iter::once(&r.key).chain(&r.tags))
+        };
         let wants_request = templates().any(Template::reads_request);
         let wants_response = ctx.through.is_some() || templates().any(Template::reads_body);
 
@@ -69,11 +80,21 @@ impl Proxy {
             match read_limited(body, MAX_JSON_BODY).await {
                 Ok(bytes) => {
                     let json = serde_json::from_slice(&bytes).ok();
-                    (Full::new(bytes).map_err(|e| match e {}).boxed_unsync(), json)
+                    (
+                        Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
+                        json,
+                    )
                 }
                 Err(_) => {
-                    let status = CacheStatus { fwd: Some(Fwd::Method), ..Default::default() };
-                    return respond::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large to read for invalidation", &status);
+                    let status = CacheStatus {
+                        fwd: Some(Fwd::Method),
+                        ..Default::default()
+                    };
+                    return respond::error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large to read for invalidation",
+                        &status,
+                    );
                 }
             }
         } else {
@@ -82,7 +103,10 @@ impl Proxy {
 
         strip_hop_by_hop(&mut parts.headers);
         add_forwarding(&mut parts.headers, client);
-        let mut status = CacheStatus { fwd: Some(Fwd::Method), ..Default::default() };
+        let mut status = CacheStatus {
+            fwd: Some(Fwd::Method),
+            ..Default::default()
+        };
         let res = match self.upstream.send(Request::from_parts(parts, body)).await {
             Ok(res) => res,
             Err(e) => {
@@ -95,28 +119,44 @@ impl Proxy {
         strip_hop_by_hop(&mut res_parts.headers);
         append_via(&mut res_parts.headers);
         status.fwd_status = Some(res_parts.status.as_u16());
-        res_parts.headers.insert(cache_status_name(), status.to_header());
+        res_parts
+            .headers
+            .insert(cache_status_name(), status.to_header());
         let res_body = res_body.map_err(BoxError::from).boxed_unsync();
         if !res_parts.status.is_success() {
             return Response::from_parts(res_parts, res_body);
         }
 
         // Read the answer only if a template or write-through needs it.
-        let (res_body, response_bytes) = if wants_response && declared_len(&res_parts.headers).is_none_or(|n| n <= MAX_JSON_BODY) {
+        let (res_body, response_bytes) = if wants_response
+            && declared_len(&res_parts.headers).is_none_or(|n| n <= MAX_JSON_BODY)
+        {
             match read_limited(res_body, MAX_JSON_BODY).await {
-                Ok(bytes) => {
-                    (Full::new(bytes.clone()).map_err(|e| match e {}).boxed_unsync(), Some(bytes))
-                }
+                Ok(bytes) => (
+                    Full::new(bytes.clone())
+                        .map_err(|e| match e {})
+                        .boxed_unsync(),
+                    Some(bytes),
+                ),
                 Err(e) => {
                     tracing::warn!(error = %e, "backend answer to a write could not be read");
-                    return respond::error(StatusCode::BAD_GATEWAY, "the backend's answer was broken", &status);
+                    return respond::error(
+                        StatusCode::BAD_GATEWAY,
+                        "the backend's answer was broken",
+                        &status,
+                    );
                 }
             }
         } else {
             (res_body, None)
         };
-        let response_json: Option<serde_json::Value> = response_bytes.as_ref().and_then(|b| serde_json::from_slice(b).ok());
-        let bodies = Bodies { request: request_json.as_ref(), response: response_json.as_ref() };
+        let response_json: Option<serde_json::Value> = response_bytes
+            .as_ref()
+            .and_then(|b| serde_json::from_slice(b).ok());
+        let bodies = Bodies {
+            request: request_json.as_ref(),
+            response: response_json.as_ref(),
+        };
 
         let mut purge = Purge::default();
         for (rule, snap) in &ctx.matched {
@@ -126,10 +166,19 @@ impl Proxy {
         }
         purge.keys.extend(self.key_for_get(&ctx.snapshot, None));
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            if let Some(uri) = res_parts.headers.get(&name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Uri>().ok()) {
-                let same_host = uri.host().is_none_or(|h| h.eq_ignore_ascii_case(ctx.snapshot.host()));
+            if let Some(uri) = res_parts
+                .headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Uri>().ok())
+            {
+                let same_host = uri
+                    .host()
+                    .is_none_or(|h| h.eq_ignore_ascii_case(ctx.snapshot.host()));
                 if same_host {
-                    purge.keys.extend(self.key_for_get(&ctx.snapshot, Some(&uri)));
+                    purge
+                        .keys
+                        .extend(self.key_for_get(&ctx.snapshot, Some(&uri)));
                 }
             }
         }
@@ -142,7 +191,11 @@ impl Proxy {
             tracing::debug!(?purge, ?counts, "write purged");
         }
         if let Some((rule, snap)) = &ctx.through {
-            let written = WrittenThrough { status: res_parts.status, headers: &res_parts.headers, body: response_bytes.clone() };
+            let written = WrittenThrough {
+                status: res_parts.status,
+                headers: &res_parts.headers,
+                body: response_bytes.clone(),
+            };
             self.write_through(rule, snap, &written, bodies).await;
         }
         Response::from_parts(res_parts, res_body)
@@ -158,15 +211,28 @@ impl Proxy {
         if !m.rule.cache {
             return None;
         }
-        let view = RequestView { method: &Method::GET, path, query, ..snap.view() };
+        let view = RequestView {
+            method: &Method::GET,
+            path,
+            query,
+            ..snap.view()
+        };
         m.rule.key.render(&view, &m.params, Bodies::default())
     }
 
     /// Stores the written representation under the rule's key and
     /// publishes the event. Uses the write's answer when it carries the
     /// resource, otherwise fetches it again.
-    async fn write_through(&self, rule: &Arc<Rule>, snap: &Snapshot, written: &WrittenThrough<'_>, bodies: Bodies<'_>) {
-        let Some(key) = snap.render(&[&rule.key], Bodies::default()).pop() else { return };
+    async fn write_through(
+        &self,
+        rule: &Arc<Rule>,
+        snap: &Snapshot,
+        written: &WrittenThrough<'_>,
+        bodies: Bodies<'_>,
+    ) {
+        let Some(key) = snap.render(&[&rule.key], Bodies::default()).pop() else {
+            return;
+        };
         let method = snap.method().clone();
         let carries_resource = method != Method::DELETE
             && matches!(written.status, StatusCode::OK | StatusCode::CREATED)
@@ -183,22 +249,39 @@ impl Proxy {
                 crate::rules::Ttl::Origin => None,
             };
             match (ttl, &written.body) {
-                (Some(ttl), Some(body)) => self.store_now(rule, snap, &key, StatusCode::OK, headers, body.clone(), ttl, bodies).await,
+                (Some(ttl), Some(body)) => {
+                    self.store_now(
+                        rule,
+                        snap,
+                        &key,
+                        StatusCode::OK,
+                        headers,
+                        body.clone(),
+                        ttl,
+                        bodies,
+                    )
+                    .await
+                }
                 _ => self.refetch(rule, snap, &key).await,
             }
         } else {
             self.refetch(rule, snap, &key).await
         };
-        if let (Some(channel), Some(redis)) = (&rule.write_through.as_ref().and_then(|w| w.publish.as_ref()), &self.cache.redis) {
-            if let Some(channel) = snap.render(&[channel], bodies).pop() {
-                let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-                let event = serde_json::json!({
-                    "key": key, "rule": rule.name, "method": method.as_str(),
-                    "status": written.status.as_u16(), "at": at, "stored": stored,
-                });
-                if let Err(e) = redis.publish(&channel, &event.to_string()).await {
-                    tracing::warn!(channel, error = %e, "write-through event not published");
-                }
+        if let (Some(channel), Some(redis)) = (
+            &rule.write_through.as_ref().and_then(|w| w.publish.as_ref()),
+            &self.cache.redis,
+        ) && let Some(channel) = snap.render(&[channel], bodies).pop()
+        {
+            let at = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            let event = serde_json::json!({
+                "key": key, "rule": rule.name, "method": method.as_str(),
+                "status": written.status.as_u16(), "at": at, "stored": stored,
+            });
+            if let Err(e) = redis.publish(&channel, &event.to_string()).await {
+                tracing::warn!(channel, error = %e, "write-through event not published");
             }
         }
     }
@@ -211,26 +294,52 @@ impl Proxy {
             Err(_) => return false,
         };
         let mut headers = snap.headers().clone();
-        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::TRANSFER_ENCODING] {
+        for name in [
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+        ] {
             headers.remove(name);
         }
         strip_hop_by_hop(&mut headers);
         add_forwarding(&mut headers, snap.client_ip());
         *req.headers_mut() = headers;
-        let Ok(res) = self.upstream.send(req).await else { return false };
+        let Ok(res) = self.upstream.send(req).await else {
+            return false;
+        };
         let (res_parts, body) = res.into_parts();
         let now = SystemTime::now();
         let get = snap.get_parts();
-        let Ok(fresh) = storable::decide(rule, &get, &res_parts, now) else { return false };
+        let Ok(fresh) = storable::decide(rule, &get, &res_parts, now) else {
+            return false;
+        };
         let limit = usize::try_from(rule.max_object_size).unwrap_or(usize::MAX);
-        let Ok(body) = read_limited(body.map_err(BoxError::from).boxed_unsync(), limit).await else { return false };
+        let Ok(body) = read_limited(body.map_err(BoxError::from).boxed_unsync(), limit).await
+        else {
+            return false;
+        };
         let mut headers = res_parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(header::AGE);
         let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
-        let bodies = Bodies { request: None, response: json.as_ref() };
-        let ttl = fresh.ttl.saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default());
-        self.store_now(rule, snap, key, res_parts.status, headers, body, ttl, bodies).await
+        let bodies = Bodies {
+            request: None,
+            response: json.as_ref(),
+        };
+        let ttl = fresh
+            .ttl
+            .saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default());
+        self.store_now(
+            rule,
+            snap,
+            key,
+            res_parts.status,
+            headers,
+            body,
+            ttl,
+            bodies,
+        )
+        .await
     }
 
     /// Stores an entry in every tier of the rule, waiting for Redis.
@@ -252,16 +361,29 @@ impl Proxy {
             stored_at: SystemTime::now(),
             ttl,
             grace: Duration::ZERO,
-            payload: Payload::Response(CachedResponse { status, headers, body, tags }),
+            payload: Payload::Response(CachedResponse {
+                status,
+                headers,
+                body,
+                tags,
+            }),
         });
         self.cache.put_now(key, entry, rule.tier).await
     }
 
     /// `PURGE /url` with the admin token: purges that URL's entry.
-    pub(super) async fn purge_request(&self, parts: &request::Parts, client: IpAddr) -> Response<ProxyBody> {
+    pub(super) async fn purge_request(
+        &self,
+        parts: &request::Parts,
+        client: IpAddr,
+    ) -> Response<ProxyBody> {
         let status = CacheStatus::default();
         if !crate::admin::authorized(&parts.headers, self.config.admin.token.as_deref()) {
-            return respond::error(StatusCode::UNAUTHORIZED, "PURGE needs the admin token as a bearer token", &status);
+            return respond::error(
+                StatusCode::UNAUTHORIZED,
+                "PURGE needs the admin token as a bearer token",
+                &status,
+            );
         }
         let host = request_host(parts);
         let view = RequestView {
@@ -273,12 +395,29 @@ impl Proxy {
             client_ip: client,
         };
         let Some(key) = self.key_for_get(&Snapshot::of(&view, &[]), None) else {
-            return respond::error(StatusCode::NOT_FOUND, "no caching rule covers this URL", &status);
+            return respond::error(
+                StatusCode::NOT_FOUND,
+                "no caching rule covers this URL",
+                &status,
+            );
         };
-        let counts = self.invalidator.purge(&Purge { keys: vec![key.clone()], ..Purge::default() }).await;
+        let counts = self
+            .invalidator
+            .purge(&Purge {
+                keys: vec![key.clone()],
+                ..Purge::default()
+            })
+            .await;
         let body = serde_json::json!({ "key": key, "purged": counts.keys }).to_string();
-        let mut res = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
-        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut res = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         res
     }
 }
@@ -305,5 +444,10 @@ async fn read_limited(mut body: ProxyBody, limit: usize) -> Result<Bytes, BoxErr
 }
 
 fn declared_len(headers: &HeaderMap) -> Option<usize> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }

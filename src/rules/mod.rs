@@ -218,26 +218,41 @@ impl RuleSet {
 
     /// Rules whose `invalidate_on` matches a write, with the pattern's parameters.
     pub fn triggered<'a>(&'a self, method: &Method, path: &'a str) -> Vec<Matched<'a>> {
-        let Ok(found) = self.triggers.at(path) else { return Vec::new() };
+        let Ok(found) = self.triggers.at(path) else {
+            return Vec::new();
+        };
         let params: Vec<(&str, &str)> = found.params.iter().collect();
         found
             .value
             .iter()
             .filter(|(_, m)| m == method)
-            .map(|(i, _)| Matched { rule: &self.rules[*i], params: params.clone() })
+            .map(|(i, _)| Matched {
+                rule: &self.rules[*i],
+                params: params.clone(),
+            })
             .collect()
     }
 
     /// The rule that writes `method` to this path through to the cache.
-    pub fn write_through<'a>(&'a self, method: &Method, host: &str, path: &'a str) -> Option<Matched<'a>> {
+    pub fn write_through<'a>(
+        &'a self,
+        method: &Method,
+        host: &str,
+        path: &'a str,
+    ) -> Option<Matched<'a>> {
         let found = self.router.at(path).ok()?;
         let index = *found.value.iter().find(|&&i| {
             let r = &self.rules[i];
             r.cache
-                && r.write_through.as_ref().is_some_and(|w| w.methods.contains(method))
+                && r.write_through
+                    .as_ref()
+                    .is_some_and(|w| w.methods.contains(method))
                 && r.host.as_deref().is_none_or(|h| host_matches(h, host))
         })?;
-        Some(Matched { rule: &self.rules[index], params: found.params.iter().collect() })
+        Some(Matched {
+            rule: &self.rules[index],
+            params: found.params.iter().collect(),
+        })
     }
 
     /// The rules, in file order.
