@@ -53,6 +53,18 @@ pub fn explain(
         .to_ascii_lowercase();
     let path = uri.path();
     let mut out = String::new();
+    let view = RequestView {
+        method: &method,
+        host: &host,
+        path,
+        query: uri.query(),
+        headers: &map,
+        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    if !matches!(method, Method::GET | Method::HEAD) {
+        explain_write(config, &view, &mut out);
+        return Ok(out);
+    }
     let Some(m) = config.rules.find(&method, &host, path) else {
         let _ = writeln!(
             out,
@@ -129,4 +141,86 @@ pub fn explain(
         );
     }
     Ok(out)
+}
+
+/// What a write does: forwarded, then on 2xx what it purges and writes through.
+fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
+    let method = view.method;
+    let _ = writeln!(
+        out,
+        "{method} is never answered from cache: forwarded to the backend; on a 2xx answer it purges:"
+    );
+    let render = |t: &crate::rules::Template, params: &[(&str, &str)]| match t.render(
+        view,
+        params,
+        Bodies::default(),
+    ) {
+        Some(s) => s,
+        None => format!("{} (from the JSON bodies)", t.source()),
+    };
+    let mut any = false;
+    for m in config.rules.triggered(method, view.path) {
+        any = true;
+        let tags: Vec<String> = m.rule.tags.iter().map(|t| render(t, &m.params)).collect();
+        let _ = writeln!(
+            out,
+            "  rule {} (invalidate_on): key {}; tags {}",
+            m.rule.name,
+            render(&m.rule.key, &m.params),
+            if tags.is_empty() {
+                "none".to_owned()
+            } else {
+                tags.join(", ")
+            }
+        );
+    }
+    if let Some(m) = config
+        .rules
+        .find(&Method::GET, view.host, view.path)
+        .filter(|m| m.rule.cache)
+    {
+        any = true;
+        let get = RequestView {
+            method: &Method::GET,
+            ..*view
+        };
+        let key = m
+            .rule
+            .key
+            .render(&get, &m.params, Bodies::default())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  its own URL (RFC 9111 4.4): key {key} of rule {}",
+            m.rule.name
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  and the URLs in the answer's Location / Content-Location on the same host"
+    );
+    if !any {
+        let _ = writeln!(out, "  (no rule covers this URL)");
+    }
+    if let Some(m) = config.rules.write_through(method, view.host, view.path) {
+        let key = m
+            .rule
+            .key
+            .render(view, &m.params, Bodies::default())
+            .unwrap_or_default();
+        let channel = m
+            .rule
+            .write_through
+            .as_ref()
+            .and_then(|w| w.publish.as_ref())
+            .map(|c| render(c, &m.params));
+        let _ = writeln!(
+            out,
+            "then writes through: rule {} stores the new value under {key}{}",
+            m.rule.name,
+            channel
+                .map(|c| format!(" and publishes an event on {c}"))
+                .unwrap_or_default()
+        );
+    }
 }
