@@ -497,6 +497,17 @@ async fn missed_purge_bounded_while_cut_off() {
         "{}",
         r.cache_status()
     );
+    let ready = get(&format!("http://{}/readyz", b.admin), &[]).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::OK,
+        "Redis down must not make the proxy unready"
+    );
+    assert!(
+        String::from_utf8_lossy(&ready.body).contains("\"purges\":\"cut-off\""),
+        "{:?}",
+        ready.body
+    );
     redis.restart();
     eventually("L1 dropped after reconnect", || async {
         b.app.cache().memory.get_slot("product:4").await.is_none()

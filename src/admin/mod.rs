@@ -3,7 +3,7 @@
 //! | endpoint | what |
 //! |---|---|
 //! | `GET /healthz` | liveness: `ok` while the process serves |
-//! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled` |
+//! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled`, and whether purge announcements are `subscribed`, `cut-off` or `local` (no Redis) |
 //! | `GET /rules` | the rules as loaded, as JSON |
 //! | `POST /purge` | `{"keys": [], "tags": [], "prefixes": []}` with `Authorization: Bearer <admin.token>`; answers the counts; reaches every replica |
 
@@ -61,7 +61,11 @@ impl Admin {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 let ready = self.ready.load(Ordering::Acquire);
-                let body = serde_json::json!({ "ready": ready, "redis": self.redis_state() });
+                let body = serde_json::json!({
+                    "ready": ready,
+                    "redis": self.redis_state(),
+                    "purges": self.proxy.invalidator().channel_state(),
+                });
                 let code = if ready {
                     StatusCode::OK
                 } else {

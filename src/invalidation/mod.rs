@@ -259,6 +259,18 @@ impl Invalidator {
         }
     }
 
+    /// State of the announcement channel, as `/readyz` reports it.
+    pub fn channel_state(&self) -> &'static str {
+        match (
+            &self.cache.redis,
+            self.cut_off_since.load(Ordering::Relaxed),
+        ) {
+            (None, _) => "local",
+            (Some(_), 0) => "subscribed",
+            (Some(_), _) => "cut-off",
+        }
+    }
+
     /// Called by the bus when the channel is lost.
     fn cut_off(&self) {
         let _ =
