@@ -19,8 +19,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --all-targets --no-fail-fast
+  cargo nextest run --lib --bins --tests --no-fail-fast
   cargo test --doc --quiet
 else
-  cargo test --all-targets
+  cargo test --lib --bins --tests
 fi

@@ -430,6 +430,33 @@ fn rule(
         a.as_ref().or(b.as_ref()).is_some_and(|v| v.value)
     };
     let triggers = triggers(c, raw, &field, key.as_ref(), &tags);
+    let never = match raw.stale.as_ref().or(d.stale.as_ref()) {
+        Some(v) if v.value == "never" => true,
+        Some(v) => {
+            c.error(
+                v,
+                &field("stale"),
+                format!("`{}`: the only value is `never`", v.value),
+            );
+            false
+        }
+        None => false,
+    };
+    let window =
+        |c: &mut Check, own: &Option<Sp<String>>, dflt: &Option<Sp<String>>, name: &str| {
+            own.as_ref()
+                .or(dflt.as_ref())
+                .filter(|_| !never)
+                .and_then(|v| c.duration(v, &field(name)))
+                .unwrap_or(Duration::ZERO)
+        };
+    let stale_while_revalidate = window(
+        c,
+        &raw.stale_while_revalidate,
+        &d.stale_while_revalidate,
+        "stale_while_revalidate",
+    );
+    let stale_if_error = window(c, &raw.stale_if_error, &d.stale_if_error, "stale_if_error");
     let write_through = match &raw.write_through {
         Some(wt) => {
             let mut methods = Vec::new();
@@ -473,6 +500,8 @@ fn rule(
         allow_authorized: flag(&raw.allow_authorized, &d.allow_authorized),
         allow_private: flag(&raw.allow_private, &d.allow_private),
         sliding: flag(&raw.sliding, &d.sliding),
+        stale_while_revalidate,
+        stale_if_error,
         origin_tags: flag(&raw.origin_tags, &d.origin_tags),
         write_through,
         triggers,
@@ -569,9 +598,6 @@ fn pending_fields(c: &mut Check, raw: &RawRule, field: &dyn Fn(&str) -> String) 
             .and_then(|l| l.first())
             .map(|s| (s.referenced.line(), s.referenced.column()))
     }
-    warn_if(at(&raw.stale_while_revalidate), "stale_while_revalidate");
-    warn_if(at(&raw.stale_if_error), "stale_if_error");
-    warn_if(at(&raw.stale), "stale");
     warn_if(at(&raw.collapse), "collapse");
     warn_if(at_list(&raw.warm_on), "warm_on");
     warn_if(at(&raw.rate_limit), "rate_limit");

@@ -120,8 +120,8 @@ pub struct CacheStatus {
     pub stored: bool,
     /// The request waited for another one's response.
     pub collapsed: bool,
-    /// Freshness left, in seconds.
-    pub ttl: Option<u64>,
+    /// Freshness left, in seconds; negative once stale.
+    pub ttl: Option<i64>,
     /// More detail (`memory`, `redis`, a no-store reason).
     pub detail: Option<&'static str>,
 }

@@ -98,7 +98,7 @@ impl Proxy {
     }
 
     /// Handles one request. Never fails: every problem becomes a response.
-    pub async fn handle<B>(&self, req: Request<B>, client: IpAddr) -> Response<ProxyBody>
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, client: IpAddr) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -150,7 +150,7 @@ impl Proxy {
 
     /// Steps 4 to 6: L1, L2, then one upstream request per key.
     async fn cached(
-        &self,
+        self: &Arc<Self>,
         parts: request::Parts,
         client: IpAddr,
         lookup: Lookup,
@@ -159,6 +159,8 @@ impl Proxy {
         let tier = lookup.rule.tier;
         let mut fwd = Fwd::UriMiss;
         let mut flight_key = lookup.key.clone();
+        // An expired entry still inside its stale-if-error window.
+        let mut fallback = None;
         if let Some(first) = self.cache.get(&lookup.key, tier).await {
             let found = match &first.entry.payload {
                 Payload::Vary(names) => {
@@ -180,7 +182,29 @@ impl Proxy {
                         return respond::from_entry(&parts, e, r, hit_status(f.layer), now);
                     }
                 }
-                Some(_) => fwd = Fwd::Stale,
+                Some(f) => {
+                    let overdue = f.entry.age(now).saturating_sub(f.entry.ttl);
+                    if overdue <= lookup.rule.stale_while_revalidate
+                        && let Payload::Response(r) = &f.entry.payload
+                    {
+                        // Serve it now; one background request per key refreshes it.
+                        if let Join::Leader(guard) = self.flights.join(&flight_key) {
+                            let (this, parts, lookup) =
+                                (self.clone(), parts.clone(), lookup.clone());
+                            tokio::spawn(async move {
+                                let res = this
+                                    .fetch(parts, client, lookup, Fwd::Stale, Some(guard), None)
+                                    .await;
+                                // Reading the body to its end is what stores it.
+                                let _ = res.into_body().collect().await;
+                            });
+                        }
+                        let status = stale_status(None, "revalidating");
+                        return respond::from_entry(&parts, &f.entry, r, status, now);
+                    }
+                    fwd = Fwd::Stale;
+                    fallback = (overdue <= lookup.rule.stale_if_error).then_some(f.entry);
+                }
                 None => fwd = Fwd::VaryMiss,
             }
         }
@@ -202,7 +226,8 @@ impl Proxy {
                 None
             }
         };
-        self.fetch(parts, client, lookup, fwd, guard).await
+        self.fetch(parts, client, lookup, fwd, guard, fallback)
+            .await
     }
 
     /// A hit on a `sliding` rule: the entry is stored again as if fresh
@@ -224,6 +249,7 @@ impl Proxy {
         lookup: Lookup,
         fwd: Fwd,
         guard: Option<FlightGuard>,
+        fallback: Option<Arc<Entry>>,
     ) -> Response<ProxyBody> {
         let mut up = parts.clone();
         // HEAD is fetched as GET so the entry can serve both.
@@ -242,6 +268,9 @@ impl Proxy {
             Ok(res) => res,
             Err(e) => {
                 tracing::warn!(rule = %lookup.rule.name, key = %lookup.key, error = %e, "backend fetch failed");
+                if let Some(stale) = fallback {
+                    return serve_stale(&parts, &stale, None);
+                }
                 status.detail = Some("upstream-error");
                 return respond::error(e.status(), &e.to_string(), &status);
             }
@@ -249,6 +278,11 @@ impl Proxy {
         let (mut res_parts, body) = res.into_parts();
         strip_hop_by_hop(&mut res_parts.headers);
         status.fwd_status = Some(res_parts.status.as_u16());
+        if res_parts.status.is_server_error()
+            && let Some(stale) = fallback
+        {
+            return serve_stale(&parts, &stale, Some(res_parts.status.as_u16()));
+        }
         let now = SystemTime::now();
         let body = body.map_err(BoxError::from).boxed_unsync();
         let body = match storable::decide(&lookup.rule, &parts, &res_parts, now) {
@@ -259,12 +293,10 @@ impl Proxy {
             }
             Ok(fresh) => {
                 status.stored = true;
-                status.ttl = Some(
-                    fresh
-                        .ttl
-                        .saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default())
-                        .as_secs(),
-                );
+                let left = fresh
+                    .ttl
+                    .saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default());
+                status.ttl = Some(i64::try_from(left.as_secs()).unwrap_or(i64::MAX));
                 let mut stored_headers = res_parts.headers.clone();
                 stored_headers.remove(header::AGE);
                 let limit = usize::try_from(lookup.rule.max_object_size).unwrap_or(usize::MAX);
@@ -333,6 +365,39 @@ fn hit_status(layer: Layer) -> CacheStatus {
         hit: true,
         detail: Some(layer.as_str()),
         ..Default::default()
+    }
+}
+
+/// `Cache-Status` of a stale answer.
+fn stale_status(fwd_status: Option<u16>, detail: &'static str) -> CacheStatus {
+    CacheStatus {
+        hit: true,
+        fwd: Some(Fwd::Stale),
+        fwd_status,
+        detail: Some(detail),
+        ..Default::default()
+    }
+}
+
+/// Answers from an expired entry because the backend failed (stale-if-error).
+fn serve_stale(
+    parts: &request::Parts,
+    stale: &Entry,
+    fwd_status: Option<u16>,
+) -> Response<ProxyBody> {
+    match &stale.payload {
+        Payload::Response(r) => respond::from_entry(
+            parts,
+            stale,
+            r,
+            stale_status(fwd_status, "stale-if-error"),
+            SystemTime::now(),
+        ),
+        Payload::Vary(_) => respond::error(
+            http::StatusCode::BAD_GATEWAY,
+            "the backend failed",
+            &stale_status(fwd_status, "stale-if-error"),
+        ),
     }
 }
 

@@ -21,6 +21,10 @@ const NOT_MODIFIED_KEEP: [header::HeaderName; 6] = [
     header::VARY,
 ];
 
+fn signed_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Answers `req` from a stored response.
 pub fn from_entry(
     req: &request::Parts,
@@ -29,7 +33,8 @@ pub fn from_entry(
     mut status: CacheStatus,
     now: SystemTime,
 ) -> Response<ProxyBody> {
-    status.ttl = Some(entry.remaining(now).as_secs());
+    // Floored, so an entry 100 ms past its expiry says ttl=-1, as RFC 9211 wants stale ones negative.
+    status.ttl = Some((signed_ms(entry.ttl) - signed_ms(entry.age(now))).div_euclid(1000));
     let age = HeaderValue::from(entry.age(now).as_secs());
     if stored.status == StatusCode::OK && not_modified(&req.headers, &stored.headers) {
         let mut headers = HeaderMap::new();

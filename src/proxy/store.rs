@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, request};
@@ -16,6 +15,7 @@ use crate::invalidation::{Invalidator, variant_tag};
 use crate::rules::{Bodies, RequestView, Rule, Template};
 
 /// What a cacheable request carries through the miss path.
+#[derive(Clone)]
 pub(super) struct Lookup {
     pub rule: Arc<Rule>,
     /// The rule's key.
@@ -28,6 +28,7 @@ pub(super) struct Lookup {
 }
 
 /// An owned copy of the request data templates read.
+#[derive(Clone)]
 pub(super) struct Snapshot {
     method: Method,
     host: String,
@@ -244,7 +245,7 @@ impl Store {
             Arc::new(Entry {
                 stored_at: fresh.stored_at,
                 ttl: fresh.ttl,
-                grace: Duration::ZERO,
+                grace: lookup.rule.grace(),
                 payload,
             })
         };

@@ -89,6 +89,12 @@ pub struct Rule {
     pub allow_private: bool,
     /// Each hit renews the TTL.
     pub sliding: bool,
+    /// After expiry, serve the entry at once for this long while one
+    /// background request refreshes it.
+    pub stale_while_revalidate: Duration,
+    /// After expiry, serve the entry for this long when the backend fails
+    /// (5xx, timeout, refused connection).
+    pub stale_if_error: Duration,
     /// Add the backend's `Surrogate-Key` / `Cache-Tag` values as tags.
     pub origin_tags: bool,
     /// Writes that go to the backend and then replace the entry.
@@ -116,6 +122,11 @@ pub struct Trigger {
 }
 
 impl Rule {
+    /// How long entries are kept after they go stale.
+    pub fn grace(&self) -> Duration {
+        self.stale_while_revalidate.max(self.stale_if_error)
+    }
+
     /// Whether this rule matches the method and host.
     fn fits(&self, method: &Method, host: &str) -> bool {
         let method_ok = self.methods.iter().any(|m| m == method)

@@ -17,6 +17,8 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         allow_authorized: false,
         allow_private: false,
         sliding: false,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: Duration::ZERO,
         origin_tags: false,
         write_through: None,
         triggers: vec![],

@@ -136,6 +136,7 @@ type Handler = dyn Fn(&Seen) -> Reply + Send + Sync;
 /// An in-process HTTP backend that records every request.
 pub struct Backend {
     pub addr: SocketAddr,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     seen: Arc<Mutex<Vec<Seen>>>,
     count: Arc<AtomicUsize>,
     stop: CancellationToken,
@@ -153,17 +154,19 @@ impl Backend {
         let count = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
         let handler: Arc<Handler> = Arc::new(handler);
-        let (s, c, st) = (seen.clone(), count.clone(), stop.clone());
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(delay.as_millis() as u64));
+        let (s, c, st, dm) = (seen.clone(), count.clone(), stop.clone(), delay_ms.clone());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                     () = st.cancelled() => break,
                 };
-                let (s, c, h) = (s.clone(), c.clone(), handler.clone());
+                let (s, c, h, dm) = (s.clone(), c.clone(), handler.clone(), dm.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (s, c, h) = (s.clone(), c.clone(), h.clone());
+                        let delay = Duration::from_millis(dm.load(Ordering::SeqCst));
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body
@@ -199,10 +202,17 @@ impl Backend {
         });
         Self {
             addr,
+            delay_ms,
             seen,
             count,
             stop,
         }
+    }
+
+    /// Changes the delay before every answer.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// A backend answering `200 {"uri": ...}` JSON, with the given extra headers.
