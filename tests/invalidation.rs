@@ -514,3 +514,31 @@ async fn missed_purge_bounded_while_cut_off() {
     })
     .await;
 }
+
+/// A purge that lands while a fetch of the same data is on its way keeps
+/// that fetch's (possibly old) answer out of the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_during_fetch_keeps_answer_out() {
+    let redis = Redis::start();
+    let backend = shop().await;
+    let a = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    backend.set_delay(Duration::from_millis(600));
+    let url = a.url("/products/8");
+    let fetch = tokio::spawn(async move { get(&url, &[]).await });
+    eventually("fetch reached the backend", || async {
+        backend.hits_for("/products/8") == 1
+    })
+    .await;
+    let res = admin_purge(&a, r#"{"keys": ["product:8"]}"#, Some("s3cret")).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let first = fetch.await.unwrap();
+    assert_eq!(first.status, StatusCode::OK);
+    backend.set_delay(Duration::ZERO);
+    // Give a (wrong) store every chance to land, then look.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !hit(&a, "/products/8").await,
+        "an answer fetched before the purge was stored"
+    );
+    assert_eq!(backend.hits_for("/products/8"), 2);
+}

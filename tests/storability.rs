@@ -44,6 +44,7 @@ fn reply_for(case: &str) -> Reply {
         "error" => (StatusCode::INTERNAL_SERVER_ERROR, vec![], small),
         "large" => (ok, vec![], Bytes::from(vec![b'x'; 2048])),
         "maxage" => (ok, vec![("cache-control", "max-age=60".into())], small),
+        "empty" => (StatusCode::NO_CONTENT, vec![], Bytes::new()),
         "aged" => (
             ok,
             vec![("cache-control", "max-age=60".into()), ("age", "20".into())],
@@ -107,6 +108,9 @@ async fn defaults_refuse() {
     );
     let (_, hit) = stored(&proxy, "/strict/plain", &[]).await;
     assert!(hit, "a plain response must be stored");
+    let (first, hit) = stored(&proxy, "/strict/empty", &[]).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    assert!(hit, "an empty 204 must be stored too");
 }
 
 /// Each relaxation lets the rule store what the defaults refuse.

@@ -29,6 +29,13 @@ pub struct Tiered {
 }
 
 impl Tiered {
+    /// Puts an entry found in L2 into L1, if the tier uses L1.
+    pub async fn fill_l1(&self, key: &str, found: &Found, tier: Tier) {
+        if found.layer == Layer::Redis && tier.uses_memory() {
+            let _ = self.memory.put(key, found.entry.clone()).await;
+        }
+    }
+
     /// Looks `key` up in the layers `tier` uses. A Redis failure is logged
     /// and counted as a miss: a cache failure never fails a request.
     pub async fn get(&self, key: &str, tier: Tier) -> Option<Found> {
@@ -44,9 +51,8 @@ impl Tiered {
         let redis = self.redis.as_ref().filter(|_| tier.uses_redis())?;
         match redis.get(key).await {
             Ok(Some(e)) => {
-                if tier.uses_memory() {
-                    let _ = self.memory.put(key, e.clone()).await;
-                }
+                // L1 is filled by the caller once it has admitted the entry
+                // (tags current), never before.
                 Some(Found {
                     entry: e,
                     layer: Layer::Redis,

@@ -49,6 +49,14 @@ impl Generations {
         *g = (*g).max(generation);
     }
 
+    /// Forgets every generation (they are read from Redis again as needed).
+    pub fn clear(&self) {
+        match self.map.write() {
+            Ok(mut m) => m.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
+    }
+
     /// Raises `tag` by one locally (no Redis); answers the new generation.
     pub fn bump_local(&self, tag: &str) -> u64 {
         let mut map = match self.map.write() {

@@ -48,6 +48,10 @@ pub struct Counts {
     pub tags: usize,
     /// Entries removed by prefix, here and in Redis.
     pub prefixed: usize,
+    /// Redis operations of this purge that failed: other replicas may not
+    /// have seen all of it (they catch up within their disconnect grace
+    /// only if they lost their connection too). Retry the purge.
+    pub redis_errors: usize,
 }
 
 /// What travels over pub/sub.
@@ -75,6 +79,9 @@ pub struct Invalidator {
     cut_off_since: AtomicU64,
     /// How long L1 is trusted after the channel is lost.
     grace: Duration,
+    /// Raised by every purge, here or announced; a fetch that saw another
+    /// value when it started does not store its answer.
+    epoch: AtomicU64,
 }
 
 /// The internal tag every Vary variant of `key` carries, so a purge of the
@@ -109,7 +116,13 @@ impl Invalidator {
             generations: Generations::default(),
             instance,
             grace,
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// The purge epoch (see [`Invalidator::purge`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// The pub/sub channel of purge announcements.
@@ -187,6 +200,7 @@ impl Invalidator {
 
     /// Purges here and in Redis, and announces it to every replica.
     pub async fn purge(&self, purge: &Purge) -> Counts {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         let mut counts = Counts::default();
         let mut tags = Vec::with_capacity(purge.tags.len() + purge.keys.len());
         let all_tags = purge
@@ -200,6 +214,7 @@ impl Invalidator {
                     Ok(g) => g,
                     Err(e) => {
                         tracing::warn!(tag, error = %e, "tag purge could not reach Redis; applied here only");
+                        counts.redis_errors += 1;
                         self.generations.bump_local(&tag)
                     }
                 },
@@ -212,7 +227,10 @@ impl Invalidator {
         for key in &purge.keys {
             let here = self.cache.memory.delete(key).await.unwrap_or(false);
             let there = match &self.cache.redis {
-                Some(r) => r.delete(key).await.unwrap_or(false),
+                Some(r) => r.delete(key).await.unwrap_or_else(|_| {
+                    counts.redis_errors += 1;
+                    false
+                }),
                 None => false,
             };
             counts.keys += usize::from(here || there);
@@ -220,7 +238,10 @@ impl Invalidator {
         for prefix in &purge.prefixes {
             counts.prefixed += self.cache.memory.remove_prefix(prefix).await;
             if let Some(r) = &self.cache.redis {
-                counts.prefixed += r.delete_prefix(prefix).await.unwrap_or(0);
+                match r.delete_prefix(prefix).await {
+                    Ok(n) => counts.prefixed += n,
+                    Err(_) => counts.redis_errors += 1,
+                }
             }
         }
         if let (Some(r), Some(channel)) = (&self.cache.redis, self.channel()) {
@@ -233,7 +254,8 @@ impl Invalidator {
             if let Ok(text) = serde_json::to_string(&msg)
                 && let Err(e) = r.publish(&channel, &text).await
             {
-                tracing::warn!(error = %e, "purge announcement not sent; other replicas rely on their disconnect grace");
+                counts.redis_errors += 1;
+                tracing::warn!(error = %e, "purge announcement not sent; other replicas were not told");
             }
         }
         counts
@@ -248,6 +270,7 @@ impl Invalidator {
         if msg.from == self.instance {
             return;
         }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         for (tag, generation) in &msg.tags {
             self.generations.observe(tag, *generation);
         }
@@ -283,6 +306,9 @@ impl Invalidator {
     fn reconnected(&self) {
         if self.cut_off_since.swap(0, Ordering::Relaxed) != 0 {
             self.cache.memory.clear();
+            // Generations may have moved without us; L2 hits read them again.
+            self.generations.clear();
+            self.epoch.fetch_add(1, Ordering::SeqCst);
         }
     }
 }

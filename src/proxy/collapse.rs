@@ -89,9 +89,12 @@ impl FlightGuard {
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        if let Ok(mut map) = self.flights.map.lock() {
-            map.remove(&self.key);
-        }
+        let mut map = match self.flights.map.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.remove(&self.key);
+        drop(map);
         if self.tx.borrow().is_none() {
             self.tx.send_replace(Some(Landing::Abandoned));
         }

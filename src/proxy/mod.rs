@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderName, Method, Request, Response, header, request};
+use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 
@@ -139,7 +140,8 @@ impl Proxy {
                     headers: &parts.headers,
                     client_ip: client,
                 };
-                Ok(prepare(m.rule, &view, &m.params))
+                prepare(m.rule, &view, &m.params)
+                    .ok_or_else(|| pass_status(Fwd::Bypass, "ambiguous-key"))
             }
         };
         match lookup {
@@ -165,14 +167,22 @@ impl Proxy {
             let found = match &first.entry.payload {
                 Payload::Vary(names) => {
                     flight_key = vary::variant_key(&lookup.key, names, &parts.headers);
+                    self.cache.fill_l1(&lookup.key, &first, tier).await;
                     self.cache.get(&flight_key, tier).await
                 }
                 Payload::Response(_) => Some(first),
             };
+            let admitted = match &found {
+                Some(f) => self.invalidator.admits(f).await,
+                None => false,
+            };
+            if let Some(f) = found.as_ref().filter(|_| admitted) {
+                self.cache.fill_l1(&flight_key, f, tier).await;
+            }
             match found {
                 // An entry a purge made stale, or one L1 may no longer vouch
                 // for (cut off from purges too long), counts as absent.
-                Some(f) if !self.invalidator.admits(&f).await => {}
+                Some(_) if !admitted => {}
                 Some(f) if f.entry.is_fresh(now) => {
                     let e = &f.entry;
                     if let Payload::Response(r) = &e.payload {
@@ -264,6 +274,9 @@ impl Proxy {
             fwd: Some(fwd),
             ..Default::default()
         };
+        // A purge after this point may concern what the backend is about to
+        // send; such an answer is passed on but not stored.
+        let epoch = self.invalidator.epoch();
         let res = match self.upstream.send(Request::from_parts(up, empty())).await {
             Ok(res) => res,
             Err(e) => {
@@ -285,7 +298,9 @@ impl Proxy {
         }
         let now = SystemTime::now();
         let body = body.map_err(BoxError::from).boxed_unsync();
-        let body = match storable::decide(&lookup.rule, &parts, &res_parts, now) {
+        let storable = storable::decide(&lookup.rule, &parts, &res_parts, now);
+        let storing = storable.is_ok();
+        let body = match storable {
             Err(reason) => {
                 status.detail = Some(reason.as_str());
                 drop(guard);
@@ -309,16 +324,26 @@ impl Proxy {
                     headers: stored_headers,
                     fresh,
                     guard,
+                    epoch,
                 };
-                tee::TeeBody::new(body, limit, Box::new(move |copy| store.finish(copy)))
-                    .boxed_unsync()
+                if body.is_end_stream() {
+                    // hyper never polls an empty body, so the tee would not
+                    // see its end: store it now.
+                    store.finish(Some(Bytes::new()));
+                    body
+                } else {
+                    tee::TeeBody::new(body, limit, Box::new(move |copy| store.finish(copy)))
+                        .boxed_unsync()
+                }
             }
         };
         let body = if parts.method == Method::HEAD {
-            // The entry still needs the whole body: read it in the background.
-            tokio::spawn(async move {
-                let _ = body.collect().await;
-            });
+            if storing {
+                // The entry still needs the whole body: the tee keeps its
+                // copy (up to the size cap) while this drains the frames.
+                let mut body = body;
+                tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+            }
             empty()
         } else {
             body

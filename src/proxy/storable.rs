@@ -105,9 +105,15 @@ pub fn decide(
                 return Err(NoStore::NoFreshness);
             }
             let age = policy.age(now);
-            Ok(Freshness {
-                stored_at: now.checked_sub(age).unwrap_or(now),
-                ttl: left + age,
+            Ok(match now.checked_sub(age) {
+                Some(stored_at) => Freshness {
+                    stored_at,
+                    ttl: left + age,
+                },
+                None => Freshness {
+                    stored_at: now,
+                    ttl: left,
+                },
             })
         }
     }

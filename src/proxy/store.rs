@@ -132,11 +132,14 @@ impl Snapshot {
 }
 
 /// Renders the key and the request-only tags of a matched request.
-pub(super) fn prepare(rule: &Arc<Rule>, view: &RequestView<'_>, params: &[(&str, &str)]) -> Lookup {
-    let key = rule
-        .key
-        .render(view, params, Bodies::default())
-        .unwrap_or_default();
+/// `None` when the key cannot be rendered unambiguously (a named query
+/// parameter given twice): such a request is forwarded, not cached.
+pub(super) fn prepare(
+    rule: &Arc<Rule>,
+    view: &RequestView<'_>,
+    params: &[(&str, &str)],
+) -> Option<Lookup> {
+    let key = rule.key.render(view, params, Bodies::default())?;
     let tags = rule
         .tags
         .iter()
@@ -150,12 +153,12 @@ pub(super) fn prepare(rule: &Arc<Rule>, view: &RequestView<'_>, params: &[(&str,
         .cloned()
         .collect();
     let body_tags = (!from_body.is_empty()).then(|| (from_body, Snapshot::of(view, params)));
-    Lookup {
+    Some(Lookup {
         rule: rule.clone(),
         key,
         tags,
         body_tags,
-    }
+    })
 }
 
 /// The key the entry for this request is stored under.
@@ -195,6 +198,8 @@ pub(super) struct Store {
     pub headers: HeaderMap,
     pub fresh: storable::Freshness,
     pub guard: Option<FlightGuard>,
+    /// The invalidator's epoch when the request went upstream.
+    pub epoch: u64,
 }
 
 impl Store {
@@ -216,6 +221,7 @@ impl Store {
             headers,
             fresh,
             guard,
+            epoch,
         } = self;
         let mut names = lookup.tags;
         if let Some((templates, snapshot)) = &lookup.body_tags {
@@ -241,6 +247,11 @@ impl Store {
         names.sort_unstable();
         names.dedup();
         let tags = invalidator.stamp(names).await;
+        if invalidator.epoch() != epoch {
+            // A purge happened while this answer was on its way: it may be
+            // the old value. Store nothing; followers fetch for themselves.
+            return;
+        }
         let entry = |payload| {
             Arc::new(Entry {
                 stored_at: fresh.stored_at,

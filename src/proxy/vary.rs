@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{NON_ALPHANUMERIC, percent_encode};
 
 /// The key of the variant `headers` select. Key templates may not contain
 /// `#`, and escaped values never do, so no rendered key equals a variant key.
@@ -14,17 +14,19 @@ pub fn variant_key(primary: &str, names: &[HeaderName], headers: &HeaderMap) -> 
     key.push_str(primary);
     key.push_str("#vary");
     for name in names {
-        let values: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap_or(""))
-            .collect();
-        let joined = values.join(",");
+        // Raw bytes, so values that are not UTF-8 stay distinct.
+        let mut joined = Vec::new();
+        for (i, v) in headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                joined.push(b',');
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
         let _ = write!(
             key,
             "&{}={}",
             name.as_str(),
-            utf8_percent_encode(joined.trim(), NON_ALPHANUMERIC)
+            percent_encode(joined.trim_ascii(), NON_ALPHANUMERIC)
         );
     }
     key

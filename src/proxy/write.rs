@@ -234,7 +234,19 @@ impl Proxy {
             return;
         };
         let method = snap.method().clone();
+        // The write's own answer is kept only when it is the plain resource:
+        // not encoded, not varying, and storable by the rule's own checks.
+        let plain = {
+            let mut res = http::Response::new(());
+            *res.status_mut() = StatusCode::OK;
+            *res.headers_mut() = written.headers.clone();
+            let (res, ()) = res.into_parts();
+            !written.headers.contains_key(header::CONTENT_ENCODING)
+                && !written.headers.contains_key(header::VARY)
+                && storable::decide(rule, &snap.get_parts(), &res, SystemTime::now()).is_ok()
+        };
         let carries_resource = method != Method::DELETE
+            && plain
             && matches!(written.status, StatusCode::OK | StatusCode::CREATED)
             && written.body.as_ref().is_some_and(|b| !b.is_empty());
         let stored = if carries_resource {
@@ -313,6 +325,10 @@ impl Proxy {
         let Ok(fresh) = storable::decide(rule, &get, &res_parts, now) else {
             return false;
         };
+        if storable::vary_names(&res_parts.headers).is_none_or(|v| !v.is_empty()) {
+            // A varying answer belongs to one variant, not to the key.
+            return false;
+        }
         let limit = usize::try_from(rule.max_object_size).unwrap_or(usize::MAX);
         let Ok(body) = read_limited(body.map_err(BoxError::from).boxed_unsync(), limit).await
         else {

@@ -394,21 +394,29 @@ fn render_var(
             push_escaped(out, v, VALUE);
         }
         Var::Query(name) => {
-            let v = query_pairs(req.query)
-                .find(|(k, _)| k == name)
-                .map_or("", |(_, v)| v);
+            // Names compare decoded (`pag%65` is `page`, as the backend reads
+            // it); a name given twice is ambiguous (backends differ on which
+            // value wins), so the key cannot be rendered and the request passes.
+            let mut found = query_pairs(req.query).filter(|(k, _)| decoded(k) == *name);
+            let v = found.next().map_or("", |(_, v)| v);
+            if found.next().is_some() {
+                return None;
+            }
             push_escaped(out, &v.replace('+', " "), VALUE);
         }
         Var::QueryAll => {
-            let mut pairs: Vec<(&str, &str)> = query_pairs(req.query)
+            let mut pairs: Vec<(String, &str)> = query_pairs(req.query)
                 .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (decoded(k), v))
                 .collect();
-            pairs.sort_unstable();
+            // Stable, by name only: repeated names keep their order, which
+            // backends may give meaning to.
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
             for (i, (k, v)) in pairs.into_iter().enumerate() {
                 if i > 0 {
                     out.push('&');
                 }
-                push_escaped(out, &k.replace('+', " "), VALUE);
+                out.extend(percent_encode(k.as_bytes(), VALUE));
                 out.push('=');
                 push_escaped(out, &v.replace('+', " "), VALUE);
             }
@@ -464,6 +472,13 @@ fn push_json(out: &mut String, body: &serde_json::Value, field: &[String]) -> Op
     };
     out.extend(percent_encode(text.as_bytes(), VALUE));
     Some(())
+}
+
+/// A query name as the backend reads it: `+` is a space, `%XX` decoded.
+fn decoded(raw: &str) -> String {
+    percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// `name=value` pairs of a raw query string, still percent-encoded.

@@ -109,3 +109,28 @@ fn tags_from_json() {
         None
     );
 }
+
+/// Query names compare decoded; a repeated named parameter renders no key;
+/// `{query}` keeps the order of repeated names.
+#[test]
+fn query_ambiguity() {
+    let h = HeaderMap::new();
+    let t = key("c:{query.page}", &[]);
+    assert_eq!(
+        t.render(&view(&h, Some("pag%65=5")), &[], Bodies::default())
+            .as_deref(),
+        Some("c:5")
+    );
+    assert_eq!(
+        t.render(&view(&h, Some("page=1&page=5")), &[], Bodies::default()),
+        None
+    );
+    let all = key("c:{query}", &[]);
+    let a = all
+        .render(&view(&h, Some("a=2&a=1")), &[], Bodies::default())
+        .unwrap();
+    let b = all
+        .render(&view(&h, Some("a=1&a=2")), &[], Bodies::default())
+        .unwrap();
+    assert_ne!(a, b);
+}
