@@ -175,3 +175,50 @@ async fn slow_redis_never_fails_a_request() {
         hit.cache_status()
     );
 }
+
+/// After a few timeouts the breaker stops asking a paused Redis, so the
+/// rest of the requests pay no Redis timeout at all; once Redis answers
+/// again, L2 is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_stops_waiting_on_dead_redis() {
+    let redis = Redis::start();
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    get(&proxy.url("/products/0"), &[]).await;
+    eventually("redis in use", || async {
+        redis_has(&redis, "sc:product:0").await
+    })
+    .await;
+    let mut c = redis.conn().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("ALL")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for i in 1..=40 {
+        // Each is an L1 miss that would ask Redis first (100 ms timeout).
+        let res = get(&proxy.url(&format!("/products/{i}")), &[]).await;
+        assert_eq!(res.status, StatusCode::OK);
+    }
+    // 40 timeouts would be 4 s; with the breaker only the first few wait.
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "requests kept waiting on Redis: {:?}",
+        started.elapsed()
+    );
+    let ready = get(&format!("http://{}/readyz", proxy.admin), &[]).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert!(
+        String::from_utf8_lossy(&ready.body).contains("\"redis\":\"degraded\""),
+        "{:?}",
+        ready.body
+    );
+    eventually("L2 used again after the pause", || async {
+        get(&proxy.url("/products/999"), &[]).await;
+        redis_has(&redis, "sc:product:999").await
+    })
+    .await;
+}

@@ -4,10 +4,13 @@
 //! Redis is an accelerator, never a dependency: the connection is made
 //! lazily and re-made in the background by redis's `ConnectionManager`,
 //! every command is bounded by the configured timeout, and callers treat any
-//! error as a miss.
+//! error as a miss. After [`BREAKER_FAILURES`] failures in a row a circuit
+//! breaker stops asking Redis for [`BREAKER_OPEN`]; then one command probes
+//! it again. So a dead or black-holed Redis costs a few requests one timeout
+//! each, and the rest nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -15,6 +18,29 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{Entry, Store, StoreError, codec};
 use crate::config::RedisConfig;
+
+/// Consecutive failures that open the breaker.
+pub const BREAKER_FAILURES: u32 = 3;
+/// How long an open breaker refuses commands before a probe.
+pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+
+/// The circuit breaker's state, shared by clones of the store.
+#[derive(Default)]
+struct Breaker {
+    failures: AtomicU32,
+    /// ms since the epoch until which commands are refused.
+    open_until: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
 
 /// The Redis store.
 #[derive(Clone)]
@@ -24,6 +50,7 @@ pub struct RedisStore {
     prefix: Arc<str>,
     timeout: Duration,
     up: Arc<AtomicBool>,
+    breaker: Arc<Breaker>,
 }
 
 impl RedisStore {
@@ -43,6 +70,7 @@ impl RedisStore {
             prefix: cfg.key_prefix.as_str().into(),
             timeout: cfg.timeout,
             up: Arc::new(AtomicBool::new(false)),
+            breaker: Arc::default(),
         })
     }
 
@@ -61,6 +89,26 @@ impl RedisStore {
 
     /// Runs one command within the timeout, recording whether Redis answered.
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+        let until = self.breaker.open_until.load(Ordering::Relaxed);
+        if until != 0 {
+            if now_ms() < until {
+                return Err(StoreError::Disconnected);
+            }
+            // Half-open: let this one command probe; others wait for its result.
+            if self
+                .breaker
+                .open_until
+                .compare_exchange(
+                    until,
+                    now_ms() + u64::try_from(BREAKER_OPEN.as_millis()).unwrap_or(1000),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                return Err(StoreError::Disconnected);
+            }
+        }
         let mut conn = self.conn.clone();
         let result = match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await
         {
@@ -68,7 +116,28 @@ impl RedisStore {
             Ok(Err(e)) => Err(StoreError::Redis(e)),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
-        self.up.store(result.is_ok(), Ordering::Relaxed);
+        // Only a Redis that does not answer counts against the breaker; an
+        // error reply (WRONGTYPE, ...) means it is there.
+        let unreachable = match &result {
+            Err(StoreError::Timeout(_) | StoreError::Disconnected) => true,
+            Err(StoreError::Redis(e)) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+            }
+            _ => false,
+        };
+        self.up.store(!unreachable, Ordering::Relaxed);
+        if !unreachable {
+            self.breaker.failures.store(0, Ordering::Relaxed);
+            self.breaker.open_until.store(0, Ordering::Relaxed);
+        } else if self.breaker.failures.fetch_add(1, Ordering::Relaxed) + 1 >= BREAKER_FAILURES {
+            let until = now_ms() + u64::try_from(BREAKER_OPEN.as_millis()).unwrap_or(1000);
+            if self.breaker.open_until.swap(until, Ordering::Relaxed) == 0 {
+                tracing::warn!(open_for = ?BREAKER_OPEN, "redis keeps failing; not asking it for a while");
+            }
+        }
         if let Err(e) = &result {
             tracing::debug!(error = %e, "redis command failed");
         }
