@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use moka::Expiry;
 use moka::future::Cache;
 
-use super::{Entry, Store, StoreError};
+use super::{Entry, Store, StoreError, now_ms};
 
 /// moka's own bookkeeping per entry, counted in the weight.
 const ENTRY_OVERHEAD: usize = 200;
@@ -26,16 +26,6 @@ pub struct Slot {
     pub entry: Arc<Entry>,
     /// When it was put in L1.
     pub at_ms: u64,
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
 }
 
 /// Each entry lives until the end of its grace period; a replaced entry

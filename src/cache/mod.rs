@@ -14,6 +14,17 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
 
+/// Milliseconds since the Unix epoch, the unit of the stores' timestamps.
+pub fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
 /// A stored response.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedResponse {

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{Entry, Store, StoreError, codec};
+use super::{Entry, Store, StoreError, codec, now_ms};
 use crate::config::RedisConfig;
 
 /// Consecutive failures that open the breaker.
@@ -30,16 +30,6 @@ struct Breaker {
     failures: AtomicU32,
     /// ms since the epoch until which commands are refused.
     open_until: AtomicU64,
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
 }
 
 /// The Redis store.

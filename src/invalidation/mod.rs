@@ -16,13 +16,13 @@ pub mod generations;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use self::generations::Generations;
 use crate::cache::tiered::{Found, Tiered};
-use crate::cache::{Layer, Payload, Store, Tag};
+use crate::cache::{Layer, Payload, Store, Tag, now_ms};
 
 /// What to purge. The admin API's `POST /purge` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -88,16 +88,6 @@ pub struct Invalidator {
 /// key reaches variants it cannot name.
 pub fn variant_tag(key: &str) -> String {
     format!("#vary:{key}")
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX)
 }
 
 impl Invalidator {

@@ -132,14 +132,7 @@ impl Proxy {
             }
             // Step 3: render the key and the request-only tags.
             Some(m) => {
-                let view = RequestView {
-                    method: &parts.method,
-                    host: &host,
-                    path: parts.uri.path(),
-                    query: parts.uri.query(),
-                    headers: &parts.headers,
-                    client_ip: client,
-                };
+                let view = RequestView::of(&parts, &host, client);
                 prepare(m.rule, &view, &m.params)
                     .ok_or_else(|| pass_status(Fwd::Bypass, "ambiguous-key"))
             }

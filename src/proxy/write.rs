@@ -47,14 +47,7 @@ impl Proxy {
         client: IpAddr,
     ) -> Response<ProxyBody> {
         let host = request_host(&parts);
-        let view = RequestView {
-            method: &parts.method,
-            host: &host,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: &parts.headers,
-            client_ip: client,
-        };
+        let view = RequestView::of(&parts, &host, client);
         let rules = &self.config.rules;
         let ctx = WriteCtx {
             snapshot: Snapshot::of(&view, &[]),
@@ -404,11 +397,7 @@ impl Proxy {
         let host = request_host(parts);
         let view = RequestView {
             method: &Method::GET,
-            host: &host,
-            path: parts.uri.path(),
-            query: parts.uri.query(),
-            headers: &parts.headers,
-            client_ip: client,
+            ..RequestView::of(parts, &host, client)
         };
         let Some(key) = self.key_for_get(&Snapshot::of(&view, &[]), None) else {
             return respond::error(

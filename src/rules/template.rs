@@ -97,6 +97,20 @@ pub struct Bodies<'a> {
     pub response: Option<&'a serde_json::Value>,
 }
 
+impl<'a> RequestView<'a> {
+    /// The view of a request's head; `host` as the proxy normalised it.
+    pub fn of(parts: &'a http::request::Parts, host: &'a str, client_ip: IpAddr) -> Self {
+        Self {
+            method: &parts.method,
+            host,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            client_ip,
+        }
+    }
+}
+
 impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
