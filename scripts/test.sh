@@ -19,8 +19,9 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --lib --bins --tests --no-fail-fast
   cargo test --doc --quiet
+  # Last, so its summary closes the output.
+  cargo nextest run --lib --bins --tests --no-fail-fast
 else
   cargo test --lib --bins --tests
 fi
