@@ -23,6 +23,8 @@ pub struct App {
     pub proxy: Arc<Proxy>,
     /// The admin endpoints.
     pub admin: Arc<Admin>,
+    /// Reload when the config file changes (on by default).
+    pub watch_config: bool,
 }
 
 impl App {
@@ -36,7 +38,11 @@ impl App {
         };
         let proxy = Arc::new(Proxy::new(Arc::new(config), Tiered { memory, redis }));
         let admin = Arc::new(Admin::new(proxy.clone()));
-        Ok(Self { proxy, admin })
+        Ok(Self {
+            proxy,
+            admin,
+            watch_config: true,
+        })
     }
 
     /// Serves on the given (already bound) listeners until `shutdown` fires,
@@ -73,8 +79,20 @@ impl App {
             self.proxy.invalidator().clone(),
             shutdown.clone(),
         ));
+        let hup = tokio::spawn(crate::reload::on_sighup(
+            self.proxy.clone(),
+            shutdown.clone(),
+        ));
+        let watch = tokio::spawn({
+            let (proxy, shutdown, on) = (self.proxy.clone(), shutdown.clone(), self.watch_config);
+            async move {
+                if on {
+                    crate::reload::watch(proxy, shutdown).await;
+                }
+            }
+        });
         self.admin.set_ready();
         tokio::join!(proxy_task, admin_task);
-        let _ = bus.await;
+        let _ = tokio::join!(bus, hup, watch);
     }
 }

@@ -8,7 +8,7 @@
 //! - [`proxy`]: the request pipeline, the upstream client, response building.
 //! - [`admin`]: health, readiness and rule listing on their own listener.
 //! - [`server`]: the accept loop shared by both listeners; [`shutdown`]: signals.
-//! - [`app`]: builds the components from a config and runs them.
+//! - [`app`]: builds the components from a config and runs them; [`reload`]: hot reload.
 //! - [`explain`]: what a request would do, for `sidecache explain`.
 //!
 //! # One request
@@ -34,6 +34,7 @@ pub mod config;
 pub mod explain;
 pub mod invalidation;
 pub mod proxy;
+pub mod reload;
 pub mod rules;
 pub mod server;
 pub mod shutdown;

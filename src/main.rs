@@ -30,6 +30,9 @@ struct Cli {
     /// Log format.
     #[arg(long, env = "SIDECACHE_LOG_FORMAT", global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Reload when the config file (or its folder) changes.
+    #[arg(long, env = "SIDECACHE_WATCH", global = true, default_value_t = true, action = clap::ArgAction::Set)]
+    watch: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -79,7 +82,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run => run(&cli.config),
+        Command::Run => run(&cli.config, cli.watch),
     }
 }
 
@@ -103,7 +106,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn run(path: &std::path::Path, watch: bool) -> ExitCode {
     // Validate before binding any socket.
     let loaded = match Config::load(path) {
         Ok(l) => l,
@@ -143,7 +146,10 @@ fn run(path: &std::path::Path) -> ExitCode {
             }
         };
         let app = match App::build(config) {
-            Ok(a) => a,
+            Ok(a) => App {
+                watch_config: watch,
+                ..a
+            },
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;

@@ -5,6 +5,7 @@
 //! | `GET /healthz` | liveness: `ok` while the process serves |
 //! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled`, and whether purge announcements are `subscribed`, `cut-off` or `local` (no Redis) |
 //! | `GET /rules` | the rules as loaded, as JSON |
+//! | `POST /reload` | re-read the config file (bearer token); a bad one is refused with its errors and the old one keeps serving |
 //! | `POST /purge` | `{"keys": [], "tags": [], "prefixes": []}` with `Authorization: Bearer <admin.token>`; answers the counts; reaches every replica |
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ impl Admin {
     {
         match (req.method(), req.uri().path()) {
             (&Method::POST, "/purge") => self.purge(req).await,
+            (&Method::POST, "/reload") => self.reload(req.headers()).await,
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
                 let ready = self.ready.load(Ordering::Acquire);
@@ -113,6 +115,22 @@ impl Admin {
         };
         let counts = self.proxy.invalidator().purge(&purge).await;
         json(StatusCode::OK, &serde_json::json!({ "purged": counts }))
+    }
+
+    async fn reload(&self, headers: &http::HeaderMap) -> Response<ProxyBody> {
+        if !authorized(headers, self.proxy.config().admin.token.as_deref()) {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"error": "a bearer token matching admin.token is required"}),
+            );
+        }
+        match crate::reload::reload(&self.proxy).await {
+            Ok(report) => json(StatusCode::OK, &serde_json::json!({ "reloaded": report })),
+            Err(e) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": e.to_string() }),
+            ),
+        }
     }
 
     fn rules_json(&self) -> serde_json::Value {

@@ -59,7 +59,7 @@ pub struct Config {
 }
 
 /// `upstream:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     /// Scheme and authority of the backend (`http://host:port`).
     pub url: http::Uri,
@@ -79,7 +79,7 @@ pub struct Admin {
 }
 
 /// `memory:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Memory {
     /// Total bytes of L1, weighed by entry size.
     pub max_size: u64,
@@ -88,7 +88,7 @@ pub struct Memory {
 }
 
 /// `redis:`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
     /// Connection URL (`redis://`, `rediss://`, `redis+unix://`).
     pub url: String,

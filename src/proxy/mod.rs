@@ -13,6 +13,8 @@ pub mod vary;
 mod write;
 
 use std::net::IpAddr;
+
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -58,7 +60,8 @@ pub fn empty() -> ProxyBody {
 
 /// Everything a request needs; shared by all connections.
 pub struct Proxy {
-    config: Arc<Config>,
+    /// Swapped whole on reload; each request works on one snapshot.
+    config: ArcSwap<Config>,
     cache: Tiered,
     upstream: Upstream,
     flights: Arc<Flights>,
@@ -75,7 +78,7 @@ impl Proxy {
             .map_or(Duration::ZERO, |r| r.disconnect_grace);
         let invalidator = Arc::new(Invalidator::new(cache.clone(), grace));
         Self {
-            config,
+            config: ArcSwap::new(config),
             cache,
             upstream,
             flights: Arc::new(Flights::default()),
@@ -94,8 +97,13 @@ impl Proxy {
     }
 
     /// The config in effect.
-    pub fn config(&self) -> &Arc<Config> {
-        &self.config
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Puts `config` in effect for the requests that start from now on.
+    pub(crate) fn swap_config(&self, config: Arc<Config>) {
+        self.config.store(config);
     }
 
     /// Handles one request. Never fails: every problem becomes a response.
@@ -117,11 +125,8 @@ impl Proxy {
         }
         // Step 2: match a rule. No rule and `cache: false` are forwarded untouched.
         let host = request_host(&parts);
-        let lookup = match self
-            .config
-            .rules
-            .find(&parts.method, &host, parts.uri.path())
-        {
+        let config = self.config();
+        let lookup = match config.rules.find(&parts.method, &host, parts.uri.path()) {
             None => Err(pass_status(Fwd::Bypass, "no-rule")),
             Some(m) if !m.rule.cache => Err(pass_status(Fwd::Bypass, "rule")),
             Some(m)
@@ -214,7 +219,7 @@ impl Proxy {
         let guard = match self.flights.join(&flight_key) {
             Join::Leader(guard) => Some(guard),
             Join::Follower(rx) => {
-                let wait = self.config.upstream.timeout;
+                let wait = self.config().upstream.timeout;
                 if let Landing::Stored { key, entry } = collapse::wait(rx, wait).await
                     && let Payload::Response(r) = &entry.payload
                     && own_key(&lookup.key, r, &parts) == key

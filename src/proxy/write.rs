@@ -48,7 +48,8 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let host = request_host(&parts);
         let view = RequestView::of(&parts, &host, client);
-        let rules = &self.config.rules;
+        let config = self.config();
+        let rules = &config.rules;
         let ctx = WriteCtx {
             snapshot: Snapshot::of(&view, &[]),
             matched: rules
@@ -200,7 +201,8 @@ impl Proxy {
             Some(u) => (u.path(), u.query()),
             None => (snap.path(), snap.query()),
         };
-        let m = self.config.rules.find(&Method::GET, snap.host(), path)?;
+        let config = self.config();
+        let m = config.rules.find(&Method::GET, snap.host(), path)?;
         if !m.rule.cache {
             return None;
         }
@@ -387,7 +389,7 @@ impl Proxy {
         client: IpAddr,
     ) -> Response<ProxyBody> {
         let status = CacheStatus::default();
-        if !crate::admin::authorized(&parts.headers, self.config.admin.token.as_deref()) {
+        if !crate::admin::authorized(&parts.headers, self.config().admin.token.as_deref()) {
             return respond::error(
                 StatusCode::UNAUTHORIZED,
                 "PURGE needs the admin token as a bearer token",

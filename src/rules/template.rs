@@ -161,6 +161,15 @@ impl Template {
         Ok(template)
     }
 
+    /// The literal text before the first placeholder: every key the
+    /// template renders starts with it.
+    pub fn literal_prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Lit(l)) => l,
+            _ => "",
+        }
+    }
+
     /// The text as written.
     pub fn source(&self) -> &str {
         &self.source

@@ -304,6 +304,32 @@ impl Proxy {
         }
     }
 
+    /// Starts a proxy from a config file (so reloads read it again).
+    pub async fn start_file(path: &Path) -> Self {
+        let loaded =
+            sidecache::Config::load(path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin) = (
+            listener.local_addr().unwrap(),
+            admin_listener.local_addr().unwrap(),
+        );
+        let app = sidecache::App::build(loaded.config).unwrap();
+        let proxy = app.proxy.clone();
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            app.run(listener, admin_listener, token, Duration::from_secs(2))
+                .await
+        });
+        Self {
+            addr,
+            admin,
+            stop,
+            app: proxy,
+        }
+    }
+
     /// `http://addr` + path.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)

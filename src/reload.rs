@@ -1,0 +1,172 @@
+//! Hot reload: SIGHUP, `POST /reload` and a change in the config file's
+//! folder (Kubernetes swaps a ConfigMap by replacing a symlink there) read
+//! the file again. A config that does not validate is refused, its errors
+//! logged with line and column, and the old one keeps serving. A valid one
+//! is swapped in whole: requests already running finish on the snapshot
+//! they started with.
+//!
+//! Rules, the admin token and everything under them take effect at once.
+//! Listen addresses, `upstream`, `memory` and `redis` take effect on restart;
+//! the report says when the new file changes them. L1 entries survive for
+//! rules whose key template and tier are unchanged; those of other rules
+//! are dropped (by the template's literal prefix, or all of L1 when the
+//! template starts with a placeholder).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::proxy::Proxy;
+
+/// How long a burst of file events is let settle before reading the file.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// What a successful reload did.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Rules now in effect.
+    pub rules: usize,
+    /// Sections the new file changes that take effect on restart only.
+    pub not_applied: Vec<String>,
+    /// Warnings the new file raised.
+    pub warnings: Vec<String>,
+}
+
+/// Reads the config file again and puts it in effect if it validates.
+pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
+    let old = proxy.config();
+    let loaded = match Config::load(&old.source) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("config reload refused; the old config keeps serving:\n{e}");
+            return Err(e);
+        }
+    };
+    let warnings = loaded
+        .warnings
+        .iter()
+        .map(|w| w.display(&old.source).to_string())
+        .collect();
+    let mut new = loaded.config;
+    let mut not_applied = Vec::new();
+    if new.listen != old.listen || new.admin.listen != old.admin.listen {
+        not_applied.push("listen, admin.listen".to_owned());
+        new.listen = old.listen;
+        new.admin.listen = old.admin.listen;
+    }
+    if new.upstream != old.upstream {
+        not_applied.push("upstream".to_owned());
+        new.upstream = old.upstream.clone();
+    }
+    if new.memory != old.memory {
+        not_applied.push("memory".to_owned());
+        new.memory = old.memory.clone();
+    }
+    if new.redis != old.redis {
+        not_applied.push("redis".to_owned());
+        new.redis = old.redis.clone();
+    }
+    let memory = &proxy.cache().memory;
+    for rule in old.rules.rules() {
+        let kept = new
+            .rules
+            .rules()
+            .iter()
+            .any(|n| n.key == rule.key && n.tier == rule.tier);
+        if kept || !rule.cache {
+            continue;
+        }
+        match rule.key.literal_prefix() {
+            "" => {
+                memory.clear();
+                break;
+            }
+            prefix => {
+                memory.remove_prefix(prefix).await;
+            }
+        }
+    }
+    let rules = new.rules.rules().len();
+    proxy.swap_config(Arc::new(new));
+    tracing::info!(rules, ?not_applied, "config reloaded");
+    Ok(Report {
+        rules,
+        not_applied,
+        warnings,
+    })
+}
+
+/// Reloads on every SIGHUP until `shutdown`.
+pub async fn on_sighup(proxy: Arc<Proxy>, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /reload");
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    let _ = reload(&proxy).await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (proxy, shutdown);
+    }
+}
+
+/// Watches the config file's folder and reloads when the file's content
+/// changes, until `shutdown`.
+pub async fn watch(proxy: Arc<Proxy>, shutdown: CancellationToken) {
+    use notify::Watcher as _;
+    let source: PathBuf = proxy.config().source.clone();
+    let folder = match source.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    // notify calls back on its own thread; a full channel just means a
+    // reload is already pending.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.try_send(());
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config; reload with SIGHUP or POST /reload");
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&folder, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(folder = %folder.display(), error = %e, "cannot watch the config folder; reload with SIGHUP or POST /reload");
+        return;
+    }
+    let mut last = std::fs::read(&source).ok();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            got = rx.recv() => if got.is_none() { return },
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        while rx.try_recv().is_ok() {}
+        let now = std::fs::read(&source).ok();
+        if now.is_some() && now != last {
+            last = now;
+            let _ = reload(&proxy).await;
+        }
+    }
+}
