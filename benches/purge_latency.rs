@@ -83,7 +83,7 @@ async fn replica(redis_url: &str, stop: &CancellationToken) -> Replica {
     let (addr, admin) = (l.local_addr().unwrap(), a.local_addr().unwrap());
     let app = sidecache::App::build(cfg).expect("app");
     let proxy = app.proxy.clone();
-    tokio::spawn(app.run(l, a, stop.clone(), Duration::from_secs(1)));
+    tokio::spawn(app.run(l, a, stop.clone()));
     Replica { addr, admin, proxy }
 }
 

@@ -2,7 +2,6 @@
 //! shutdown.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -13,9 +12,6 @@ use crate::cache::redis::RedisStore;
 use crate::cache::tiered::Tiered;
 use crate::config::Config;
 use crate::proxy::Proxy;
-
-/// How long in-flight requests may take to finish after a shutdown signal.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// The proxy and admin state built from one config.
 pub struct App {
@@ -46,14 +42,14 @@ impl App {
     }
 
     /// Serves on the given (already bound) listeners until `shutdown` fires,
-    /// then drains for at most `grace`.
+    /// then drains for at most `limits.shutdown_grace`.
     pub async fn run(
         self,
         listener: TcpListener,
         admin_listener: TcpListener,
         shutdown: CancellationToken,
-        grace: Duration,
     ) {
+        let limits = self.proxy.config().limits.clone();
         let proxy = self.proxy.clone();
         let proxy_task = crate::server::serve(
             listener,
@@ -62,7 +58,7 @@ impl App {
                 async move { proxy.handle(req, ip).await }
             },
             shutdown.clone(),
-            grace,
+            &limits,
         );
         let admin = self.admin.clone();
         let admin_task = crate::server::serve(
@@ -72,7 +68,7 @@ impl App {
                 async move { admin.handle(req).await }
             },
             shutdown.clone(),
-            grace,
+            &limits,
         );
         // The purge subscriber stops with the same token.
         let bus = tokio::spawn(crate::invalidation::bus::run(

@@ -158,13 +158,7 @@ fn run(path: &std::path::Path, watch: bool) -> ExitCode {
         let token = CancellationToken::new();
         tokio::spawn(sidecache::shutdown::on_signal(token.clone()));
         tracing::info!(%listen, admin = %admin_listen, "sidecache serving");
-        app.run(
-            listener,
-            admin_listener,
-            token,
-            sidecache::app::DEFAULT_GRACE,
-        )
-        .await;
+        app.run(listener, admin_listener, token).await;
         ExitCode::SUCCESS
     })
 }

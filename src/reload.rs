@@ -66,6 +66,10 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
         not_applied.push("memory".to_owned());
         new.memory = old.memory.clone();
     }
+    if new.limits != old.limits {
+        not_applied.push("limits".to_owned());
+        new.limits = old.limits.clone();
+    }
     if new.redis != old.redis {
         not_applied.push("redis".to_owned());
         new.redis = old.redis.clone();

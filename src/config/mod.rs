@@ -52,6 +52,8 @@ pub struct Config {
     pub admin: Admin,
     /// L1 bounds.
     pub memory: Memory,
+    /// Client limits.
+    pub limits: Limits,
     /// L2, when configured.
     pub redis: Option<RedisConfig>,
     /// The compiled rules, in file order.
@@ -76,6 +78,36 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Bearer token for purge and reload.
     pub token: Option<String>,
+}
+
+/// `limits:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Time a client has to send its request headers (slowloris guard).
+    pub header_timeout: Duration,
+    /// Largest request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Most request headers.
+    pub max_headers: usize,
+    /// Largest request body; a larger one gets 413.
+    pub max_body: u64,
+    /// Most client connections at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// How long in-flight requests may take after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body: 10 * 1024 * 1024,
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `memory:`.

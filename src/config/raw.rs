@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub memory: Option<RawMemory>,
     pub redis: Option<RawRedis>,
+    pub limits: Option<RawLimits>,
     pub defaults: Option<Sp<RawRule>>,
     #[serde(default)]
     pub rules: Vec<Sp<RawRule>>,
@@ -29,6 +30,18 @@ pub struct RawUpstream {
     pub url: Sp<String>,
     pub connect_timeout: Option<Sp<String>>,
     pub timeout: Option<Sp<String>>,
+}
+
+/// `limits:` — what one client may ask of the proxy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub header_timeout: Option<Sp<String>>,
+    pub max_header_bytes: Option<Sp<String>>,
+    pub max_headers: Option<Sp<u64>>,
+    pub max_body: Option<Sp<String>>,
+    pub max_connections: Option<Sp<u64>>,
+    pub shutdown_grace: Option<Sp<String>>,
 }
 
 /// `admin:` — the separate admin listener.

@@ -135,6 +135,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
             })
             .unwrap_or(DEFAULT_MAX_OBJECT_SIZE),
     };
+    let limits = limits(&mut c, &raw);
     let redis = raw.redis.as_ref().map(|r| RedisConfig {
         url: r.url.value.trim().to_owned(),
         key_prefix: r
@@ -210,6 +211,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
                     upstream,
                     admin,
                     memory,
+                    limits,
                     redis,
                     rules,
                 },
@@ -217,6 +219,51 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
             })
         }
         _ => Err(c.errors),
+    }
+}
+
+fn limits(c: &mut Check, raw: &RawConfig) -> Limits {
+    let d = Limits::default();
+    let Some(l) = &raw.limits else { return d };
+    let count = |c: &mut Check, v: &Option<Sp<u64>>, field: &str, dflt: usize| match v {
+        Some(n) if n.value > 0 => usize::try_from(n.value).unwrap_or(usize::MAX),
+        Some(n) => {
+            c.error(n, field, "must be greater than zero");
+            dflt
+        }
+        None => dflt,
+    };
+    let header_bytes = l.max_header_bytes.as_ref().and_then(|v| {
+        let n = c.size(v, "limits.max_header_bytes")?;
+        if n < 8192 {
+            c.error(v, "limits.max_header_bytes", "must be at least 8KiB");
+        }
+        usize::try_from(n).ok()
+    });
+    Limits {
+        header_timeout: l
+            .header_timeout
+            .as_ref()
+            .and_then(|v| c.positive(v, "limits.header_timeout"))
+            .unwrap_or(d.header_timeout),
+        max_header_bytes: header_bytes.unwrap_or(d.max_header_bytes),
+        max_headers: count(c, &l.max_headers, "limits.max_headers", d.max_headers),
+        max_body: l
+            .max_body
+            .as_ref()
+            .and_then(|v| c.size(v, "limits.max_body"))
+            .unwrap_or(d.max_body),
+        max_connections: count(
+            c,
+            &l.max_connections,
+            "limits.max_connections",
+            d.max_connections,
+        ),
+        shutdown_grace: l
+            .shutdown_grace
+            .as_ref()
+            .and_then(|v| c.duration(v, "limits.shutdown_grace"))
+            .unwrap_or(d.shutdown_grace),
     }
 }
 

@@ -49,6 +49,23 @@ impl Proxy {
         let host = request_host(&parts);
         let view = RequestView::of(&parts, &host, client);
         let config = self.config();
+        let max_body = config.limits.max_body;
+        let declared = declared_len(&parts.headers).and_then(|n| u64::try_from(n).ok());
+        if declared.is_some_and(|n| n > max_body) {
+            let status = CacheStatus {
+                fwd: Some(Fwd::Method),
+                ..Default::default()
+            };
+            return respond::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body over limits.max_body",
+                &status,
+            );
+        }
+        // A body without a declared length is cut off at the limit.
+        let body =
+            http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
+                .boxed_unsync();
         let rules = &config.rules;
         let ctx = WriteCtx {
             snapshot: Snapshot::of(&view, &[]),

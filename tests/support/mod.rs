@@ -292,10 +292,7 @@ impl Proxy {
         let proxy = app.proxy.clone();
         let stop = CancellationToken::new();
         let token = stop.clone();
-        tokio::spawn(async move {
-            app.run(listener, admin_listener, token, Duration::from_secs(2))
-                .await
-        });
+        tokio::spawn(async move { app.run(listener, admin_listener, token).await });
         Self {
             addr,
             admin,
@@ -318,10 +315,7 @@ impl Proxy {
         let proxy = app.proxy.clone();
         let stop = CancellationToken::new();
         let token = stop.clone();
-        tokio::spawn(async move {
-            app.run(listener, admin_listener, token, Duration::from_secs(2))
-                .await
-        });
+        tokio::spawn(async move { app.run(listener, admin_listener, token).await });
         Self {
             addr,
             admin,
