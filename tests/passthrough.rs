@@ -163,3 +163,33 @@ async fn garbage_request_gives_400() {
     );
     assert_eq!(backend.hits(), 1);
 }
+
+/// Beyond `max_concurrency` requests on the backend and `queue` waiting,
+/// clients get 503 with Retry-After; the backend never sees more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_backend_gives_503() {
+    let backend = Backend::start(Duration::from_millis(500), echo()).await;
+    let rules = RULES.replace(
+        "timeout: 300ms",
+        "timeout: 2s, max_concurrency: 2, queue: 2",
+    );
+    let proxy = Proxy::start(&rules, &backend.url(), None).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let url = proxy.url(&format!("/products/{i}"));
+            tokio::spawn(async move { get(&url, &[]).await })
+        })
+        .collect();
+    let mut busy = 0;
+    for t in tasks {
+        let res = t.await.unwrap();
+        if res.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(res.header("retry-after"), "1");
+            busy += 1;
+        } else {
+            assert_eq!(res.status, StatusCode::CREATED);
+        }
+    }
+    assert_eq!(busy, 6, "2 on the backend + 2 queued should pass");
+    assert_eq!(backend.hits(), 4);
+}

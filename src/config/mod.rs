@@ -22,6 +22,10 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default time the backend has to send its response headers.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on requests waiting on the backend at once.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
+/// Default number of requests that may wait for a place.
+pub const DEFAULT_QUEUE: usize = 1024;
 /// Default L1 size bound.
 pub const DEFAULT_MEMORY_MAX_SIZE: u64 = 256 * 1024 * 1024;
 /// Default largest response body that is cached; larger ones stream through.
@@ -69,6 +73,10 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     /// Time for the response headers to arrive.
     pub timeout: Duration,
+    /// Most requests waiting on the backend at once.
+    pub max_concurrency: usize,
+    /// Most requests waiting for one of those places; beyond, 503.
+    pub queue: usize,
 }
 
 /// `admin:`.

@@ -30,6 +30,8 @@ pub struct RawUpstream {
     pub url: Sp<String>,
     pub connect_timeout: Option<Sp<String>>,
     pub timeout: Option<Sp<String>>,
+    pub max_concurrency: Option<Sp<u64>>,
+    pub queue: Option<Sp<u64>>,
 }
 
 /// `limits:` — what one client may ask of the proxy.

@@ -305,10 +305,23 @@ fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
         .map_or(Some(DEFAULT_UPSTREAM_TIMEOUT), |v| {
             c.positive(v, "upstream.timeout")
         });
+    let max_concurrency = match &u.max_concurrency {
+        Some(n) if n.value == 0 => {
+            c.error(n, "upstream.max_concurrency", "must be greater than zero");
+            None
+        }
+        Some(n) => Some(usize::try_from(n.value).unwrap_or(usize::MAX)),
+        None => Some(DEFAULT_MAX_CONCURRENCY),
+    };
+    let queue = u.queue.as_ref().map_or(DEFAULT_QUEUE, |n| {
+        usize::try_from(n.value).unwrap_or(usize::MAX)
+    });
     Some(Upstream {
         url: url?,
         connect_timeout: connect_timeout?,
         timeout: timeout?,
+        max_concurrency: max_concurrency?,
+        queue,
     })
 }
 

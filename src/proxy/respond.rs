@@ -105,6 +105,9 @@ pub fn error(code: StatusCode, message: &str, status: &CacheStatus) -> Response<
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(cache_status_name(), status.to_header());
+    if code == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     res
 }
 

@@ -2,7 +2,11 @@
 //! response-header timeouts, and errors sorted into the status the client
 //! should get (502 for a refused or broken connection, 504 for a timeout).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
@@ -26,6 +30,9 @@ pub enum UpstreamError {
     /// The connection broke or the response was not valid HTTP.
     #[error("the backend's answer was broken: {0}")]
     Broken(String),
+    /// Too many requests already wait on the backend.
+    #[error("the backend is busy; try again shortly")]
+    Overloaded,
 }
 
 impl UpstreamError {
@@ -33,6 +40,7 @@ impl UpstreamError {
     pub fn status(&self) -> StatusCode {
         match self {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -45,6 +53,11 @@ pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
     timeout: Duration,
+    /// Places for requests waiting on the backend.
+    slots: Arc<Semaphore>,
+    /// Requests waiting for a place, and how many may.
+    queued: Arc<AtomicUsize>,
+    queue: usize,
 }
 
 impl Upstream {
@@ -68,6 +81,27 @@ impl Upstream {
                 .cloned()
                 .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
             timeout: cfg.timeout,
+            slots: Arc::new(Semaphore::new(cfg.max_concurrency)),
+            queued: Arc::new(AtomicUsize::new(0)),
+            queue: cfg.queue,
+        }
+    }
+
+    /// A place among the requests waiting on the backend: at once if one
+    /// is free, after a bounded wait in the queue, or `Overloaded`.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, UpstreamError> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(UpstreamError::Overloaded);
+        }
+        let waited = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned()).await;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        match waited {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(UpstreamError::Overloaded),
         }
     }
 
@@ -76,6 +110,9 @@ impl Upstream {
         &self,
         mut req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        // Held until the response headers arrive: it bounds the requests the
+        // backend is working on (bodies then stream at the client's pace).
+        let _slot = self.slot().await?;
         let path = req
             .uri()
             .path_and_query()
