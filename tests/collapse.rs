@@ -77,3 +77,61 @@ async fn unstorable_releases_followers() {
     }
     assert_eq!(backend.hits(), 10);
 }
+
+const GLOBAL: &str = r#"
+upstream: { url: UPSTREAM }
+redis: { url: "REDIS", key_prefix: "gc:" }
+rules:
+  - name: global
+    match: { path: "/global/{id}" }
+    key: "global:{id}"
+    collapse: global
+  - name: local
+    match: { path: "/local/{id}" }
+    key: "local:{id}"
+"#;
+
+async fn burst(proxies: &[support::Proxy], path: &str, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let url = proxies[i % proxies.len()].url(path);
+            tokio::spawn(async move { get(&url, &[]).await })
+        })
+        .collect();
+    for t in tasks {
+        let res = t.await.unwrap();
+        assert_eq!(res.status, StatusCode::OK);
+        assert_eq!(res.body, "the product");
+    }
+}
+
+/// Three instances, 200 concurrent requests on one cold key: with
+/// `collapse: global` the backend is asked once; with local collapsing at
+/// most once per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_collapse_across_three_instances() {
+    let redis = support::Redis::start();
+    let backend = Backend::start(Duration::from_millis(300), |_| {
+        (StatusCode::OK, vec![], Bytes::from_static(b"the product"))
+    })
+    .await;
+    let proxies = [
+        support::Proxy::start(GLOBAL, &backend.url(), Some(&redis.url())).await,
+        support::Proxy::start(GLOBAL, &backend.url(), Some(&redis.url())).await,
+        support::Proxy::start(GLOBAL, &backend.url(), Some(&redis.url())).await,
+    ];
+    burst(&proxies, "/global/1", 200).await;
+    assert_eq!(
+        backend.hits_for("/global/1"),
+        1,
+        "global collapse let several requests through"
+    );
+    burst(&proxies, "/local/1", 200).await;
+    let local = backend.hits_for("/local/1");
+    assert!(
+        (1..=3).contains(&local),
+        "local collapse: {local} backend requests"
+    );
+    // The lock is gone once the entry is in Redis.
+    assert!(!redis_has(&redis, "gc:#lock:global:1").await);
+}

@@ -140,7 +140,8 @@ impl RedisStore {
     fn tag_key(&self, tag: &str) -> String {
         let mut k = String::with_capacity(self.prefix.len() + 4 + tag.len());
         k.push_str(&self.prefix);
-        k.push_str("tag:");
+        // `#` never appears in a cache key, so internal keys cannot collide.
+        k.push_str("#tag:");
         k.push_str(tag);
         k
     }
@@ -192,7 +193,12 @@ impl RedisStore {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let (next, keys): (u64, Vec<String>) = self.run(scan).await?;
+            let (next, mut keys): (u64, Vec<String>) = self.run(scan).await?;
+            // Tag generations and locks are not entries.
+            keys.retain(|k| {
+                !k.strip_prefix(&*self.prefix)
+                    .is_some_and(|rest| rest.starts_with('#'))
+            });
             if !keys.is_empty() {
                 let mut unlink = redis::cmd("UNLINK");
                 unlink.arg(&keys);
@@ -203,6 +209,45 @@ impl RedisStore {
             }
             cursor = next;
         }
+    }
+
+    /// Takes the lock `lock:<key>` for `ttl` if nobody holds it.
+    pub async fn try_lock(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("SET");
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        cmd.arg(self.lock_key(key))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms);
+        Ok(self.run::<Option<String>>(cmd).await?.is_some())
+    }
+
+    /// Whether someone holds `lock:<key>`.
+    pub async fn is_locked(&self, key: &str) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.lock_key(key));
+        Ok(self.run::<u64>(cmd).await? > 0)
+    }
+
+    /// Releases `lock:<key>` if it is still ours (it may have expired and
+    /// been taken by another replica meanwhile).
+    pub async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
+            .arg(1)
+            .arg(self.lock_key(key))
+            .arg(token);
+        self.run::<u64>(cmd).await.map(|_| ())
+    }
+
+    fn lock_key(&self, key: &str) -> String {
+        format!("{}#lock:{key}", self.prefix)
     }
 
     /// A client for opening the pub/sub connection.

@@ -510,6 +510,19 @@ fn rule(
                 .and_then(|v| c.duration(v, &field(name)))
                 .unwrap_or(Duration::ZERO)
         };
+    let collapse_global = match raw.collapse.as_ref().or(d.collapse.as_ref()) {
+        Some(v) if v.value == "global" => true,
+        Some(v) if v.value == "local" => false,
+        Some(v) => {
+            c.error(
+                v,
+                &field("collapse"),
+                format!("`{}`: use local or global", v.value),
+            );
+            false
+        }
+        None => false,
+    };
     let stale_while_revalidate = window(
         c,
         &raw.stale_while_revalidate,
@@ -560,6 +573,7 @@ fn rule(
         allow_authorized: flag(&raw.allow_authorized, &d.allow_authorized),
         allow_private: flag(&raw.allow_private, &d.allow_private),
         sliding: flag(&raw.sliding, &d.sliding),
+        collapse_global,
         stale_while_revalidate,
         stale_if_error,
         origin_tags: flag(&raw.origin_tags, &d.origin_tags),
@@ -658,7 +672,6 @@ fn pending_fields(c: &mut Check, raw: &RawRule, field: &dyn Fn(&str) -> String) 
             .and_then(|l| l.first())
             .map(|s| (s.referenced.line(), s.referenced.column()))
     }
-    warn_if(at(&raw.collapse), "collapse");
     warn_if(at_list(&raw.warm_on), "warm_on");
     warn_if(at(&raw.rate_limit), "rate_limit");
 }

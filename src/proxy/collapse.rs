@@ -2,6 +2,13 @@
 //! a "flight"; concurrent misses of the same key follow it and are answered
 //! from the entry it stores. When the leader's response is not storable (or
 //! it fails), followers are released to fetch on their own.
+//!
+//! With `collapse: global` the leader of each replica also takes a Redis
+//! lock ([`GlobalLock`]); the replica that gets it fetches and fills L2, the
+//! others poll L2 until the entry appears, the lock goes away, or the lock's
+//! lifetime (upstream timeout + 1 s) passes. Worst case: a fetch slower than
+//! the lock's lifetime lets one more replica fetch, so at most one backend
+//! request per replica, as without the lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::cache::Entry;
+use crate::cache::redis::RedisStore;
 
 /// How a flight ended.
 #[derive(Debug, Clone)]
@@ -106,6 +114,82 @@ pub async fn wait(mut rx: watch::Receiver<Option<Landing>>, limit: Duration) -> 
     match tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await {
         Ok(Ok(v)) => v.clone().unwrap_or(Landing::Abandoned),
         _ => Landing::Abandoned,
+    }
+}
+
+/// A held Redis lock for one key; released when the entry is in L2, or on
+/// drop (an unstorable or failed fetch) so waiters stop waiting at once.
+pub struct GlobalLock {
+    redis: RedisStore,
+    key: String,
+    token: String,
+    released: bool,
+}
+
+/// What a leading request holds: its replica's flight, and the global
+/// lock when `collapse: global` got it.
+#[derive(Default)]
+pub struct Claim {
+    /// The replica's flight for the key.
+    pub guard: Option<FlightGuard>,
+    /// The cross-replica lock.
+    pub lock: Option<Box<GlobalLock>>,
+}
+
+/// What a global collapse decided.
+pub enum Global {
+    /// This replica holds the lock: fetch, store, then release.
+    Lead(Box<GlobalLock>),
+    /// Another replica filled L2 with this entry.
+    Filled(Arc<Entry>),
+    /// No lock could be had or waited for: fetch alone.
+    Alone,
+}
+
+/// Poll interval of replicas waiting for another's fill.
+pub const GLOBAL_POLL: Duration = Duration::from_millis(20);
+
+impl GlobalLock {
+    /// Tries to take the lock of `key` for `ttl`.
+    pub async fn take(redis: &RedisStore, key: &str, ttl: Duration) -> Result<Option<Self>, ()> {
+        let token = format!(
+            "{:x}",
+            std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), key)
+        );
+        match redis.try_lock(key, &token, ttl).await {
+            Ok(true) => Ok(Some(Self {
+                redis: redis.clone(),
+                key: key.to_owned(),
+                token,
+                released: false,
+            })),
+            Ok(false) => Ok(None),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Releases the lock (if still ours).
+    pub async fn release(mut self) {
+        self.released = true;
+        let _ = self.redis.unlock(&self.key, &self.token).await;
+    }
+}
+
+impl Drop for GlobalLock {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (redis, key, token) = (
+                self.redis.clone(),
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
+            rt.spawn(async move {
+                let _ = redis.unlock(&key, &token).await;
+            });
+        }
     }
 }
 

@@ -24,14 +24,15 @@ use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 
-use self::collapse::{FlightGuard, Flights, Join, Landing};
+use self::collapse::{Claim, Flights, Global, GlobalLock, Join, Landing};
 use self::headers::{
     CacheStatus, Fwd, add_forwarding, append_via, cache_status_name, strip_hop_by_hop,
 };
 use self::store::{Lookup, Store, own_key, prepare};
 use self::upstream::Upstream;
-use crate::cache::tiered::Tiered;
-use crate::cache::{Entry, Layer, Payload};
+use crate::cache::redis::RedisStore;
+use crate::cache::tiered::{Found, Tiered};
+use crate::cache::{Entry, Layer, Payload, Store as _};
 use crate::config::Config;
 use crate::invalidation::Invalidator;
 use crate::rules::RequestView;
@@ -201,7 +202,17 @@ impl Proxy {
                                 (self.clone(), parts.clone(), lookup.clone());
                             tokio::spawn(async move {
                                 let res = this
-                                    .fetch(parts, client, lookup, Fwd::Stale, Some(guard), None)
+                                    .fetch(
+                                        parts,
+                                        client,
+                                        lookup,
+                                        Fwd::Stale,
+                                        Claim {
+                                            guard: Some(guard),
+                                            lock: None,
+                                        },
+                                        None,
+                                    )
                                     .await;
                                 // Reading the body to its end is what stores it.
                                 let _ = res.into_body().collect().await;
@@ -234,8 +245,105 @@ impl Proxy {
                 None
             }
         };
-        self.fetch(parts, client, lookup, fwd, guard, fallback)
+        // Across replicas: one backend request per key, through a Redis lock.
+        let mut lock = None;
+        if guard.is_some()
+            && lookup.rule.collapse_global
+            && let Some(redis) = &self.cache.redis
+        {
+            match self
+                .collapse_globally(redis, &flight_key, &lookup, &parts)
+                .await
+            {
+                Global::Lead(l) => lock = Some(l),
+                Global::Filled(entry) => {
+                    if let Payload::Response(r) = &entry.payload {
+                        self.cache
+                            .fill_l1(
+                                &flight_key,
+                                &Found {
+                                    entry: entry.clone(),
+                                    layer: Layer::Redis,
+                                    l1_since_ms: 0,
+                                },
+                                tier,
+                            )
+                            .await;
+                        let status = CacheStatus {
+                            fwd: Some(fwd),
+                            collapsed: true,
+                            ..Default::default()
+                        };
+                        let res = respond::from_entry(&parts, &entry, r, status, SystemTime::now());
+                        if let Some(g) = guard {
+                            g.land(Landing::Stored {
+                                key: flight_key,
+                                entry,
+                            });
+                        }
+                        return res;
+                    }
+                }
+                Global::Alone => {}
+            }
+        }
+        self.fetch(parts, client, lookup, fwd, Claim { guard, lock }, fallback)
             .await
+    }
+
+    /// Takes the key's Redis lock, or waits for the replica holding it to
+    /// fill L2 (see [`collapse`]).
+    async fn collapse_globally(
+        &self,
+        redis: &RedisStore,
+        key: &str,
+        lookup: &Lookup,
+        parts: &request::Parts,
+    ) -> Global {
+        let ttl = self.config().upstream.timeout + Duration::from_secs(1);
+        match GlobalLock::take(redis, key, ttl).await {
+            Ok(Some(lock)) => return Global::Lead(Box::new(lock)),
+            Ok(None) => {}
+            Err(()) => return Global::Alone,
+        }
+        let deadline = tokio::time::Instant::now() + ttl;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(collapse::GLOBAL_POLL).await;
+            if let Some(entry) = self.filled(redis, key, lookup, parts).await {
+                return Global::Filled(entry);
+            }
+            if !matches!(redis.is_locked(key).await, Ok(true)) {
+                // Released without a value (unstorable or failed), or Redis
+                // trouble: one last look, then fetch alone.
+                return self
+                    .filled(redis, key, lookup, parts)
+                    .await
+                    .map_or(Global::Alone, Global::Filled);
+            }
+        }
+        Global::Alone
+    }
+
+    /// A fresh, admitted entry another replica put in L2 for this request.
+    async fn filled(
+        &self,
+        redis: &RedisStore,
+        key: &str,
+        lookup: &Lookup,
+        parts: &request::Parts,
+    ) -> Option<Arc<Entry>> {
+        let mut entry = redis.get(key).await.ok()??;
+        if let Payload::Vary(names) = &entry.payload {
+            let variant = vary::variant_key(&lookup.key, names, &parts.headers);
+            entry = redis.get(&variant).await.ok()??;
+        }
+        let found = Found {
+            entry,
+            layer: Layer::Redis,
+            l1_since_ms: 0,
+        };
+        (found.entry.is_fresh(SystemTime::now()) && self.invalidator.admits(&found).await)
+            .then_some(found.entry)
     }
 
     /// A hit on a `sliding` rule: the entry is stored again as if fresh
@@ -256,7 +364,7 @@ impl Proxy {
         client: IpAddr,
         lookup: Lookup,
         fwd: Fwd,
-        guard: Option<FlightGuard>,
+        claim: Claim,
         fallback: Option<Arc<Entry>>,
     ) -> Response<ProxyBody> {
         let mut up = parts.clone();
@@ -301,7 +409,7 @@ impl Proxy {
         let body = match storable {
             Err(reason) => {
                 status.detail = Some(reason.as_str());
-                drop(guard);
+                drop(claim);
                 body
             }
             Ok(fresh) => {
@@ -321,8 +429,9 @@ impl Proxy {
                     status: res_parts.status,
                     headers: stored_headers,
                     fresh,
-                    guard,
+                    guard: claim.guard,
                     epoch,
+                    lock: claim.lock,
                 };
                 if body.is_end_stream() {
                     // hyper never polls an empty body, so the tee would not

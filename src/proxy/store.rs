@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, request};
 
-use super::collapse::{FlightGuard, Landing};
+use super::collapse::{FlightGuard, GlobalLock, Landing};
 use super::{storable, vary};
 use crate::cache::tiered::Tiered;
 use crate::cache::{CachedResponse, Entry, Payload};
@@ -200,6 +200,8 @@ pub(super) struct Store {
     pub guard: Option<FlightGuard>,
     /// The invalidator's epoch when the request went upstream.
     pub epoch: u64,
+    /// The global collapse lock, released once the entry is in Redis.
+    pub lock: Option<Box<GlobalLock>>,
 }
 
 impl Store {
@@ -222,6 +224,7 @@ impl Store {
             fresh,
             guard,
             epoch,
+            lock,
         } = self;
         let mut names = lookup.tags;
         if let Some((templates, snapshot)) = &lookup.body_tags {
@@ -276,7 +279,14 @@ impl Store {
                 .await;
             variant
         };
-        cache.put(&key, response.clone(), tier).await;
+        match lock {
+            // Replicas wait on the lock for the entry in Redis: write it first.
+            Some(lock) => {
+                cache.put_now(&key, response.clone(), tier).await;
+                lock.release().await;
+            }
+            None => cache.put(&key, response.clone(), tier).await,
+        }
         if let Some(guard) = guard {
             guard.land(Landing::Stored {
                 key,

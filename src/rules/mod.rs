@@ -89,6 +89,9 @@ pub struct Rule {
     pub allow_private: bool,
     /// Each hit renews the TTL.
     pub sliding: bool,
+    /// Misses of one key wait for one backend request across all replicas
+    /// (a Redis lock), not only within this one.
+    pub collapse_global: bool,
     /// After expiry, serve the entry at once for this long while one
     /// background request refreshes it.
     pub stale_while_revalidate: Duration,

@@ -17,6 +17,7 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         allow_authorized: false,
         allow_private: false,
         sliding: false,
+        collapse_global: false,
         stale_while_revalidate: Duration::ZERO,
         stale_if_error: Duration::ZERO,
         origin_tags: false,
