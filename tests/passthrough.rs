@@ -193,3 +193,47 @@ async fn busy_backend_gives_503() {
     assert_eq!(busy, 6, "2 on the backend + 2 queued should pass");
     assert_eq!(backend.hits(), 4);
 }
+
+/// A backend that closes its first connection without answering: a GET is
+/// sent once more and succeeds; a POST is not repeated and gets 502.
+#[tokio::test]
+async fn idempotent_retried_once_on_connection_failure() {
+    async fn flaky() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let first = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    if !first {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                    }
+                });
+            }
+        });
+        (url, seen)
+    }
+    let (url, seen) = flaky().await;
+    let proxy = Proxy::start(RULES, &url, None).await;
+    let res = get(&proxy.url("/elsewhere"), &[]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.body, "ok");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    let (url, seen) = flaky().await;
+    let proxy = Proxy::start(RULES, &url, None).await;
+    let res = send("POST", &proxy.url("/elsewhere"), &[], "body").await;
+    assert_eq!(res.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a POST must not be sent twice"
+    );
+}

@@ -150,3 +150,31 @@ async fn stale_if_error_on_timeout_and_window_end() {
         gone.cache_status()
     );
 }
+
+/// With the backend stopped, a cached key is served stale (stale-if-error)
+/// and an uncached one gets 502.
+#[tokio::test]
+async fn backend_stopped() {
+    let (backend, _) = switchable().await;
+    let proxy = Proxy::start(RULES, &backend.url(), None).await;
+    let first = get(&proxy.url("/sie/9"), &[]).await;
+    eventually("cached", || async {
+        get(&proxy.url("/sie/9"), &[]).await.is_hit()
+    })
+    .await;
+    expire().await;
+    backend.stop();
+    let res = get(&proxy.url("/sie/9"), &[]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.body, first.body);
+    assert!(
+        res.cache_status().contains("hit; fwd=stale")
+            && res.cache_status().contains("detail=stale-if-error"),
+        "{}",
+        res.cache_status()
+    );
+    assert_eq!(
+        get(&proxy.url("/sie/10"), &[]).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}

@@ -10,6 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -135,13 +136,49 @@ impl Upstream {
             .build()
             .map_err(|e| UpstreamError::Broken(e.to_string()))?;
         *req.version_mut() = Version::HTTP_11;
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        // An idempotent request without a body can be sent again if the
+        // connection fails before any answer; keep its head for that.
+        let again = (req.method().is_idempotent() && req.body().is_end_stream()).then(|| {
+            let mut copy = Request::new(super::empty());
+            *copy.method_mut() = req.method().clone();
+            *copy.uri_mut() = req.uri().clone();
+            *copy.version_mut() = req.version();
+            *copy.headers_mut() = req.headers().clone();
+            copy
+        });
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let first = tokio::time::timeout_at(deadline, self.client.request(req)).await;
+        let outcome = match (first, again) {
+            (Ok(Err(e)), Some(copy)) if connection_failed(&e) => {
+                tracing::debug!(error = %source_chain(&e), "backend connection failed; retrying once");
+                tokio::time::timeout_at(deadline, self.client.request(copy)).await
+            }
+            (first, _) => first,
+        };
+        match outcome {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Ok(res)) => Ok(res),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(source_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Broken(source_chain(&e))),
         }
     }
+}
+
+/// The connection failed before any answer: refused, or closed before the
+/// response began. The request did not reach the backend's handler, or
+/// was idempotent anyway.
+fn connection_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let mut cur = std::error::Error::source(e);
+    while let Some(inner) = cur {
+        if let Some(h) = inner.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_canceled();
+        }
+        cur = inner.source();
+    }
+    false
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

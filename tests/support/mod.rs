@@ -162,7 +162,13 @@ impl Backend {
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                     () = st.cancelled() => break,
                 };
-                let (s, c, h, dm) = (s.clone(), c.clone(), handler.clone(), dm.clone());
+                let (s, c, h, dm, stop) = (
+                    s.clone(),
+                    c.clone(),
+                    handler.clone(),
+                    dm.clone(),
+                    st.clone(),
+                );
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (s, c, h) = (s.clone(), c.clone(), h.clone());
@@ -194,9 +200,13 @@ impl Backend {
                             Ok::<_, Infallible>(res)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
+                    // A stopped backend also drops its open connections.
+                    tokio::select! {
+                        _ = conn => {}
+                        () = stop.cancelled() => {}
+                    }
                 });
             }
         });
@@ -207,6 +217,11 @@ impl Backend {
             count,
             stop,
         }
+    }
+
+    /// Stops accepting and closes every open connection.
+    pub fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// Changes the delay before every answer.
