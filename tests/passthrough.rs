@@ -237,3 +237,36 @@ async fn idempotent_retried_once_on_connection_failure() {
         "a POST must not be sent twice"
     );
 }
+
+/// Clients that hang up while waiting in the upstream queue give their
+/// place back: the queue still takes requests afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_queue_places_are_returned() {
+    let backend = Backend::start(Duration::from_millis(400), echo()).await;
+    let rules = RULES.replace(
+        "timeout: 300ms",
+        "timeout: 5s, max_concurrency: 1, queue: 2",
+    );
+    let proxy = Proxy::start(&rules, &backend.url(), None).await;
+    let busy = tokio::spawn({
+        let url = proxy.url("/elsewhere/a");
+        async move { get(&url, &[]).await }
+    });
+    eventually("first request on the backend", || async {
+        backend.hits() == 1
+    })
+    .await;
+    for p in ["/elsewhere/b", "/elsewhere/c"] {
+        // Give up while queued.
+        let _ = tokio::time::timeout(Duration::from_millis(100), get(&proxy.url(p), &[])).await;
+    }
+    assert_eq!(busy.await.unwrap().status, StatusCode::CREATED);
+    let (ud, ue) = (proxy.url("/elsewhere/d"), proxy.url("/elsewhere/e"));
+    let (d, e) = tokio::join!(get(&ud, &[]), get(&ue, &[]));
+    assert_eq!(d.status, StatusCode::CREATED);
+    assert_eq!(
+        e.status,
+        StatusCode::CREATED,
+        "queue places were lost to clients that hung up"
+    );
+}

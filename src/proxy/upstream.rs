@@ -98,9 +98,9 @@ impl Upstream {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(UpstreamError::Overloaded);
         }
-        let waited = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned()).await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        match waited {
+        // Leaves the queue however the wait ends, a client hanging up included.
+        let _in_queue = Queued(&self.queued);
+        match tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             _ => Err(UpstreamError::Overloaded),
         }
@@ -161,6 +161,15 @@ impl Upstream {
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(source_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Broken(source_chain(&e))),
         }
+    }
+}
+
+/// A place in the upstream queue, given back on drop.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
