@@ -38,6 +38,9 @@ pub struct Report {
 
 /// Reads the config file again and puts it in effect if it validates.
 pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
+    // One reload at a time, so an older file never replaces a newer one.
+    static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = RELOADING.lock().await;
     let old = proxy.config();
     let loaded = match Config::load(&old.source) {
         Ok(l) => l,
@@ -74,6 +77,10 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
         not_applied.push("redis".to_owned());
         new.redis = old.redis.clone();
     }
+    let rules = new.rules.rules().len();
+    let new = Arc::new(new);
+    proxy.swap_config(new.clone());
+    // After the swap, so requests on the old rules cannot refill what goes.
     let memory = &proxy.cache().memory;
     for rule in old.rules.rules() {
         let kept = new
@@ -94,8 +101,6 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
             }
         }
     }
-    let rules = new.rules.rules().len();
-    proxy.swap_config(Arc::new(new));
     tracing::info!(rules, ?not_applied, "config reloaded");
     Ok(Report {
         rules,

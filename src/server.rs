@@ -73,11 +73,21 @@ pub async fn serve<H, F>(
             let response = handler(req, peer.ip());
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher, first_byte) =
+            (builder.clone(), graceful.watcher(), limits.header_timeout);
         tokio::spawn(async move {
+            // Until the protocol is known hyper waits on the first bytes
+            // without a timeout: a silent peer must not hold a place.
+            let mut probe = [0u8; 1];
+            if !matches!(tokio::time::timeout(first_byte, stream.peek(&mut probe)).await, Ok(Ok(n)) if n > 0)
+            {
+                return;
+            }
+            let conn = watcher.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -135,3 +135,35 @@ async fn global_collapse_across_three_instances() {
     // The lock is gone once the entry is in Redis.
     assert!(!redis_has(&redis, "gc:#lock:global:1").await);
 }
+
+/// A replica that waited for another's fill of a varying answer keeps it
+/// under its variant: a request for another variant is not served it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_collapse_keeps_vary_variants_apart() {
+    let redis = support::Redis::start();
+    let backend = Backend::start(Duration::from_millis(300), |s| {
+        let lang = s
+            .headers
+            .get("accept-language")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (
+            StatusCode::OK,
+            vec![("vary", "Accept-Language".into())],
+            Bytes::from(format!("lang={lang}")),
+        )
+    })
+    .await;
+    let a = support::Proxy::start(GLOBAL, &backend.url(), Some(&redis.url())).await;
+    let b = support::Proxy::start(GLOBAL, &backend.url(), Some(&redis.url())).await;
+    let de = [("accept-language", "de")];
+    let (ua, ub) = (a.url("/global/7"), b.url("/global/7"));
+    let (ra, rb) = tokio::join!(get(&ua, &de), async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        get(&ub, &de).await
+    });
+    assert_eq!(ra.body, "lang=de");
+    assert_eq!(rb.body, "lang=de");
+    let en = get(&ub, &[("accept-language", "en")]).await;
+    assert_eq!(en.body, "lang=en", "{}", en.cache_status());
+}

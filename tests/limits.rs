@@ -114,4 +114,22 @@ async fn header_and_body_limits() {
         StatusCode::OK
     );
     assert_eq!(backend.hits(), 1);
+    // Without a declared length, the body is cut at the limit: 413 too.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let chunk = "x".repeat(2048);
+    let req = format!(
+        "POST /products/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
 }

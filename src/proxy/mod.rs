@@ -247,8 +247,10 @@ impl Proxy {
         };
         // Across replicas: one backend request per key, through a Redis lock.
         let mut lock = None;
+        // (A memory-only rule never fills Redis, so there is nothing to wait for.)
         if guard.is_some()
             && lookup.rule.collapse_global
+            && tier.uses_redis()
             && let Some(redis) = &self.cache.redis
         {
             match self
@@ -258,9 +260,12 @@ impl Proxy {
                 Global::Lead(l) => lock = Some(l),
                 Global::Filled(entry) => {
                     if let Payload::Response(r) = &entry.payload {
+                        // A varying answer belongs under its variant key,
+                        // never under the primary one.
+                        let stored_key = own_key(&lookup.key, r, &parts);
                         self.cache
                             .fill_l1(
-                                &flight_key,
+                                &stored_key,
                                 &Found {
                                     entry: entry.clone(),
                                     layer: Layer::Redis,
@@ -277,7 +282,7 @@ impl Proxy {
                         let res = respond::from_entry(&parts, &entry, r, status, SystemTime::now());
                         if let Some(g) = guard {
                             g.land(Landing::Stored {
-                                key: flight_key,
+                                key: stored_key,
                                 entry,
                             });
                         }

@@ -31,6 +31,9 @@ pub enum UpstreamError {
     /// The connection broke or the response was not valid HTTP.
     #[error("the backend's answer was broken: {0}")]
     Broken(String),
+    /// The client's body went over `limits.max_body` while streaming.
+    #[error("request body over limits.max_body")]
+    BodyTooLarge,
     /// Too many requests already wait on the backend.
     #[error("the backend is busy; try again shortly")]
     Overloaded,
@@ -42,6 +45,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -158,10 +162,23 @@ impl Upstream {
         match outcome {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Ok(res)) => Ok(res),
+            Ok(Err(e)) if over_body_limit(&e) => Err(UpstreamError::BodyTooLarge),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(source_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Broken(source_chain(&e))),
         }
     }
+}
+
+/// Whether the failure was the client's body going over its limit.
+fn over_body_limit(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut cur = std::error::Error::source(e);
+    while let Some(inner) = cur {
+        if inner.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = inner.source();
+    }
+    false
 }
 
 /// A place in the upstream queue, given back on drop.
