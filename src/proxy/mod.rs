@@ -479,14 +479,8 @@ impl Proxy {
         add_forwarding(&mut parts.headers, client);
         match self.upstream.send(Request::from_parts(parts, body)).await {
             Ok(res) => {
-                let (mut res_parts, body) = res.into_parts();
-                strip_hop_by_hop(&mut res_parts.headers);
-                append_via(&mut res_parts.headers);
-                status.fwd_status = Some(res_parts.status.as_u16());
-                res_parts
-                    .headers
-                    .insert(cache_status_name(), status.to_header());
-                Response::from_parts(res_parts, body.map_err(BoxError::from).boxed_unsync())
+                let (res_parts, body) = forwarded(res, &mut status);
+                Response::from_parts(res_parts, body)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "backend request failed");
@@ -503,6 +497,22 @@ fn hit_status(layer: Layer) -> CacheStatus {
         detail: Some(layer.as_str()),
         ..Default::default()
     }
+}
+
+/// A forwarded answer as the client gets it: hop-by-hop headers gone, our
+/// `Via` and `Cache-Status` (with the backend's status) added.
+fn forwarded(
+    res: Response<hyper::body::Incoming>,
+    status: &mut CacheStatus,
+) -> (http::response::Parts, ProxyBody) {
+    let (mut parts, body) = res.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    append_via(&mut parts.headers);
+    status.fwd_status = Some(parts.status.as_u16());
+    parts
+        .headers
+        .insert(cache_status_name(), status.to_header());
+    (parts, body.map_err(BoxError::from).boxed_unsync())
 }
 
 /// `Cache-Status` of a stale answer.

@@ -17,9 +17,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request};
 use http_body_util::{BodyExt, Full};
 
-use super::headers::{
-    CacheStatus, Fwd, add_forwarding, append_via, cache_status_name, strip_hop_by_hop,
-};
+use super::headers::{CacheStatus, Fwd, add_forwarding, strip_hop_by_hop};
 use super::store::Snapshot;
 use super::{BoxError, Proxy, ProxyBody, empty, request_host, respond, storable};
 use crate::cache::{CachedResponse, Entry, Payload};
@@ -126,14 +124,7 @@ impl Proxy {
                 return respond::error(e.status(), &e.to_string(), &status);
             }
         };
-        let (mut res_parts, res_body) = res.into_parts();
-        strip_hop_by_hop(&mut res_parts.headers);
-        append_via(&mut res_parts.headers);
-        status.fwd_status = Some(res_parts.status.as_u16());
-        res_parts
-            .headers
-            .insert(cache_status_name(), status.to_header());
-        let res_body = res_body.map_err(BoxError::from).boxed_unsync();
+        let (res_parts, res_body) = super::forwarded(res, &mut status);
         if !res_parts.status.is_success() {
             return Response::from_parts(res_parts, res_body);
         }

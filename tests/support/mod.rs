@@ -297,36 +297,24 @@ impl Proxy {
             .replace("REDIS", redis.unwrap_or(""));
         let loaded = sidecache::Config::from_yaml(&text, Path::new("test.yaml"), &|_| None)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (addr, admin) = (
-            listener.local_addr().unwrap(),
-            admin_listener.local_addr().unwrap(),
-        );
-        let app = sidecache::App::build(loaded.config).unwrap();
-        let proxy = app.proxy.clone();
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        tokio::spawn(async move { app.run(listener, admin_listener, token).await });
-        Self {
-            addr,
-            admin,
-            stop,
-            app: proxy,
-        }
+        Self::launch(loaded.config).await
     }
 
     /// Starts a proxy from a config file (so reloads read it again).
     pub async fn start_file(path: &Path) -> Self {
         let loaded =
             sidecache::Config::load(path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Self::launch(loaded.config).await
+    }
+
+    async fn launch(config: sidecache::Config) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin) = (
             listener.local_addr().unwrap(),
             admin_listener.local_addr().unwrap(),
         );
-        let app = sidecache::App::build(loaded.config).unwrap();
+        let app = sidecache::App::build(config).unwrap();
         let proxy = app.proxy.clone();
         let stop = CancellationToken::new();
         let token = stop.clone();
