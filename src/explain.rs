@@ -85,21 +85,6 @@ pub fn explain(
         let _ = writeln!(out, "cache: false: forwarded to the backend every time");
         return Ok(out);
     }
-    if !matches!(method, Method::GET | Method::HEAD) {
-        let _ = writeln!(
-            out,
-            "{method} is never answered from cache: forwarded to the backend"
-        );
-        return Ok(out);
-    }
-    let view = RequestView {
-        method: &method,
-        host: &host,
-        path,
-        query: uri.query(),
-        headers: &map,
-        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-    };
     let key = rule
         .key
         .render(&view, &m.params, Bodies::default())

@@ -61,16 +61,6 @@ impl MemoryStore {
         Self { cache }
     }
 
-    /// Entries and weighed bytes (moka counts lazily; see `run_pending_tasks`).
-    pub fn usage(&self) -> (u64, u64) {
-        (self.cache.entry_count(), self.cache.weighted_size())
-    }
-
-    /// Applies pending evictions and expirations now.
-    pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks().await;
-    }
-
     /// Removes every entry whose key starts with `prefix`; answers how many.
     /// Walks all entries: meant for operator purges, not the request path.
     pub async fn remove_prefix(&self, prefix: &str) -> usize {

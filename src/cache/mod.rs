@@ -78,11 +78,6 @@ impl Entry {
         now.duration_since(self.stored_at).unwrap_or_default()
     }
 
-    /// Freshness left; zero once stale.
-    pub fn remaining(&self, now: SystemTime) -> Duration {
-        self.ttl.saturating_sub(self.age(now))
-    }
-
     /// Whether it is still fresh.
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         self.age(now) < self.ttl

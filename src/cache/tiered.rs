@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::memory::MemoryStore;
 use super::redis::RedisStore;
-use super::{Entry, Layer, Store, StoreError};
+use super::{Entry, Layer, Store};
 use crate::rules::Tier;
 
 /// A lookup's result.
@@ -100,15 +100,5 @@ impl Tiered {
             },
             None => true,
         }
-    }
-
-    /// Removes `key` from both layers; answers whether any held it.
-    pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let in_memory = self.memory.delete(key).await?;
-        let in_redis = match &self.redis {
-            Some(r) => r.delete(key).await?,
-            None => false,
-        };
-        Ok(in_memory || in_redis)
     }
 }

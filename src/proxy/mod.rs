@@ -20,7 +20,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderName, Method, Request, Response, header, request};
-use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 
@@ -429,8 +428,11 @@ impl Proxy {
                 let store = Store {
                     cache: self.cache.clone(),
                     invalidator: self.invalidator.clone(),
+                    request: store::Snapshot::of(
+                        &RequestView::of(&parts, &request_host(&parts), client),
+                        &[],
+                    ),
                     lookup,
-                    request_headers: parts.headers.clone(),
                     status: res_parts.status,
                     headers: stored_headers,
                     fresh,
@@ -438,15 +440,8 @@ impl Proxy {
                     epoch,
                     lock: claim.lock,
                 };
-                if body.is_end_stream() {
-                    // hyper never polls an empty body, so the tee would not
-                    // see its end: store it now.
-                    store.finish(Some(Bytes::new()));
-                    body
-                } else {
-                    tee::TeeBody::new(body, limit, Box::new(move |copy| store.finish(copy)))
-                        .boxed_unsync()
-                }
+                tee::TeeBody::new(body, limit, Box::new(move |copy| store.finish(copy)))
+                    .boxed_unsync()
             }
         };
         let body = if parts.method == Method::HEAD {

@@ -14,17 +14,27 @@ use crate::cache::{CachedResponse, Entry, Payload};
 use crate::invalidation::{Invalidator, variant_tag};
 use crate::rules::{Bodies, RequestView, Rule, Template};
 
-/// What a cacheable request carries through the miss path.
+/// What a cacheable request carries: its rule and key, and for a rule
+/// with tags the path parameters they read. Built on every request, so it
+/// holds nothing a hit does not need; tags are rendered only when an answer
+/// is stored.
 #[derive(Clone)]
 pub(super) struct Lookup {
     pub rule: Arc<Rule>,
     /// The rule's key.
     pub key: String,
-    /// Tags rendered from the request alone.
-    pub tags: Vec<String>,
-    /// Tag templates that read the JSON response body, rendered once it has
-    /// streamed, with an owned copy of the request they also read.
-    pub body_tags: Option<(Vec<Template>, Snapshot)>,
+    /// Path parameters, kept only when the rule has tags.
+    pub params: Vec<(String, String)>,
+}
+
+impl Lookup {
+    /// Path parameters as templates take them.
+    pub fn params(&self) -> Vec<(&str, &str)> {
+        self.params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
 }
 
 /// An owned copy of the request data templates read.
@@ -116,18 +126,29 @@ impl Snapshot {
         req.into_parts().0
     }
 
-    /// Renders `templates`; those whose JSON field is missing give nothing.
-    pub fn render(&self, templates: &[&Template], bodies: Bodies<'_>) -> Vec<String> {
+    /// Renders `templates` with the given path parameters.
+    pub fn render_with(
+        &self,
+        templates: &[&Template],
+        params: &[(&str, &str)],
+        bodies: Bodies<'_>,
+    ) -> Vec<String> {
         let view = self.view();
+        templates
+            .iter()
+            .filter_map(|t| t.render(&view, params, bodies))
+            .collect()
+    }
+
+    /// Renders `templates` with the snapshot's own path parameters; those
+    /// whose JSON field is missing give nothing.
+    pub fn render(&self, templates: &[&Template], bodies: Bodies<'_>) -> Vec<String> {
         let params: Vec<(&str, &str)> = self
             .params
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        templates
-            .iter()
-            .filter_map(|t| t.render(&view, &params, bodies))
-            .collect()
+        self.render_with(templates, &params, bodies)
     }
 }
 
@@ -140,24 +161,18 @@ pub(super) fn prepare(
     params: &[(&str, &str)],
 ) -> Option<Lookup> {
     let key = rule.key.render(view, params, Bodies::default())?;
-    let tags = rule
-        .tags
-        .iter()
-        .filter(|t| !t.reads_body())
-        .filter_map(|t| t.render(view, params, Bodies::default()))
-        .collect();
-    let from_body: Vec<Template> = rule
-        .tags
-        .iter()
-        .filter(|t| t.reads_body())
-        .cloned()
-        .collect();
-    let body_tags = (!from_body.is_empty()).then(|| (from_body, Snapshot::of(view, params)));
+    let params = if rule.tags.is_empty() {
+        Vec::new()
+    } else {
+        params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
     Some(Lookup {
         rule: rule.clone(),
         key,
-        tags,
-        body_tags,
+        params,
     })
 }
 
@@ -193,7 +208,8 @@ pub(super) struct Store {
     pub cache: Tiered,
     pub invalidator: Arc<Invalidator>,
     pub lookup: Lookup,
-    pub request_headers: HeaderMap,
+    /// The request, for tags and the Vary variant key.
+    pub request: Snapshot,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub fresh: storable::Freshness,
@@ -218,7 +234,7 @@ impl Store {
             cache,
             invalidator,
             lookup,
-            request_headers,
+            request,
             status,
             headers,
             fresh,
@@ -226,20 +242,20 @@ impl Store {
             epoch,
             lock,
         } = self;
-        let mut names = lookup.tags;
-        if let Some((templates, snapshot)) = &lookup.body_tags {
-            // A body that is not JSON, or lacks the field, gives no tag.
-            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
-                let templates: Vec<&Template> = templates.iter().collect();
-                names.extend(snapshot.render(
-                    &templates,
-                    Bodies {
-                        request: None,
-                        response: Some(&json),
-                    },
-                ));
-            }
-        }
+        // A body that is not JSON, or lacks a field, gives no tag from it.
+        let reads_body = lookup.rule.tags.iter().any(Template::reads_body);
+        let json = reads_body
+            .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .flatten();
+        let templates: Vec<&Template> = lookup.rule.tags.iter().collect();
+        let mut names = request.render_with(
+            &templates,
+            &lookup.params(),
+            Bodies {
+                request: None,
+                response: json.as_ref(),
+            },
+        );
         if lookup.rule.origin_tags {
             names.extend(origin_tags(&headers));
         }
@@ -273,7 +289,7 @@ impl Store {
         let key = if vary.is_empty() {
             lookup.key.clone()
         } else {
-            let variant = vary::variant_key(&lookup.key, &vary, &request_headers);
+            let variant = vary::variant_key(&lookup.key, &vary, request.headers());
             cache
                 .put(&lookup.key, entry(Payload::Vary(vary)), tier)
                 .await;

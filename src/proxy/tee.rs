@@ -29,12 +29,18 @@ impl TeeBody {
             .size_hint()
             .exact()
             .and_then(|n| usize::try_from(n).ok());
-        Self {
+        let mut tee = Self {
             inner,
             copy: Some(BytesMut::with_capacity(hint.unwrap_or(8 * 1024).min(limit))),
             limit,
             on_done: Some(on_done),
+        };
+        // hyper never polls a body that is already over (204, length 0):
+        // hand on the (empty) copy now.
+        if tee.inner.is_end_stream() {
+            tee.finish(true);
         }
+        tee
     }
 
     fn finish(&mut self, ok: bool) {
@@ -130,6 +136,17 @@ mod tests {
         let body = TeeBody::new(inner, 4, collect_into(&slot));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "hello world");
         assert_eq!(*slot.lock().unwrap(), Some(None));
+    }
+
+    /// A body that is over from the start hands on an empty copy at once.
+    #[tokio::test]
+    async fn empty_body_copied_at_once() {
+        let slot = Arc::new(Mutex::new(None));
+        let inner = Full::new(Bytes::new())
+            .map_err(|e| match e {})
+            .boxed_unsync();
+        let _body = TeeBody::new(inner, 4, collect_into(&slot));
+        assert_eq!(*slot.lock().unwrap(), Some(Some(Bytes::new())));
     }
 
     /// Dropping the body before its end hands on nothing.
