@@ -11,6 +11,7 @@ use crate::cache::memory::MemoryStore;
 use crate::cache::redis::RedisStore;
 use crate::cache::tiered::Tiered;
 use crate::config::Config;
+use crate::metrics;
 use crate::proxy::Proxy;
 
 /// The proxy and admin state built from one config.
@@ -27,6 +28,8 @@ impl App {
     /// Builds the stores and the pipeline. Connects to nothing yet: Redis is
     /// reached lazily, so a Redis that is down does not stop start-up.
     pub fn build(config: Config) -> anyhow::Result<Self> {
+        // Installed before anything records.
+        metrics::handle();
         let memory = MemoryStore::new(config.memory.max_size);
         let redis = match &config.redis {
             Some(r) => Some(RedisStore::new(r).map_err(|e| anyhow::anyhow!("redis: {e}"))?),
@@ -87,8 +90,30 @@ impl App {
                 }
             }
         });
+        let upkeep = tokio::spawn(upkeep(self.proxy.clone(), shutdown.clone()));
         self.admin.set_ready();
         tokio::join!(proxy_task, admin_task);
-        let _ = tokio::join!(bus, hup, watch);
+        let _ = tokio::join!(bus, hup, watch, upkeep);
+    }
+}
+
+/// Every [`metrics::UPKEEP`]: drains histogram samples (the recorder keeps
+/// them until then) and reads the gauges from the stores, until `shutdown`.
+async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
+    let handle = metrics::handle();
+    let mut tick = tokio::time::interval(metrics::UPKEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        handle.run_upkeep();
+        let memory = &proxy.cache().memory;
+        let (entries, bytes) = memory.usage().await;
+        ::metrics::gauge!(metrics::L1_ENTRIES).set(entries as f64);
+        ::metrics::gauge!(metrics::L1_BYTES).set(bytes as f64);
+        ::metrics::gauge!(metrics::L1_CAPACITY).set(memory.capacity() as f64);
+        metrics::redis_state(proxy.cache().redis_state());
     }
 }

@@ -6,7 +6,8 @@
 //! - [`rules`]: compiled route matching and key/tag templates.
 //! - [`cache`]: entries and their stores — L1 in memory, L2 in Redis, tiered.
 //! - [`proxy`]: the request pipeline, the upstream client, response building.
-//! - [`admin`]: health, readiness and rule listing on their own listener.
+//! - [`admin`]: health, readiness, metrics, the dashboard and purges on their own listener.
+//! - [`metrics`]: metric names, outcome labels and the Prometheus recorder.
 //! - [`server`]: the accept loop shared by both listeners; [`shutdown`]: signals.
 //! - [`app`]: builds the components from a config and runs them; [`reload`]: hot reload.
 //! - [`explain`]: what a request would do, for `sidecache explain`.
@@ -33,6 +34,7 @@ pub mod cache;
 pub mod config;
 pub mod explain;
 pub mod invalidation;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod rules;

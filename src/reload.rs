@@ -46,6 +46,7 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("config reload refused; the old config keeps serving:\n{e}");
+            metrics::counter!(crate::metrics::RELOADS, "result" => "failed").increment(1);
             return Err(e);
         }
     };
@@ -102,6 +103,7 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
         }
     }
     tracing::info!(rules, ?not_applied, "config reloaded");
+    metrics::counter!(crate::metrics::RELOADS, "result" => "ok").increment(1);
     Ok(Report {
         rules,
         not_applied,

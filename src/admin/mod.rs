@@ -2,6 +2,9 @@
 //!
 //! | endpoint | what |
 //! |---|---|
+//! | `GET /` | the live dashboard: per-rule request rate and hit ratio, L1 usage, Redis state, backend latency, last purges |
+//! | `GET /metrics` | Prometheus text format; names in [`crate::metrics`] |
+//! | `GET /purges` | the last purges applied here (API, `PURGE`, writes, other replicas), newest first, as JSON |
 //! | `GET /healthz` | liveness: `ok` while the process serves |
 //! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled`, and whether purge announcements are `subscribed`, `cut-off` or `local` (no Redis) |
 //! | `GET /rules` | the rules as loaded, as JSON |
@@ -16,7 +19,12 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use crate::invalidation::Purge;
+use crate::metrics::PurgeSource;
 use crate::proxy::{Proxy, ProxyBody};
+
+/// The live dashboard: one page, no external resources; it polls
+/// `metrics` and `purges` every second.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Largest purge request body.
 const MAX_PURGE_BODY: usize = 1024 * 1024;
@@ -42,15 +50,6 @@ impl Admin {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Redis state as `/readyz` reports it.
-    pub fn redis_state(&self) -> &'static str {
-        match &self.proxy.cache().redis {
-            None => "disabled",
-            Some(r) if r.is_up() => "up",
-            Some(_) => "degraded",
-        }
-    }
-
     /// Answers one admin request.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody>
     where
@@ -65,7 +64,7 @@ impl Admin {
                 let ready = self.ready.load(Ordering::Acquire);
                 let body = serde_json::json!({
                     "ready": ready,
-                    "redis": self.redis_state(),
+                    "redis": self.proxy.cache().redis_state(),
                     "purges": self.proxy.invalidator().channel_state(),
                 });
                 let code = if ready {
@@ -76,6 +75,29 @@ impl Admin {
                 json(code, &body)
             }
             (&Method::GET | &Method::HEAD, "/rules") => json(StatusCode::OK, &self.rules_json()),
+            (&Method::GET | &Method::HEAD, "/metrics") => respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                Bytes::from(crate::metrics::handle().render()),
+            ),
+            (&Method::GET | &Method::HEAD, "/purges") => json(
+                StatusCode::OK,
+                &serde_json::json!({ "purges": self.proxy.invalidator().recent() }),
+            ),
+            (&Method::GET | &Method::HEAD, "/") => {
+                let mut res = respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    Bytes::from_static(DASHBOARD.as_bytes()),
+                );
+                res.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+                    ),
+                );
+                res
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -113,7 +135,11 @@ impl Admin {
                 );
             }
         };
-        let counts = self.proxy.invalidator().purge(&purge).await;
+        let counts = self
+            .proxy
+            .invalidator()
+            .purge(&purge, PurgeSource::Api)
+            .await;
         json(StatusCode::OK, &serde_json::json!({ "purged": counts }))
     }
 

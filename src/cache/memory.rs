@@ -61,6 +61,18 @@ impl MemoryStore {
         Self { cache }
     }
 
+    /// Entries held and their weight in bytes, after moka's pending
+    /// bookkeeping is done (its counts lag otherwise).
+    pub async fn usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
+    /// The limit in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.cache.policy().max_capacity().unwrap_or(0)
+    }
+
     /// Removes every entry whose key starts with `prefix`; answers how many.
     /// Walks all entries: meant for operator purges, not the request path.
     pub async fn remove_prefix(&self, prefix: &str) -> usize {

@@ -78,7 +78,26 @@ impl RedisStore {
     }
 
     /// Runs one command within the timeout, recording whether Redis answered.
-    async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let result = self.run_timed(command, cmd).await;
+        if let Err(e) = &result {
+            metrics::counter!(crate::metrics::REDIS_ERRORS, "command" => command).increment(1);
+            tracing::debug!(command, error = %e, "redis command failed");
+        }
+        result
+    }
+
+    /// [`run`](Self::run) before the error count: the breaker, the timeout,
+    /// and the round trip's duration.
+    async fn run_timed<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<T, StoreError> {
         let until = self.breaker.open_until.load(Ordering::Relaxed);
         if until != 0 {
             if now_ms() < until {
@@ -100,8 +119,11 @@ impl RedisStore {
             }
         }
         let mut conn = self.conn.clone();
-        let result = match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await
-        {
+        let start = std::time::Instant::now();
+        let answer = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await;
+        metrics::histogram!(crate::metrics::REDIS_DURATION, "command" => command)
+            .record(start.elapsed());
+        let result = match answer {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(StoreError::Redis(e)),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
@@ -128,9 +150,6 @@ impl RedisStore {
                 tracing::warn!(open_for = ?BREAKER_OPEN, "redis keeps failing; not asking it for a while");
             }
         }
-        if let Err(e) = &result {
-            tracing::debug!(error = %e, "redis command failed");
-        }
         result
     }
 }
@@ -150,7 +169,7 @@ impl RedisStore {
     pub async fn bump_tag(&self, tag: &str) -> Result<u64, StoreError> {
         let mut cmd = redis::cmd("INCR");
         cmd.arg(self.tag_key(tag));
-        self.run::<u64>(cmd).await
+        self.run::<u64>("INCR", cmd).await
     }
 
     /// The current generations of `tags` (0 for a tag never purged).
@@ -162,7 +181,7 @@ impl RedisStore {
         for t in tags {
             cmd.arg(self.tag_key(t));
         }
-        let values = self.run::<Vec<Option<u64>>>(cmd).await?;
+        let values = self.run::<Vec<Option<u64>>>("MGET", cmd).await?;
         Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
@@ -170,7 +189,7 @@ impl RedisStore {
     pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload);
-        self.run::<u64>(cmd).await.map(|_| ())
+        self.run::<u64>("PUBLISH", cmd).await.map(|_| ())
     }
 
     /// Deletes every entry whose cache key starts with `prefix`, by SCAN
@@ -193,7 +212,7 @@ impl RedisStore {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000);
-            let (next, mut keys): (u64, Vec<String>) = self.run(scan).await?;
+            let (next, mut keys): (u64, Vec<String>) = self.run("SCAN", scan).await?;
             // Tag generations and locks are not entries.
             keys.retain(|k| {
                 !k.strip_prefix(&*self.prefix)
@@ -202,7 +221,7 @@ impl RedisStore {
             if !keys.is_empty() {
                 let mut unlink = redis::cmd("UNLINK");
                 unlink.arg(&keys);
-                deleted += self.run::<usize>(unlink).await?;
+                deleted += self.run::<usize>("UNLINK", unlink).await?;
             }
             if next == 0 {
                 return Ok(deleted);
@@ -225,14 +244,14 @@ impl RedisStore {
             .arg("NX")
             .arg("PX")
             .arg(ms);
-        Ok(self.run::<Option<String>>(cmd).await?.is_some())
+        Ok(self.run::<Option<String>>("SET", cmd).await?.is_some())
     }
 
     /// Whether someone holds `lock:<key>`.
     pub async fn is_locked(&self, key: &str) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("EXISTS");
         cmd.arg(self.lock_key(key));
-        Ok(self.run::<u64>(cmd).await? > 0)
+        Ok(self.run::<u64>("EXISTS", cmd).await? > 0)
     }
 
     /// Releases `lock:<key>` if it is still ours (it may have expired and
@@ -243,7 +262,7 @@ impl RedisStore {
             .arg(1)
             .arg(self.lock_key(key))
             .arg(token);
-        self.run::<u64>(cmd).await.map(|_| ())
+        self.run::<u64>("EVAL", cmd).await.map(|_| ())
     }
 
     fn lock_key(&self, key: &str) -> String {
@@ -270,7 +289,7 @@ impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.full_key(key));
-        let Some(bytes) = self.run::<Option<Bytes>>(cmd).await? else {
+        let Some(bytes) = self.run::<Option<Bytes>>("GET", cmd).await? else {
             return Ok(None);
         };
         let entry = codec::decode(bytes)?;
@@ -291,12 +310,12 @@ impl Store for RedisStore {
             .arg(codec::encode(&entry).as_ref())
             .arg("PX")
             .arg(millis);
-        self.run::<()>(cmd).await
+        self.run::<()>("SET", cmd).await
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.full_key(key));
-        Ok(self.run::<u64>(cmd).await? > 0)
+        Ok(self.run::<u64>("DEL", cmd).await? > 0)
     }
 }

@@ -29,6 +29,16 @@ pub struct Tiered {
 }
 
 impl Tiered {
+    /// Redis as `/readyz` and the metrics report it: `up`, `degraded`
+    /// (the last command failed) or `disabled` (not configured).
+    pub fn redis_state(&self) -> &'static str {
+        match &self.redis {
+            None => "disabled",
+            Some(r) if r.is_up() => "up",
+            Some(_) => "degraded",
+        }
+    }
+
     /// Puts an entry found in L2 into L1, if the tier uses L1.
     pub async fn fill_l1(&self, key: &str, found: &Found, tier: Tier) {
         if found.layer == Layer::Redis && tier.uses_memory() {

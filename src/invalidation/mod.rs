@@ -14,8 +14,9 @@
 pub mod bus;
 pub mod generations;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use self::generations::Generations;
 use crate::cache::tiered::{Found, Tiered};
 use crate::cache::{Layer, Payload, Store, Tag, now_ms};
+use crate::metrics::PurgeSource;
 
 /// What to purge. The admin API's `POST /purge` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -82,6 +84,27 @@ pub struct Invalidator {
     /// Raised by every purge, here or announced; a fetch that saw another
     /// value when it started does not store its answer.
     epoch: AtomicU64,
+    /// The last [`RECENT`] purges, newest last, for the dashboard. A plain
+    /// mutex: held only to push or copy, never across an await.
+    recent: Mutex<VecDeque<Recorded>>,
+}
+
+/// How many purges [`Invalidator::recent`] remembers.
+pub const RECENT: usize = 20;
+
+/// A purge as `GET /purges` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recorded {
+    /// When it was applied here, in ms since the epoch.
+    pub at_ms: u64,
+    /// Who asked for it.
+    pub source: PurgeSource,
+    /// Keys purged.
+    pub keys: Vec<String>,
+    /// Tags purged (internal Vary tags left out).
+    pub tags: Vec<String>,
+    /// Prefixes purged.
+    pub prefixes: Vec<String>,
 }
 
 /// The internal tag every Vary variant of `key` carries, so a purge of the
@@ -107,7 +130,44 @@ impl Invalidator {
             instance,
             grace,
             epoch: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
         }
+    }
+
+    /// The last purges applied here, newest first.
+    pub fn recent(&self) -> Vec<Recorded> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.iter().rev().cloned().collect()
+    }
+
+    /// Counts a purge by kind and source and remembers it.
+    fn record(&self, source: PurgeSource, keys: &[String], tags: &[String], prefixes: &[String]) {
+        let tags: Vec<String> = tags
+            .iter()
+            .filter(|t| !t.starts_with('#'))
+            .cloned()
+            .collect();
+        for (kind, n) in [
+            ("key", keys.len()),
+            ("tag", tags.len()),
+            ("prefix", prefixes.len()),
+        ] {
+            if n > 0 {
+                metrics::counter!(crate::metrics::PURGES, "kind" => kind, "source" => source.as_str())
+                    .increment(n as u64);
+            }
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(Recorded {
+            at_ms: now_ms(),
+            source,
+            keys: keys.to_vec(),
+            tags,
+            prefixes: prefixes.to_vec(),
+        });
     }
 
     /// The purge epoch (see [`Invalidator::purge`]).
@@ -189,8 +249,9 @@ impl Invalidator {
     }
 
     /// Purges here and in Redis, and announces it to every replica.
-    pub async fn purge(&self, purge: &Purge) -> Counts {
+    pub async fn purge(&self, purge: &Purge, source: PurgeSource) -> Counts {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.record(source, &purge.keys, &purge.tags, &purge.prefixes);
         let mut counts = Counts::default();
         let mut tags = Vec::with_capacity(purge.tags.len() + purge.keys.len());
         let all_tags = purge
@@ -261,6 +322,8 @@ impl Invalidator {
             return;
         }
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        let tags: Vec<String> = msg.tags.iter().map(|(t, _)| t.clone()).collect();
+        self.record(PurgeSource::Remote, &msg.keys, &tags, &msg.prefixes);
         for (tag, generation) in &msg.tags {
             self.generations.observe(tag, *generation);
         }

@@ -5,10 +5,17 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use http::Extensions;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::cache::Layer;
+use crate::metrics::Outcome;
 
 /// `Via` value added in both directions.
 pub const VIA: &str = "1.1 sidecache";
+
+/// `Cache-Status` detail of an answer the backend never gave.
+pub const UPSTREAM_ERROR: &str = "upstream-error";
 
 /// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -127,6 +134,19 @@ pub struct CacheStatus {
 }
 
 impl CacheStatus {
+    /// The request's outcome, as metrics and logs name it.
+    pub fn outcome(&self) -> Outcome {
+        match (self.hit, self.fwd) {
+            _ if self.collapsed => Outcome::Collapsed,
+            (true, Some(_)) => Outcome::Stale,
+            (true, None) if self.detail == Some(Layer::Redis.as_str()) => Outcome::HitRedis,
+            (true, None) => Outcome::HitMemory,
+            _ if self.detail == Some(UPSTREAM_ERROR) => Outcome::Error,
+            (false, Some(Fwd::UriMiss | Fwd::VaryMiss | Fwd::Stale)) => Outcome::Miss,
+            (false, _) => Outcome::Pass,
+        }
+    }
+
     /// The header value.
     pub fn to_header(&self) -> HeaderValue {
         let mut s = String::from("sidecache");
@@ -158,6 +178,18 @@ impl CacheStatus {
 /// The `Cache-Status` header name.
 pub fn cache_status_name() -> HeaderName {
     HeaderName::from_static("cache-status")
+}
+
+/// Sets `Cache-Status` on an answer and keeps its outcome in the
+/// extensions, where [`Proxy::handle`](super::Proxy::handle) reads it for
+/// metrics and the request's log line.
+pub fn set_cache_status(
+    headers: &mut HeaderMap,
+    extensions: &mut Extensions,
+    status: &CacheStatus,
+) {
+    headers.insert(cache_status_name(), status.to_header());
+    extensions.insert(status.outcome());
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderName, Method, Request, Response, header, request};
@@ -25,7 +25,8 @@ use http_body_util::{BodyExt, Empty};
 
 use self::collapse::{Claim, Flights, Global, GlobalLock, Join, Landing};
 use self::headers::{
-    CacheStatus, Fwd, add_forwarding, append_via, cache_status_name, strip_hop_by_hop,
+    CacheStatus, Fwd, UPSTREAM_ERROR, add_forwarding, append_via, set_cache_status,
+    strip_hop_by_hop,
 };
 use self::store::{Lookup, Store, own_key, prepare};
 use self::upstream::Upstream;
@@ -34,7 +35,9 @@ use crate::cache::tiered::{Found, Tiered};
 use crate::cache::{Entry, Layer, Payload, Store as _};
 use crate::config::Config;
 use crate::invalidation::Invalidator;
-use crate::rules::RequestView;
+use crate::metrics::{self, Outcome};
+use crate::rules::{RequestView, Rule};
+use tracing::Instrument as _;
 
 /// Error type of bodies crossing the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -107,7 +110,50 @@ impl Proxy {
     }
 
     /// Handles one request. Never fails: every problem becomes a response.
+    ///
+    /// Counts the request by rule and outcome, and with `RUST_LOG` at
+    /// debug logs one line per request (method, path without the query,
+    /// rule, outcome, status, time to the response head; never headers).
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, client: IpAddr) -> Response<ProxyBody>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        // Debug level: a disabled span costs the hit path nothing.
+        let span = tracing::debug_span!(
+            "request",
+            method = %req.method(),
+            path = req.uri().path(),
+            rule = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let (res, rule) = self.route(req, client).instrument(span.clone()).await;
+        let outcome = res
+            .extensions()
+            .get::<Outcome>()
+            .copied()
+            .unwrap_or(Outcome::Pass);
+        let rule = rule.as_ref().map_or("", |r| r.name.as_str());
+        metrics::request(rule, outcome);
+        if !span.is_disabled() {
+            span.record("rule", rule);
+            span.record("outcome", outcome.as_str());
+            span.record("status", res.status().as_u16());
+            span.record("latency_ms", start.elapsed().as_secs_f64() * 1e3);
+            tracing::debug!(parent: &span, "served");
+        }
+        res
+    }
+
+    /// The pipeline; answers with the rule the request matched, if any.
+    async fn route<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        client: IpAddr,
+    ) -> (Response<ProxyBody>, Option<Arc<Rule>>)
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -118,15 +164,17 @@ impl Proxy {
         // Step 1: writes go their own way (forward, then purge or write
         // through); PURGE is answered here.
         if parts.method.as_str() == "PURGE" {
-            return self.purge_request(&parts, client).await;
+            return (self.purge_request(&parts, client).await, None);
         }
         if !matches!(parts.method, Method::GET | Method::HEAD) {
-            return self.write(parts, body, client).await;
+            return (self.write(parts, body, client).await, None);
         }
         // Step 2: match a rule. No rule and `cache: false` are forwarded untouched.
         let host = request_host(&parts);
         let config = self.config();
-        let lookup = match config.rules.find(&parts.method, &host, parts.uri.path()) {
+        let found = config.rules.find(&parts.method, &host, parts.uri.path());
+        let rule = found.as_ref().map(|m| m.rule.clone());
+        let lookup = match found {
             None => Err(pass_status(Fwd::Bypass, "no-rule")),
             Some(m) if !m.rule.cache => Err(pass_status(Fwd::Bypass, "rule")),
             Some(m)
@@ -142,10 +190,11 @@ impl Proxy {
                     .ok_or_else(|| pass_status(Fwd::Bypass, "ambiguous-key"))
             }
         };
-        match lookup {
+        let res = match lookup {
             Err(status) => self.pass(parts, body, client, status).await,
             Ok(lookup) => self.cached(parts, client, lookup).await,
-        }
+        };
+        (res, rule)
     }
 
     /// Steps 4 to 6: L1, L2, then one upstream request per key.
@@ -394,7 +443,7 @@ impl Proxy {
                 if let Some(stale) = fallback {
                     return serve_stale(&parts, &stale, None);
                 }
-                status.detail = Some("upstream-error");
+                status.detail = Some(UPSTREAM_ERROR);
                 return respond::error(e.status(), &e.to_string(), &status);
             }
         };
@@ -456,9 +505,7 @@ impl Proxy {
             body
         };
         append_via(&mut res_parts.headers);
-        res_parts
-            .headers
-            .insert(cache_status_name(), status.to_header());
+        set_cache_status(&mut res_parts.headers, &mut res_parts.extensions, &status);
         Response::from_parts(res_parts, body)
     }
 
@@ -479,7 +526,7 @@ impl Proxy {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "backend request failed");
-                status.detail = Some("upstream-error");
+                status.detail = Some(UPSTREAM_ERROR);
                 respond::error(e.status(), &e.to_string(), &status)
             }
         }
@@ -504,9 +551,7 @@ fn forwarded(
     strip_hop_by_hop(&mut parts.headers);
     append_via(&mut parts.headers);
     status.fwd_status = Some(parts.status.as_u16());
-    parts
-        .headers
-        .insert(cache_status_name(), status.to_header());
+    set_cache_status(&mut parts.headers, &mut parts.extensions, status);
     (parts, body.map_err(BoxError::from).boxed_unsync())
 }
 

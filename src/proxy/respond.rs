@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
 use http_body_util::{BodyExt, Full};
 
-use super::headers::{CacheStatus, append_via, cache_status_name};
+use super::headers::{CacheStatus, append_via, set_cache_status};
 use super::{ProxyBody, empty};
 use crate::cache::{CachedResponse, Entry};
 
@@ -65,10 +65,10 @@ fn finish(
     body: ProxyBody,
 ) -> Response<ProxyBody> {
     headers.insert(header::AGE, age);
-    headers.insert(cache_status_name(), status.to_header());
     append_via(&mut headers);
     let mut res = Response::new(body);
     *res.status_mut() = code;
+    set_cache_status(&mut headers, res.extensions_mut(), status);
     *res.headers_mut() = headers;
     res
 }
@@ -99,15 +99,16 @@ pub fn error(code: StatusCode, message: &str, status: &CacheStatus) -> Response<
     let body = Bytes::from(format!("{message}\n"));
     let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
     *res.status_mut() = code;
-    let h = res.headers_mut();
+    let mut h = HeaderMap::new();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert(cache_status_name(), status.to_header());
+    set_cache_status(&mut h, res.extensions_mut(), status);
     if code == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    *res.headers_mut() = h;
     res
 }
 

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ProxyBody;
 use crate::config;
+use crate::metrics::{REJECTED, UPSTREAM_DURATION, UPSTREAM_ERRORS};
 
 /// Why the backend gave no response.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,27 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Counts it: refusals as rejected requests, the rest as backend errors.
+    fn count(&self) {
+        match self {
+            UpstreamError::Overloaded => {
+                metrics::counter!(REJECTED, "reason" => "backend-busy").increment(1);
+            }
+            UpstreamError::BodyTooLarge => {
+                metrics::counter!(REJECTED, "reason" => "body-too-large").increment(1);
+            }
+            UpstreamError::Connect(_) => {
+                metrics::counter!(UPSTREAM_ERRORS, "reason" => "connect").increment(1);
+            }
+            UpstreamError::Timeout(_) => {
+                metrics::counter!(UPSTREAM_ERRORS, "reason" => "timeout").increment(1);
+            }
+            UpstreamError::Broken(_) => {
+                metrics::counter!(UPSTREAM_ERRORS, "reason" => "broken").increment(1);
+            }
+        }
+    }
+
     /// The status to answer the client with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -117,7 +139,7 @@ impl Upstream {
     ) -> Result<Response<Incoming>, UpstreamError> {
         // Held until the response headers arrive: it bounds the requests the
         // backend is working on (bodies then stream at the client's pace).
-        let _slot = self.slot().await?;
+        let _slot = self.slot().await.inspect_err(|e| e.count())?;
         let path = req
             .uri()
             .path_and_query()
@@ -150,7 +172,8 @@ impl Upstream {
             *copy.headers_mut() = req.headers().clone();
             copy
         });
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let start = tokio::time::Instant::now();
+        let deadline = start + self.timeout;
         let first = tokio::time::timeout_at(deadline, self.client.request(req)).await;
         let outcome = match (first, again) {
             (Ok(Err(e)), Some(copy)) if connection_failed(&e) => {
@@ -159,13 +182,18 @@ impl Upstream {
             }
             (first, _) => first,
         };
-        match outcome {
+        let result = match outcome {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
             Ok(Ok(res)) => Ok(res),
             Ok(Err(e)) if over_body_limit(&e) => Err(UpstreamError::BodyTooLarge),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(source_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Broken(source_chain(&e))),
+        };
+        match &result {
+            Ok(_) => metrics::histogram!(UPSTREAM_DURATION).record(start.elapsed()),
+            Err(e) => e.count(),
         }
+        result
     }
 }
 

@@ -17,11 +17,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request};
 use http_body_util::{BodyExt, Full};
 
-use super::headers::{CacheStatus, Fwd, add_forwarding, strip_hop_by_hop};
+use super::headers::{CacheStatus, Fwd, UPSTREAM_ERROR, add_forwarding, strip_hop_by_hop};
 use super::store::Snapshot;
 use super::{BoxError, Proxy, ProxyBody, empty, request_host, respond, storable};
 use crate::cache::{CachedResponse, Entry, Payload};
 use crate::invalidation::Purge;
+use crate::metrics::PurgeSource;
 use crate::rules::{Bodies, RequestView, Rule, Template};
 
 /// Largest request or response body read to render `{request.x}` /
@@ -120,7 +121,7 @@ impl Proxy {
             Ok(res) => res,
             Err(e) => {
                 tracing::warn!(error = %e, "backend write failed");
-                status.detail = Some("upstream-error");
+                status.detail = Some(UPSTREAM_ERROR);
                 return respond::error(e.status(), &e.to_string(), &status);
             }
         };
@@ -189,7 +190,7 @@ impl Proxy {
         purge.tags.sort_unstable();
         purge.tags.dedup();
         if purge != Purge::default() {
-            let counts = self.invalidator.purge(&purge).await;
+            let counts = self.invalidator.purge(&purge, PurgeSource::Write).await;
             tracing::debug!(?purge, ?counts, "write purged");
         }
         if let Some((rule, snap)) = &ctx.through {
@@ -418,10 +419,13 @@ impl Proxy {
         };
         let counts = self
             .invalidator
-            .purge(&Purge {
-                keys: vec![key.clone()],
-                ..Purge::default()
-            })
+            .purge(
+                &Purge {
+                    keys: vec![key.clone()],
+                    ..Purge::default()
+                },
+                PurgeSource::Proxy,
+            )
             .await;
         let body = serde_json::json!({ "key": key, "purged": counts.keys }).to_string();
         let mut res = Response::new(

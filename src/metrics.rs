@@ -1,0 +1,175 @@
+//! Metric names, label values and the Prometheus recorder, in one place.
+//!
+//! Everything is recorded through the `metrics` facade into one
+//! process-wide Prometheus recorder, rendered by `GET /metrics` on the admin
+//! listener. Names follow Prometheus conventions: `sidecache_` prefix,
+//! counters end in `_total`, units in the name (`_seconds`, `_bytes`).
+//! Histograms have explicit buckets so they aggregate across replicas.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests by `rule` and `outcome` (counter).
+pub const REQUESTS: &str = "sidecache_requests_total";
+/// Time until the backend's response head, in seconds (histogram).
+pub const UPSTREAM_DURATION: &str = "sidecache_upstream_duration_seconds";
+/// Backend requests that got no answer, by `reason` (counter).
+pub const UPSTREAM_ERRORS: &str = "sidecache_upstream_errors_total";
+/// Redis command round trips by `command`, in seconds (histogram).
+pub const REDIS_DURATION: &str = "sidecache_redis_duration_seconds";
+/// Redis commands that failed or were skipped by the breaker, by `command` (counter).
+pub const REDIS_ERRORS: &str = "sidecache_redis_errors_total";
+/// Redis state: one series per `state` (up, degraded, disabled), the current one 1 (gauge).
+pub const REDIS_STATE: &str = "sidecache_redis_state";
+/// Entries in L1 (gauge).
+pub const L1_ENTRIES: &str = "sidecache_l1_entries";
+/// Bytes held by L1, as weighed against its limit (gauge).
+pub const L1_BYTES: &str = "sidecache_l1_bytes";
+/// L1's limit, `memory.max_size` (gauge).
+pub const L1_CAPACITY: &str = "sidecache_l1_capacity_bytes";
+/// Keys, tags and prefixes purged, by `kind` and `source` (counter).
+pub const PURGES: &str = "sidecache_purges_total";
+/// Requests refused before reaching the backend, by `reason` (counter).
+pub const REJECTED: &str = "sidecache_rejected_total";
+/// Config reloads by `result` (ok, failed) (counter).
+pub const RELOADS: &str = "sidecache_config_reloads_total";
+/// Always 1, labelled with the `version` (gauge).
+pub const BUILD_INFO: &str = "sidecache_build_info";
+
+/// Buckets of the backend latency histogram: 1 ms to 30 s.
+const UPSTREAM_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Buckets of the Redis latency histogram: 50 µs to 1 s.
+const REDIS_BUCKETS: [f64; 12] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
+];
+
+/// How often the recorder drains histogram samples and the gauges are
+/// read from the stores.
+pub const UPKEEP: Duration = Duration::from_secs(1);
+
+/// What became of a request: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered from L1.
+    HitMemory,
+    /// Answered from Redis.
+    HitRedis,
+    /// Fetched from the backend under a rule (stored or not).
+    Miss,
+    /// Answered from an expired entry (stale-while-revalidate or stale-if-error).
+    Stale,
+    /// Answered with the entry another request fetched.
+    Collapsed,
+    /// Forwarded without the cache: no rule, `cache: false`, writes, Authorization.
+    Pass,
+    /// The backend could not be reached, or the request was refused.
+    Error,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::HitMemory => "hit-memory",
+            Outcome::HitRedis => "hit-redis",
+            Outcome::Miss => "miss",
+            Outcome::Stale => "stale",
+            Outcome::Collapsed => "collapsed",
+            Outcome::Pass => "pass",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Where a purge came from: the `source` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgeSource {
+    /// `POST /purge` on the admin listener.
+    Api,
+    /// An HTTP `PURGE` request on the proxy port.
+    Proxy,
+    /// A write's `invalidate_on` trigger or its own URL (RFC 9111 §4.4).
+    Write,
+    /// Announced by another replica.
+    Remote,
+}
+
+impl PurgeSource {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeSource::Api => "api",
+            PurgeSource::Proxy => "proxy",
+            PurgeSource::Write => "write",
+            PurgeSource::Remote => "remote",
+        }
+    }
+}
+
+/// The process-wide recorder's handle, installed on first use.
+///
+/// One process serves one proxy, so one recorder. If the embedding program
+/// installed another recorder first, ours is kept private and renders only
+/// what was registered on it (nothing): metrics are then the embedder's.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), &UPSTREAM_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(REDIS_DURATION.into()), &REDIS_BUCKETS)
+            });
+        let recorder = match builder {
+            Ok(b) => b.build_recorder(),
+            // Only an empty bucket list fails, and ours are constants.
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
+        }
+        describe();
+        metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}
+
+/// HELP lines for `/metrics`.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(REQUESTS, "Requests by rule and outcome.");
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Time until the backend's response head."
+    );
+    describe_counter!(UPSTREAM_ERRORS, "Backend requests that got no answer.");
+    describe_histogram!(REDIS_DURATION, Unit::Seconds, "Redis command round trips.");
+    describe_counter!(REDIS_ERRORS, "Redis commands that failed or were skipped.");
+    describe_gauge!(REDIS_STATE, "Redis state; the current one is 1.");
+    describe_gauge!(L1_ENTRIES, "Entries in the memory tier.");
+    describe_gauge!(L1_BYTES, Unit::Bytes, "Bytes held by the memory tier.");
+    describe_gauge!(L1_CAPACITY, Unit::Bytes, "Limit of the memory tier.");
+    describe_counter!(PURGES, "Keys, tags and prefixes purged.");
+    describe_counter!(REJECTED, "Requests refused before reaching the backend.");
+    describe_counter!(RELOADS, "Config reloads.");
+    describe_gauge!(BUILD_INFO, "Version of this build.");
+}
+
+/// Counts one finished request.
+pub fn request(rule: &str, outcome: Outcome) {
+    metrics::counter!(REQUESTS, "rule" => rule.to_owned(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+/// Sets the Redis state gauges.
+pub fn redis_state(state: &'static str) {
+    for s in ["up", "degraded", "disabled"] {
+        metrics::gauge!(REDIS_STATE, "state" => s).set(if s == state { 1.0 } else { 0.0 });
+    }
+}

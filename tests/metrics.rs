@@ -1,0 +1,241 @@
+//! `GET /metrics` after known sequences of requests, and `/readyz` with
+//! Redis up and then killed.
+//!
+//! The recorder is process-wide, so each test here asserts on rule names
+//! of its own; the test runner (nextest) also gives each test a process.
+
+mod support;
+
+use http::StatusCode;
+use sidecache::cache::Store as _;
+use support::*;
+
+const TOKEN: &str = "metrics-token";
+
+/// The rules of the known sequence, in front of `upstream`.
+fn config(upstream: &str) -> String {
+    format!(
+        r#"
+upstream: {{ url: "{upstream}", timeout: 2s }}
+admin: {{ token: "{TOKEN}" }}
+memory: {{ max_size: 64MiB }}
+rules:
+  - name: m-product
+    match: {{ path: "/products/{{id}}" }}
+    key: "product:{{id}}"
+    ttl: 1h
+    tags: ["product:{{id}}"]
+  - name: m-inventory
+    match: {{ path: "/inventory/{{id}}" }}
+    cache: false
+"#
+    )
+}
+
+/// The value of one series (`name{labels}`) in a Prometheus text body.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn scrape(proxy: &Proxy) -> String {
+    let res = get(&format!("http://{}/metrics", proxy.admin), &[]).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(res.header("content-type").starts_with("text/plain"));
+    String::from_utf8(res.body.to_vec()).unwrap()
+}
+
+/// Misses, hits, passes, an error, a tag purge and two reloads (one bad)
+/// show up as exact counts under Prometheus names, with the histograms,
+/// the L1 gauges and the Redis state beside them.
+#[tokio::test]
+async fn metrics_count_a_known_sequence() {
+    let backend = Backend::json(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sidecache.yaml");
+    std::fs::write(&file, config(&backend.url())).unwrap();
+    let proxy = Proxy::start_file(&file).await;
+
+    // miss, then two hits from memory.
+    assert!(
+        get(&proxy.url("/products/1"), &[])
+            .await
+            .cache_status()
+            .contains("stored")
+    );
+    eventually("the entry is in L1", || async {
+        let memory = &proxy.app.cache().memory;
+        matches!(memory.get("product:1").await, Ok(Some(_)))
+    })
+    .await;
+    assert!(get(&proxy.url("/products/1"), &[]).await.is_hit());
+    assert!(get(&proxy.url("/products/1"), &[]).await.is_hit());
+    // No rule, and a rule that never caches.
+    get(&proxy.url("/about"), &[]).await;
+    get(&proxy.url("/inventory/7"), &[]).await;
+    // A tag purge, then a miss again.
+    let purged = send(
+        "POST",
+        &format!("http://{}/purge", proxy.admin),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        r#"{"tags": ["product:1"]}"#,
+    )
+    .await;
+    assert_eq!(purged.status, StatusCode::OK);
+    assert!(!get(&proxy.url("/products/1"), &[]).await.is_hit());
+    // One good reload and one refused.
+    let reload = |body: String| {
+        let (file, admin) = (file.clone(), proxy.admin);
+        async move {
+            std::fs::write(&file, body).unwrap();
+            send(
+                "POST",
+                &format!("http://{admin}/reload"),
+                &[("authorization", &format!("Bearer {TOKEN}"))],
+                "",
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(reload(config(&backend.url())).await, StatusCode::OK);
+    assert_eq!(
+        reload("rules: [oops".to_owned()).await,
+        StatusCode::BAD_REQUEST
+    );
+    // The backend goes away: an error.
+    backend.stop();
+    let failed = get(&proxy.url("/products/2"), &[]).await;
+    assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
+
+    let text = scrape(&proxy).await;
+    let count = |s: &str| value(&text, s).unwrap_or(0.0);
+    let misses = count(r#"sidecache_requests_total{rule="m-product",outcome="miss"}"#);
+    let hits = count(r#"sidecache_requests_total{rule="m-product",outcome="hit-memory"}"#);
+    assert_eq!(hits, 2.0, "{text}");
+    assert_eq!(misses, 2.0, "{text}");
+    assert_eq!(
+        count(r#"sidecache_requests_total{rule="m-product",outcome="error"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"sidecache_requests_total{rule="",outcome="pass"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"sidecache_requests_total{rule="m-inventory",outcome="pass"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"sidecache_purges_total{kind="tag",source="api"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"sidecache_config_reloads_total{result="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"sidecache_config_reloads_total{result="failed"}"#),
+        1.0
+    );
+    assert!(count(r#"sidecache_upstream_errors_total{reason="connect"}"#) >= 1.0);
+    // Two misses and two passes reached the backend.
+    assert_eq!(count("sidecache_upstream_duration_seconds_count"), 4.0);
+    assert!(text.contains("# TYPE sidecache_upstream_duration_seconds histogram"));
+    assert!(text.contains(r#"sidecache_upstream_duration_seconds_bucket{le="0.001"}"#));
+    assert!(text.contains("# TYPE sidecache_requests_total counter"));
+    assert!(text.contains(&format!(
+        r#"sidecache_build_info{{version="{}"}} 1"#,
+        env!("CARGO_PKG_VERSION")
+    )));
+
+    // Gauges are read from the stores once a second.
+    eventually("L1 gauges", || async {
+        let text = scrape(&proxy).await;
+        value(&text, "sidecache_l1_entries") == Some(1.0)
+            && value(&text, "sidecache_l1_bytes").is_some_and(|b| b > 0.0)
+            && value(&text, "sidecache_l1_capacity_bytes") == Some(64.0 * 1024.0 * 1024.0)
+            && value(&text, r#"sidecache_redis_state{state="disabled"}"#) == Some(1.0)
+            && value(&text, r#"sidecache_redis_state{state="up"}"#) == Some(0.0)
+    })
+    .await;
+
+    // The last purges, newest first.
+    let purges = get(&format!("http://{}/purges", proxy.admin), &[]).await;
+    let purges: serde_json::Value = serde_json::from_slice(&purges.body).unwrap();
+    assert_eq!(purges["purges"][0]["source"], "api");
+    assert_eq!(purges["purges"][0]["tags"][0], "product:1");
+}
+
+const REDIS_RULES: &str = r#"
+upstream: { url: UPSTREAM }
+redis: { url: "REDIS", key_prefix: "mx:", timeout: 100ms }
+rules:
+  - name: r-product
+    match: { path: "/products/{id}" }
+    key: "product:{id}"
+    ttl: 1h
+"#;
+
+/// With Redis up, a second replica's first answer is a Redis hit and
+/// `/readyz` says `up`; once Redis is killed the proxy stays ready, says
+/// `degraded`, keeps answering, and counts the failed commands.
+#[tokio::test]
+async fn readiness_and_redis_metrics_follow_redis() {
+    let mut redis = Redis::start_tcp();
+    let backend = Backend::json(vec![]).await;
+    let a = Proxy::start(REDIS_RULES, &backend.url(), Some(&redis.url())).await;
+    let b = Proxy::start(REDIS_RULES, &backend.url(), Some(&redis.url())).await;
+
+    get(&a.url("/products/1"), &[]).await;
+    eventually("stored in Redis", || redis_has(&redis, "mx:product:1")).await;
+    let from_redis = get(&b.url("/products/1"), &[]).await;
+    assert!(from_redis.cache_status().contains("detail=redis"));
+    let ready = get(&format!("http://{}/readyz", a.admin), &[]).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(body["redis"], "up");
+    let text = scrape(&a).await;
+    assert_eq!(
+        value(
+            &text,
+            r#"sidecache_requests_total{rule="r-product",outcome="hit-redis"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"sidecache_redis_duration_seconds_count{command="GET"}"#
+        )
+        .is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+    eventually("state gauge says up", || async {
+        value(&scrape(&a).await, r#"sidecache_redis_state{state="up"}"#) == Some(1.0)
+    })
+    .await;
+
+    // The state gauge is process-wide: one replica from here on.
+    drop(b);
+    redis.kill();
+    // L1 still answers; a new key goes to the backend.
+    assert!(get(&a.url("/products/1"), &[]).await.is_hit());
+    assert_eq!(
+        get(&a.url("/products/2"), &[]).await.status,
+        StatusCode::OK
+    );
+    let ready = get(&format!("http://{}/readyz", a.admin), &[]).await;
+    assert_eq!(ready.status, StatusCode::OK, "degraded is still ready");
+    let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(body["redis"], "degraded");
+    eventually("state gauge says degraded", || async {
+        let text = scrape(&a).await;
+        value(&text, r#"sidecache_redis_state{state="degraded"}"#) == Some(1.0)
+            && value(&text, r#"sidecache_redis_state{state="up"}"#) == Some(0.0)
+            && value(&text, r#"sidecache_redis_errors_total{command="GET"}"#)
+                .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+}
