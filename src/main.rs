@@ -53,6 +53,8 @@ enum Command {
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
     },
+    /// Print the JSON Schema of the config file, for editors.
+    Schema,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => run(&cli.config, cli.watch),
+        Command::Schema => match serde_json::to_string_pretty(&Config::json_schema()) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

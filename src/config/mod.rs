@@ -222,6 +222,15 @@ impl fmt::Display for ConfigError {
 }
 
 impl Config {
+    /// The JSON Schema of the config file, for editors (`sidecache schema`).
+    /// It describes the file's shape; `check` still catches what a schema
+    /// cannot (bad durations, duplicate routes, unknown placeholders).
+    pub fn json_schema() -> serde_json::Value {
+        let mut schema = schemars::schema_for!(raw::RawConfig);
+        schema.insert("title".into(), "sidecache config".into());
+        schema.into()
+    }
+
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

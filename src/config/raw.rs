@@ -2,124 +2,214 @@
 //! omit it, unknown fields rejected, and each scalar kept with its line and
 //! column so that validation errors can point at it.
 
+use std::borrow::Cow;
+use std::ops::Deref;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-/// A value with the place in the file it came from.
-pub type Sp<T> = Spanned<T>;
+/// A value with the place in the file it came from. In the JSON Schema it
+/// is just the value.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Sp<T>(pub Spanned<T>);
+
+impl<T> Deref for Sp<T> {
+    type Target = Spanned<T>;
+
+    fn deref(&self) -> &Spanned<T> {
+        &self.0
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Sp<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
 
 /// The whole file, as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Address the proxy listens on, `host:port`. Default `0.0.0.0:8080`.
     pub listen: Option<Sp<String>>,
+    /// The backend sidecache sits in front of.
     pub upstream: RawUpstream,
+    /// The admin listener: health, metrics, dashboard, purge, reload.
     pub admin: Option<RawAdmin>,
+    /// L1, the in-process memory tier.
     pub memory: Option<RawMemory>,
+    /// L2, Redis shared by every replica. Without it every replica has its own L1 and purges stay local.
     pub redis: Option<RawRedis>,
+    /// What one client may ask of the proxy.
     pub limits: Option<RawLimits>,
+    /// Values every rule takes unless it sets its own (any rule field but `name` and `match`).
     pub defaults: Option<Sp<RawRule>>,
+    /// The cache rules; the most specific path wins, then file order.
     #[serde(default)]
     pub rules: Vec<Sp<RawRule>>,
 }
 
 /// `upstream:` — the backend sidecache sits in front of.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
+    /// Base URL of the backend, `http://host:port`.
     pub url: Sp<String>,
+    /// Duration, e.g. `1s`.
     pub connect_timeout: Option<Sp<String>>,
+    /// Time allowed for the backend's response head, e.g. `10s`.
     pub timeout: Option<Sp<String>>,
+    /// Requests the backend works on at once; more wait in the queue.
     pub max_concurrency: Option<Sp<u64>>,
+    /// Requests that may wait for a backend slot; beyond it the client gets 503.
     pub queue: Option<Sp<u64>>,
 }
 
 /// `limits:` — what one client may ask of the proxy.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
+    /// Time allowed for a request's headers (against slow clients), e.g. `10s`.
     pub header_timeout: Option<Sp<String>>,
+    /// Size, e.g. `64KiB`.
     pub max_header_bytes: Option<Sp<String>>,
+    /// Number of request headers allowed.
     pub max_headers: Option<Sp<u64>>,
+    /// Largest request body, e.g. `10MiB`.
     pub max_body: Option<Sp<String>>,
+    /// Open client connections; at the cap, accepting waits.
     pub max_connections: Option<Sp<u64>>,
+    /// How long in-flight requests may finish after SIGTERM, e.g. `10s`.
     pub shutdown_grace: Option<Sp<String>>,
 }
 
 /// `admin:` — the separate admin listener.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    /// Address of the admin listener, `host:port`.
     pub listen: Option<Sp<String>>,
+    /// Bearer token for purge and reload; `${VAR}` reads it from the environment.
     pub token: Option<Sp<String>>,
 }
 
 /// `memory:` — the L1 bounds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMemory {
+    /// L1 limit in bytes, e.g. `256MiB`.
     pub max_size: Option<Sp<String>>,
+    /// Largest response kept, e.g. `1MiB`.
     pub max_object_size: Option<Sp<String>>,
 }
 
 /// `redis:` — the optional shared L2.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
+    /// `redis://host:port`, `rediss://...` or `redis+unix:///path`.
     pub url: Sp<String>,
+    /// Prefix of every key sidecache writes.
     pub key_prefix: Option<Sp<String>>,
+    /// Time allowed per Redis command, e.g. `50ms`; then it counts as a miss.
     pub timeout: Option<Sp<String>>,
+    /// How long L1 entries are trusted once cut off from purge announcements.
     pub disconnect_grace: Option<Sp<String>>,
 }
 
 /// One rule, or `defaults:` (which may carry every field but `name` and `match`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
+    /// Unique; labels metrics, logs and Cache-Status.
     pub name: Option<Sp<String>>,
+    /// Which requests the rule covers.
     #[serde(rename = "match")]
     pub matcher: Option<Sp<RawMatch>>,
+    /// `false`: always forwarded (still a trigger).
     pub cache: Option<Sp<bool>>,
+    /// Key template, e.g. `product:{id}`; placeholders `{param}`, `{query.x}`, `{header.x}`, `{cookie.x}`, `{host}`, `{path}`.
     pub key: Option<Sp<String>>,
+    /// A duration (`24h`) or `origin` (freshness from the backend's headers).
     pub ttl: Option<Sp<String>>,
+    /// Where entries live.
+    #[schemars(extend("enum" = ["memory", "redis", "both"]))]
     pub tier: Option<Sp<String>>,
+    /// Tag templates; a purge of a tag removes every entry carrying it.
     pub tags: Option<Vec<Sp<String>>>,
+    /// Also take tags from the backend's `Surrogate-Key` / `Cache-Tag` header.
     pub origin_tags: Option<Sp<bool>>,
+    /// Writes that purge this rule's entries: `"PUT /products/{id}"`.
     pub invalidate_on: Option<Vec<Sp<String>>>,
+    /// Each hit pushes the expiry out by the TTL again.
     pub sliding: Option<Sp<bool>>,
+    /// Writes whose 2xx answer becomes the cached entry.
     pub write_through: Option<Sp<RawWriteThrough>>,
+    /// Window after expiry in which the stale entry is served while one request refreshes it.
     pub stale_while_revalidate: Option<Sp<String>>,
+    /// Window after expiry in which the stale entry is served when the backend fails.
     pub stale_if_error: Option<Sp<String>>,
+    /// `never` forbids stale answers.
+    #[schemars(extend("enum" = ["never"]))]
     pub stale: Option<Sp<String>>,
+    /// One backend request per key per replica (`local`) or across replicas (`global`).
+    #[schemars(extend("enum" = ["local", "global"]))]
     pub collapse: Option<Sp<String>>,
+    /// Accepted, not acted on yet.
     pub warm_on: Option<Vec<Sp<String>>>,
+    /// Accepted, not acted on yet.
     pub rate_limit: Option<Sp<RawRateLimit>>,
+    /// Status codes that may be stored (default 200, 203, 204, 300, 301, 404, 410).
     pub statuses: Option<Vec<Sp<u16>>>,
+    /// Largest response kept under this rule, e.g. `512KiB`.
     pub max_object_size: Option<Sp<String>>,
+    /// Store responses that carry Set-Cookie.
     pub allow_set_cookie: Option<Sp<bool>>,
+    /// Answer requests that carry Authorization from cache.
     pub allow_authorized: Option<Sp<bool>>,
+    /// Store responses marked `Cache-Control: private`.
     pub allow_private: Option<Sp<bool>>,
 }
 
 /// `match:` of a rule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
+    /// Methods the rule matches (default GET, HEAD).
     pub methods: Option<Vec<Sp<String>>>,
+    /// Path pattern: `/products/{id}`, `/static/{*rest}`. Quote it in flow style.
     pub path: Sp<String>,
+    /// Host the rule is limited to.
     pub host: Option<Sp<String>>,
 }
 
 /// `write_through:` of a rule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWriteThrough {
+    /// Write methods, e.g. `[PUT, POST]`.
     pub methods: Vec<Sp<String>>,
+    /// Redis channel template announced after a write-through, e.g. `cart_update:{user_id}`.
     pub publish: Option<Sp<String>>,
 }
 
 /// `rate_limit:` of a rule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     pub key: Sp<String>,
