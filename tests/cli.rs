@@ -93,3 +93,31 @@ fn explain_shows_the_rule() {
     ]);
     assert!(out.contains("cache: false"), "{out}");
 }
+
+/// `schema` prints a JSON Schema that accepts the demo config and the
+/// Kubernetes example, and rejects an unknown field and an unknown tier.
+#[test]
+fn schema_validates_configs() {
+    let (code, out, err) = sidecache(&["schema"]);
+    assert_eq!(code, 0, "{err}");
+    let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let yaml = |text: &str| -> serde_json::Value { serde_saphyr::from_str(text).unwrap() };
+    let errors = |doc: &serde_json::Value| -> Vec<String> {
+        validator.iter_errors(doc).map(|e| e.to_string()).collect()
+    };
+
+    let demo = yaml(&std::fs::read_to_string("config/demo.yaml").unwrap());
+    assert_eq!(errors(&demo), Vec::<String>::new());
+    let k8s = std::fs::read_to_string("deploy/kubernetes/sidecache-config.yaml").unwrap();
+    let map = yaml(&k8s);
+    let embedded = yaml(map["data"]["sidecache.yaml"].as_str().unwrap());
+    assert_eq!(errors(&embedded), Vec::<String>::new());
+
+    let mut unknown = demo.clone();
+    unknown["upstream"]["retries"] = 3.into();
+    assert!(!errors(&unknown).is_empty());
+    let mut tier = demo.clone();
+    tier["rules"][0]["tier"] = "disk".into();
+    assert!(!errors(&tier).is_empty());
+}

@@ -1,0 +1,180 @@
+//! Logs of the real binary: one span per request with rule, outcome,
+//! status and latency, as text or JSON, and never a secret.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::StatusCode;
+use support::*;
+
+const ADMIN_TOKEN: &str = "ADMIN-TOKEN-SECRET";
+/// Strings that must never reach a log line.
+const SECRETS: [&str; 6] = [
+    ADMIN_TOKEN,
+    "COOKIE-SECRET",
+    "AUTH-SECRET",
+    "BODY-SECRET",
+    "BACKEND-BODY-SECRET",
+    "QUERY-SECRET",
+];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the binary with `args` and `RUST_LOG=debug`, sends requests that
+/// carry every kind of secret, stops it with SIGTERM and answers its stderr.
+async fn logs_of(args: &[&str]) -> String {
+    let backend = Backend::start(Duration::ZERO, |_| {
+        (
+            StatusCode::OK,
+            vec![("content-type", "application/json".to_owned())],
+            Bytes::from_static(br#"{"note":"BACKEND-BODY-SECRET"}"#),
+        )
+    })
+    .await;
+    let (port, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sidecache.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+listen: 127.0.0.1:{port}
+admin: {{ listen: "127.0.0.1:{admin}", token: "{ADMIN_TOKEN}" }}
+upstream: {{ url: "{}" }}
+rules:
+  - name: product
+    match: {{ path: "/products/{{id}}" }}
+    key: "product:{{id}}"
+    ttl: 1h
+    invalidate_on: ["POST /products/{{id}}"]
+"#,
+            backend.url()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sidecache"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("proxy ready", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .is_ok()
+    })
+    .await;
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let admin_url = |p: &str| format!("http://127.0.0.1:{admin}{p}");
+    let secret_headers = [
+        ("cookie", "session=COOKIE-SECRET"),
+        ("authorization", "Bearer AUTH-SECRET"),
+    ];
+    // A pass (Authorization), a miss, a hit, a write with a body, purges
+    // and a reload with the admin token, and one with a wrong token.
+    get(&url("/products/1?token=QUERY-SECRET"), &secret_headers).await;
+    get(&url("/products/2"), &[("cookie", "session=COOKIE-SECRET")]).await;
+    eventually("a hit", || async {
+        get(&url("/products/2"), &[]).await.is_hit()
+    })
+    .await;
+    send("POST", &url("/products/2"), &secret_headers, "BODY-SECRET").await;
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let admin_auth = [("authorization", bearer.as_str())];
+    send("PURGE", &url("/products/2"), &admin_auth, "").await;
+    send(
+        "POST",
+        &admin_url("/purge"),
+        &admin_auth,
+        r#"{"keys": ["product:2"]}"#,
+    )
+    .await;
+    send("POST", &admin_url("/reload"), &admin_auth, "").await;
+    let refused = send("POST", &admin_url("/reload"), &secret_headers, "").await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(Instant::now() < deadline && out.status.success());
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// With `--log-format json` every line is a JSON object; each request has
+/// a line whose span carries rule, outcome, status and latency; no secret
+/// appears anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_request_span_and_no_secret() {
+    let logs = logs_of(&["--log-format", "json"]).await;
+    for secret in SECRETS {
+        assert!(!logs.contains(secret), "{secret} was logged:\n{logs}");
+    }
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let served: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "served")
+        .map(|l| &l["span"])
+        .collect();
+    let find = |outcome: &str| {
+        served
+            .iter()
+            .find(|s| s["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {outcome} line in {served:?}"))
+    };
+    let hit = find("hit-memory");
+    assert_eq!(hit["name"], "request");
+    assert_eq!(hit["rule"], "product");
+    assert_eq!(hit["status"], 200);
+    assert_eq!(hit["path"], "/products/2");
+    assert!(hit["latency_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert_eq!(find("miss")["rule"], "product");
+    assert_eq!(find("pass")["method"], "GET");
+}
+
+/// Text is the default format, with the span's fields on the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_by_default_and_no_secret() {
+    let logs = logs_of(&[]).await;
+    for secret in SECRETS {
+        assert!(!logs.contains(secret), "{secret} was logged:\n{logs}");
+    }
+    assert!(!logs.trim_start().starts_with('{'));
+    // Not a terminal: no colour codes in the file.
+    assert!(!logs.contains('\u{1b}'), "ANSI escapes in piped logs");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("served") && l.contains("hit-memory"))
+        .unwrap_or_else(|| panic!("no hit line:\n{logs}"));
+    for field in [
+        "rule=\"product\"",
+        "outcome=\"hit-memory\"",
+        "status=200",
+        "latency_ms=",
+        "path=\"/products/2\"",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+}
