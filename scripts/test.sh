@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs redis-server
-# when it is missing (tests start their own servers from it), then runs the
-# formatting and lint checks and every test.
+# and chromium when they are missing (tests start their own Redis servers,
+# and load the dashboard in headless Chromium), then runs the formatting
+# and lint checks and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== installing redis-server"
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== cargo fmt"

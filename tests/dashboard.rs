@@ -1,0 +1,180 @@
+//! The live dashboard in real headless Chromium: loaded while traffic
+//! flows, its charts show non-zero data. The screenshot is kept as
+//! `target/tmp/dashboard.png`.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::StatusCode;
+use support::*;
+
+const RULES: &str = r#"
+upstream: { url: UPSTREAM }
+admin: { token: "dash" }
+rules:
+  - name: product
+    match: { path: "/products/{id}" }
+    key: "product:{id}"
+    ttl: 1h
+    tags: ["product:{id}"]
+  - name: category
+    match: { path: "/categories/{id}" }
+    key: "category:{id}"
+    ttl: 1h
+"#;
+
+/// Chromium as the machine's probe starts it: headless, no sandbox (root),
+/// no GPU, no calls home; its own empty profile.
+fn chromium(profile: &std::path::Path, args: &[&str], url: &str) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium must be installed (the README's test command installs it)")
+}
+
+/// The value of attribute `name` on the element with id `id`.
+fn attr(dom: &str, id: &str, name: &str) -> Option<String> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let start = dom[..at].rfind('<')?;
+    let end = at + dom[at..].find('>')?;
+    let tag = &dom[start..end];
+    let from = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    let len = tag[from..].find('"')?;
+    Some(tag[from..from + len].to_owned())
+}
+
+fn number(dom: &str, id: &str, name: &str) -> f64 {
+    attr(dom, id, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("#{id} has no numeric {name}"))
+}
+
+/// With two rules under load (mostly hits, some misses) and one purge, the
+/// page draws a request-rate and a hit-ratio series per rule with values
+/// above zero, backend latency, L1 usage against its limit, the Redis
+/// state and the purge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_live_data_in_chromium() {
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(RULES, &backend.url(), None).await;
+    let purged = send(
+        "POST",
+        &format!("http://{}/purge", proxy.admin),
+        &[("authorization", "Bearer dash")],
+        r#"{"tags": ["product:1"]}"#,
+    )
+    .await;
+    assert_eq!(purged.status, StatusCode::OK);
+
+    // Traffic until the page has been read: mostly hits on a few keys,
+    // and a new key now and then so the backend keeps being asked.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = tokio::spawn({
+        let (stop, base) = (stop.clone(), proxy.url(""));
+        async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let path = match i % 10 {
+                    0 => format!("/products/new-{i}"),
+                    n if n % 2 == 0 => format!("/categories/{}", n % 3),
+                    n => format!("/products/{}", n % 4),
+                };
+                get(&format!("{base}{path}"), &[]).await;
+            }
+        }
+    });
+    // Let the gauges be read once (every second) before the page loads.
+    eventually("L1 gauge above zero", || async {
+        let text = get(&format!("http://{}/metrics", proxy.admin), &[]).await;
+        String::from_utf8_lossy(&text.body).contains("sidecache_l1_entries ")
+            && !String::from_utf8_lossy(&text.body).contains("sidecache_l1_entries 0\n")
+    })
+    .await;
+
+    let page = format!("http://{}/", proxy.admin);
+    let profile = tempfile::tempdir().unwrap();
+    let dom = {
+        let (profile, page) = (profile.path().to_owned(), page.clone());
+        tokio::task::spawn_blocking(move || {
+            chromium(
+                &profile,
+                &["--virtual-time-budget=8000", "--dump-dom"],
+                &page,
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom = String::from_utf8(dom.stdout).unwrap();
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let screenshot = {
+        let (profile, page, shot) = (profile.path().to_owned(), page, shot.clone());
+        tokio::task::spawn_blocking(move || {
+            chromium(
+                &profile,
+                &[
+                    "--virtual-time-budget=8000",
+                    "--window-size=1280,1000",
+                    "--hide-scrollbars",
+                    &format!("--screenshot={}", shot.display()),
+                ],
+                &page,
+            )
+        })
+        .await
+        .unwrap()
+    };
+    stop.store(true, Ordering::Relaxed);
+    traffic.await.unwrap();
+    assert!(screenshot.status.success());
+
+    let samples: f64 = dom
+        .split("<body")
+        .nth(1)
+        .and_then(|b| b.split("data-samples=\"").nth(1))
+        .and_then(|v| v.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .expect("body has data-samples");
+    assert!(samples >= 2.0, "only {samples} samples");
+    assert_eq!(number(&dom, "chart-rate", "data-series"), 2.0, "{dom}");
+    assert!(number(&dom, "chart-rate", "data-max") > 0.0);
+    assert_eq!(number(&dom, "chart-hit", "data-series"), 2.0);
+    assert!(number(&dom, "chart-hit", "data-max") > 0.0);
+    assert!(number(&dom, "chart-latency", "data-max") > 0.0);
+    assert!(number(&dom, "l1", "data-bytes") > 0.0);
+    assert_eq!(number(&dom, "l1", "data-capacity"), 256.0 * 1024.0 * 1024.0);
+    assert_eq!(
+        attr(&dom, "redis", "data-state").as_deref(),
+        Some("disabled")
+    );
+    assert_eq!(attr(&dom, "live", "data-state").as_deref(), Some("ok"));
+    let purges = dom.split("id=\"purges\"").nth(1).unwrap();
+    let purges = purges.split("</tbody>").next().unwrap();
+    assert!(purges.contains("product:1"), "{purges}");
+
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+}
