@@ -34,8 +34,13 @@ rules:
 
 /// The value of one series (`name{labels}`) in a Prometheus text body.
 fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 async fn scrape(proxy: &Proxy) -> String {
@@ -130,10 +135,7 @@ async fn metrics_count_a_known_sequence() {
         count(r#"sidecache_purges_total{kind="tag",source="api"}"#),
         1.0
     );
-    assert_eq!(
-        count(r#"sidecache_config_reloads_total{result="ok"}"#),
-        1.0
-    );
+    assert_eq!(count(r#"sidecache_config_reloads_total{result="ok"}"#), 1.0);
     assert_eq!(
         count(r#"sidecache_config_reloads_total{result="failed"}"#),
         1.0
@@ -222,10 +224,7 @@ async fn readiness_and_redis_metrics_follow_redis() {
     redis.kill();
     // L1 still answers; a new key goes to the backend.
     assert!(get(&a.url("/products/1"), &[]).await.is_hit());
-    assert_eq!(
-        get(&a.url("/products/2"), &[]).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(get(&a.url("/products/2"), &[]).await.status, StatusCode::OK);
     let ready = get(&format!("http://{}/readyz", a.admin), &[]).await;
     assert_eq!(ready.status, StatusCode::OK, "degraded is still ready");
     let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
