@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use sidecache::cache::{CachedResponse, Entry, Payload};
+use sidecache::cache::{CachedResponse, Entry, Payload, StoredHeaders};
 use sidecache::rules::Tier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -98,7 +98,7 @@ async fn fill(replicas: &[Replica], n: usize, tag: &str) {
                 grace: Duration::ZERO,
                 payload: Payload::Response(CachedResponse {
                     status: StatusCode::OK,
-                    headers: HeaderMap::new(),
+                    headers: StoredHeaders::default(),
                     body: Bytes::from(format!("entry {k}")),
                     tags: tags.clone(),
                 }),

@@ -12,9 +12,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, StatusCode};
 
-use super::{CachedResponse, Entry, Payload, Tag};
+use super::{CachedResponse, Entry, Payload, StoredHeaders, Tag};
 
 const MAGIC: &[u8; 2] = b"SC";
 const VERSION: u8 = 1;
@@ -53,9 +53,9 @@ pub fn encode(entry: &Entry) -> Bytes {
             out.put_u16(r.status.as_u16());
             out.put_u16(len16(r.headers.len()));
             for (name, value) in r.headers.iter().take(usize::from(u16::MAX)) {
-                put16(&mut out, name.as_str().as_bytes());
+                put16(&mut out, name);
                 out.put_u32(len32(value.len()));
-                out.put_slice(value.as_bytes());
+                out.put_slice(value);
             }
             out.put_u16(len16(r.tags.len()));
             for tag in r.tags.iter().take(usize::from(u16::MAX)) {
@@ -114,19 +114,17 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
             let status = StatusCode::from_u16(input.get_u16())
                 .map_err(|_| DecodeError::Invalid("status"))?;
             let count = input.get_u16();
-            let mut headers = HeaderMap::with_capacity(usize::from(count));
+            let mut pairs = Vec::with_capacity(usize::from(count));
             for _ in 0..count {
                 let name = take16(&mut input)?;
                 need(&input, 4)?;
                 let len = input.get_u32() as usize;
                 need(&input, len)?;
-                let value = input.split_to(len);
-                let name = HeaderName::from_bytes(&name)
-                    .map_err(|_| DecodeError::Invalid("header name"))?;
-                let value = HeaderValue::from_maybe_shared(value)
-                    .map_err(|_| DecodeError::Invalid("header value"))?;
-                headers.append(name, value);
+                pairs.push((name, input.split_to(len)));
             }
+            let headers =
+                StoredHeaders::from_pairs(pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+                    .map_err(|_| DecodeError::Invalid("header"))?;
             need(&input, 2)?;
             let count = input.get_u16();
             let mut tags = Vec::with_capacity(usize::from(count));
@@ -194,6 +192,7 @@ fn take16(input: &mut Bytes) -> Result<Bytes, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, HeaderValue};
 
     fn sample() -> Entry {
         let mut headers = HeaderMap::new();
@@ -206,7 +205,7 @@ mod tests {
             grace: Duration::from_secs(5),
             payload: Payload::Response(CachedResponse {
                 status: StatusCode::OK,
-                headers,
+                headers: StoredHeaders::from_map(&headers),
                 body: Bytes::from_static(b"{\"id\":1}"),
                 tags: vec![Tag {
                     name: "product:1".into(),

@@ -3,6 +3,7 @@
 //! replica) and [`tiered`] (L1 in front of L2, filling L1 on an L2 hit).
 
 pub mod codec;
+pub mod headers;
 pub mod memory;
 pub mod redis;
 pub mod tiered;
@@ -12,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderName, StatusCode};
+
+pub use self::headers::StoredHeaders;
 
 /// Milliseconds since the Unix epoch, the unit of the stores' timestamps.
 pub fn now_ms() -> u64 {
@@ -31,7 +34,7 @@ pub struct CachedResponse {
     /// Status.
     pub status: StatusCode,
     /// End-to-end headers as the backend sent them (no hop-by-hop, no Age).
-    pub headers: HeaderMap,
+    pub headers: StoredHeaders,
     /// The body; shared, never copied on a hit.
     pub body: Bytes,
     /// Tags rendered when it was stored, each with the tag's generation at
@@ -93,10 +96,8 @@ impl Entry {
         match &self.payload {
             Payload::Response(r) => {
                 r.body.len()
-                    + r.headers
-                        .iter()
-                        .map(|(n, v)| n.as_str().len() + v.len() + 32)
-                        .sum::<usize>()
+                    + r.headers.byte_len()
+                    + r.headers.len() * 8
                     + r.tags.iter().map(|t| t.name.len() + 32).sum::<usize>()
             }
             Payload::Vary(names) => names.len() * 32,

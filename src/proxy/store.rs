@@ -10,7 +10,7 @@ use http::{HeaderMap, Method, StatusCode, request};
 use super::collapse::{FlightGuard, GlobalLock, Landing};
 use super::{storable, vary};
 use crate::cache::tiered::Tiered;
-use crate::cache::{CachedResponse, Entry, Payload};
+use crate::cache::{CachedResponse, Entry, Payload, StoredHeaders};
 use crate::invalidation::{Invalidator, variant_tag};
 use crate::rules::{Bodies, RequestView, Rule, Template};
 
@@ -178,7 +178,7 @@ pub(super) fn prepare(
 
 /// The key the entry for this request is stored under.
 pub(super) fn own_key(primary: &str, res: &CachedResponse, req: &request::Parts) -> String {
-    match storable::vary_names(&res.headers) {
+    match storable::vary_names(&res.headers.to_map(0)) {
         Some(names) if !names.is_empty() => vary::variant_key(primary, &names, &req.headers),
         _ => primary.to_owned(),
     }
@@ -281,7 +281,7 @@ impl Store {
         };
         let response = entry(Payload::Response(CachedResponse {
             status,
-            headers,
+            headers: StoredHeaders::from_map(&headers),
             body,
             tags,
         }));

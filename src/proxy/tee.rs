@@ -45,9 +45,20 @@ impl TeeBody {
 
     fn finish(&mut self, ok: bool) {
         if let Some(done) = self.on_done.take() {
-            let copy = self.copy.take().filter(|_| ok).map(BytesMut::freeze);
+            let copy = self.copy.take().filter(|_| ok).map(compact);
             done(copy);
         }
+    }
+}
+
+/// The copy as it will be kept: re-allocated to its length when more than
+/// a quarter of its buffer is unused (a body shorter than its hint, or
+/// grown by doubling), since the entry keeps the whole buffer.
+fn compact(copy: BytesMut) -> Bytes {
+    if copy.capacity() - copy.len() > copy.len() / 4 {
+        Bytes::copy_from_slice(&copy)
+    } else {
+        copy.freeze()
     }
 }
 

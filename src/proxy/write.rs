@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 use super::headers::{CacheStatus, Fwd, UPSTREAM_ERROR, add_forwarding, strip_hop_by_hop};
 use super::store::Snapshot;
 use super::{BoxError, Proxy, ProxyBody, empty, request_host, respond, storable};
-use crate::cache::{CachedResponse, Entry, Payload};
+use crate::cache::{CachedResponse, Entry, Payload, StoredHeaders};
 use crate::invalidation::Purge;
 use crate::metrics::PurgeSource;
 use crate::rules::{Bodies, RequestView, Rule, Template};
@@ -383,7 +383,7 @@ impl Proxy {
             grace: Duration::ZERO,
             payload: Payload::Response(CachedResponse {
                 status,
-                headers,
+                headers: StoredHeaders::from_map(&headers),
                 body,
                 tags,
             }),

@@ -1,0 +1,204 @@
+//! The headers of a stored response, packed for memory.
+//!
+//! A `HeaderMap` of eight headers takes about 1.4 KiB (index table, buckets
+//! of 96 bytes, one allocation per value), more than half the size of a
+//! typical 2 KiB product. Every L1 entry keeps its headers for its whole
+//! life, so they are kept here as one buffer of names and values plus the
+//! end offsets, and a `HeaderMap` is built when an answer is sent (which
+//! used to clone the map anyway). Packing also copies the bytes out of
+//! hyper's connection read buffer, which the parsed values point into: an
+//! entry holding those would keep the whole buffer alive.
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Packed response headers, in the order the backend sent them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoredHeaders {
+    /// Each header's lower-case name, then its value, back to back.
+    buf: Bytes,
+    /// Per header: where its name ends and where its value ends in `buf`.
+    ends: Box<[(u32, u32)]>,
+}
+
+/// Headers over 4 GiB in all cannot be packed (offsets are 32-bit).
+#[derive(Debug, thiserror::Error)]
+#[error("headers too large to store")]
+pub struct TooLarge;
+
+impl StoredHeaders {
+    /// Packs `map`, copying every name and value.
+    pub fn from_map(map: &HeaderMap) -> Self {
+        // A HeaderMap is bounded far below 4 GiB by hyper's limits; should
+        // one not be, the excess headers are dropped rather than mangled.
+        let pairs: Vec<(&[u8], &[u8])> = map
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+            .collect();
+        Self::pack(&pairs).unwrap_or_default()
+    }
+
+    /// Packs (name, value) pairs read back from storage, refusing any that
+    /// is not a valid header.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+    ) -> Result<Self, InvalidHeader> {
+        for (name, value) in pairs.clone() {
+            HeaderName::from_bytes(name).map_err(|_| InvalidHeader)?;
+            HeaderValue::from_bytes(value).map_err(|_| InvalidHeader)?;
+        }
+        let lower: Vec<(Vec<u8>, &[u8])> = pairs
+            .into_iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), v))
+            .collect();
+        let pairs: Vec<(&[u8], &[u8])> = lower.iter().map(|(n, v)| (n.as_slice(), *v)).collect();
+        Self::pack(&pairs).map_err(|_| InvalidHeader)
+    }
+
+    fn pack(pairs: &[(&[u8], &[u8])]) -> Result<Self, TooLarge> {
+        let size: usize = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut buf = BytesMut::with_capacity(size);
+        let mut ends = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            buf.extend_from_slice(name);
+            let name_end = u32::try_from(buf.len()).map_err(|_| TooLarge)?;
+            buf.extend_from_slice(value);
+            let value_end = u32::try_from(buf.len()).map_err(|_| TooLarge)?;
+            ends.push((name_end, value_end));
+        }
+        Ok(Self {
+            buf: buf.freeze(),
+            ends: ends.into_boxed_slice(),
+        })
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of names and values.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Each (lower-case name, value) in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (n, v) = (name_end as usize, value_end as usize);
+            let pair = (&self.buf[start..n], &self.buf[n..v]);
+            start = v;
+            pair
+        })
+    }
+
+    /// Every value of `name`, sharing this buffer.
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = HeaderValue> + 'a {
+        self.values()
+            .filter_map(move |(n, v)| (n == name.as_str().as_bytes()).then_some(v)?)
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &HeaderName) -> Option<HeaderValue> {
+        self.get_all(name).next()
+    }
+
+    /// A `HeaderMap` of them all, with room for `extra` more; the values
+    /// share this buffer.
+    pub fn to_map(&self, extra: usize) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.len() + extra);
+        for (name, value) in self.values() {
+            if let (Ok(name), Some(value)) = (HeaderName::from_bytes(name), value) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    /// Names with values sliced from the buffer (no copy). Values were
+    /// valid when packed; `None` only if that ever stopped holding.
+    fn values(&self) -> impl Iterator<Item = (&[u8], Option<HeaderValue>)> + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (n, v) = (name_end as usize, value_end as usize);
+            let value = HeaderValue::from_maybe_shared(self.buf.slice(n..v)).ok();
+            let name = &self.buf[start..n];
+            start = v;
+            (name, value)
+        })
+    }
+}
+
+/// A stored header that is not a valid name or value.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid stored header")]
+pub struct InvalidHeader;
+
+impl fmt::Debug for StoredHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.iter()
+                    .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v))),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header;
+
+    fn sample() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("accept"));
+        h.append(header::VARY, HeaderValue::from_static("accept-language"));
+        h.insert("x-backend", HeaderValue::from_static("7"));
+        h
+    }
+
+    /// Packing and unpacking gives the same map, repeated names included.
+    #[test]
+    fn round_trip() {
+        let packed = StoredHeaders::from_map(&sample());
+        assert_eq!(packed.len(), 4);
+        assert_eq!(packed.to_map(0), sample());
+        assert_eq!(
+            packed.get(&header::CONTENT_TYPE).unwrap(),
+            "application/json"
+        );
+        let vary: Vec<_> = packed.get_all(&header::VARY).collect();
+        assert_eq!(vary, ["accept", "accept-language"]);
+        assert!(packed.get(&header::ETAG).is_none());
+    }
+
+    /// Pairs read back from storage are checked and names lower-cased.
+    #[test]
+    fn pairs_are_validated() {
+        let ok = StoredHeaders::from_pairs([(&b"Content-Type"[..], &b"text/plain"[..])]).unwrap();
+        assert_eq!(ok.get(&header::CONTENT_TYPE).unwrap(), "text/plain");
+        assert!(StoredHeaders::from_pairs([(&b"bad name"[..], &b"x"[..])]).is_err());
+        assert!(StoredHeaders::from_pairs([(&b"x"[..], &b"a\nb"[..])]).is_err());
+    }
+
+    /// Empty headers are empty.
+    #[test]
+    fn empty() {
+        let none = StoredHeaders::from_map(&HeaderMap::new());
+        assert!(none.is_empty());
+        assert!(none.to_map(2).is_empty());
+    }
+}
