@@ -10,6 +10,7 @@
 //! entry holding those would keep the whole buffer alive.
 
 use std::fmt;
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -91,19 +92,15 @@ impl StoredHeaders {
 
     /// Each (lower-case name, value) in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        let mut start = 0usize;
-        self.ends.iter().map(move |&(name_end, value_end)| {
-            let (n, v) = (name_end as usize, value_end as usize);
-            let pair = (&self.buf[start..n], &self.buf[n..v]);
-            start = v;
-            pair
-        })
+        self.spans().map(|(n, v)| (&self.buf[n], &self.buf[v]))
     }
 
     /// Every value of `name`, sharing this buffer.
     pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = HeaderValue> + 'a {
-        self.values()
-            .filter_map(move |(n, v)| (n == name.as_str().as_bytes()).then_some(v)?)
+        let wanted = name.as_str().as_bytes();
+        self.spans()
+            .filter(move |(n, _)| &self.buf[n.clone()] == wanted)
+            .filter_map(|(_, v)| HeaderValue::from_maybe_shared(self.buf.slice(v)).ok())
     }
 
     /// The first value of `name`.
@@ -115,24 +112,27 @@ impl StoredHeaders {
     /// share this buffer.
     pub fn to_map(&self, extra: usize) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.len() + extra);
-        for (name, value) in self.values() {
-            if let (Ok(name), Some(value)) = (HeaderName::from_bytes(name), value) {
+        // Both were valid when packed; a pair that somehow no longer is
+        // is left out rather than sent.
+        for (n, v) in self.spans() {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.buf[n]),
+                HeaderValue::from_maybe_shared(self.buf.slice(v)),
+            ) {
                 map.append(name, value);
             }
         }
         map
     }
 
-    /// Names with values sliced from the buffer (no copy). Values were
-    /// valid when packed; `None` only if that ever stopped holding.
-    fn values(&self) -> impl Iterator<Item = (&[u8], Option<HeaderValue>)> + '_ {
+    /// Where each header's name and value are in the buffer.
+    fn spans(&self) -> impl Iterator<Item = (Range<usize>, Range<usize>)> + '_ {
         let mut start = 0usize;
         self.ends.iter().map(move |&(name_end, value_end)| {
             let (n, v) = (name_end as usize, value_end as usize);
-            let value = HeaderValue::from_maybe_shared(self.buf.slice(n..v)).ok();
-            let name = &self.buf[start..n];
+            let spans = (start..n, n..v);
             start = v;
-            (name, value)
+            spans
         })
     }
 }

@@ -84,16 +84,19 @@ fn not_modified(req: &HeaderMap, stored: &StoredHeaders) -> bool {
         let mine = opaque(etag);
         return inm.split(',').any(|t| t.trim() == "*" || opaque(t) == mine);
     }
-    let since = req
+    let Some(since) = req
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return false;
+    };
     let modified = stored
         .get(&header::LAST_MODIFIED)
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
-    matches!((since, modified), (Some(s), Some(m)) if m <= s)
+    modified.is_some_and(|m| m <= since)
 }
 
 /// A short plain-text answer of the proxy's own.
