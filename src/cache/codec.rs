@@ -122,9 +122,12 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
                 need(&input, len)?;
                 pairs.push((name, input.split_to(len)));
             }
+            let pairs: Vec<(&[u8], &[u8])> = pairs
+                .iter()
+                .map(|(n, v)| (n.as_ref(), v.as_ref()))
+                .collect();
             let headers =
-                StoredHeaders::from_pairs(pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
-                    .map_err(|_| DecodeError::Invalid("header"))?;
+                StoredHeaders::from_pairs(&pairs).map_err(|_| DecodeError::Invalid("header"))?;
             need(&input, 2)?;
             let count = input.get_u16();
             let mut tags = Vec::with_capacity(usize::from(count));

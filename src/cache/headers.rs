@@ -32,47 +32,42 @@ pub struct TooLarge;
 impl StoredHeaders {
     /// Packs `map`, copying every name and value.
     pub fn from_map(map: &HeaderMap) -> Self {
-        // A HeaderMap is bounded far below 4 GiB by hyper's limits; should
-        // one not be, the excess headers are dropped rather than mangled.
-        let pairs: Vec<(&[u8], &[u8])> = map
-            .iter()
-            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
-            .collect();
-        Self::pack(&pairs).unwrap_or_default()
+        let mut packer = Packer::new(
+            map.len(),
+            map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum(),
+        );
+        for (name, value) in map {
+            // A HeaderMap is bounded far below 4 GiB by hyper's limits;
+            // should one not be, the rest is dropped rather than mangled.
+            if packer
+                .push(name.as_str().as_bytes(), value.as_bytes())
+                .is_err()
+            {
+                break;
+            }
+        }
+        packer.finish()
     }
 
     /// Packs (name, value) pairs read back from storage, refusing any that
-    /// is not a valid header.
-    pub fn from_pairs<'a>(
-        pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])> + Clone,
-    ) -> Result<Self, InvalidHeader> {
-        for (name, value) in pairs.clone() {
-            HeaderName::from_bytes(name).map_err(|_| InvalidHeader)?;
-            HeaderValue::from_bytes(value).map_err(|_| InvalidHeader)?;
-        }
-        let lower: Vec<(Vec<u8>, &[u8])> = pairs
-            .into_iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), v))
-            .collect();
-        let pairs: Vec<(&[u8], &[u8])> = lower.iter().map(|(n, v)| (n.as_slice(), *v)).collect();
-        Self::pack(&pairs).map_err(|_| InvalidHeader)
-    }
-
-    fn pack(pairs: &[(&[u8], &[u8])]) -> Result<Self, TooLarge> {
-        let size: usize = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
-        let mut buf = BytesMut::with_capacity(size);
-        let mut ends = Vec::with_capacity(pairs.len());
+    /// is not a valid header. Names are lower-cased.
+    pub fn from_pairs(pairs: &[(&[u8], &[u8])]) -> Result<Self, InvalidHeader> {
+        let size = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut packer = Packer::new(pairs.len(), size);
         for (name, value) in pairs {
-            buf.extend_from_slice(name);
-            let name_end = u32::try_from(buf.len()).map_err(|_| TooLarge)?;
-            buf.extend_from_slice(value);
-            let value_end = u32::try_from(buf.len()).map_err(|_| TooLarge)?;
-            ends.push((name_end, value_end));
+            let name = HeaderName::from_bytes(name).map_err(|_| InvalidHeader)?;
+            // The rule `HeaderValue::from_bytes` applies, without its copy.
+            if !value
+                .iter()
+                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+            {
+                return Err(InvalidHeader);
+            }
+            packer
+                .push(name.as_str().as_bytes(), value)
+                .map_err(|_| InvalidHeader)?;
         }
-        Ok(Self {
-            buf: buf.freeze(),
-            ends: ends.into_boxed_slice(),
-        })
+        Ok(packer.finish())
     }
 
     /// Number of headers.
@@ -137,6 +132,37 @@ impl StoredHeaders {
     }
 }
 
+/// Builds the buffer and the offsets.
+struct Packer {
+    buf: BytesMut,
+    ends: Vec<(u32, u32)>,
+}
+
+impl Packer {
+    fn new(headers: usize, bytes: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(bytes),
+            ends: Vec::with_capacity(headers),
+        }
+    }
+
+    fn push(&mut self, name: &[u8], value: &[u8]) -> Result<(), TooLarge> {
+        let name_end = u32::try_from(self.buf.len() + name.len()).map_err(|_| TooLarge)?;
+        let value_end = u32::try_from(name_end as usize + value.len()).map_err(|_| TooLarge)?;
+        self.buf.extend_from_slice(name);
+        self.buf.extend_from_slice(value);
+        self.ends.push((name_end, value_end));
+        Ok(())
+    }
+
+    fn finish(self) -> StoredHeaders {
+        StoredHeaders {
+            buf: self.buf.freeze(),
+            ends: self.ends.into_boxed_slice(),
+        }
+    }
+}
+
 /// A stored header that is not a valid name or value.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid stored header")]
@@ -188,10 +214,10 @@ mod tests {
     /// Pairs read back from storage are checked and names lower-cased.
     #[test]
     fn pairs_are_validated() {
-        let ok = StoredHeaders::from_pairs([(&b"Content-Type"[..], &b"text/plain"[..])]).unwrap();
+        let ok = StoredHeaders::from_pairs(&[(&b"Content-Type"[..], &b"text/plain"[..])]).unwrap();
         assert_eq!(ok.get(&header::CONTENT_TYPE).unwrap(), "text/plain");
-        assert!(StoredHeaders::from_pairs([(&b"bad name"[..], &b"x"[..])]).is_err());
-        assert!(StoredHeaders::from_pairs([(&b"x"[..], &b"a\nb"[..])]).is_err());
+        assert!(StoredHeaders::from_pairs(&[(&b"bad name"[..], &b"x"[..])]).is_err());
+        assert!(StoredHeaders::from_pairs(&[(&b"x"[..], &b"a\nb"[..])]).is_err());
     }
 
     /// Empty headers are empty.
