@@ -1,0 +1,98 @@
+//! Memory per L1 entry: RSS growth while 10,000 entries of a 2,000-byte
+//! body and eight nginx-style headers are kept three ways — the bodies
+//! alone, whole entries outside moka, and entries in `MemoryStore`.
+//!
+//!   cargo bench --bench l1_memory
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use sidecache::cache::memory::MemoryStore;
+use sidecache::cache::{CachedResponse, Entry, Payload, Store, StoredHeaders};
+
+const ENTRIES: usize = 10_000;
+const BODY: usize = 2_000;
+
+fn rss() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn headers(i: usize) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let date = HeaderValue::from_static("Tue, 24 Nov 2026 15:52:26 GMT");
+    h.insert(header::SERVER, HeaderValue::from_static("nginx/1.22.1"));
+    h.insert(header::DATE, date.clone());
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(BODY));
+    h.insert(header::LAST_MODIFIED, date);
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&format!("\"6743a8fa-{i:x}\""))
+            .unwrap_or(HeaderValue::from_static("\"x\"")),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=3600"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h
+}
+
+fn entry(i: usize) -> Arc<Entry> {
+    Arc::new(Entry {
+        stored_at: SystemTime::now(),
+        ttl: Duration::from_secs(3600),
+        grace: Duration::ZERO,
+        payload: Payload::Response(CachedResponse {
+            status: StatusCode::OK,
+            headers: StoredHeaders::from_map(&headers(i)),
+            body: Bytes::from(vec![b'x'; BODY]),
+            tags: Vec::new(),
+        }),
+    })
+}
+
+fn report(what: &str, before: usize) {
+    let grown = rss().saturating_sub(before);
+    println!(
+        "{what:<40} {:>6} bytes per entry ({:.1} MiB for {ENTRIES})",
+        grown / ENTRIES,
+        grown as f64 / 1_048_576.0
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let before = rss();
+    let bodies: Vec<Bytes> = (0..ENTRIES)
+        .map(|_| Bytes::from(vec![b'x'; BODY]))
+        .collect();
+    report("the body alone", before);
+
+    let before = rss();
+    let entries: Vec<Arc<Entry>> = (0..ENTRIES).map(entry).collect();
+    report("entry, outside moka", before);
+
+    let store = MemoryStore::new(1 << 30);
+    let before = rss();
+    for i in 0..ENTRIES {
+        if store.put(&format!("product:{i}"), entry(i)).await.is_err() {
+            eprintln!("put failed");
+        }
+    }
+    let (count, weighed) = store.usage().await;
+    report("entry in MemoryStore (L1)", before);
+    println!("L1 holds {count} entries, {weighed} bytes as weighed");
+    drop((bodies, entries));
+}
