@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,14 +20,6 @@ const SECRETS: [&str; 6] = [
     "BACKEND-BODY-SECRET",
     "QUERY-SECRET",
 ];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Runs the binary with `args` and `RUST_LOG=debug`, sends requests that
 /// carry every kind of secret, stops it with SIGTERM and answers its stderr.
@@ -61,20 +53,13 @@ rules:
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_sidecache"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(args)
-        .env("RUST_LOG", "debug")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("proxy ready", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", admin))
-            .await
-            .is_ok()
-    })
+    let child = start_binary(
+        &config,
+        admin,
+        args,
+        &[("RUST_LOG", "debug")],
+        Stdio::piped(),
+    )
     .await;
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let admin_url = |p: &str| format!("http://127.0.0.1:{admin}{p}");
@@ -105,13 +90,7 @@ rules:
     let refused = send("POST", &admin_url("/reload"), &secret_headers, "").await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "TERM");
     let deadline = Instant::now() + Duration::from_secs(10);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await

@@ -4,7 +4,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -173,16 +173,7 @@ async fn file_change_is_watched() {
 #[tokio::test]
 async fn sighup_reloads_binary() {
     let backend = Backend::json(vec![]).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (port, admin) = (free_port(), free_port());
     // The folder watch is off, so only the signal can reload.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sidecache.yaml");
@@ -196,18 +187,13 @@ async fn sighup_reloads_binary() {
         )
     };
     std::fs::write(&path, body("")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sidecache"))
-        .env("SIDECACHE_WATCH", "false")
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("ready", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", admin))
-            .await
-            .is_ok()
-    })
+    let mut child = start_binary(
+        &path,
+        admin,
+        &[],
+        &[("SIDECACHE_WATCH", "false")],
+        Stdio::null(),
+    )
     .await;
     let url = format!("http://127.0.0.1:{port}/new/3");
     assert!(get(&url, &[]).await.cache_status().contains("no-rule"));
@@ -218,19 +204,11 @@ async fn sighup_reloads_binary() {
         get(&url, &[]).await.cache_status().contains("no-rule"),
         "reloaded without SIGHUP though the watch is off"
     );
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "HUP");
     eventually("new rule in effect", || async {
         !get(&url, &[]).await.cache_status().contains("no-rule")
     })
     .await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    signal(&child, "TERM");
     let _ = child.wait();
 }

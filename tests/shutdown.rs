@@ -3,20 +3,12 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::StatusCode;
 use support::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_request_finish() {
@@ -32,32 +24,14 @@ async fn sigterm_lets_in_flight_request_finish() {
         format!("listen: 127.0.0.1:{port}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nupstream: {{ url: \"{}\" }}\n", backend.url()),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sidecache"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("proxy ready", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", admin))
-            .await
-            .is_ok()
-    })
-    .await;
+    let mut child = start_binary(&config, admin, &[], &[], Stdio::null()).await;
     let request =
         tokio::spawn(async move { get(&format!("http://127.0.0.1:{port}/slow"), &[]).await });
     eventually("request reached the backend", || async {
         backend.hits() == 1
     })
     .await;
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "TERM");
     let res = request.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.body, "slow answer");

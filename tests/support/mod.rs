@@ -423,3 +423,48 @@ pub async fn redis_has(redis: &Redis, key: &str) -> bool {
         .unwrap_or(0)
         > 0
 }
+
+/// A loopback port free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `sidecache run --config <config>` with `args` and `env`,
+/// returned once its admin port (`admin`) accepts connections.
+pub async fn start_binary(
+    config: &Path,
+    admin: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_sidecache"))
+        .args(["run", "--config"])
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    eventually("sidecache ready", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .is_ok()
+    })
+    .await;
+    child
+}
+
+/// Sends `signal` (`TERM`, `HUP`) to `child`.
+pub fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} failed");
+}
