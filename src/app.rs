@@ -98,7 +98,8 @@ impl App {
 }
 
 /// Every [`metrics::UPKEEP`]: drains histogram samples (the recorder keeps
-/// them until then) and reads the gauges from the stores, until `shutdown`.
+/// them until then), reads the gauges from the stores, and lets the local
+/// rate limiters forget idle clients, until `shutdown`.
 async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
     let handle = metrics::handle();
     let mut tick = tokio::time::interval(metrics::UPKEEP);
@@ -115,5 +116,10 @@ async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
         ::metrics::gauge!(metrics::L1_BYTES).set(bytes as f64);
         ::metrics::gauge!(metrics::L1_CAPACITY).set(memory.capacity() as f64);
         metrics::redis_state(proxy.cache().redis_state());
+        for rule in proxy.config().rules.rules() {
+            if let Some(limit) = &rule.rate_limit {
+                limit.forget_idle();
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`proxy`]: the request pipeline, the upstream client, response building.
 //! - [`admin`]: health, readiness, metrics, the dashboard and purges on their own listener.
 //! - [`metrics`]: metric names, outcome labels and the Prometheus recorder.
+//! - [`ratelimit`]: per-rule rate limits, local (governor) or global (Redis).
 //! - [`server`]: the accept loop shared by both listeners; [`shutdown`]: signals.
 //! - [`app`]: builds the components from a config and runs them; [`reload`]: hot reload.
 //! - [`explain`]: what a request would do, for `sidecache explain`.
@@ -36,6 +37,7 @@ pub mod explain;
 pub mod invalidation;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod rules;
 pub mod server;

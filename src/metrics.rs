@@ -31,6 +31,8 @@ pub const L1_BYTES: &str = "sidecache_l1_bytes";
 pub const L1_CAPACITY: &str = "sidecache_l1_capacity_bytes";
 /// Keys, tags and prefixes purged, by `kind` and `source` (counter).
 pub const PURGES: &str = "sidecache_purges_total";
+/// Requests refused by a rule's rate limit, by `rule` and `scope` (counter).
+pub const RATE_LIMITED: &str = "sidecache_rate_limited_total";
 /// Requests refused before reaching the backend, by `reason` (counter).
 pub const REJECTED: &str = "sidecache_rejected_total";
 /// Config reloads by `result` (ok, failed) (counter).
@@ -66,8 +68,10 @@ pub enum Outcome {
     Collapsed,
     /// Forwarded without the cache: no rule, `cache: false`, writes, Authorization.
     Pass,
-    /// The backend could not be reached, or the request was refused.
+    /// The backend could not be reached.
     Error,
+    /// Refused by the rule's rate limit (429).
+    RateLimited,
 }
 
 impl Outcome {
@@ -81,6 +85,7 @@ impl Outcome {
             Outcome::Collapsed => "collapsed",
             Outcome::Pass => "pass",
             Outcome::Error => "error",
+            Outcome::RateLimited => "rate-limited",
         }
     }
 }
@@ -156,6 +161,7 @@ fn describe() {
     describe_gauge!(L1_BYTES, Unit::Bytes, "Bytes held by the memory tier.");
     describe_gauge!(L1_CAPACITY, Unit::Bytes, "Limit of the memory tier.");
     describe_counter!(PURGES, "Keys, tags and prefixes purged.");
+    describe_counter!(RATE_LIMITED, "Requests refused by a rule's rate limit.");
     describe_counter!(REJECTED, "Requests refused before reaching the backend.");
     describe_counter!(RELOADS, "Config reloads.");
     describe_gauge!(BUILD_INFO, "Version of this build.");

@@ -265,6 +265,39 @@ impl RedisStore {
         self.run::<u64>("EVAL", cmd).await.map(|_| ())
     }
 
+    /// Counts one request against a GCRA limit kept under `#rl:<id>`:
+    /// `interval` between requests on average, `burst` at once. Answers
+    /// `None` if it may pass, otherwise how long until it could. Redis's own
+    /// clock decides, so replicas with skewed clocks agree.
+    pub async fn rate_limit(
+        &self,
+        id: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Option<Duration>, StoreError> {
+        // tat: the theoretical arrival time of the next request, in µs.
+        const GCRA: &str = "local t = redis.call('TIME') \
+            local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) \
+            local interval = tonumber(ARGV[1]) \
+            local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now) \
+            local new = tat + interval \
+            local allowed = now + interval * tonumber(ARGV[2]) \
+            if new > allowed then return new - allowed end \
+            redis.call('SET', KEYS[1], new, 'PX', math.ceil((new - now) / 1000)) \
+            return 0";
+        let micros = u64::try_from(interval.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(GCRA)
+            .arg(1)
+            .arg(format!("{}#rl:{id}", self.prefix))
+            .arg(micros)
+            .arg(burst);
+        let wait = self.run::<u64>("EVAL", cmd).await?;
+        Ok((wait > 0).then(|| Duration::from_micros(wait)))
+    }
+
     fn lock_key(&self, key: &str) -> String {
         format!("{}#lock:{key}", self.prefix)
     }

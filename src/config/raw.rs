@@ -172,7 +172,7 @@ pub struct RawRule {
     pub collapse: Option<Sp<String>>,
     /// Accepted, not acted on yet.
     pub warm_on: Option<Vec<Sp<String>>>,
-    /// Accepted, not acted on yet.
+    /// Requests per client allowed through this rule; over it, 429.
     pub rate_limit: Option<Sp<RawRateLimit>>,
     /// Status codes that may be stored (default 200, 203, 204, 300, 301, 404, 410).
     pub statuses: Option<Vec<Sp<u16>>>,
@@ -212,8 +212,13 @@ pub struct RawWriteThrough {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
+    /// What a client is counted by, e.g. `{client_ip}` or `{header.x-api-key}`.
     pub key: Sp<String>,
+    /// Average rate: `100/s`, `20/m`, `1000/h`.
     pub rate: Sp<String>,
+    /// Requests allowed at once (default: the rate's count).
     pub burst: Option<Sp<u32>>,
+    /// `local` (per replica) or `global` (shared through Redis).
+    #[schemars(extend("enum" = ["local", "global"]))]
     pub scope: Option<Sp<String>>,
 }

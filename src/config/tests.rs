@@ -143,3 +143,36 @@ fn admin_token_and_tier_fallback() {
         l.warnings
     );
 }
+
+/// `rate_limit` is read with its line: a bad rate, burst or scope is an
+/// error; `scope: global` without Redis is a warning and counts locally.
+#[test]
+fn rate_limits() {
+    let rule = |limit: &str| {
+        format!(
+            "{BASE}rules:\n  - name: inv\n    match: {{ path: \"/inventory/{{id}}\" }}\n    cache: false\n    rate_limit: {limit}\n"
+        )
+    };
+    let l = load(&rule("{ key: \"{client_ip}\", rate: 100/s, burst: 20 }")).unwrap();
+    let limit = l.config.rules.rules()[0].rate_limit.as_ref().unwrap();
+    assert_eq!(limit.interval, std::time::Duration::from_millis(10));
+    assert_eq!(limit.burst.get(), 20);
+    assert_eq!(limit.scope, crate::ratelimit::Scope::Local);
+
+    let l = load(&rule("{ key: \"{client_ip}\", rate: 5/m, scope: global }")).unwrap();
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert!(l.warnings[0].message.contains("global needs redis"));
+
+    let e = errors(&rule("{ key: \"{client_ip}\", rate: fast }"));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("6:") && l.contains("rate_limit.rate")),
+        "{e:?}"
+    );
+    let e = errors(&rule("{ key: \"{client_ip}\", rate: 1/s, burst: 0 }"));
+    assert!(e.iter().any(|l| l.contains("rate_limit.burst")), "{e:?}");
+    let e = errors(&rule("{ key: \"{client_ip}\", rate: 1/s, scope: planet }"));
+    assert!(e.iter().any(|l| l.contains("rate_limit.scope")), "{e:?}");
+    let e = errors(&rule("{ key: \"{nope}\", rate: 1/s }"));
+    assert!(e.iter().any(|l| l.contains("rate_limit.key")), "{e:?}");
+}

@@ -9,6 +9,9 @@ use http::Method;
 
 use super::raw::{RawConfig, RawRule, Sp};
 use super::*;
+use std::num::NonZeroU32;
+
+use crate::ratelimit::{self, RateLimit, Scope};
 use crate::rules::{
     Rule, RuleSet, Template, Tier, Trigger, Ttl, Use, Var, WriteThrough, route_params,
 };
@@ -552,6 +555,7 @@ fn rule(
         }
         None => None,
     };
+    let rate_limit = rate_limit(c, raw, d, &field, &params, have_redis);
     pending_fields(c, raw, &field);
     let (Some(key), Some(ttl), Some(max_object_size)) = (key, ttl, max_object_size) else {
         return None;
@@ -579,7 +583,61 @@ fn rule(
         origin_tags: flag(&raw.origin_tags, &d.origin_tags),
         write_through,
         triggers,
+        rate_limit,
     })
+}
+
+/// `rate_limit: { key, rate, burst, scope }`, the rule's own or the defaults'.
+fn rate_limit(
+    c: &mut Check,
+    raw: &RawRule,
+    d: &RawRule,
+    field: &dyn Fn(&str) -> String,
+    params: &[String],
+    have_redis: bool,
+) -> Option<RateLimit> {
+    let r = raw.rate_limit.as_ref().or(d.rate_limit.as_ref())?;
+    let l = &r.value;
+    let key = Template::parse(&l.key.value, Use::Key, params)
+        .map_err(|e| c.error(&l.key, &field("rate_limit.key"), e))
+        .ok();
+    let rate = ratelimit::parse_rate(&l.rate.value)
+        .map_err(|e| c.error(&l.rate, &field("rate_limit.rate"), e))
+        .ok();
+    let burst = match &l.burst {
+        Some(b) => match NonZeroU32::new(b.value) {
+            Some(n) => Some(n),
+            None => {
+                c.error(b, &field("rate_limit.burst"), "must be at least 1");
+                return None;
+            }
+        },
+        None => None,
+    };
+    let scope = match l.scope.as_ref().map(|s| (s, s.value.as_str())) {
+        None | Some((_, "local")) => Scope::Local,
+        Some((_, "global")) if have_redis => Scope::Global,
+        Some((s, "global")) => {
+            c.warn(
+                s,
+                &field("rate_limit.scope"),
+                "global needs redis; counted per replica",
+            );
+            Scope::Local
+        }
+        Some((s, other)) => {
+            c.error(
+                s,
+                &field("rate_limit.scope"),
+                format!("`{other}`: use local or global"),
+            );
+            return None;
+        }
+    };
+    let (Some(key), Some((rate, per))) = (key, rate) else {
+        return None;
+    };
+    RateLimit::new(key, rate, per, burst, scope)
 }
 
 /// `invalidate_on: ["PUT /products/{id}"]`: each pattern must define the
@@ -663,17 +721,12 @@ fn pending_fields(c: &mut Check, raw: &RawRule, field: &dyn Fn(&str) -> String) 
             });
         }
     };
-    fn at<T>(v: &Option<Sp<T>>) -> Option<(u64, u64)> {
-        v.as_ref()
-            .map(|s| (s.referenced.line(), s.referenced.column()))
-    }
     fn at_list<T>(v: &Option<Vec<Sp<T>>>) -> Option<(u64, u64)> {
         v.as_ref()
             .and_then(|l| l.first())
             .map(|s| (s.referenced.line(), s.referenced.column()))
     }
     warn_if(at_list(&raw.warm_on), "warm_on");
-    warn_if(at(&raw.rate_limit), "rate_limit");
 }
 
 /// Names must be unique; two rules must not match the same requests on the

@@ -16,6 +16,8 @@ pub const VIA: &str = "1.1 sidecache";
 
 /// `Cache-Status` detail of an answer the backend never gave.
 pub const UPSTREAM_ERROR: &str = "upstream-error";
+/// `Cache-Status` detail of a request refused by the rule's rate limit.
+pub const RATE_LIMITED: &str = "rate-limited";
 
 /// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -142,6 +144,7 @@ impl CacheStatus {
             (true, None) if self.detail == Some(Layer::Redis.as_str()) => Outcome::HitRedis,
             (true, None) => Outcome::HitMemory,
             _ if self.detail == Some(UPSTREAM_ERROR) => Outcome::Error,
+            _ if self.detail == Some(RATE_LIMITED) => Outcome::RateLimited,
             (false, Some(Fwd::UriMiss | Fwd::VaryMiss | Fwd::Stale)) => Outcome::Miss,
             (false, _) => Outcome::Pass,
         }

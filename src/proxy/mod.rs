@@ -36,7 +36,8 @@ use crate::cache::{Entry, Layer, Payload, Store as _};
 use crate::config::Config;
 use crate::invalidation::Invalidator;
 use crate::metrics::{self, Outcome};
-use crate::rules::{RequestView, Rule};
+use crate::ratelimit::{RateLimit, Scope};
+use crate::rules::{Bodies, RequestView, Rule};
 use tracing::Instrument as _;
 
 /// Error type of bodies crossing the proxy.
@@ -174,6 +175,19 @@ impl Proxy {
         let config = self.config();
         let found = config.rules.find(&parts.method, &host, parts.uri.path());
         let rule = found.as_ref().map(|m| m.rule.clone());
+        // Step 2b: the rule's rate limit, before any cache or backend work.
+        if let Some(m) = &found
+            && let Some(limit) = &m.rule.rate_limit
+        {
+            let view = RequestView::of(&parts, &host, client);
+            let key = limit
+                .key
+                .render(&view, &m.params, Bodies::default())
+                .unwrap_or_default();
+            if let Some(wait) = self.rate_limited(m.rule, limit, &key).await {
+                return (respond::rate_limited(wait), rule);
+            }
+        }
         let lookup = match found {
             None => Err(pass_status(Fwd::Bypass, "no-rule")),
             Some(m) if !m.rule.cache => Err(pass_status(Fwd::Bypass, "rule")),
@@ -195,6 +209,33 @@ impl Proxy {
             Ok(lookup) => self.cached(parts, client, lookup).await,
         };
         (res, rule)
+    }
+
+    /// Counts one request against `limit`; answers how long to wait when
+    /// it is over. A global limit that cannot reach Redis counts here.
+    async fn rate_limited(&self, rule: &Rule, limit: &RateLimit, key: &str) -> Option<Duration> {
+        let wait = match (limit.scope, &self.cache.redis) {
+            (Scope::Global, Some(redis)) => {
+                let id = format!("{}:{key}", rule.name);
+                match redis
+                    .rate_limit(&id, limit.interval, limit.burst.get())
+                    .await
+                {
+                    Ok(wait) => wait,
+                    Err(_) => limit.check_local(key),
+                }
+            }
+            _ => limit.check_local(key),
+        };
+        if wait.is_some() {
+            ::metrics::counter!(
+                metrics::RATE_LIMITED,
+                "rule" => rule.name.clone(),
+                "scope" => limit.scope.as_str()
+            )
+            .increment(1);
+        }
+        wait
     }
 
     /// Steps 4 to 6: L1, L2, then one upstream request per key.

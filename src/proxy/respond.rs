@@ -1,13 +1,13 @@
 //! Responses built by the proxy itself: answers from a cache entry (with
 //! `Age`, HEAD and conditional 304 handling) and short error answers.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
 use http_body_util::{BodyExt, Full};
 
-use super::headers::{CacheStatus, append_via, set_cache_status};
+use super::headers::{CacheStatus, RATE_LIMITED, append_via, set_cache_status};
 use super::{ProxyBody, empty};
 use crate::cache::{CachedResponse, Entry, StoredHeaders};
 
@@ -97,6 +97,24 @@ fn not_modified(req: &HeaderMap, stored: &StoredHeaders) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
     modified.is_some_and(|m| m <= since)
+}
+
+/// 429 for a request over its rule's rate limit, with `Retry-After` in
+/// whole seconds (at least 1).
+pub fn rate_limited(wait: Duration) -> Response<ProxyBody> {
+    let status = CacheStatus {
+        detail: Some(RATE_LIMITED),
+        ..Default::default()
+    };
+    let mut res = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many requests; retry later",
+        &status,
+    );
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    res
 }
 
 /// A short plain-text answer of the proxy's own.

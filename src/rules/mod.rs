@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use http::Method;
 
+use crate::ratelimit::RateLimit;
 pub use template::{Bodies, RequestView, Template, Use, Var};
 
 /// How long an entry stays fresh.
@@ -104,6 +105,8 @@ pub struct Rule {
     pub write_through: Option<WriteThrough>,
     /// Writes whose 2xx answer purges this rule's key and tags.
     pub triggers: Vec<Trigger>,
+    /// Requests per client key allowed through this rule.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// `write_through:` of a rule.

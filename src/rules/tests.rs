@@ -23,6 +23,7 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         origin_tags: false,
         write_through: None,
         triggers: vec![],
+        rate_limit: None,
     }
 }
 
