@@ -27,5 +27,6 @@ if cargo nextest --version >/dev/null 2>&1; then
   # Last, so its summary closes the output.
   cargo nextest run --lib --bins --tests --no-fail-fast
 else
-  cargo test --lib --bins --tests
+  # One test at a time: tests of one binary share the process's metrics.
+  cargo test --lib --bins --tests -- --test-threads=1
 fi

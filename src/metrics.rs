@@ -173,6 +173,11 @@ pub fn request(rule: &str, outcome: Outcome) {
         .increment(1);
 }
 
+/// Counts a request refused before the backend (`backend-busy`, `body-too-large`).
+pub fn rejected(reason: &'static str) {
+    metrics::counter!(REJECTED, "reason" => reason).increment(1);
+}
+
 /// Sets the Redis state gauges.
 pub fn redis_state(state: &'static str) {
     for s in ["up", "degraded", "disabled"] {

@@ -107,7 +107,8 @@ async fn dashboard_shows_live_data_in_chromium() {
     })
     .await;
 
-    let page = format!("http://{}/", proxy.admin);
+    // The purges need the token; the page takes it from the fragment.
+    let page = format!("http://{}/#token=dash", proxy.admin);
     let profile = tempfile::tempdir().unwrap();
     let dom = {
         let (profile, page) = (profile.path().to_owned(), page.clone());

@@ -21,7 +21,7 @@ const GLOBAL: &str = r#"
 upstream: { url: UPSTREAM }
 redis: { url: "REDIS", key_prefix: "rl:", timeout: 100ms }
 rules:
-  - name: inventory
+  - name: inventory-global
     match: { path: "/inventory/{id}" }
     cache: false
     rate_limit: { key: "{header.x-client}", rate: 3/m, burst: 3, scope: global }

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /` | the live dashboard: per-rule request rate and hit ratio, L1 usage, Redis state, backend latency, last purges |
 //! | `GET /metrics` | Prometheus text format; names in [`crate::metrics`] |
-//! | `GET /purges` | the last purges applied here (API, `PURGE`, writes, other replicas), newest first, as JSON |
+//! | `GET /purges` | the last purges applied here (API, `PURGE`, writes, other replicas), newest first, as JSON (bearer token: keys and tags may hold user data) |
 //! | `GET /healthz` | liveness: `ok` while the process serves |
 //! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled`, and whether purge announcements are `subscribed`, `cut-off` or `local` (no Redis) |
 //! | `GET /rules` | the rules as loaded, as JSON |
@@ -80,6 +80,15 @@ impl Admin {
                 "text/plain; version=0.0.4; charset=utf-8",
                 Bytes::from(crate::metrics::handle().render()),
             ),
+            // Purged keys and tags may carry cookie, header or query values.
+            (&Method::GET | &Method::HEAD, "/purges")
+                if !authorized(req.headers(), self.proxy.config().admin.token.as_deref()) =>
+            {
+                json(
+                    StatusCode::UNAUTHORIZED,
+                    &serde_json::json!({"error": "a bearer token matching admin.token is required"}),
+                )
+            }
             (&Method::GET | &Method::HEAD, "/purges") => json(
                 StatusCode::OK,
                 &serde_json::json!({ "purges": self.proxy.invalidator().recent() }),

@@ -71,7 +71,7 @@ impl Tiered {
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(key, error = %e, "L2 lookup failed; treated as a miss");
+                tracing::warn!(error = %e, "L2 lookup failed; treated as a miss");
                 None
             }
         }
@@ -88,7 +88,7 @@ impl Tiered {
             let key = key.to_owned();
             tokio::spawn(async move {
                 if let Err(e) = redis.put(&key, entry).await {
-                    tracing::warn!(key, error = %e, "L2 store failed");
+                    tracing::warn!(error = %e, "L2 store failed");
                 }
             });
         }
@@ -104,7 +104,7 @@ impl Tiered {
             Some(redis) => match redis.put(key, entry).await {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(key, error = %e, "L2 store failed");
+                    tracing::warn!(error = %e, "L2 store failed");
                     false
                 }
             },

@@ -148,7 +148,7 @@ pub struct RawRule {
     /// A duration (`24h`) or `origin` (freshness from the backend's headers).
     pub ttl: Option<Sp<String>>,
     /// Where entries live.
-    #[schemars(extend("enum" = ["memory", "redis", "both"]))]
+    #[schemars(extend("enum" = ["memory", "redis", "both", null]))]
     pub tier: Option<Sp<String>>,
     /// Tag templates; a purge of a tag removes every entry carrying it.
     pub tags: Option<Vec<Sp<String>>>,
@@ -165,10 +165,10 @@ pub struct RawRule {
     /// Window after expiry in which the stale entry is served when the backend fails.
     pub stale_if_error: Option<Sp<String>>,
     /// `never` forbids stale answers.
-    #[schemars(extend("enum" = ["never"]))]
+    #[schemars(extend("enum" = ["never", null]))]
     pub stale: Option<Sp<String>>,
     /// One backend request per key per replica (`local`) or across replicas (`global`).
-    #[schemars(extend("enum" = ["local", "global"]))]
+    #[schemars(extend("enum" = ["local", "global", null]))]
     pub collapse: Option<Sp<String>>,
     /// Accepted, not acted on yet.
     pub warm_on: Option<Vec<Sp<String>>>,
@@ -219,6 +219,6 @@ pub struct RawRateLimit {
     /// Requests allowed at once (default: the rate's count).
     pub burst: Option<Sp<u32>>,
     /// `local` (per replica) or `global` (shared through Redis).
-    #[schemars(extend("enum" = ["local", "global"]))]
+    #[schemars(extend("enum" = ["local", "global", null]))]
     pub scope: Option<Sp<String>>,
 }

@@ -105,7 +105,13 @@ pub struct Recorded {
     pub tags: Vec<String>,
     /// Prefixes purged.
     pub prefixes: Vec<String>,
+    /// Keys, tags and prefixes left out of the lists above (each keeps
+    /// its first [`RECENT_ITEMS`]).
+    pub more: usize,
 }
+
+/// How many keys, tags and prefixes of one purge [`Recorded`] lists.
+pub const RECENT_ITEMS: usize = 10;
 
 /// The internal tag every Vary variant of `key` carries, so a purge of the
 /// key reaches variants it cannot name.
@@ -142,14 +148,12 @@ impl Invalidator {
 
     /// Counts a purge by kind and source and remembers it.
     fn record(&self, source: PurgeSource, keys: &[String], tags: &[String], prefixes: &[String]) {
-        let tags: Vec<String> = tags
-            .iter()
-            .filter(|t| !t.starts_with('#'))
-            .cloned()
-            .collect();
+        // Internal tags (`#vary:...`) are not the caller's; they are left out.
+        let visible = || tags.iter().filter(|t| !t.starts_with('#'));
+        let tag_count = visible().count();
         for (kind, n) in [
             ("key", keys.len()),
-            ("tag", tags.len()),
+            ("tag", tag_count),
             ("prefix", prefixes.len()),
         ] {
             if n > 0 {
@@ -157,17 +161,25 @@ impl Invalidator {
                     .increment(n as u64);
             }
         }
+        // Only the first few of each list: a purge may name thousands.
+        let first = |items: &[String]| items.iter().take(RECENT_ITEMS).cloned().collect();
+        let more = [keys.len(), tag_count, prefixes.len()]
+            .iter()
+            .map(|n| n.saturating_sub(RECENT_ITEMS))
+            .sum();
+        let recorded = Recorded {
+            at_ms: now_ms(),
+            source,
+            keys: first(keys),
+            tags: visible().take(RECENT_ITEMS).cloned().collect(),
+            prefixes: first(prefixes),
+            more,
+        };
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
         if recent.len() == RECENT {
             recent.pop_front();
         }
-        recent.push_back(Recorded {
-            at_ms: now_ms(),
-            source,
-            keys: keys.to_vec(),
-            tags,
-            prefixes: prefixes.to_vec(),
-        });
+        recent.push_back(recorded);
     }
 
     /// The purge epoch (see [`Invalidator::purge`]).
@@ -264,7 +276,7 @@ impl Invalidator {
                 Some(r) => match r.bump_tag(&tag).await {
                     Ok(g) => g,
                     Err(e) => {
-                        tracing::warn!(tag, error = %e, "tag purge could not reach Redis; applied here only");
+                        tracing::warn!(error = %e, "tag purge could not reach Redis; applied here only");
                         counts.redis_errors += 1;
                         self.generations.bump_local(&tag)
                     }

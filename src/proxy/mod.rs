@@ -162,31 +162,35 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         let body = body.map_err(Into::into).boxed_unsync();
 
-        // Step 1: writes go their own way (forward, then purge or write
-        // through); PURGE is answered here.
+        // PURGE is answered here, whatever the rules say.
         if parts.method.as_str() == "PURGE" {
             return (self.purge_request(&parts, client).await, None);
         }
-        if !matches!(parts.method, Method::GET | Method::HEAD) {
-            return (self.write(parts, body, client).await, None);
-        }
-        // Step 2: match a rule. No rule and `cache: false` are forwarded untouched.
+        // Step 1: match a rule, for any method (a rule may limit writes).
         let host = request_host(&parts);
         let config = self.config();
         let found = config.rules.find(&parts.method, &host, parts.uri.path());
         let rule = found.as_ref().map(|m| m.rule.clone());
-        // Step 2b: the rule's rate limit, before any cache or backend work.
+        // Step 2: the rule's rate limit, before any cache or backend work.
         if let Some(m) = &found
             && let Some(limit) = &m.rule.rate_limit
         {
             let view = RequestView::of(&parts, &host, client);
+            // A client whose key renders empty (a header it did not send)
+            // is counted by its address, not in one bucket shared by all.
             let key = limit
                 .key
                 .render(&view, &m.params, Bodies::default())
-                .unwrap_or_default();
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| client.to_string());
             if let Some(wait) = self.rate_limited(m.rule, limit, &key).await {
                 return (respond::rate_limited(wait), rule);
             }
+        }
+        // Step 3: writes go their own way (forward, then purge or write
+        // through). No rule and `cache: false` are forwarded untouched.
+        if !matches!(parts.method, Method::GET | Method::HEAD) {
+            return (self.write(parts, body, client).await, rule);
         }
         let lookup = match found {
             None => Err(pass_status(Fwd::Bypass, "no-rule")),
@@ -197,7 +201,7 @@ impl Proxy {
             {
                 Err(pass_status(Fwd::Request, "authorization"))
             }
-            // Step 3: render the key and the request-only tags.
+            // Step 4: render the key and the request-only tags.
             Some(m) => {
                 let view = RequestView::of(&parts, &host, client);
                 prepare(m.rule, &view, &m.params)
@@ -238,7 +242,7 @@ impl Proxy {
         wait
     }
 
-    /// Steps 4 to 6: L1, L2, then one upstream request per key.
+    /// Steps 5 to 7: L1, L2, then one upstream request per key.
     async fn cached(
         self: &Arc<Self>,
         parts: request::Parts,
@@ -450,7 +454,7 @@ impl Proxy {
         self.cache.put(key, renewed, lookup.rule.tier).await;
     }
 
-    /// Step 7: forward a cacheable request, decide storability, and stream
+    /// Step 8: forward a cacheable request, decide storability, and stream
     /// the answer back while a copy goes to the cache.
     async fn fetch(
         &self,
@@ -480,7 +484,7 @@ impl Proxy {
         let res = match self.upstream.send(Request::from_parts(up, empty())).await {
             Ok(res) => res,
             Err(e) => {
-                tracing::warn!(rule = %lookup.rule.name, key = %lookup.key, error = %e, "backend fetch failed");
+                tracing::warn!(rule = %lookup.rule.name, error = %e, "backend fetch failed");
                 if let Some(stale) = fallback {
                     return serve_stale(&parts, &stale, None);
                 }

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::ProxyBody;
 use crate::config;
-use crate::metrics::{REJECTED, UPSTREAM_DURATION, UPSTREAM_ERRORS};
+use crate::metrics::{UPSTREAM_DURATION, UPSTREAM_ERRORS};
 
 /// Why the backend gave no response.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +44,8 @@ impl UpstreamError {
     /// Counts it: refusals as rejected requests, the rest as backend errors.
     fn count(&self) {
         match self {
-            UpstreamError::Overloaded => {
-                metrics::counter!(REJECTED, "reason" => "backend-busy").increment(1);
-            }
-            UpstreamError::BodyTooLarge => {
-                metrics::counter!(REJECTED, "reason" => "body-too-large").increment(1);
-            }
+            UpstreamError::Overloaded => crate::metrics::rejected("backend-busy"),
+            UpstreamError::BodyTooLarge => crate::metrics::rejected("body-too-large"),
             UpstreamError::Connect(_) => {
                 metrics::counter!(UPSTREAM_ERRORS, "reason" => "connect").increment(1);
             }

@@ -51,6 +51,7 @@ impl Proxy {
         let max_body = config.limits.max_body;
         let declared = declared_len(&parts.headers).and_then(|n| u64::try_from(n).ok());
         if declared.is_some_and(|n| n > max_body) {
+            crate::metrics::rejected("body-too-large");
             let status = CacheStatus {
                 fwd: Some(Fwd::Method),
                 ..Default::default()
@@ -96,6 +97,7 @@ impl Proxy {
                     )
                 }
                 Err(_) => {
+                    crate::metrics::rejected("body-too-large");
                     let status = CacheStatus {
                         fwd: Some(Fwd::Method),
                         ..Default::default()
@@ -143,6 +145,7 @@ impl Proxy {
                 ),
                 Err(e) => {
                     tracing::warn!(error = %e, "backend answer to a write could not be read");
+                    status.detail = Some(UPSTREAM_ERROR);
                     return respond::error(
                         StatusCode::BAD_GATEWAY,
                         "the backend's answer was broken",
@@ -191,7 +194,7 @@ impl Proxy {
         purge.tags.dedup();
         if purge != Purge::default() {
             let counts = self.invalidator.purge(&purge, PurgeSource::Write).await;
-            tracing::debug!(?purge, ?counts, "write purged");
+            tracing::debug!(?counts, "write purged");
         }
         if let Some((rule, snap)) = &ctx.through {
             let written = WrittenThrough {
@@ -297,7 +300,7 @@ impl Proxy {
                 "status": written.status.as_u16(), "at": at, "stored": stored,
             });
             if let Err(e) = redis.publish(&channel, &event.to_string()).await {
-                tracing::warn!(channel, error = %e, "write-through event not published");
+                tracing::warn!(error = %e, "write-through event not published");
             }
         }
     }
