@@ -82,3 +82,24 @@ async fn global_limit_is_shared_and_survives_redis() {
     }
     assert_eq!(ask(&a, "c").await.status, StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// A limit on a rule for a write method (login throttling) holds too: the
+/// second POST is refused and never reaches the backend.
+#[tokio::test]
+async fn writes_are_limited_too() {
+    const LOGIN: &str = r#"
+upstream: { url: UPSTREAM }
+rules:
+  - name: login
+    match: { path: "/login", methods: [POST] }
+    cache: false
+    rate_limit: { key: "{client_ip}", rate: 1/m, burst: 1 }
+"#;
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(LOGIN, &backend.url(), None).await;
+    let first = send("POST", &proxy.url("/login"), &[], "user=a").await;
+    assert_eq!(first.status, StatusCode::OK);
+    let second = send("POST", &proxy.url("/login"), &[], "user=a").await;
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(backend.hits(), 1);
+}
