@@ -145,19 +145,7 @@ async fn conditional_304_from_cache() {
 /// Each value of a Vary header gets its own variant.
 #[tokio::test]
 async fn vary_variants() {
-    let backend = Backend::start(Duration::ZERO, |s| {
-        let lang = s
-            .headers
-            .get("accept-language")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (
-            StatusCode::OK,
-            vec![("vary", "Accept-Language".into())],
-            Bytes::from(format!("lang={lang}")),
-        )
-    })
-    .await;
+    let backend = Backend::vary_language(Duration::ZERO).await;
     let proxy = Proxy::start(MEMORY, &backend.url(), None).await;
     let de = get(&proxy.url("/products/1"), &[("accept-language", "de")]).await;
     assert_eq!(de.body, "lang=de");

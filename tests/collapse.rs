@@ -141,19 +141,7 @@ async fn global_collapse_across_three_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn global_collapse_keeps_vary_variants_apart() {
     let redis = support::Redis::start();
-    let backend = Backend::start(Duration::from_millis(300), |s| {
-        let lang = s
-            .headers
-            .get("accept-language")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (
-            StatusCode::OK,
-            vec![("vary", "Accept-Language".into())],
-            Bytes::from(format!("lang={lang}")),
-        )
-    })
-    .await;
+    let backend = Backend::vary_language(Duration::from_millis(300)).await;
     let a = support::Proxy::start(GLOBAL, &backend.url(), Some(&redis.url())).await;
     let b = support::Proxy::start(GLOBAL, &backend.url(), Some(&redis.url())).await;
     let de = [("accept-language", "de")];

@@ -34,14 +34,8 @@ async fn logs_of(args: &[&str]) -> String {
     .await;
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sidecache.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-listen: 127.0.0.1:{port}
-admin: {{ listen: "127.0.0.1:{admin}", token: "{ADMIN_TOKEN}" }}
-upstream: {{ url: "{}" }}
+    let rest = format!(
+        r#"upstream: {{ url: "{}" }}
 redis: {{ url: "redis://127.0.0.1:1", timeout: 50ms }}
 rules:
   - name: product
@@ -58,10 +52,10 @@ rules:
     key: "session:{{cookie.session}}"
     ttl: 1h
 "#,
-            backend.url()
-        ),
-    )
-    .unwrap();
+        backend.url()
+    );
+    let token = format!(", token: \"{ADMIN_TOKEN}\"");
+    let config = binary_config(&dir, port, admin, &token, &rest);
     let child = start_binary(
         &config,
         admin,

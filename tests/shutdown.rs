@@ -18,12 +18,8 @@ async fn sigterm_lets_in_flight_request_finish() {
     .await;
     let (port, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sidecache.yaml");
-    std::fs::write(
-        &config,
-        format!("listen: 127.0.0.1:{port}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nupstream: {{ url: \"{}\" }}\n", backend.url()),
-    )
-    .unwrap();
+    let upstream = format!("upstream: {{ url: \"{}\" }}\n", backend.url());
+    let config = binary_config(&dir, port, admin, "", &upstream);
     let mut child = start_binary(&config, admin, &[], &[], Stdio::null()).await;
     let request =
         tokio::spawn(async move { get(&format!("http://127.0.0.1:{port}/slow"), &[]).await });

@@ -51,16 +51,7 @@ impl Proxy {
         let max_body = config.limits.max_body;
         let declared = declared_len(&parts.headers).and_then(|n| u64::try_from(n).ok());
         if declared.is_some_and(|n| n > max_body) {
-            crate::metrics::rejected("body-too-large");
-            let status = CacheStatus {
-                fwd: Some(Fwd::Method),
-                ..Default::default()
-            };
-            return respond::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body over limits.max_body",
-                &status,
-            );
+            return too_large("request body over limits.max_body");
         }
         // A body without a declared length is cut off at the limit.
         let body =
@@ -96,18 +87,7 @@ impl Proxy {
                         json,
                     )
                 }
-                Err(_) => {
-                    crate::metrics::rejected("body-too-large");
-                    let status = CacheStatus {
-                        fwd: Some(Fwd::Method),
-                        ..Default::default()
-                    };
-                    return respond::error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body too large to read for invalidation",
-                        &status,
-                    );
-                }
+                Err(_) => return too_large("request body too large to read for invalidation"),
             }
         } else {
             (body, None)
@@ -115,10 +95,7 @@ impl Proxy {
 
         strip_hop_by_hop(&mut parts.headers);
         add_forwarding(&mut parts.headers, client);
-        let mut status = CacheStatus {
-            fwd: Some(Fwd::Method),
-            ..Default::default()
-        };
+        let mut status = write_status();
         let res = match self.upstream.send(Request::from_parts(parts, body)).await {
             Ok(res) => res,
             Err(e) => {
@@ -449,6 +426,20 @@ struct WrittenThrough<'a> {
     status: StatusCode,
     headers: &'a HeaderMap,
     body: Option<Bytes>,
+}
+
+/// `Cache-Status` of a write: forwarded because of its method.
+fn write_status() -> CacheStatus {
+    CacheStatus {
+        fwd: Some(Fwd::Method),
+        ..Default::default()
+    }
+}
+
+/// 413 for a write whose body is over a limit, counted as rejected.
+fn too_large(message: &str) -> Response<ProxyBody> {
+    crate::metrics::rejected("body-too-large");
+    respond::error(StatusCode::PAYLOAD_TOO_LARGE, message, &write_status())
 }
 
 /// Reads a whole body of at most `limit` bytes.

@@ -244,6 +244,24 @@ impl Backend {
         .await
     }
 
+    /// A backend answering `lang=<Accept-Language>` with
+    /// `Vary: Accept-Language`, after `delay`.
+    pub async fn vary_language(delay: Duration) -> Self {
+        Self::start(delay, |s| {
+            let lang = s
+                .headers
+                .get("accept-language")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (
+                StatusCode::OK,
+                vec![("vary", "Accept-Language".into())],
+                Bytes::from(format!("lang={lang}")),
+            )
+        })
+        .await
+    }
+
     /// Requests received so far.
     pub fn hits(&self) -> usize {
         self.count.load(Ordering::SeqCst)
@@ -422,6 +440,24 @@ pub async fn redis_has(redis: &Redis, key: &str) -> bool {
         .await
         .unwrap_or(0)
         > 0
+}
+
+/// Writes `sidecache.yaml` into `dir` for the real binary: listening on
+/// `port`, admin on `admin` (with `admin_extra` inside its braces, e.g.
+/// `, token: "t"`), then `rest` (upstream, rules...).
+pub fn binary_config(
+    dir: &tempfile::TempDir,
+    port: u16,
+    admin: u16,
+    admin_extra: &str,
+    rest: &str,
+) -> PathBuf {
+    let path = dir.path().join("sidecache.yaml");
+    let text = format!(
+        "listen: 127.0.0.1:{port}\nadmin: {{ listen: \"127.0.0.1:{admin}\"{admin_extra} }}\n{rest}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// A loopback port free a moment ago (bound, then released).
