@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::config::Config;
+use crate::proxy::request_host;
 use crate::rules::{Bodies, RequestView, Ttl};
 
 /// Why a request could not be explained.
@@ -44,23 +45,20 @@ pub fn explain(
             HeaderValue::from_str(value.trim()).map_err(|_| ExplainError::Header(h.clone()))?;
         map.append(name, value);
     }
-    let host = map
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.host().map(str::to_owned))
-        .unwrap_or_else(|| "localhost".to_owned())
-        .to_ascii_lowercase();
-    let path = uri.path();
-    let mut out = String::new();
-    let view = RequestView {
-        method: &method,
-        host: &host,
-        path,
-        query: uri.query(),
-        headers: &map,
-        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    let mut request = http::Request::new(());
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = map;
+    let (parts, ()) = request.into_parts();
+    // The proxy's own reading of the host (Host header or authority, port
+    // dropped); a bare path has neither, so it is shown for localhost.
+    let host = match request_host(&parts) {
+        h if h.is_empty() => "localhost".to_owned(),
+        h => h,
     };
+    let path = parts.uri.path();
+    let mut out = String::new();
+    let view = RequestView::of(&parts, &host, IpAddr::V4(Ipv4Addr::LOCALHOST));
     if !matches!(method, Method::GET | Method::HEAD) {
         explain_write(config, &view, &mut out);
         return Ok(out);
@@ -119,7 +117,7 @@ pub fn explain(
             tags.join(", ")
         }
     );
-    if map.contains_key(http::header::AUTHORIZATION) && !rule.allow_authorized {
+    if parts.headers.contains_key(http::header::AUTHORIZATION) && !rule.allow_authorized {
         let _ = writeln!(
             out,
             "note:  the request carries Authorization, so it is forwarded and not answered from cache (allow_authorized: true relaxes this)"

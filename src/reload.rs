@@ -6,7 +6,8 @@
 //! they started with.
 //!
 //! Rules, the admin token and everything under them take effect at once.
-//! Listen addresses, `upstream`, `memory` and `redis` take effect on restart;
+//! Listen addresses, `upstream`, `memory`, `limits` and `redis` take effect
+//! on restart;
 //! the report says when the new file changes them. L1 entries survive for
 //! rules whose key template and tier are unchanged; those of other rules
 //! are dropped (by the template's literal prefix, or all of L1 when the
@@ -57,27 +58,23 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
         .collect();
     let mut new = loaded.config;
     let mut not_applied = Vec::new();
-    if new.listen != old.listen || new.admin.listen != old.admin.listen {
-        not_applied.push("listen, admin.listen".to_owned());
-        new.listen = old.listen;
-        new.admin.listen = old.admin.listen;
-    }
-    if new.upstream != old.upstream {
-        not_applied.push("upstream".to_owned());
-        new.upstream = old.upstream.clone();
-    }
-    if new.memory != old.memory {
-        not_applied.push("memory".to_owned());
-        new.memory = old.memory.clone();
-    }
-    if new.limits != old.limits {
-        not_applied.push("limits".to_owned());
-        new.limits = old.limits.clone();
-    }
-    if new.redis != old.redis {
-        not_applied.push("redis".to_owned());
-        new.redis = old.redis.clone();
-    }
+    let mut listens = (new.listen, new.admin.listen);
+    keep_old(
+        &mut not_applied,
+        "listen, admin.listen",
+        &mut listens,
+        &(old.listen, old.admin.listen),
+    );
+    (new.listen, new.admin.listen) = listens;
+    keep_old(
+        &mut not_applied,
+        "upstream",
+        &mut new.upstream,
+        &old.upstream,
+    );
+    keep_old(&mut not_applied, "memory", &mut new.memory, &old.memory);
+    keep_old(&mut not_applied, "limits", &mut new.limits, &old.limits);
+    keep_old(&mut not_applied, "redis", &mut new.redis, &old.redis);
     let rules = new.rules.rules().len();
     let new = Arc::new(new);
     proxy.swap_config(new.clone());
@@ -109,6 +106,15 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
         not_applied,
         warnings,
     })
+}
+
+/// A section that applies only on restart: when the new file changes it,
+/// the old value stays and the section is reported as not applied.
+fn keep_old<T: PartialEq + Clone>(not_applied: &mut Vec<String>, name: &str, new: &mut T, old: &T) {
+    if new != old {
+        not_applied.push(name.to_owned());
+        *new = old.clone();
+    }
 }
 
 /// Reloads on every SIGHUP until `shutdown`.

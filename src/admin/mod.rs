@@ -50,6 +50,11 @@ impl Admin {
         self.ready.store(true, Ordering::Release);
     }
 
+    /// Whether `headers` carry the configured admin token.
+    fn token_given(&self, headers: &http::HeaderMap) -> bool {
+        authorized(headers, self.proxy.config().admin.token.as_deref())
+    }
+
     /// Answers one admin request.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody>
     where
@@ -81,13 +86,8 @@ impl Admin {
                 Bytes::from(crate::metrics::handle().render()),
             ),
             // Purged keys and tags may carry cookie, header or query values.
-            (&Method::GET | &Method::HEAD, "/purges")
-                if !authorized(req.headers(), self.proxy.config().admin.token.as_deref()) =>
-            {
-                json(
-                    StatusCode::UNAUTHORIZED,
-                    &serde_json::json!({"error": "a bearer token matching admin.token is required"}),
-                )
+            (&Method::GET | &Method::HEAD, "/purges") if !self.token_given(req.headers()) => {
+                unauthorized()
             }
             (&Method::GET | &Method::HEAD, "/purges") => json(
                 StatusCode::OK,
@@ -116,11 +116,8 @@ impl Admin {
         B: http_body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        if !authorized(req.headers(), self.proxy.config().admin.token.as_deref()) {
-            return json(
-                StatusCode::UNAUTHORIZED,
-                &serde_json::json!({"error": "a bearer token matching admin.token is required"}),
-            );
+        if !self.token_given(req.headers()) {
+            return unauthorized();
         }
         let body = match http_body_util::Limited::new(req.into_body(), MAX_PURGE_BODY)
             .collect()
@@ -130,7 +127,9 @@ impl Admin {
             Err(_) => {
                 return json(
                     StatusCode::BAD_REQUEST,
-                    &serde_json::json!({"error": "body unreadable or over 1 MiB"}),
+                    &serde_json::json!({
+                        "error": format!("body unreadable or over {MAX_PURGE_BODY} bytes")
+                    }),
                 );
             }
         };
@@ -153,11 +152,8 @@ impl Admin {
     }
 
     async fn reload(&self, headers: &http::HeaderMap) -> Response<ProxyBody> {
-        if !authorized(headers, self.proxy.config().admin.token.as_deref()) {
-            return json(
-                StatusCode::UNAUTHORIZED,
-                &serde_json::json!({"error": "a bearer token matching admin.token is required"}),
-            );
+        if !self.token_given(headers) {
+            return unauthorized();
         }
         match crate::reload::reload(&self.proxy).await {
             Ok(report) => json(StatusCode::OK, &serde_json::json!({ "reloaded": report })),
@@ -203,6 +199,14 @@ pub fn authorized(headers: &http::HeaderMap, token: Option<&str>) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     constant_time_eq::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// 401 for an admin request without the token.
+fn unauthorized() -> Response<ProxyBody> {
+    json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"error": "a bearer token matching admin.token is required"}),
+    )
 }
 
 fn text(code: StatusCode, body: &'static str) -> Response<ProxyBody> {

@@ -6,7 +6,7 @@
 //! number of entries carrying the tag.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::cache::Tag;
 
@@ -21,48 +21,46 @@ pub struct Generations {
 }
 
 impl Generations {
+    // A panic while the lock was held leaves the map as it was between two
+    // whole updates, so a poisoned lock is used as it is.
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, u64>> {
+        self.map.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, u64>> {
+        self.map.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Whether every tag of an entry is still at its current generation.
     pub fn is_current(&self, tags: &[Tag]) -> bool {
         if tags.is_empty() {
             return true;
         }
-        let map = match self.map.read() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let map = self.read();
         tags.iter()
             .all(|t| map.get(&t.name).is_none_or(|g| *g <= t.generation))
     }
 
     /// The known generation of `tag` (0 when never purged as far as we know).
     pub fn get(&self, tag: &str) -> Option<u64> {
-        self.map.read().ok().and_then(|m| m.get(tag).copied())
+        self.read().get(tag).copied()
     }
 
     /// Raises `tag` to at least `generation`.
     pub fn observe(&self, tag: &str, generation: u64) {
-        let mut map = match self.map.write() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = self.write();
         let g = map.entry(tag.to_owned()).or_default();
         *g = (*g).max(generation);
     }
 
     /// Forgets every generation (they are read from Redis again as needed).
     pub fn clear(&self) {
-        match self.map.write() {
-            Ok(mut m) => m.clear(),
-            Err(poisoned) => poisoned.into_inner().clear(),
-        }
+        self.write().clear();
     }
 
     /// Raises `tag` by one locally (no Redis); answers the new generation.
     pub fn bump_local(&self, tag: &str) -> u64 {
-        let mut map = match self.map.write() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut map = self.write();
         let g = map.entry(tag.to_owned()).or_default();
         *g += 1;
         *g

@@ -16,7 +16,7 @@ pub mod generations;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -377,6 +377,3 @@ impl Invalidator {
         }
     }
 }
-
-/// Shared handle.
-pub type SharedInvalidator = Arc<Invalidator>;

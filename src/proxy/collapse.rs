@@ -128,7 +128,6 @@ pub struct GlobalLock {
 
 /// What a leading request holds: its replica's flight, and the global
 /// lock when `collapse: global` got it.
-#[derive(Default)]
 pub struct Claim {
     /// The replica's flight for the key.
     pub guard: Option<FlightGuard>,

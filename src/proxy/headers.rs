@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::Extensions;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -152,7 +153,9 @@ impl CacheStatus {
 
     /// The header value.
     pub fn to_header(&self) -> HeaderValue {
-        let mut s = String::from("sidecache");
+        // Room for the longest combination, so the string never regrows.
+        let mut s = String::with_capacity(96);
+        s.push_str("sidecache");
         if self.hit {
             s.push_str("; hit");
         }
@@ -174,7 +177,9 @@ impl CacheStatus {
         if let Some(d) = self.detail {
             let _ = write!(s, "; detail={d}");
         }
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("sidecache"))
+        // Handed over without a copy; only ASCII was written.
+        HeaderValue::from_maybe_shared(Bytes::from(s))
+            .unwrap_or(HeaderValue::from_static("sidecache"))
     }
 }
 

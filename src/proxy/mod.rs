@@ -21,12 +21,11 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::{HeaderName, Method, Request, Response, header, request};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 
 use self::collapse::{Claim, Flights, Global, GlobalLock, Join, Landing};
 use self::headers::{
-    CacheStatus, Fwd, UPSTREAM_ERROR, add_forwarding, append_via, set_cache_status,
-    strip_hop_by_hop,
+    CacheStatus, Fwd, add_forwarding, append_via, set_cache_status, strip_hop_by_hop,
 };
 use self::store::{Lookup, Store, own_key, prepare};
 use self::upstream::Upstream;
@@ -60,6 +59,11 @@ const CONDITIONAL: [HeaderName; 6] = [
 /// An empty body.
 pub fn empty() -> ProxyBody {
     Empty::new().map_err(|e| match e {}).boxed_unsync()
+}
+
+/// A body of `bytes`, already in memory.
+pub fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
 }
 
 /// Everything a request needs; shared by all connections.
@@ -488,8 +492,7 @@ impl Proxy {
                 if let Some(stale) = fallback {
                     return serve_stale(&parts, &stale, None);
                 }
-                status.detail = Some(UPSTREAM_ERROR);
-                return respond::error(e.status(), &e.to_string(), &status);
+                return respond::upstream_error(&e, status);
             }
         };
         let (mut res_parts, body) = res.into_parts();
@@ -571,8 +574,7 @@ impl Proxy {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "backend request failed");
-                status.detail = Some(UPSTREAM_ERROR);
-                respond::error(e.status(), &e.to_string(), &status)
+                respond::upstream_error(&e, status)
             }
         }
     }

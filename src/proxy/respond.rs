@@ -5,10 +5,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
-use http_body_util::{BodyExt, Full};
 
-use super::headers::{CacheStatus, RATE_LIMITED, append_via, set_cache_status};
-use super::{ProxyBody, empty};
+use super::headers::{CacheStatus, RATE_LIMITED, UPSTREAM_ERROR, append_via, set_cache_status};
+use super::upstream::UpstreamError;
+use super::{ProxyBody, empty, full};
 use crate::cache::{CachedResponse, Entry, StoredHeaders};
 
 /// Headers a 304 repeats from the stored response (RFC 9110 15.4.5).
@@ -50,9 +50,7 @@ pub fn from_entry(
     let body = if req.method == Method::HEAD {
         empty()
     } else {
-        Full::new(stored.body.clone())
-            .map_err(|e| match e {})
-            .boxed_unsync()
+        full(stored.body.clone())
     };
     finish(stored.status, headers, age, &status, body)
 }
@@ -117,10 +115,16 @@ pub fn rate_limited(wait: Duration) -> Response<ProxyBody> {
     res
 }
 
+/// The answer when the backend gave none: 502, 504 or 503 as `e` says.
+pub fn upstream_error(e: &UpstreamError, mut status: CacheStatus) -> Response<ProxyBody> {
+    status.detail = Some(UPSTREAM_ERROR);
+    error(e.status(), &e.to_string(), &status)
+}
+
 /// A short plain-text answer of the proxy's own.
 pub fn error(code: StatusCode, message: &str, status: &CacheStatus) -> Response<ProxyBody> {
     let body = Bytes::from(format!("{message}\n"));
-    let mut res = Response::new(Full::new(body).map_err(|e| match e {}).boxed_unsync());
+    let mut res = Response::new(full(body));
     *res.status_mut() = code;
     let mut h = HeaderMap::new();
     h.insert(

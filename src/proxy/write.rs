@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 
 use super::headers::{CacheStatus, Fwd, UPSTREAM_ERROR, add_forwarding, strip_hop_by_hop};
 use super::store::Snapshot;
@@ -82,10 +82,7 @@ impl Proxy {
             match read_limited(body, MAX_JSON_BODY).await {
                 Ok(bytes) => {
                     let json = serde_json::from_slice(&bytes).ok();
-                    (
-                        Full::new(bytes).map_err(|e| match e {}).boxed_unsync(),
-                        json,
-                    )
+                    (super::full(bytes), json)
                 }
                 Err(_) => return too_large("request body too large to read for invalidation"),
             }
@@ -100,8 +97,7 @@ impl Proxy {
             Ok(res) => res,
             Err(e) => {
                 tracing::warn!(error = %e, "backend write failed");
-                status.detail = Some(UPSTREAM_ERROR);
-                return respond::error(e.status(), &e.to_string(), &status);
+                return respond::upstream_error(&e, status);
             }
         };
         let (res_parts, res_body) = super::forwarded(res, &mut status);
@@ -114,12 +110,7 @@ impl Proxy {
             && declared_len(&res_parts.headers).is_none_or(|n| n <= MAX_JSON_BODY)
         {
             match read_limited(res_body, MAX_JSON_BODY).await {
-                Ok(bytes) => (
-                    Full::new(bytes.clone())
-                        .map_err(|e| match e {})
-                        .boxed_unsync(),
-                    Some(bytes),
-                ),
+                Ok(bytes) => (super::full(bytes.clone()), Some(bytes)),
                 Err(e) => {
                     tracing::warn!(error = %e, "backend answer to a write could not be read");
                     status.detail = Some(UPSTREAM_ERROR);
@@ -408,11 +399,7 @@ impl Proxy {
             )
             .await;
         let body = serde_json::json!({ "key": key, "purged": counts.keys }).to_string();
-        let mut res = Response::new(
-            Full::new(Bytes::from(body))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-        );
+        let mut res = Response::new(super::full(Bytes::from(body)));
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -139,11 +139,6 @@ impl Rule {
             || (*method == Method::HEAD && self.methods.contains(&Method::GET));
         method_ok && self.host.as_deref().is_none_or(|h| host_matches(h, host))
     }
-
-    /// The route's parameter names.
-    pub fn params(&self) -> Vec<String> {
-        route_params(&self.path)
-    }
 }
 
 /// Whether `pattern` (`shop.example.com` or `*.example.com`) covers `host`.
