@@ -75,6 +75,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order (the index of each in
+    /// [`RequestCounters`]).
+    pub const ALL: [Outcome; 8] = [
+        Outcome::HitMemory,
+        Outcome::HitRedis,
+        Outcome::Miss,
+        Outcome::Stale,
+        Outcome::Collapsed,
+        Outcome::Pass,
+        Outcome::Error,
+        Outcome::RateLimited,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -167,10 +180,31 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Version of this build.");
 }
 
-/// Counts one finished request.
-pub fn request(rule: &str, outcome: Outcome) {
-    metrics::counter!(REQUESTS, "rule" => rule.to_owned(), "outcome" => outcome.as_str())
-        .increment(1);
+/// One rule's request counters, one per outcome, registered once so that
+/// counting a request is one atomic add (no label allocation, no registry
+/// lookup).
+#[derive(Debug)]
+pub struct RequestCounters([metrics::Counter; Outcome::ALL.len()]);
+
+impl RequestCounters {
+    /// The counters of `rule` (`""` for requests no rule matched).
+    /// Registers with the recorder, so call it after [`handle`].
+    pub fn new(rule: &str) -> Self {
+        Self(Outcome::ALL.map(
+            |o| metrics::counter!(REQUESTS, "rule" => rule.to_owned(), "outcome" => o.as_str()),
+        ))
+    }
+
+    /// Counts one finished request.
+    pub fn count(&self, outcome: Outcome) {
+        self.0[outcome as usize].increment(1);
+    }
+}
+
+/// The counters of requests no rule matched.
+pub fn no_rule() -> &'static RequestCounters {
+    static COUNTERS: OnceLock<RequestCounters> = OnceLock::new();
+    COUNTERS.get_or_init(|| RequestCounters::new(""))
 }
 
 /// Counts a request refused before the backend (`backend-busy`, `body-too-large`).

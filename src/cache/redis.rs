@@ -9,8 +9,8 @@
 //! it again. So a dead or black-holed Redis costs a few requests one timeout
 //! each, and the rest nothing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -23,6 +23,26 @@ use crate::config::RedisConfig;
 pub const BREAKER_FAILURES: u32 = 3;
 /// How long an open breaker refuses commands before a probe.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+
+/// A Lua script and its SHA1, worked out on first use.
+struct Lua {
+    code: &'static str,
+    hash: OnceLock<String>,
+}
+
+impl Lua {
+    const fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            hash: OnceLock::new(),
+        }
+    }
+
+    fn hash(&self) -> &str {
+        self.hash
+            .get_or_init(|| redis::Script::new(self.code).get_hash().to_owned())
+    }
+}
 
 /// The circuit breaker's state, shared by clones of the store.
 #[derive(Default)]
@@ -257,12 +277,12 @@ impl RedisStore {
     /// Releases `lock:<key>` if it is still ours (it may have expired and
     /// been taken by another replica meanwhile).
     pub async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
-            .arg(1)
-            .arg(self.lock_key(key))
-            .arg(token);
-        self.run::<u64>("EVAL", cmd).await.map(|_| ())
+        static UNLOCK: Lua = Lua::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+        );
+        self.run_script::<u64>(&UNLOCK, &self.lock_key(key), &[token])
+            .await
+            .map(|_| ())
     }
 
     /// Counts one request against a GCRA limit kept under `#rl:<id>`:
@@ -276,7 +296,8 @@ impl RedisStore {
         burst: u32,
     ) -> Result<Option<Duration>, StoreError> {
         // tat: the theoretical arrival time of the next request, in µs.
-        const GCRA: &str = "local t = redis.call('TIME') \
+        static GCRA: Lua = Lua::new(
+            "local t = redis.call('TIME') \
             local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) \
             local interval = tonumber(ARGV[1]) \
             local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now) \
@@ -284,18 +305,39 @@ impl RedisStore {
             local allowed = now + interval * tonumber(ARGV[2]) \
             if new > allowed then return new - allowed end \
             redis.call('SET', KEYS[1], new, 'PX', math.ceil((new - now) / 1000)) \
-            return 0";
+            return 0",
+        );
         let micros = u64::try_from(interval.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(GCRA)
-            .arg(1)
-            .arg(format!("{}#rl:{id}", self.prefix))
-            .arg(micros)
-            .arg(burst);
-        let wait = self.run::<u64>("EVAL", cmd).await?;
+        let key = format!("{}#rl:{id}", self.prefix);
+        let args = [micros.to_string(), burst.to_string()];
+        let wait = self.run_script::<u64>(&GCRA, &key, &args).await?;
         Ok((wait > 0).then(|| Duration::from_micros(wait)))
+    }
+
+    /// Runs `script` on one key by its SHA1 (EVALSHA), so the script's text
+    /// is not sent with every call; sends it whole (EVAL, which also makes
+    /// Redis keep it) only when Redis does not know it yet.
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &Lua,
+        key: &str,
+        args: &[impl redis::ToRedisArgs],
+    ) -> Result<T, StoreError> {
+        let call = |name: &str, body: &str| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(body).arg(1).arg(key).arg(args);
+            cmd
+        };
+        match self.run("EVALSHA", call("EVALSHA", script.hash())).await {
+            Err(StoreError::Redis(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.run("EVAL", call("EVAL", script.code)).await
+            }
+            other => other,
+        }
     }
 
     fn lock_key(&self, key: &str) -> String {

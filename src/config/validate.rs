@@ -10,6 +10,7 @@ use http::Method;
 use super::raw::{RawConfig, RawRule, Sp};
 use super::*;
 use std::num::NonZeroU32;
+use std::sync::OnceLock;
 
 use crate::ratelimit::{self, RateLimit, Scope};
 use crate::rules::{
@@ -584,6 +585,7 @@ fn rule(
         write_through,
         triggers,
         rate_limit,
+        counters: OnceLock::new(),
     })
 }
 

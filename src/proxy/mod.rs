@@ -141,8 +141,11 @@ impl Proxy {
             .get::<Outcome>()
             .copied()
             .unwrap_or(Outcome::Pass);
+        match &rule {
+            Some(r) => r.counters().count(outcome),
+            None => metrics::no_rule().count(outcome),
+        }
         let rule = rule.as_ref().map_or("", |r| r.name.as_str());
-        metrics::request(rule, outcome);
         if !span.is_disabled() {
             span.record("rule", rule);
             span.record("outcome", outcome.as_str());
@@ -194,7 +197,7 @@ impl Proxy {
         // Step 3: writes go their own way (forward, then purge or write
         // through). No rule and `cache: false` are forwarded untouched.
         if !matches!(parts.method, Method::GET | Method::HEAD) {
-            return (self.write(parts, body, client).await, rule);
+            return (self.write(parts, body, client, &host, &config).await, rule);
         }
         let lookup = match found {
             None => Err(pass_status(Fwd::Bypass, "no-rule")),
@@ -327,7 +330,7 @@ impl Proxy {
         let guard = match self.flights.join(&flight_key) {
             Join::Leader(guard) => Some(guard),
             Join::Follower(rx) => {
-                let wait = self.config().upstream.timeout;
+                let wait = self.upstream.timeout();
                 if let Landing::Stored { key, entry } = collapse::wait(rx, wait).await
                     && let Payload::Response(r) = &entry.payload
                     && own_key(&lookup.key, r, &parts) == key
@@ -402,7 +405,7 @@ impl Proxy {
         lookup: &Lookup,
         parts: &request::Parts,
     ) -> Global {
-        let ttl = self.config().upstream.timeout + Duration::from_secs(1);
+        let ttl = self.upstream.timeout() + Duration::from_secs(1);
         match GlobalLock::take(redis, key, ttl).await {
             Ok(Some(lock)) => return Global::Lead(Box::new(lock)),
             Ok(None) => {}

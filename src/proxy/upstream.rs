@@ -128,6 +128,12 @@ impl Upstream {
         }
     }
 
+    /// How long the backend has for a response head (`upstream.timeout`,
+    /// fixed for the proxy's life: a reload does not change it).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends `req` (its URI's path and query kept) to the backend.
     pub async fn send(
         &self,

@@ -21,9 +21,10 @@ use super::headers::{CacheStatus, Fwd, UPSTREAM_ERROR, add_forwarding, strip_hop
 use super::store::Snapshot;
 use super::{BoxError, Proxy, ProxyBody, empty, request_host, respond, storable};
 use crate::cache::{CachedResponse, Entry, Payload, StoredHeaders};
+use crate::config::Config;
 use crate::invalidation::Purge;
 use crate::metrics::PurgeSource;
-use crate::rules::{Bodies, RequestView, Rule, Template};
+use crate::rules::{Bodies, RequestView, Rule, RuleSet, Template};
 
 /// Largest request or response body read to render `{request.x}` /
 /// `{response.x}` or to write through; larger ones are refused (request) or
@@ -44,10 +45,10 @@ impl Proxy {
         mut parts: request::Parts,
         body: ProxyBody,
         client: IpAddr,
+        host: &str,
+        config: &Config,
     ) -> Response<ProxyBody> {
-        let host = request_host(&parts);
-        let view = RequestView::of(&parts, &host, client);
-        let config = self.config();
+        let view = RequestView::of(&parts, host, client);
         let max_body = config.limits.max_body;
         let declared = declared_len(&parts.headers).and_then(|n| u64::try_from(n).ok());
         if declared.is_some_and(|n| n > max_body) {
@@ -66,7 +67,7 @@ impl Proxy {
                 .map(|m| (m.rule.clone(), Snapshot::of(&view, &m.params)))
                 .collect(),
             through: rules
-                .write_through(&parts.method, &host, parts.uri.path())
+                .write_through(&parts.method, host, parts.uri.path())
                 .map(|m| (m.rule.clone(), Snapshot::of(&view, &m.params))),
         };
         let templates = || {
@@ -138,7 +139,9 @@ impl Proxy {
             let tags: Vec<&Template> = rule.tags.iter().collect();
             purge.tags.extend(snap.render(&tags, bodies));
         }
-        purge.keys.extend(self.key_for_get(&ctx.snapshot, None));
+        purge
+            .keys
+            .extend(key_for_get(&config.rules, &ctx.snapshot, None));
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             if let Some(uri) = res_parts
                 .headers
@@ -152,7 +155,7 @@ impl Proxy {
                 if same_host {
                     purge
                         .keys
-                        .extend(self.key_for_get(&ctx.snapshot, Some(&uri)));
+                        .extend(key_for_get(&config.rules, &ctx.snapshot, Some(&uri)));
                 }
             }
         }
@@ -173,26 +176,6 @@ impl Proxy {
             self.write_through(rule, snap, &written, bodies).await;
         }
         Response::from_parts(res_parts, res_body)
-    }
-
-    /// The key a GET of the write's URL (or of `other`) renders, if a caching rule covers it.
-    fn key_for_get(&self, snap: &Snapshot, other: Option<&Uri>) -> Option<String> {
-        let (path, query) = match other {
-            Some(u) => (u.path(), u.query()),
-            None => (snap.path(), snap.query()),
-        };
-        let config = self.config();
-        let m = config.rules.find(&Method::GET, snap.host(), path)?;
-        if !m.rule.cache {
-            return None;
-        }
-        let view = RequestView {
-            method: &Method::GET,
-            path,
-            query,
-            ..snap.view()
-        };
-        m.rule.key.render(&view, &m.params, Bodies::default())
     }
 
     /// Stores the written representation under the rule's key and
@@ -369,7 +352,8 @@ impl Proxy {
         client: IpAddr,
     ) -> Response<ProxyBody> {
         let status = CacheStatus::default();
-        if !crate::admin::authorized(&parts.headers, self.config().admin.token.as_deref()) {
+        let config = self.config();
+        if !crate::admin::authorized(&parts.headers, config.admin.token.as_deref()) {
             return respond::error(
                 StatusCode::UNAUTHORIZED,
                 "PURGE needs the admin token as a bearer token",
@@ -381,7 +365,7 @@ impl Proxy {
             method: &Method::GET,
             ..RequestView::of(parts, &host, client)
         };
-        let Some(key) = self.key_for_get(&Snapshot::of(&view, &[]), None) else {
+        let Some(key) = key_for_get(&config.rules, &Snapshot::of(&view, &[]), None) else {
             return respond::error(
                 StatusCode::NOT_FOUND,
                 "no caching rule covers this URL",
@@ -413,6 +397,26 @@ struct WrittenThrough<'a> {
     status: StatusCode,
     headers: &'a HeaderMap,
     body: Option<Bytes>,
+}
+
+/// The key a GET of the write's URL (or of `other`) renders, if a caching
+/// rule covers it.
+fn key_for_get(rules: &RuleSet, snap: &Snapshot, other: Option<&Uri>) -> Option<String> {
+    let (path, query) = match other {
+        Some(u) => (u.path(), u.query()),
+        None => (snap.path(), snap.query()),
+    };
+    let m = rules.find(&Method::GET, snap.host(), path)?;
+    if !m.rule.cache {
+        return None;
+    }
+    let view = RequestView {
+        method: &Method::GET,
+        path,
+        query,
+        ..snap.view()
+    };
+    m.rule.key.render(&view, &m.params, Bodies::default())
 }
 
 /// `Cache-Status` of a write: forwarded because of its method.

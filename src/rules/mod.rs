@@ -8,11 +8,12 @@
 
 pub mod template;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::Method;
 
+use crate::metrics::RequestCounters;
 use crate::ratelimit::RateLimit;
 pub use template::{Bodies, RequestView, Template, Use, Var};
 
@@ -107,6 +108,17 @@ pub struct Rule {
     pub triggers: Vec<Trigger>,
     /// Requests per client key allowed through this rule.
     pub rate_limit: Option<RateLimit>,
+    /// Its request counters, registered on first use (the metrics recorder
+    /// is installed after the config is read).
+    pub counters: OnceLock<RequestCounters>,
+}
+
+impl Rule {
+    /// Its request counters.
+    pub fn counters(&self) -> &RequestCounters {
+        self.counters
+            .get_or_init(|| RequestCounters::new(&self.name))
+    }
 }
 
 /// `write_through:` of a rule.
