@@ -121,9 +121,24 @@ pub fn decide(
 
 /// The header names of `Vary`, lower-cased and sorted; `None` for `Vary: *`.
 pub fn vary_names(h: &HeaderMap) -> Option<Vec<http::HeaderName>> {
+    vary_names_of(h.get_all(header::VARY))
+}
+
+/// [`vary_names`] from the `Vary` values alone, wherever they are kept.
+pub fn vary_names_of<V: AsRef<[u8]>>(
+    values: impl IntoIterator<Item = V>,
+) -> Option<Vec<http::HeaderName>> {
+    // What `HeaderValue::to_str` accepts; anything else counts as `*`.
+    fn text(b: &[u8]) -> Option<&str> {
+        if b.iter().all(|&c| c == b'\t' || (0x20..0x7f).contains(&c)) {
+            std::str::from_utf8(b).ok()
+        } else {
+            None
+        }
+    }
     let mut names = Vec::new();
-    for v in h.get_all(header::VARY).iter() {
-        for n in v.to_str().unwrap_or("*").split(',') {
+    for v in values {
+        for n in text(v.as_ref()).unwrap_or("*").split(',') {
             let n = n.trim();
             if n == "*" {
                 return None;

@@ -178,7 +178,7 @@ pub(super) fn prepare(
 
 /// The key the entry for this request is stored under.
 pub(super) fn own_key(primary: &str, res: &CachedResponse, req: &request::Parts) -> String {
-    match storable::vary_names(&res.headers.to_map(0)) {
+    match storable::vary_names_of(res.headers.get_all(&http::header::VARY)) {
         Some(names) if !names.is_empty() => vary::variant_key(primary, &names, &req.headers),
         _ => primary.to_owned(),
     }
