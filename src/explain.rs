@@ -89,17 +89,11 @@ pub fn explain(
         .unwrap_or_default();
     let _ = writeln!(out, "key:   {key}");
     let _ = writeln!(out, "tier:  {}", rule.tier.as_str());
-    match rule.ttl {
-        Ttl::Fixed(d) => {
-            let _ = writeln!(out, "ttl:   {}", humantime::format_duration(d));
-        }
-        Ttl::Origin => {
-            let _ = writeln!(
-                out,
-                "ttl:   origin (from the backend's Cache-Control / Expires)"
-            );
-        }
+    let _ = write!(out, "ttl:   {}", rule.ttl);
+    if rule.ttl == Ttl::Origin {
+        let _ = write!(out, " (from the backend's Cache-Control / Expires)");
     }
+    let _ = writeln!(out);
     let tags: Vec<String> = rule
         .tags
         .iter()

@@ -28,7 +28,6 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Largest purge request body.
 const MAX_PURGE_BODY: usize = 1024 * 1024;
-use crate::rules::Ttl;
 
 /// State the admin endpoints read.
 pub struct Admin {
@@ -179,7 +178,7 @@ impl Admin {
                     "host": r.host,
                     "cache": r.cache,
                     "key": r.key.source(),
-                    "ttl": match r.ttl { Ttl::Origin => "origin".to_owned(), Ttl::Fixed(d) => humantime::format_duration(d).to_string() },
+                    "ttl": r.ttl.to_string(),
                     "tier": r.tier.as_str(),
                     "tags": r.tags.iter().map(|t| t.source()).collect::<Vec<_>>(),
                 })

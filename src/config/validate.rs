@@ -47,6 +47,21 @@ impl Check {
         });
     }
 
+    /// The value `v` names among `choices`; otherwise an error listing them.
+    fn choice<T: Copy>(&mut self, v: &Sp<String>, field: &str, choices: &[(&str, T)]) -> Option<T> {
+        if let Some((_, t)) = choices.iter().find(|(name, _)| *name == v.value) {
+            return Some(*t);
+        }
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        let hint = match names.as_slice() {
+            [only] => format!("the only value is `{only}`"),
+            [rest @ .., last] => format!("use {} or {last}", rest.join(", ")),
+            [] => "no value is accepted".to_owned(),
+        };
+        self.error(v, field, format!("`{}`: {hint}", v.value));
+        None
+    }
+
     fn duration(&mut self, v: &Sp<String>, field: &str) -> Option<Duration> {
         match humantime::parse_duration(v.value.trim()) {
             Ok(d) => Some(d),
@@ -438,19 +453,17 @@ fn rule(
     };
     let tier = match raw.tier.as_ref().or(d.tier.as_ref()) {
         None => Tier::Both,
-        Some(v) => match v.value.as_str() {
-            "memory" => Tier::Memory,
-            "redis" => Tier::Redis,
-            "both" => Tier::Both,
-            other => {
-                c.error(
-                    v,
-                    &field("tier"),
-                    format!("`{other}`: use memory, redis or both"),
-                );
-                Tier::Memory
-            }
-        },
+        Some(v) => c
+            .choice(
+                v,
+                &field("tier"),
+                &[
+                    ("memory", Tier::Memory),
+                    ("redis", Tier::Redis),
+                    ("both", Tier::Both),
+                ],
+            )
+            .unwrap_or(Tier::Memory),
     };
     let tier = if have_redis || tier == Tier::Memory {
         tier
@@ -494,18 +507,12 @@ fn rule(
         a.as_ref().or(b.as_ref()).is_some_and(|v| v.value)
     };
     let triggers = triggers(c, raw, &field, key.as_ref(), &tags);
-    let never = match raw.stale.as_ref().or(d.stale.as_ref()) {
-        Some(v) if v.value == "never" => true,
-        Some(v) => {
-            c.error(
-                v,
-                &field("stale"),
-                format!("`{}`: the only value is `never`", v.value),
-            );
-            false
-        }
-        None => false,
-    };
+    let never = raw
+        .stale
+        .as_ref()
+        .or(d.stale.as_ref())
+        .and_then(|v| c.choice(v, &field("stale"), &[("never", true)]))
+        .unwrap_or(false);
     let window =
         |c: &mut Check, own: &Option<Sp<String>>, dflt: &Option<Sp<String>>, name: &str| {
             own.as_ref()
@@ -514,19 +521,12 @@ fn rule(
                 .and_then(|v| c.duration(v, &field(name)))
                 .unwrap_or(Duration::ZERO)
         };
-    let collapse_global = match raw.collapse.as_ref().or(d.collapse.as_ref()) {
-        Some(v) if v.value == "global" => true,
-        Some(v) if v.value == "local" => false,
-        Some(v) => {
-            c.error(
-                v,
-                &field("collapse"),
-                format!("`{}`: use local or global", v.value),
-            );
-            false
-        }
-        None => false,
-    };
+    let collapse_global = raw
+        .collapse
+        .as_ref()
+        .or(d.collapse.as_ref())
+        .and_then(|v| c.choice(v, &field("collapse"), &[("local", false), ("global", true)]))
+        .unwrap_or(false);
     let stale_while_revalidate = window(
         c,
         &raw.stale_while_revalidate,
@@ -616,24 +616,21 @@ fn rate_limit(
         },
         None => None,
     };
-    let scope = match l.scope.as_ref().map(|s| (s, s.value.as_str())) {
-        None | Some((_, "local")) => Scope::Local,
-        Some((_, "global")) if have_redis => Scope::Global,
-        Some((s, "global")) => {
-            c.warn(
-                s,
-                &field("rate_limit.scope"),
-                "global needs redis; counted per replica",
-            );
-            Scope::Local
-        }
-        Some((s, other)) => {
-            c.error(
-                s,
-                &field("rate_limit.scope"),
-                format!("`{other}`: use local or global"),
-            );
-            return None;
+    let scope = match &l.scope {
+        None => Scope::Local,
+        Some(s) => {
+            let choices = [("local", Scope::Local), ("global", Scope::Global)];
+            match c.choice(s, &field("rate_limit.scope"), &choices)? {
+                Scope::Global if !have_redis => {
+                    c.warn(
+                        s,
+                        &field("rate_limit.scope"),
+                        "global needs redis; counted per replica",
+                    );
+                    Scope::Local
+                }
+                scope => scope,
+            }
         }
     };
     let (Some(key), Some((rate, per))) = (key, rate) else {
@@ -714,21 +711,13 @@ fn triggers(
 /// Rule fields this version reads but does not act on yet: said once, as a
 /// warning, so a config written for a later version still loads.
 fn pending_fields(c: &mut Check, raw: &RawRule, field: &dyn Fn(&str) -> String) {
-    let mut warn_if = |present: Option<(u64, u64)>, name: &str| {
-        if let Some((line, column)) = present {
-            c.warnings.push(Problem {
-                pos: Some(Pos { line, column }),
-                field: field(name),
-                message: "accepted but not acted on by this version".into(),
-            });
-        }
-    };
-    fn at_list<T>(v: &Option<Vec<Sp<T>>>) -> Option<(u64, u64)> {
-        v.as_ref()
-            .and_then(|l| l.first())
-            .map(|s| (s.referenced.line(), s.referenced.column()))
+    if let Some(first) = raw.warm_on.iter().flatten().next() {
+        c.warn(
+            first,
+            &field("warm_on"),
+            "accepted but not acted on by this version",
+        );
     }
-    warn_if(at_list(&raw.warm_on), "warm_on");
 }
 
 /// Names must be unique; two rules must not match the same requests on the

@@ -26,6 +26,16 @@ pub enum Ttl {
     Origin,
 }
 
+/// As the config writes it: `1day 2h`, or `origin`.
+impl std::fmt::Display for Ttl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ttl::Fixed(d) => write!(f, "{}", humantime::format_duration(*d)),
+            Ttl::Origin => f.write_str("origin"),
+        }
+    }
+}
+
 /// Where a rule's entries live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
