@@ -12,7 +12,7 @@
 # the backend's address, and with `admin.listen: 0.0.0.0:9901` and a token for
 # -p 9901 to reach it. deploy/kubernetes/ runs the image as a sidecar.
 #
-# Expected size: about 34 MB uncompressed (about 13 MB compressed), that is
+# Expected size (an estimate; no image was built): about 34 MB uncompressed (about 13 MB compressed), that is
 # gcr.io/distroless/cc-debian12 at about 23 MB (about 9 MB compressed) plus the
 # release binary at about 10.5 MB once its debug info is stripped (cargo leaves
 # it at about 44 MB, most of it the line tables the release profile keeps).

@@ -1,7 +1,8 @@
 //! The subscriber side of purge announcements: keeps a pub/sub connection
 //! to Redis, applies what other replicas announce, and tells the
-//! [`Invalidator`] when the connection is lost (a heartbeat PING notices a
-//! silent cut within a second) and when it is back.
+//! [`Invalidator`] when the connection is lost (a heartbeat PING every
+//! second, allowed 5 × `redis.timeout`, notices a silent cut within the sum)
+//! and when it is back.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,7 +9,8 @@
 //!   an L1 entry is served for at most `redis.disconnect_grace` after the
 //!   later of the cut and its arrival in L1, and the whole L1 is dropped on
 //!   reconnect ([`bus`]). So a missed purge is honoured within the grace plus
-//!   the time to notice the cut (the bus's 1 s heartbeat plus its timeout).
+//!   the time to notice the cut (the bus's 1 s heartbeat plus its timeout,
+//!   5 × `redis.timeout`).
 
 pub mod bus;
 pub mod generations;
