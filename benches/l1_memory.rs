@@ -54,6 +54,7 @@ fn entry(i: usize) -> Arc<Entry> {
         stored_at: SystemTime::now(),
         ttl: Duration::from_secs(3600),
         grace: Duration::ZERO,
+        fetched_ms: 0,
         payload: Payload::Response(CachedResponse {
             status: StatusCode::OK,
             headers: StoredHeaders::from_map(&headers(i)),

@@ -90,12 +90,14 @@ async fn replica(redis_url: &str, stop: &CancellationToken) -> Replica {
 /// Puts `n` entries tagged `tag` into every replica's L1 and once into Redis.
 async fn fill(replicas: &[Replica], n: usize, tag: &str) {
     for (i, r) in replicas.iter().enumerate() {
-        let tags = r.proxy.invalidator().stamp(vec![tag.to_owned()]).await;
+        let tags = vec![tag.to_owned()];
+        let fetched = r.proxy.invalidator().fetch_started();
         for k in 0..n {
             let entry = Arc::new(Entry {
                 stored_at: SystemTime::now(),
                 ttl: Duration::from_secs(3600),
                 grace: Duration::ZERO,
+                fetched_ms: fetched,
                 payload: Payload::Response(CachedResponse {
                     status: StatusCode::OK,
                     headers: StoredHeaders::default(),

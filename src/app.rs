@@ -30,7 +30,9 @@ impl App {
     pub fn build(config: Config) -> anyhow::Result<Self> {
         // Installed before anything records.
         metrics::handle();
-        let memory = MemoryStore::new(config.memory.max_size);
+        // What is remembered of purges counts in the memory limit too.
+        let max_size = config.memory.max_size;
+        let memory = MemoryStore::new(max_size - crate::invalidation::budget(max_size));
         let redis = match &config.redis {
             Some(r) => Some(RedisStore::new(r).map_err(|e| anyhow::anyhow!("redis: {e}"))?),
             None => None,
@@ -114,7 +116,12 @@ async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
         let (entries, bytes) = memory.usage().await;
         ::metrics::gauge!(metrics::L1_ENTRIES).set(entries as f64);
         ::metrics::gauge!(metrics::L1_BYTES).set(bytes as f64);
-        ::metrics::gauge!(metrics::L1_CAPACITY).set(memory.capacity() as f64);
+        // The configured limit, which covers L1 and the purge memory.
+        let max_size = proxy.config().memory.max_size;
+        ::metrics::gauge!(metrics::L1_CAPACITY).set(max_size as f64);
+        let (names, purge_bytes) = proxy.invalidator().usage();
+        ::metrics::gauge!(metrics::PURGE_MEMORY_NAMES).set(names as f64);
+        ::metrics::gauge!(metrics::PURGE_MEMORY_BYTES).set(purge_bytes as f64);
         metrics::redis_state(proxy.cache().redis_state());
         for rule in proxy.config().rules.rules() {
             if let Some(limit) = &rule.rate_limit {

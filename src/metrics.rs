@@ -27,8 +27,13 @@ pub const REDIS_STATE: &str = "sidecache_redis_state";
 pub const L1_ENTRIES: &str = "sidecache_l1_entries";
 /// Bytes held by L1, as weighed against its limit (gauge).
 pub const L1_BYTES: &str = "sidecache_l1_bytes";
-/// L1's limit, `memory.max_size` (gauge).
+/// L1's limit, `memory.max_size` (gauge); it covers the purge memory too.
 pub const L1_CAPACITY: &str = "sidecache_l1_capacity_bytes";
+/// Keys and tags whose latest purge is remembered (gauge).
+pub const PURGE_MEMORY_NAMES: &str = "sidecache_purge_memory_names";
+/// Bytes counted for the remembered purges, within a sixteenth of
+/// `memory.max_size` (gauge).
+pub const PURGE_MEMORY_BYTES: &str = "sidecache_purge_memory_bytes";
 /// Keys, tags and prefixes purged, by `kind` and `source` (counter).
 pub const PURGES: &str = "sidecache_purges_total";
 /// Requests refused by a rule's rate limit, by `rule` and `scope` (counter).
@@ -173,6 +178,15 @@ fn describe() {
     describe_gauge!(L1_ENTRIES, "Entries in the memory tier.");
     describe_gauge!(L1_BYTES, Unit::Bytes, "Bytes held by the memory tier.");
     describe_gauge!(L1_CAPACITY, Unit::Bytes, "Limit of the memory tier.");
+    describe_gauge!(
+        PURGE_MEMORY_NAMES,
+        "Keys and tags whose latest purge is remembered."
+    );
+    describe_gauge!(
+        PURGE_MEMORY_BYTES,
+        Unit::Bytes,
+        "Bytes counted for remembered purges."
+    );
     describe_counter!(PURGES, "Keys, tags and prefixes purged.");
     describe_counter!(RATE_LIMITED, "Requests refused by a rule's rate limit.");
     describe_counter!(REJECTED, "Requests refused before reaching the backend.");

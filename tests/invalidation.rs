@@ -98,18 +98,6 @@ async fn hit(proxy: &Proxy, path: &str) -> bool {
     get(&proxy.url(path), &[]).await.is_hit()
 }
 
-async fn admin_purge(proxy: &Proxy, body: &str, token: Option<&str>) -> Got {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
-    send(
-        "POST",
-        &format!("http://{}/purge", proxy.admin),
-        &headers,
-        body,
-    )
-    .await
-}
-
 /// A PUT through A makes B miss on its next GET, and the product's category
 /// listing (tagged from the PUT's JSON answer) is purged on every instance.
 #[tokio::test]

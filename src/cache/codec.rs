@@ -1,11 +1,11 @@
 //! The compact, versioned binary form of an entry, as kept in Redis.
 //!
-//! Layout (integers big-endian): magic `SC`, version `1`, kind (0 response,
+//! Layout (integers big-endian): magic `SC`, version `2`, kind (0 response,
 //! 1 vary), stored-at (ms since the epoch, u64), ttl (ms, u64), grace (ms,
-//! u64), then for a response: status (u16), header count (u16) and each
-//! header as name (u16 length + bytes) and value (u32 length + bytes), tag
-//! count (u16) and each tag (u16 length + bytes, then its generation as
-//! u64), body (u32 length + bytes);
+//! u64), fetched-at (ms on the purge clock, u64), then for a response:
+//! status (u16), header count (u16) and each header as name (u16 length +
+//! bytes) and value (u32 length + bytes), tag count (u16) and each tag
+//! (u16 length + bytes), body (u32 length + bytes);
 //! for a vary marker: name count (u16) and each name (u16 length + bytes).
 //! Anything that does not decode exactly is rejected, never trusted.
 
@@ -14,10 +14,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderName, StatusCode};
 
-use super::{CachedResponse, Entry, Payload, StoredHeaders, Tag};
+use super::{CachedResponse, Entry, Payload, StoredHeaders};
 
 const MAGIC: &[u8; 2] = b"SC";
-const VERSION: u8 = 1;
+/// Version 1 kept a generation per tag; its entries are refused (a miss)
+/// and age out of Redis by their own TTL.
+const VERSION: u8 = 2;
 
 /// Why a stored value was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,8 +61,7 @@ pub fn encode(entry: &Entry) -> Bytes {
             }
             out.put_u16(len16(r.tags.len()));
             for tag in r.tags.iter().take(usize::from(u16::MAX)) {
-                put16(&mut out, tag.name.as_bytes());
-                out.put_u64(tag.generation);
+                put16(&mut out, tag.as_bytes());
             }
             out.put_u32(len32(r.body.len()));
             out.put_slice(&r.body);
@@ -81,6 +82,7 @@ fn put_times(out: &mut BytesMut, stored: Duration, entry: &Entry) {
     out.put_u64(ms(stored));
     out.put_u64(ms(entry.ttl));
     out.put_u64(ms(entry.grace));
+    out.put_u64(entry.fetched_ms);
 }
 
 fn len16(n: usize) -> u16 {
@@ -104,10 +106,11 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
     }
     input.advance(3);
     let kind = input.get_u8();
-    need(&input, 24)?;
+    need(&input, 32)?;
     let stored_at = UNIX_EPOCH + Duration::from_millis(input.get_u64());
     let ttl = Duration::from_millis(input.get_u64());
     let grace = Duration::from_millis(input.get_u64());
+    let fetched_ms = input.get_u64();
     let payload = match kind {
         0 => {
             need(&input, 4)?;
@@ -133,13 +136,7 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
             let mut tags = Vec::with_capacity(usize::from(count));
             for _ in 0..count {
                 let t = take16(&mut input)?;
-                let name =
-                    String::from_utf8(t.to_vec()).map_err(|_| DecodeError::Invalid("tag"))?;
-                need(&input, 8)?;
-                tags.push(Tag {
-                    name,
-                    generation: input.get_u64(),
-                });
+                tags.push(String::from_utf8(t.to_vec()).map_err(|_| DecodeError::Invalid("tag"))?);
             }
             need(&input, 4)?;
             let len = input.get_u32() as usize;
@@ -173,6 +170,7 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
         stored_at,
         ttl,
         grace,
+        fetched_ms,
         payload,
     })
 }
@@ -206,14 +204,12 @@ mod tests {
             stored_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             ttl: Duration::from_secs(60),
             grace: Duration::from_secs(5),
+            fetched_ms: 1_700_000_000_100,
             payload: Payload::Response(CachedResponse {
                 status: StatusCode::OK,
                 headers: StoredHeaders::from_map(&headers),
                 body: Bytes::from_static(b"{\"id\":1}"),
-                tags: vec![Tag {
-                    name: "product:1".into(),
-                    generation: 3,
-                }],
+                tags: vec!["product:1".into()],
             }),
         }
     }
@@ -253,8 +249,8 @@ mod tests {
             Err(DecodeError::Header)
         );
         let mut bytes = encode(&sample()).to_vec();
-        bytes[28] = 0; // status high byte -> status < 100
-        bytes[29] = 7;
+        bytes[36] = 0; // status high byte -> status < 100
+        bytes[37] = 7;
         assert_eq!(
             decode(Bytes::from(bytes)),
             Err(DecodeError::Invalid("status"))

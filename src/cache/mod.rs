@@ -37,19 +37,9 @@ pub struct CachedResponse {
     pub headers: StoredHeaders,
     /// The body; shared, never copied on a hit.
     pub body: Bytes,
-    /// Tags rendered when it was stored, each with the tag's generation at
-    /// that time: a later purge of the tag raises its generation, and the
-    /// entry is refused from then on.
-    pub tags: Vec<Tag>,
-}
-
-/// A tag and the generation it had when the entry was stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tag {
-    /// The tag (`category:12`).
-    pub name: String,
-    /// Its generation at store time.
-    pub generation: u64,
+    /// Tags rendered when it was stored (`category:12`). A purge of one of
+    /// them at or after the entry's [`Entry::fetched_ms`] refuses it.
+    pub tags: Vec<String>,
 }
 
 /// What a key holds.
@@ -71,6 +61,11 @@ pub struct Entry {
     pub ttl: Duration,
     /// Kept this long after it goes stale (for stale serving).
     pub grace: Duration,
+    /// When the request that produced it went to the backend, in ms on the
+    /// purge clock (see `invalidation::clock`). A purge of its key, one of
+    /// its tags or a prefix of its key taken at or after this time refuses
+    /// it: the backend may have answered with what the purge replaced.
+    pub fetched_ms: u64,
     /// The content.
     pub payload: Payload,
 }
@@ -98,7 +93,7 @@ impl Entry {
                 r.body.len()
                     + r.headers.byte_len()
                     + r.headers.len() * 8
-                    + r.tags.iter().map(|t| t.name.len() + 32).sum::<usize>()
+                    + r.tags.iter().map(|t| t.len() + 24).sum::<usize>()
             }
             Payload::Vary(names) => names.len() * 32,
         }

@@ -23,24 +23,44 @@ use crate::config::RedisConfig;
 pub const BREAKER_FAILURES: u32 = 3;
 /// How long an open breaker refuses commands before a probe.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+/// How long a key purge's tombstone (`#kp:<key>`, its time) is kept: a
+/// store of an answer fetched before the purge is refused by Redis itself
+/// for this long, whichever replica sends it and however late. An answer
+/// whose fetch started longer ago than this is never stored.
+pub const TOMBSTONE: Duration = Duration::from_secs(600);
+
+/// The time on Redis's clock, in ms, as Lua sees it.
+const LUA_NOW: &str = "local t = redis.call('TIME') \
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
 
 /// A Lua script and its SHA1, worked out on first use.
 struct Lua {
-    code: &'static str,
+    code: std::borrow::Cow<'static, str>,
     hash: OnceLock<String>,
 }
 
 impl Lua {
     const fn new(code: &'static str) -> Self {
         Self {
-            code,
+            code: std::borrow::Cow::Borrowed(code),
             hash: OnceLock::new(),
         }
     }
 
+    fn owned(code: String) -> Self {
+        Self {
+            code: std::borrow::Cow::Owned(code),
+            hash: OnceLock::new(),
+        }
+    }
+
+    fn code(&self) -> &str {
+        &self.code
+    }
+
     fn hash(&self) -> &str {
         self.hash
-            .get_or_init(|| redis::Script::new(self.code).get_hash().to_owned())
+            .get_or_init(|| redis::Script::new(&self.code).get_hash().to_owned())
     }
 }
 
@@ -185,14 +205,60 @@ impl RedisStore {
         k
     }
 
-    /// Raises a tag's generation; answers the new one.
-    pub async fn bump_tag(&self, tag: &str) -> Result<u64, StoreError> {
-        let mut cmd = redis::cmd("INCR");
-        cmd.arg(self.tag_key(tag));
-        self.run::<u64>("INCR", cmd).await
+    /// Records a purge of `tag` at Redis's time (later than any earlier
+    /// purge of it, so it only grows, across a flush too: it is a time, not
+    /// a counter), kept for `keep`; answers the time.
+    pub async fn purge_tag(&self, tag: &str, keep: Duration) -> Result<u64, StoreError> {
+        static PURGE_TAG: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| {
+            Lua::owned(format!(
+                "{LUA_NOW} \
+                local last = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 \
+                if last >= now then now = last + 1 end \
+                redis.call('SET', KEYS[1], string.format('%.0f', now), 'PX', ARGV[1]) \
+                return now"
+            ))
+        });
+        self.run_script::<u64>(&PURGE_TAG, &[self.tag_key(tag)], &[millis(keep)])
+            .await
     }
 
-    /// The current generations of `tags` (0 for a tag never purged).
+    /// Deletes `key`'s entry and records the purge's time in its tombstone
+    /// (kept [`TOMBSTONE`]), so a late store of an older answer is refused;
+    /// if the key has Vary variants, raises their internal tag (kept `keep`)
+    /// too. Answers whether an entry went, and the purge's time.
+    pub async fn purge_key(
+        &self,
+        key: &str,
+        variants_tag: &str,
+        keep: Duration,
+    ) -> Result<(bool, u64), StoreError> {
+        static PURGE_KEY: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| {
+            Lua::owned(format!(
+                "{LUA_NOW} \
+                local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0 \
+                if last >= now then now = last + 1 end \
+                redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[1]) \
+                local g = redis.call('GET', KEYS[3]) \
+                if g then \
+                  local t = math.max(now, (tonumber(g) or 0) + 1) \
+                  redis.call('SET', KEYS[3], string.format('%.0f', t), 'PX', ARGV[2]) \
+                end \
+                return {{redis.call('DEL', KEYS[1]), now}}"
+            ))
+        });
+        let keys = [
+            self.full_key(key),
+            self.tombstone_key(key),
+            self.tag_key(variants_tag),
+        ];
+        let args = [millis(TOMBSTONE), millis(keep)];
+        let (deleted, time): (u64, u64) = self.run_script(&PURGE_KEY, &keys, &args).await?;
+        Ok((deleted > 0, time))
+    }
+
+    /// The latest purge times of `tags` (0 for a tag not purged within its
+    /// keep). A value that is not a time counts as a purge just now, so the
+    /// entries carrying it are refused, not the whole of L2.
     pub async fn tag_generations(&self, tags: &[&str]) -> Result<Vec<u64>, StoreError> {
         if tags.is_empty() {
             return Ok(Vec::new());
@@ -201,8 +267,40 @@ impl RedisStore {
         for t in tags {
             cmd.arg(self.tag_key(t));
         }
-        let values = self.run::<Vec<Option<u64>>>("MGET", cmd).await?;
-        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+        let values = self.run::<Vec<Option<Vec<u8>>>>("MGET", cmd).await?;
+        Ok(values
+            .into_iter()
+            .map(|v| match v {
+                None => 0,
+                Some(v) => std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(u64::MAX),
+            })
+            .collect())
+    }
+
+    /// Marks this Redis with `id` if unmarked (kept `keep`, renewed), and
+    /// reads its clock. Answers the mark found and Redis's time in ms: a
+    /// mark other than the one seen before means Redis was flushed,
+    /// replaced or evicted everything.
+    pub async fn mark_and_time(
+        &self,
+        id: &str,
+        keep: Duration,
+    ) -> Result<(String, u64), StoreError> {
+        static MARK: std::sync::LazyLock<Lua> = std::sync::LazyLock::new(|| {
+            Lua::owned(format!(
+                "local v = redis.call('GET', KEYS[1]) \
+                if not v then v = ARGV[1] redis.call('SET', KEYS[1], v, 'PX', ARGV[2]) \
+                else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+                {LUA_NOW} \
+                return {{v, now}}"
+            ))
+        });
+        let key = format!("{}#mark", self.prefix);
+        let args = [id.to_owned(), millis(keep).to_string()];
+        self.run_script(&MARK, &[key], &args).await
     }
 
     /// Publishes `payload` on `channel` (used as given, without the prefix).
@@ -280,7 +378,7 @@ impl RedisStore {
         static UNLOCK: Lua = Lua::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
         );
-        self.run_script::<u64>(&UNLOCK, &self.lock_key(key), &[token])
+        self.run_script::<u64>(&UNLOCK, &[self.lock_key(key)], &[token])
             .await
             .map(|_| ())
     }
@@ -312,32 +410,41 @@ impl RedisStore {
             .max(1);
         let key = format!("{}#rl:{id}", self.prefix);
         let args = [micros.to_string(), burst.to_string()];
-        let wait = self.run_script::<u64>(&GCRA, &key, &args).await?;
+        let wait = self.run_script::<u64>(&GCRA, &[key], &args).await?;
         Ok((wait > 0).then(|| Duration::from_micros(wait)))
     }
 
-    /// Runs `script` on one key by its SHA1 (EVALSHA), so the script's text
+    /// Runs `script` on `keys` by its SHA1 (EVALSHA), so the script's text
     /// is not sent with every call; sends it whole (EVAL, which also makes
     /// Redis keep it) only when Redis does not know it yet.
     async fn run_script<T: redis::FromRedisValue>(
         &self,
         script: &Lua,
-        key: &str,
+        keys: &[impl AsRef<str>],
         args: &[impl redis::ToRedisArgs],
     ) -> Result<T, StoreError> {
         let call = |name: &str, body: &str| {
             let mut cmd = redis::cmd(name);
-            cmd.arg(body).arg(1).arg(key).arg(args);
+            cmd.arg(body).arg(keys.len());
+            for k in keys {
+                cmd.arg(k.as_ref());
+            }
+            cmd.arg(args);
             cmd
         };
         match self.run("EVALSHA", call("EVALSHA", script.hash())).await {
             Err(StoreError::Redis(e))
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                self.run("EVAL", call("EVAL", script.code)).await
+                self.run("EVAL", call("EVAL", script.code())).await
             }
             other => other,
         }
+    }
+
+    /// The tombstone of a key purge: `#kp:<key>`, holding the purge's time.
+    fn tombstone_key(&self, key: &str) -> String {
+        format!("{}#kp:{key}", self.prefix)
     }
 
     fn lock_key(&self, key: &str) -> String {
@@ -374,18 +481,38 @@ impl Store for RedisStore {
         Ok(Some(Arc::new(entry)))
     }
 
+    /// Stores unless the key (for a Vary variant, its primary key) was
+    /// purged at or after the entry's fetch started: Redis checks the
+    /// purge's tombstone in the same script, so a store that arrives after
+    /// a purge made on any replica cannot put the old answer back. A
+    /// variant also makes sure its primary key's internal variants tag
+    /// exists (at 0) for as long as it lives, so a key purge knows to raise
+    /// it; keys without variants get none.
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
-        let keep = entry.keep_for(SystemTime::now());
-        let millis = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX);
-        if millis == 0 {
+        static STORE: Lua = Lua::new(
+            "local t = redis.call('GET', KEYS[2]) \
+            if t and (tonumber(t) or math.huge) >= tonumber(ARGV[3]) then return 0 end \
+            redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+            if KEYS[3] and not redis.call('SET', KEYS[3], '0', 'NX', 'PX', ARGV[2]) \
+              and redis.call('PTTL', KEYS[3]) < tonumber(ARGV[2]) then \
+              redis.call('PEXPIRE', KEYS[3], ARGV[2]) end \
+            return 1",
+        );
+        let keep = millis(entry.keep_for(SystemTime::now()));
+        if keep == 0 {
             return Ok(());
         }
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.full_key(key))
-            .arg(codec::encode(&entry).as_ref())
-            .arg("PX")
-            .arg(millis);
-        self.run::<()>("SET", cmd).await
+        let primary = primary_key(key);
+        let mut keys = vec![self.full_key(key), self.tombstone_key(primary)];
+        if primary.len() < key.len() {
+            keys.push(self.tag_key(&crate::invalidation::variant_tag(primary)));
+        }
+        let value = codec::encode(&entry);
+        let (keep, fetched) = (keep.to_string(), entry.fetched_ms.to_string());
+        let args: [&[u8]; 3] = [value.as_ref(), keep.as_bytes(), fetched.as_bytes()];
+        self.run_script::<u64>(&STORE, &keys, &args)
+            .await
+            .map(|_| ())
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
@@ -393,4 +520,15 @@ impl Store for RedisStore {
         cmd.arg(self.full_key(key));
         Ok(self.run::<u64>("DEL", cmd).await? > 0)
     }
+}
+
+/// Whole milliseconds of `d`, for PX arguments.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The primary key of a cache key: a Vary variant's key is its primary key
+/// plus `#vary...` (`#` never appears in a rendered key).
+pub fn primary_key(key: &str) -> &str {
+    key.split_once('#').map_or(key, |(primary, _)| primary)
 }

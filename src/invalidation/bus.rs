@@ -2,7 +2,8 @@
 //! to Redis, applies what other replicas announce, and tells the
 //! [`Invalidator`] when the connection is lost (a heartbeat PING every
 //! second, allowed 5 × `redis.timeout`, notices a silent cut within the sum)
-//! and when it is back.
+//! and when it is back. Each heartbeat also reads Redis's clock and checks
+//! that Redis was not flushed ([`Invalidator::heartbeat`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
                     if !matches!(alive, Ok(Ok(_))) {
                         break;
                     }
+                    inv.heartbeat().await;
                 }
             }
         }

@@ -1,19 +1,32 @@
 //! Invalidation: purges by key, tag and prefix, applied to L1 and L2 and
 //! announced to every replica over Redis pub/sub.
 //!
+//! A purge is a time on the purge clock ([`clock`]): Redis's own time when
+//! it is configured. An entry remembers when its fetch went to the backend
+//! ([`Entry::fetched_ms`]) and is refused once its key, one of its tags or a
+//! prefix of its key has been purged at or after that time ([`times`]). So
+//! a purge refuses exactly the entries it concerns, including answers that
+//! were on their way when it happened, and never any other.
+//!
 //! - Keys and prefixes are deleted in both layers; the announcement makes
-//!   every other replica delete them from its L1.
-//! - Tags are purged by raising their generation ([`generations`]): one
-//!   `INCR` and one `PUBLISH`, whatever the number of entries.
+//!   every other replica delete them from its L1. A key purge leaves a
+//!   tombstone in Redis that refuses a late store of an older answer.
+//! - Tags are purged by recording their purge time in Redis: one script
+//!   and one `PUBLISH`, whatever the number of entries. An L2 hit reads its
+//!   tags' times (one `MGET`); L1 knows them from the announcements.
 //! - A replica cut off from Redis may miss announcements. While cut off,
 //!   an L1 entry is served for at most `redis.disconnect_grace` after the
 //!   later of the cut and its arrival in L1, and the whole L1 is dropped on
 //!   reconnect ([`bus`]). So a missed purge is honoured within the grace plus
 //!   the time to notice the cut (the bus's 1 s heartbeat plus its timeout,
-//!   5 × `redis.timeout`).
+//!   5 × `redis.timeout`). The heartbeat also notices a flushed or replaced
+//!   Redis, which is handled the same way.
+//!
+//! [`Entry::fetched_ms`]: crate::cache::Entry::fetched_ms
 
 pub mod bus;
-pub mod generations;
+pub mod clock;
+pub mod times;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,10 +35,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use self::generations::Generations;
+use self::clock::Clock;
+use self::times::{Kind, PurgeTimes};
+use crate::cache::redis::{TOMBSTONE, primary_key};
 use crate::cache::tiered::{Found, Tiered};
-use crate::cache::{Layer, Payload, Store, Tag, now_ms};
+use crate::cache::{Entry, Layer, Payload, Store, now_ms};
 use crate::metrics::PurgeSource;
+
+/// The bytes of `memory.max_size` set aside for remembering purges
+/// ([`times`]); L1 gets the rest. A sixteenth, at least 1 MiB (but never
+/// more than half).
+pub fn budget(max_size: u64) -> u64 {
+    (max_size / 16).max(1 << 20).min(max_size / 2)
+}
 
 /// What to purge. The admin API's `POST /purge` body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -47,7 +69,7 @@ pub struct Purge {
 pub struct Counts {
     /// Keys that held an entry here or in Redis.
     pub keys: usize,
-    /// Tags whose generation was raised (every entry carrying them is gone).
+    /// Tags purged (every entry carrying them is gone).
     pub tags: usize,
     /// Entries removed by prefix, here and in Redis.
     pub prefixed: usize,
@@ -55,18 +77,20 @@ pub struct Counts {
     /// have seen all of it (they catch up within their disconnect grace
     /// only if they lost their connection too). Retry the purge.
     pub redis_errors: usize,
+    /// The latest purge time this purge applied, on the purge clock.
+    #[serde(skip)]
+    pub at_ms: u64,
 }
 
-/// What travels over pub/sub.
+/// What travels over pub/sub: each name with its purge time.
 #[derive(Debug, Serialize, Deserialize)]
 struct Announcement {
     /// The sending replica, which has already applied it.
     from: u64,
     #[serde(default)]
-    keys: Vec<String>,
+    keys: Vec<(String, u64)>,
     #[serde(default)]
-    prefixes: Vec<String>,
-    /// Tag -> its new generation.
+    prefixes: Vec<(String, u64)>,
     #[serde(default)]
     tags: Vec<(String, u64)>,
 }
@@ -74,7 +98,10 @@ struct Announcement {
 /// The purge engine of one replica.
 pub struct Invalidator {
     cache: Tiered,
-    generations: Generations,
+    times: PurgeTimes,
+    clock: Clock,
+    /// The longest an entry can live (ms): how long a purge can matter.
+    horizon_ms: AtomicU64,
     /// Unique per process, so a replica skips its own announcements.
     instance: u64,
     /// 0 while the announcement channel is connected; otherwise the time
@@ -82,9 +109,9 @@ pub struct Invalidator {
     cut_off_since: AtomicU64,
     /// How long L1 is trusted after the channel is lost.
     grace: Duration,
-    /// Raised by every purge, here or announced; a fetch that saw another
-    /// value when it started does not store its answer.
-    epoch: AtomicU64,
+    /// The mark found on Redis at the last heartbeat (see
+    /// [`Invalidator::heartbeat`]). A plain mutex: held to compare and swap.
+    mark: Mutex<Option<String>>,
     /// The last [`RECENT`] purges, newest last, for the dashboard. A plain
     /// mutex: held only to push or copy, never across an await.
     recent: Mutex<VecDeque<Recorded>>,
@@ -121,24 +148,51 @@ pub fn variant_tag(key: &str) -> String {
 }
 
 impl Invalidator {
-    /// An invalidator over `cache`; `grace` bounds L1 trust while cut off.
-    pub fn new(cache: Tiered, grace: Duration) -> Self {
+    /// An invalidator over `cache`; `grace` bounds L1 trust while cut off;
+    /// `budget` bytes bound what it remembers of purges.
+    pub fn new(cache: Tiered, grace: Duration, budget: usize) -> Self {
         // RandomState is seeded randomly per process and per call.
         let instance = std::hash::BuildHasher::hash_one(
             &std::collections::hash_map::RandomState::new(),
             now_ms(),
         );
+        let clock = if cache.redis.is_some() {
+            Clock::shared()
+        } else {
+            Clock::local()
+        };
         Self {
             // At start L1 is empty, so nothing can have been missed yet; the
             // bus marks the cut if its first connection fails.
             cut_off_since: AtomicU64::new(0),
             cache,
-            generations: Generations::default(),
+            times: PurgeTimes::new(budget),
+            clock,
+            horizon_ms: AtomicU64::new(u64::MAX),
             instance,
             grace,
-            epoch: AtomicU64::new(0),
+            mark: Mutex::new(None),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
         }
+    }
+
+    /// Sets the longest lifetime an entry can have under the rules in
+    /// effect: purges older than that are forgotten, and tag times in Redis
+    /// are kept that long.
+    pub fn set_horizon(&self, horizon: Duration) {
+        let ms = u64::try_from(horizon.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1_000);
+        self.horizon_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn horizon(&self) -> Duration {
+        Duration::from_millis(self.horizon_ms.load(Ordering::Relaxed))
+    }
+
+    /// What is remembered of purges: names and bytes.
+    pub fn usage(&self) -> (usize, usize) {
+        self.times.usage()
     }
 
     /// The last purges applied here, newest first.
@@ -183,9 +237,10 @@ impl Invalidator {
         recent.push_back(recorded);
     }
 
-    /// The purge epoch (see [`Invalidator::purge`]).
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+    /// When a fetch starting now starts, on the purge clock: its answer
+    /// is stored only if nothing it concerns is purged from then on.
+    pub fn fetch_started(&self) -> u64 {
+        self.clock.fetch_start()
     }
 
     /// The pub/sub channel of purge announcements.
@@ -196,14 +251,34 @@ impl Invalidator {
             .map(|r| format!("{}purge", r.prefix()))
     }
 
-    /// Whether a found entry may be served: its tags are current and, for
-    /// L1 while cut off from purges, it has not been trusted for longer than
-    /// the grace since the later of its arrival in L1 and the cut (so L1
-    /// keeps working during a Redis outage, re-fetching every grace period).
-    /// An L2 entry with tags refreshes their generations from Redis first.
-    pub async fn admits(&self, found: &Found) -> bool {
-        let Payload::Response(r) = &found.entry.payload else {
-            return true;
+    /// Whether an answer fetched at `fetched` for `key` with `tags` may
+    /// still be stored: nothing it concerns was purged since, as far as this
+    /// replica knows (Redis checks key purges again when it takes the
+    /// entry, and tag purges are checked again at every L2 hit).
+    pub fn may_store(&self, key: &str, tags: &[String], fetched: u64) -> bool {
+        let too_old = self.clock.now().saturating_sub(fetched)
+            >= u64::try_from(TOMBSTONE.as_millis()).unwrap_or(u64::MAX);
+        !too_old && self.concerns(key, tags) < fetched
+    }
+
+    /// The latest purge this replica knows of that concerns an entry under
+    /// `key` (a variant answers for its primary key) with `tags`.
+    fn concerns(&self, key: &str, tags: &[String]) -> u64 {
+        self.times
+            .latest(primary_key(key), tags.iter().map(String::as_str))
+    }
+
+    /// Whether a found entry may be served under `key`: nothing it concerns
+    /// was purged since its fetch started and, for L1 while cut off from
+    /// purges, it has not been trusted for longer than the grace since the
+    /// later of its arrival in L1 and the cut (so L1 keeps working during a
+    /// Redis outage, re-fetching every grace period). An L2 entry with tags
+    /// reads their purge times from Redis first.
+    pub async fn admits(&self, found: &Found, key: &str) -> bool {
+        let entry: &Entry = &found.entry;
+        let tags: &[String] = match &entry.payload {
+            Payload::Response(r) => &r.tags,
+            Payload::Vary(_) => &[],
         };
         match found.layer {
             Layer::Memory => {
@@ -217,110 +292,107 @@ impl Invalidator {
                 }
             }
             Layer::Redis => {
-                if !r.tags.is_empty()
+                if !tags.is_empty()
                     && let Some(redis) = &self.cache.redis
                 {
-                    let names: Vec<&str> = r.tags.iter().map(|t| t.name.as_str()).collect();
-                    match redis.tag_generations(&names).await {
-                        Ok(gens) => names
-                            .iter()
-                            .zip(gens)
-                            .for_each(|(n, g)| self.generations.observe(n, g)),
+                    let names: Vec<&str> = tags.iter().map(String::as_str).collect();
+                    let Ok(times) = redis.tag_generations(&names).await else {
                         // Cannot tell whether a tag was purged: do not serve it.
-                        Err(_) => return false,
+                        return false;
+                    };
+                    let (now, horizon) = (self.clock.now(), self.horizon_ms());
+                    for (name, time) in names.iter().zip(times) {
+                        if time >= entry.fetched_ms {
+                            return false;
+                        }
+                        if time > 0 {
+                            self.times.record(Kind::Tag, name, time, now, horizon);
+                        }
                     }
                 }
             }
         }
-        self.generations.is_current(&r.tags)
+        self.concerns(key, tags) < entry.fetched_ms
     }
 
-    /// Generations for tags of a new entry: the known ones, and Redis's for
-    /// tags this replica has not seen (0 when Redis cannot say: safe, since
-    /// a low generation only makes the entry easier to purge).
-    pub async fn stamp(&self, names: Vec<String>) -> Vec<Tag> {
-        let unknown: Vec<&str> = names
-            .iter()
-            .filter(|n| self.generations.get(n).is_none())
-            .map(String::as_str)
-            .collect();
-        if let (false, Some(redis)) = (unknown.is_empty(), &self.cache.redis)
-            && let Ok(gens) = redis.tag_generations(&unknown).await
-        {
-            unknown
-                .iter()
-                .zip(gens)
-                .for_each(|(n, g)| self.generations.observe(n, g));
-        }
-        names
-            .into_iter()
-            .map(|name| Tag {
-                generation: self.generations.get(&name).unwrap_or(0),
-                name,
-            })
-            .collect()
+    fn horizon_ms(&self) -> u64 {
+        self.horizon_ms.load(Ordering::Relaxed)
     }
 
     /// Purges here and in Redis, and announces it to every replica.
     pub async fn purge(&self, purge: &Purge, source: PurgeSource) -> Counts {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.record(source, &purge.keys, &purge.tags, &purge.prefixes);
         let mut counts = Counts::default();
-        let mut tags = Vec::with_capacity(purge.tags.len() + purge.keys.len());
-        let all_tags = purge
-            .tags
-            .iter()
-            .cloned()
-            .chain(purge.keys.iter().map(|k| variant_tag(k)));
-        for (i, tag) in all_tags.enumerate() {
-            let generation = match &self.cache.redis {
-                Some(r) => match r.bump_tag(&tag).await {
-                    Ok(g) => g,
+        let keep = self.horizon();
+        let (now, horizon) = (self.clock.now(), self.horizon_ms());
+        let redis = self.cache.redis.as_ref();
+        let mut msg = Announcement {
+            from: self.instance,
+            keys: Vec::with_capacity(purge.keys.len()),
+            prefixes: Vec::with_capacity(purge.prefixes.len()),
+            tags: Vec::with_capacity(purge.tags.len()),
+        };
+        // Each time is recorded here before anything is deleted, so a store
+        // racing the purge is refused whichever comes first.
+        for tag in &purge.tags {
+            let time = match redis {
+                Some(r) => match r.purge_tag(tag, keep).await {
+                    Ok(time) => {
+                        self.clock.observe(time);
+                        time
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "tag purge could not reach Redis; applied here only");
                         counts.redis_errors += 1;
-                        self.generations.bump_local(&tag)
+                        self.clock.purge_time()
                     }
                 },
-                None => self.generations.bump_local(&tag),
+                None => self.clock.purge_time(),
             };
-            self.generations.observe(&tag, generation);
-            counts.tags += usize::from(i < purge.tags.len());
-            tags.push((tag, generation));
+            self.times.record(Kind::Tag, tag, time, now, horizon);
+            counts.tags += 1;
+            counts.at_ms = counts.at_ms.max(time);
+            msg.tags.push((tag.clone(), time));
         }
         for key in &purge.keys {
-            let here = self.cache.memory.delete(key).await.unwrap_or(false);
-            let there = match &self.cache.redis {
-                Some(r) => r.delete(key).await.unwrap_or_else(|_| {
-                    counts.redis_errors += 1;
-                    false
-                }),
-                None => false,
+            let (there, time) = match redis {
+                Some(r) => match r.purge_key(key, &variant_tag(key), keep).await {
+                    Ok((there, time)) => {
+                        self.clock.observe(time);
+                        (there, time)
+                    }
+                    Err(_) => {
+                        counts.redis_errors += 1;
+                        (false, self.clock.purge_time())
+                    }
+                },
+                None => (false, self.clock.purge_time()),
             };
+            self.times.record(Kind::Key, key, time, now, horizon);
+            let here = self.cache.memory.delete(key).await.unwrap_or(false);
             counts.keys += usize::from(here || there);
+            counts.at_ms = counts.at_ms.max(time);
+            msg.keys.push((key.clone(), time));
         }
         for prefix in &purge.prefixes {
+            let time = self.clock.purge_time();
+            self.times.record_prefix(prefix, time);
             counts.prefixed += self.cache.memory.remove_prefix(prefix).await;
-            if let Some(r) = &self.cache.redis {
+            if let Some(r) = redis {
                 match r.delete_prefix(prefix).await {
                     Ok(n) => counts.prefixed += n,
                     Err(_) => counts.redis_errors += 1,
                 }
             }
+            counts.at_ms = counts.at_ms.max(time);
+            msg.prefixes.push((prefix.clone(), time));
         }
-        if let (Some(r), Some(channel)) = (&self.cache.redis, self.channel()) {
-            let msg = Announcement {
-                from: self.instance,
-                keys: purge.keys.clone(),
-                prefixes: purge.prefixes.clone(),
-                tags,
-            };
-            if let Ok(text) = serde_json::to_string(&msg)
-                && let Err(e) = r.publish(&channel, &text).await
-            {
-                counts.redis_errors += 1;
-                tracing::warn!(error = %e, "purge announcement not sent; other replicas were not told");
-            }
+        if let (Some(r), Some(channel)) = (redis, self.channel())
+            && let Ok(text) = serde_json::to_string(&msg)
+            && let Err(e) = r.publish(&channel, &text).await
+        {
+            counts.redis_errors += 1;
+            tracing::warn!(error = %e, "purge announcement not sent; other replicas were not told");
         }
         counts
     }
@@ -334,16 +406,24 @@ impl Invalidator {
         if msg.from == self.instance {
             return;
         }
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        let tags: Vec<String> = msg.tags.iter().map(|(t, _)| t.clone()).collect();
-        self.record(PurgeSource::Remote, &msg.keys, &tags, &msg.prefixes);
-        for (tag, generation) in &msg.tags {
-            self.generations.observe(tag, *generation);
+        let names =
+            |list: &[(String, u64)]| list.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        self.record(
+            PurgeSource::Remote,
+            &names(&msg.keys),
+            &names(&msg.tags),
+            &names(&msg.prefixes),
+        );
+        let (now, horizon) = (self.clock.now(), self.horizon_ms());
+        for (tag, time) in &msg.tags {
+            self.times.record(Kind::Tag, tag, *time, now, horizon);
         }
-        for key in &msg.keys {
+        for (key, time) in &msg.keys {
+            self.times.record(Kind::Key, key, *time, now, horizon);
             let _ = self.cache.memory.delete(key).await;
         }
-        for prefix in &msg.prefixes {
+        for (prefix, time) in &msg.prefixes {
+            self.times.record_prefix(prefix, *time);
             self.cache.memory.remove_prefix(prefix).await;
         }
     }
@@ -371,10 +451,45 @@ impl Invalidator {
     /// purged meanwhile, so L1 starts over.
     fn reconnected(&self) {
         if self.cut_off_since.swap(0, Ordering::Relaxed) != 0 {
-            self.cache.memory.clear();
-            // Generations may have moved without us; L2 hits read them again.
-            self.generations.clear();
-            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.start_over();
+        }
+    }
+
+    /// Drops L1 and what is known of purges; answers fetched until now are
+    /// not stored (their purges may be among those missed).
+    fn start_over(&self) {
+        self.cache.memory.clear();
+        self.times
+            .forget_all(self.clock.now() + self.clock.slack_ms());
+    }
+
+    /// Every bus heartbeat: reads Redis's clock (see [`clock`]), and notices
+    /// a Redis that was flushed, replaced by an empty one or emptied by
+    /// eviction since the last beat (its mark changed): every purge time
+    /// it held is gone, so L1 starts over.
+    async fn heartbeat(&self) {
+        let Some(redis) = &self.cache.redis else {
+            return;
+        };
+        // A new value each beat, so a mark made again after a flush never
+        // equals the one seen before, even when this replica made both.
+        let sent = now_ms();
+        let id = format!("{:016x}-{sent}", self.instance);
+        let Ok((mark, redis_ms)) = redis.mark_and_time(&id, MARK_KEEP).await else {
+            return;
+        };
+        self.clock.sync(redis_ms, sent, now_ms());
+        let mut seen = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = seen.as_ref().is_some_and(|m| *m != mark);
+        *seen = Some(mark);
+        drop(seen);
+        if changed {
+            tracing::warn!("Redis was flushed or replaced; dropping L1");
+            self.start_over();
         }
     }
 }
+
+/// How long the mark a heartbeat leaves on Redis is kept after the last
+/// beat (renewed every beat by every replica).
+const MARK_KEEP: Duration = Duration::from_secs(3600);

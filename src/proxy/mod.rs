@@ -84,7 +84,13 @@ impl Proxy {
             .redis
             .as_ref()
             .map_or(Duration::ZERO, |r| r.disconnect_grace);
-        let invalidator = Arc::new(Invalidator::new(cache.clone(), grace));
+        let budget = crate::invalidation::budget(config.memory.max_size);
+        let invalidator = Arc::new(Invalidator::new(
+            cache.clone(),
+            grace,
+            usize::try_from(budget).unwrap_or(usize::MAX),
+        ));
+        invalidator.set_horizon(config.rules.longest_lifetime());
         Self {
             config: ArcSwap::new(config),
             cache,
@@ -111,6 +117,8 @@ impl Proxy {
 
     /// Puts `config` in effect for the requests that start from now on.
     pub(crate) fn swap_config(&self, config: Arc<Config>) {
+        self.invalidator
+            .set_horizon(config.rules.longest_lifetime());
         self.config.store(config);
     }
 
@@ -272,7 +280,7 @@ impl Proxy {
                 Payload::Response(_) => Some(first),
             };
             let admitted = match &found {
-                Some(f) => self.invalidator.admits(f).await,
+                Some(f) => self.invalidator.admits(f, &lookup.key).await,
                 None => false,
             };
             if let Some(f) = found.as_ref().filter(|_| admitted) {
@@ -447,7 +455,8 @@ impl Proxy {
             layer: Layer::Redis,
             l1_since_ms: 0,
         };
-        (found.entry.is_fresh(SystemTime::now()) && self.invalidator.admits(&found).await)
+        (found.entry.is_fresh(SystemTime::now())
+            && self.invalidator.admits(&found, &lookup.key).await)
             .then_some(found.entry)
     }
 
@@ -485,9 +494,9 @@ impl Proxy {
             fwd: Some(fwd),
             ..Default::default()
         };
-        // A purge after this point may concern what the backend is about to
-        // send; such an answer is passed on but not stored.
-        let epoch = self.invalidator.epoch();
+        // A purge of this entry from now on may concern what the backend is
+        // about to send; such an answer is passed on but not stored.
+        let fetched = self.invalidator.fetch_started();
         let res = match self.upstream.send(Request::from_parts(up, empty())).await {
             Ok(res) => res,
             Err(e) => {
@@ -537,7 +546,7 @@ impl Proxy {
                     headers: stored_headers,
                     fresh,
                     guard: claim.guard,
-                    epoch,
+                    fetched,
                     lock: claim.lock,
                 };
                 tee::TeeBody::new(body, limit, Box::new(move |copy| store.finish(copy)))

@@ -105,10 +105,11 @@ pub fn decide(
                 return Err(NoStore::NoFreshness);
             }
             let age = policy.age(now);
+            let left = left.min(crate::rules::MAX_ORIGIN_TTL);
             Ok(match now.checked_sub(age) {
                 Some(stored_at) => Freshness {
                     stored_at,
-                    ttl: left + age,
+                    ttl: left.saturating_add(age),
                 },
                 None => Freshness {
                     stored_at: now,

@@ -214,8 +214,8 @@ pub(super) struct Store {
     pub headers: HeaderMap,
     pub fresh: storable::Freshness,
     pub guard: Option<FlightGuard>,
-    /// The invalidator's epoch when the request went upstream.
-    pub epoch: u64,
+    /// When the request went upstream, on the purge clock.
+    pub fetched: u64,
     /// The global collapse lock, released once the entry is in Redis.
     pub lock: Option<Box<GlobalLock>>,
 }
@@ -239,7 +239,7 @@ impl Store {
             headers,
             fresh,
             guard,
-            epoch,
+            fetched,
             lock,
         } = self;
         // A body that is not JSON, or lacks a field, gives no tag from it.
@@ -265,17 +265,19 @@ impl Store {
         }
         names.sort_unstable();
         names.dedup();
-        let tags = invalidator.stamp(names).await;
-        if invalidator.epoch() != epoch {
-            // A purge happened while this answer was on its way: it may be
-            // the old value. Store nothing; followers fetch for themselves.
+        if !invalidator.may_store(&lookup.key, &names, fetched) {
+            // This entry was purged while its answer was on the way: it may
+            // be the old value. Store nothing; followers fetch for themselves.
+            // (Purges of other entries never get here.)
             return;
         }
+        let tags = names;
         let entry = |payload| {
             Arc::new(Entry {
                 stored_at: fresh.stored_at,
                 ttl: fresh.ttl,
                 grace: lookup.rule.grace(),
+                fetched_ms: fetched,
                 payload,
             })
         };

@@ -163,9 +163,13 @@ impl Proxy {
         purge.keys.dedup();
         purge.tags.sort_unstable();
         purge.tags.dedup();
+        // What is written through was answered before this purge and
+        // reflects it: it counts as fetched after the write's own purge.
+        let mut fetched = self.invalidator.fetch_started();
         if purge != Purge::default() {
             let counts = self.invalidator.purge(&purge, PurgeSource::Write).await;
             tracing::debug!(?counts, "write purged");
+            fetched = self.invalidator.fetch_started().max(counts.at_ms + 1);
         }
         if let Some((rule, snap)) = &ctx.through {
             let written = WrittenThrough {
@@ -173,7 +177,8 @@ impl Proxy {
                 headers: &res_parts.headers,
                 body: response_bytes.clone(),
             };
-            self.write_through(rule, snap, &written, bodies).await;
+            self.write_through(rule, snap, &written, bodies, fetched)
+                .await;
         }
         Response::from_parts(res_parts, res_body)
     }
@@ -187,6 +192,7 @@ impl Proxy {
         snap: &Snapshot,
         written: &WrittenThrough<'_>,
         bodies: Bodies<'_>,
+        fetched: u64,
     ) {
         let Some(key) = snap.render(&[&rule.key], Bodies::default()).pop() else {
             return;
@@ -229,13 +235,14 @@ impl Proxy {
                         body.clone(),
                         ttl,
                         bodies,
+                        fetched,
                     )
                     .await
                 }
-                _ => self.refetch(rule, snap, &key).await,
+                _ => self.refetch(rule, snap, &key, fetched).await,
             }
         } else {
-            self.refetch(rule, snap, &key).await
+            self.refetch(rule, snap, &key, fetched).await
         };
         if let (Some(channel), Some(redis)) = (
             &rule.write_through.as_ref().and_then(|w| w.publish.as_ref()),
@@ -257,7 +264,7 @@ impl Proxy {
     }
 
     /// Fetches the rule's URL again after a write and stores the answer.
-    async fn refetch(&self, rule: &Arc<Rule>, snap: &Snapshot, key: &str) -> bool {
+    async fn refetch(&self, rule: &Arc<Rule>, snap: &Snapshot, key: &str, fetched: u64) -> bool {
         let mut req = Request::new(empty());
         *req.uri_mut() = match snap.path_and_query().parse() {
             Ok(u) => u,
@@ -312,6 +319,7 @@ impl Proxy {
             body,
             ttl,
             bodies,
+            fetched,
         )
         .await
     }
@@ -328,13 +336,18 @@ impl Proxy {
         body: Bytes,
         ttl: Duration,
         bodies: Bodies<'_>,
+        fetched: u64,
     ) -> bool {
         let tags: Vec<&Template> = rule.tags.iter().collect();
-        let tags = self.invalidator.stamp(snap.render(&tags, bodies)).await;
+        let tags = snap.render(&tags, bodies);
+        if !self.invalidator.may_store(key, &tags, fetched) {
+            return false;
+        }
         let entry = Arc::new(Entry {
             stored_at: SystemTime::now(),
             ttl,
             grace: Duration::ZERO,
+            fetched_ms: fetched,
             payload: Payload::Response(CachedResponse {
                 status,
                 headers: StoredHeaders::from_map(&headers),

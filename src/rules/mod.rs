@@ -17,6 +17,11 @@ use crate::metrics::RequestCounters;
 use crate::ratelimit::RateLimit;
 pub use template::{Bodies, RequestView, Template, Use, Var};
 
+/// The longest freshness taken from a backend's headers under `ttl:
+/// origin` (a cache may always keep less): bounds how long an entry, and so
+/// what is remembered of purges, can live.
+pub const MAX_ORIGIN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// How long an entry stays fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ttl {
@@ -292,6 +297,22 @@ impl RuleSet {
     /// The rules, in file order.
     pub fn rules(&self) -> &[Arc<Rule>] {
         &self.rules
+    }
+
+    /// The longest an entry of any rule can be kept: its TTL (for `ttl:
+    /// origin`, [`MAX_ORIGIN_TTL`]) plus its stale windows.
+    pub fn longest_lifetime(&self) -> Duration {
+        self.rules
+            .iter()
+            .map(|r| {
+                let ttl = match r.ttl {
+                    Ttl::Fixed(d) => d,
+                    Ttl::Origin => MAX_ORIGIN_TTL,
+                };
+                ttl.saturating_add(r.grace())
+            })
+            .max()
+            .unwrap_or_default()
     }
 
     /// The rule for a request, if any.

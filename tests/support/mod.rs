@@ -2,6 +2,8 @@
 //! counts what it gets, and the proxy itself on port 0.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -81,6 +83,11 @@ impl Redis {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The TCP address, for a server started with [`Redis::start_tcp`].
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
     }
 
     /// The URL the proxy connects with.
@@ -407,6 +414,19 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
 /// GET with headers.
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Got {
     send("GET", url, headers, "").await
+}
+
+/// `POST /purge` on a proxy's admin listener, with `token` as bearer token.
+pub async fn admin_purge(proxy: &Proxy, body: &str, token: Option<&str>) -> Got {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    send(
+        "POST",
+        &format!("http://{}/purge", proxy.admin),
+        &headers,
+        body,
+    )
+    .await
 }
 
 /// Polls `check` every 10 ms until it holds, failing after 5 s.

@@ -1,0 +1,158 @@
+//! The purge clock: one time line, in ms, on which purges and fetches are
+//! compared across replicas.
+//!
+//! With Redis, purge times are Redis's own `TIME`, taken inside the script
+//! that applies the purge, so every replica's purges sit on one clock
+//! whatever the replicas' own clocks say. A fetch notes when it went to the
+//! backend on the same clock: this replica's time plus the offset to Redis
+//! measured every second ([`Clock::sync`]), less a slack for what that
+//! measurement cannot know (half the round trip, plus drift), so a fetch
+//! is always placed at or before its true start. That errs on the safe
+//! side: a purge just before a fetch may refuse its answer, a purge during
+//! it always does.
+//!
+//! Without Redis the clock is this process's own, and purges are numbered
+//! on it strictly increasing.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::cache::now_ms;
+
+/// Added to the measured uncertainty: drift between two syncs and timer
+/// granularity.
+const MARGIN_MS: u64 = 5;
+/// Slack before the first sync with Redis: a generous bound on the skew
+/// between a replica's clock and Redis's among hosts kept by NTP.
+const UNSYNCED_SLACK_MS: u64 = 1_000;
+
+/// This replica's view of the purge clock.
+pub struct Clock {
+    /// Redis's time minus ours, in ms.
+    offset: AtomicI64,
+    /// How far before its true value a fetch start is placed.
+    slack: AtomicU64,
+    /// The latest purge time seen (made here or announced): a lower bound
+    /// of the clock's value from then on, exact because it was read off it.
+    seen: AtomicU64,
+    /// The latest purge time made up here by [`Clock::purge_time`]; kept
+    /// apart from `seen`, since it is an estimate placed late.
+    made: AtomicU64,
+}
+
+impl Clock {
+    /// A clock for a replica that shares Redis with others: unsynced until
+    /// the first [`Clock::sync`].
+    pub fn shared() -> Self {
+        Self {
+            offset: AtomicI64::new(0),
+            slack: AtomicU64::new(UNSYNCED_SLACK_MS),
+            seen: AtomicU64::new(0),
+            made: AtomicU64::new(0),
+        }
+    }
+
+    /// A clock for a replica on its own (no Redis): its own time, exact.
+    pub fn local() -> Self {
+        Self {
+            offset: AtomicI64::new(0),
+            slack: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
+            made: AtomicU64::new(0),
+        }
+    }
+
+    /// The clock's value as best known now.
+    pub fn now(&self) -> u64 {
+        now_ms().saturating_add_signed(self.offset.load(Ordering::Relaxed))
+    }
+
+    /// When a fetch starting now started, placed safely early; but never
+    /// at or before a purge this replica already knows of, since that
+    /// purge happened before the fetch began.
+    pub fn fetch_start(&self) -> u64 {
+        let estimate = self
+            .now()
+            .saturating_sub(self.slack.load(Ordering::Relaxed));
+        estimate.max(self.seen.load(Ordering::Relaxed).saturating_add(1))
+    }
+
+    /// A time for a purge applied without Redis's clock: placed safely
+    /// late, and after every purge seen so far, so purges made here are
+    /// strictly increasing.
+    pub fn purge_time(&self) -> u64 {
+        let estimate = (self.now() + self.slack.load(Ordering::Relaxed))
+            .max(self.seen.load(Ordering::Relaxed) + 1);
+        let mut made = self.made.load(Ordering::Relaxed);
+        loop {
+            let t = estimate.max(made + 1);
+            match self
+                .made
+                .compare_exchange(made, t, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return t,
+                Err(now_made) => made = now_made,
+            }
+        }
+    }
+
+    /// Notes a purge time read off the clock (from Redis or an announcement).
+    pub fn observe(&self, time: u64) {
+        self.seen.fetch_max(time, Ordering::Relaxed);
+    }
+
+    /// Takes a reading of Redis's clock: `redis_ms` was read between
+    /// `sent_ms` and `received_ms` of this replica's clock.
+    pub fn sync(&self, redis_ms: u64, sent_ms: u64, received_ms: u64) {
+        let rtt = received_ms.saturating_sub(sent_ms);
+        let mid = sent_ms + rtt / 2;
+        let offset = i64::try_from(redis_ms)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(mid).unwrap_or(i64::MAX));
+        self.offset.store(offset, Ordering::Relaxed);
+        self.slack.store(rtt / 2 + MARGIN_MS, Ordering::Relaxed);
+        self.observe(redis_ms);
+    }
+
+    /// The current slack, for tests and logs.
+    pub fn slack(&self) -> Duration {
+        Duration::from_millis(self.slack_ms())
+    }
+
+    /// The current slack in ms.
+    pub fn slack_ms(&self) -> u64 {
+        self.slack.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fetch never starts at or before a purge already seen, and purges
+    /// made here strictly increase.
+    #[test]
+    fn fetches_follow_seen_purges() {
+        let c = Clock::local();
+        let far = now_ms() + 60_000;
+        c.observe(far);
+        assert_eq!(c.fetch_start(), far + 1);
+        let a = c.purge_time();
+        let b = c.purge_time();
+        assert!(a > far && b > a);
+    }
+
+    /// After a sync, this replica's time is moved onto Redis's, and a fetch
+    /// is placed before its true start by at least the half round trip.
+    #[test]
+    fn sync_moves_onto_redis_time() {
+        let c = Clock::shared();
+        let here = now_ms();
+        // Redis runs 10 s ahead; the reading took 20 ms.
+        c.sync(here + 10_000, here - 10, here + 10);
+        let start = c.fetch_start();
+        assert!(start <= here + 10_000 + 50, "{start}");
+        assert!(start >= here + 10_000 - 10 - MARGIN_MS - 50, "{start}");
+        assert_eq!(c.slack(), Duration::from_millis(10 + MARGIN_MS));
+    }
+}
