@@ -54,6 +54,8 @@ fn entry(i: usize) -> Arc<Entry> {
         stored_at: SystemTime::now(),
         ttl: Duration::from_secs(3600),
         grace: Duration::ZERO,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: Duration::ZERO,
         fetched_ms: 0,
         payload: Payload::Response(CachedResponse {
             status: StatusCode::OK,

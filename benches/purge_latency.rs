@@ -97,6 +97,8 @@ async fn fill(replicas: &[Replica], n: usize, tag: &str) {
                 stored_at: SystemTime::now(),
                 ttl: Duration::from_secs(3600),
                 grace: Duration::ZERO,
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
                 fetched_ms: fetched,
                 payload: Payload::Response(CachedResponse {
                     status: StatusCode::OK,

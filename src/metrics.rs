@@ -77,12 +77,15 @@ pub enum Outcome {
     Error,
     /// Refused by the rule's rate limit (429).
     RateLimited,
+    /// A stale entry the backend confirmed with a 304: answered from the
+    /// entry, refreshed, without the body crossing the wire again.
+    Revalidated,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order (the index of each in
     /// [`RequestCounters`]).
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::HitMemory,
         Outcome::HitRedis,
         Outcome::Miss,
@@ -91,6 +94,7 @@ impl Outcome {
         Outcome::Pass,
         Outcome::Error,
         Outcome::RateLimited,
+        Outcome::Revalidated,
     ];
 
     /// The label value.
@@ -104,6 +108,7 @@ impl Outcome {
             Outcome::Pass => "pass",
             Outcome::Error => "error",
             Outcome::RateLimited => "rate-limited",
+            Outcome::Revalidated => "revalidated",
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Layout (integers big-endian): magic `SC`, version `2`, kind (0 response,
 //! 1 vary), stored-at (ms since the epoch, u64), ttl (ms, u64), grace (ms,
-//! u64), fetched-at (ms on the purge clock, u64), then for a response:
+//! u64), stale-while-revalidate (ms, u64), stale-if-error (ms, u64),
+//! fetched-at (ms on the purge clock, u64), then for a response:
 //! status (u16), header count (u16) and each header as name (u16 length +
 //! bytes) and value (u32 length + bytes), tag count (u16) and each tag
 //! (u16 length + bytes), body (u32 length + bytes);
@@ -82,6 +83,8 @@ fn put_times(out: &mut BytesMut, stored: Duration, entry: &Entry) {
     out.put_u64(ms(stored));
     out.put_u64(ms(entry.ttl));
     out.put_u64(ms(entry.grace));
+    out.put_u64(ms(entry.stale_while_revalidate));
+    out.put_u64(ms(entry.stale_if_error));
     out.put_u64(entry.fetched_ms);
 }
 
@@ -106,10 +109,12 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
     }
     input.advance(3);
     let kind = input.get_u8();
-    need(&input, 32)?;
+    need(&input, 48)?;
     let stored_at = UNIX_EPOCH + Duration::from_millis(input.get_u64());
     let ttl = Duration::from_millis(input.get_u64());
     let grace = Duration::from_millis(input.get_u64());
+    let stale_while_revalidate = Duration::from_millis(input.get_u64());
+    let stale_if_error = Duration::from_millis(input.get_u64());
     let fetched_ms = input.get_u64();
     let payload = match kind {
         0 => {
@@ -170,6 +175,8 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
         stored_at,
         ttl,
         grace,
+        stale_while_revalidate,
+        stale_if_error,
         fetched_ms,
         payload,
     })
@@ -204,6 +211,8 @@ mod tests {
             stored_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             ttl: Duration::from_secs(60),
             grace: Duration::from_secs(5),
+            stale_while_revalidate: Duration::from_secs(2),
+            stale_if_error: Duration::from_secs(5),
             fetched_ms: 1_700_000_000_100,
             payload: Payload::Response(CachedResponse {
                 status: StatusCode::OK,
@@ -249,8 +258,8 @@ mod tests {
             Err(DecodeError::Header)
         );
         let mut bytes = encode(&sample()).to_vec();
-        bytes[36] = 0; // status high byte -> status < 100
-        bytes[37] = 7;
+        bytes[52] = 0; // status high byte -> status < 100
+        bytes[53] = 7;
         assert_eq!(
             decode(Bytes::from(bytes)),
             Err(DecodeError::Invalid("status"))

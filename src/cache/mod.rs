@@ -59,8 +59,13 @@ pub struct Entry {
     pub stored_at: SystemTime,
     /// Fresh for this long after `stored_at`.
     pub ttl: Duration,
-    /// Kept this long after it goes stale (for stale serving).
+    /// Kept this long after it goes stale (for stale serving and
+    /// revalidation).
     pub grace: Duration,
+    /// After expiry, served this long while one request refreshes it.
+    pub stale_while_revalidate: Duration,
+    /// After expiry, served this long when the backend fails.
+    pub stale_if_error: Duration,
     /// When the request that produced it went to the backend, in ms on the
     /// purge clock (see `invalidation::clock`). A purge of its key, one of
     /// its tags or a prefix of its key taken at or after this time refuses
@@ -79,6 +84,11 @@ impl Entry {
     /// Whether it is still fresh.
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         self.age(now) < self.ttl
+    }
+
+    /// How long past its freshness it is (zero while fresh).
+    pub fn overdue(&self, now: SystemTime) -> Duration {
+        self.age(now).saturating_sub(self.ttl)
     }
 
     /// How long a store should keep it from now.

@@ -515,11 +515,12 @@ fn rule(
         .unwrap_or(false);
     let window =
         |c: &mut Check, own: &Option<Sp<String>>, dflt: &Option<Sp<String>>, name: &str| {
+            if never {
+                return Some(Duration::ZERO);
+            }
             own.as_ref()
                 .or(dflt.as_ref())
-                .filter(|_| !never)
                 .and_then(|v| c.duration(v, &field(name)))
-                .unwrap_or(Duration::ZERO)
         };
     let collapse_global = raw
         .collapse
@@ -534,6 +535,11 @@ fn rule(
         "stale_while_revalidate",
     );
     let stale_if_error = window(c, &raw.stale_if_error, &d.stale_if_error, "stale_if_error");
+    let keep_for_revalidation = raw
+        .keep_for_revalidation
+        .as_ref()
+        .or(d.keep_for_revalidation.as_ref())
+        .and_then(|v| c.duration(v, &field("keep_for_revalidation")));
     let write_through = match &raw.write_through {
         Some(wt) => {
             let mut methods = Vec::new();
@@ -581,6 +587,7 @@ fn rule(
         collapse_global,
         stale_while_revalidate,
         stale_if_error,
+        keep_for_revalidation,
         origin_tags: flag(&raw.origin_tags, &d.origin_tags),
         write_through,
         triggers,

@@ -46,8 +46,12 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
         backoff = Duration::from_millis(100);
         inv.reconnected();
         tracing::info!(%channel, "subscribed to purge announcements");
-        let (mut sink, mut stream) = pubsub.split();
+        let (sink, mut stream) = pubsub.split();
         let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The PING in flight, if any. It runs beside the loop, so a slow
+        // answer never holds back the announcements behind it.
+        let mut ping: Option<tokio::task::JoinHandle<bool>> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -58,12 +62,25 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
                     },
                     None => break,
                 },
-                _ = beat.tick() => {
-                    let alive = tokio::time::timeout(redis.timeout() * 5, sink.ping::<redis::Value>()).await;
-                    if !matches!(alive, Ok(Ok(_))) {
+                _ = beat.tick(), if ping.is_none() => {
+                    let (mut sink, wait) = (sink.clone(), redis.timeout() * 5);
+                    ping = Some(tokio::spawn(async move {
+                        matches!(tokio::time::timeout(wait, sink.ping::<redis::Value>()).await, Ok(Ok(_)))
+                    }));
+                    // Bounded by the Redis timeout; on the data connection.
+                    let inv = inv.clone();
+                    tokio::spawn(async move { inv.heartbeat().await });
+                }
+                alive = async {
+                    match ping.as_mut() {
+                        Some(handle) => handle.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    ping = None;
+                    if !matches!(alive, Ok(true)) {
                         break;
                     }
-                    inv.heartbeat().await;
                 }
             }
         }

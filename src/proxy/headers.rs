@@ -130,6 +130,8 @@ pub struct CacheStatus {
     pub stored: bool,
     /// The request waited for another one's response.
     pub collapsed: bool,
+    /// A stale entry was confirmed by the backend (304) and answered.
+    pub revalidated: bool,
     /// Freshness left, in seconds; negative once stale.
     pub ttl: Option<i64>,
     /// More detail (`memory`, `redis`, a no-store reason).
@@ -141,6 +143,7 @@ impl CacheStatus {
     pub fn outcome(&self) -> Outcome {
         match (self.hit, self.fwd) {
             _ if self.collapsed => Outcome::Collapsed,
+            _ if self.revalidated => Outcome::Revalidated,
             (true, Some(_)) => Outcome::Stale,
             (true, None) if self.detail == Some(Layer::Redis.as_str()) => Outcome::HitRedis,
             (true, None) => Outcome::HitMemory,

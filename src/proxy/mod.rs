@@ -4,7 +4,9 @@
 
 pub mod collapse;
 pub mod headers;
+mod range;
 pub mod respond;
+mod revalidate;
 pub mod storable;
 mod store;
 pub mod tee;
@@ -27,11 +29,14 @@ use self::collapse::{Claim, Flights, Global, GlobalLock, Join, Landing};
 use self::headers::{
     CacheStatus, Fwd, add_forwarding, append_via, set_cache_status, strip_hop_by_hop,
 };
+use self::range::Ranged;
+use self::revalidate::Prior;
+use self::storable::SIDECACHE_CACHE_CONTROL;
 use self::store::{Lookup, Store, own_key, prepare};
 use self::upstream::Upstream;
 use crate::cache::redis::RedisStore;
 use crate::cache::tiered::{Found, Tiered};
-use crate::cache::{Entry, Layer, Payload, Store as _};
+use crate::cache::{CachedResponse, Entry, Layer, Payload, Store as _, StoredHeaders};
 use crate::config::Config;
 use crate::invalidation::Invalidator;
 use crate::metrics::{self, Outcome};
@@ -268,8 +273,11 @@ impl Proxy {
         let tier = lookup.rule.tier;
         let mut fwd = Fwd::UriMiss;
         let mut flight_key = lookup.key.clone();
-        // An expired entry still inside its stale-if-error window.
-        let mut fallback = None;
+        // A stale entry: revalidated with a conditional request, and served
+        // if the backend fails inside its stale-if-error window.
+        let mut prior = None;
+        // Range requests are answered from fresh entries only, else forwarded.
+        let ranged = parts.headers.contains_key(header::RANGE);
         if let Some(first) = self.cache.get(&lookup.key, tier).await {
             let found = match &first.entry.payload {
                 Payload::Vary(names) => {
@@ -296,31 +304,33 @@ impl Proxy {
                         if lookup.rule.sliding {
                             self.slide(&flight_key, e, &lookup, now).await;
                         }
+                        if ranged {
+                            return self.ranged(parts, client, e, r, hit_status(f.layer)).await;
+                        }
                         return respond::from_entry(&parts, e, r, hit_status(f.layer), now);
                     }
                 }
                 Some(f) => {
-                    let overdue = f.entry.age(now).saturating_sub(f.entry.ttl);
-                    if overdue <= lookup.rule.stale_while_revalidate
+                    let overdue = f.entry.overdue(now);
+                    if !ranged
+                        && overdue <= f.entry.stale_while_revalidate
                         && let Payload::Response(r) = &f.entry.payload
                     {
                         // Serve it now; one background request per key refreshes it.
                         if let Join::Leader(guard) = self.flights.join(&flight_key) {
                             let (this, parts, lookup) =
                                 (self.clone(), parts.clone(), lookup.clone());
+                            let prior = Prior {
+                                entry: f.entry.clone(),
+                                serve_on_error: false,
+                            };
                             tokio::spawn(async move {
+                                let claim = Claim {
+                                    guard: Some(guard),
+                                    lock: None,
+                                };
                                 let res = this
-                                    .fetch(
-                                        parts,
-                                        client,
-                                        lookup,
-                                        Fwd::Stale,
-                                        Claim {
-                                            guard: Some(guard),
-                                            lock: None,
-                                        },
-                                        None,
-                                    )
+                                    .fetch(parts, client, lookup, Fwd::Stale, claim, Some(prior))
                                     .await;
                                 // Reading the body to its end is what stores it.
                                 let _ = res.into_body().collect().await;
@@ -330,10 +340,19 @@ impl Proxy {
                         return respond::from_entry(&parts, &f.entry, r, status, now);
                     }
                     fwd = Fwd::Stale;
-                    fallback = (overdue <= lookup.rule.stale_if_error).then_some(f.entry);
+                    prior = Some(Prior {
+                        serve_on_error: overdue <= f.entry.stale_if_error,
+                        entry: f.entry,
+                    });
                 }
                 None => fwd = Fwd::VaryMiss,
             }
+        }
+        if ranged {
+            // Nothing fresh to cut it from: the backend answers it, as asked.
+            return self
+                .pass(parts, empty(), client, pass_status(fwd, "range"))
+                .await;
         }
         let guard = match self.flights.join(&flight_key) {
             Join::Leader(guard) => Some(guard),
@@ -400,8 +419,34 @@ impl Proxy {
                 Global::Alone => {}
             }
         }
-        self.fetch(parts, client, lookup, fwd, Claim { guard, lock }, fallback)
+        self.fetch(parts, client, lookup, fwd, Claim { guard, lock }, prior)
             .await
+    }
+
+    /// A Range request on a fresh entry: a part of it, all of it, a 416,
+    /// or, for what it cannot answer, the backend.
+    async fn ranged(
+        &self,
+        parts: request::Parts,
+        client: IpAddr,
+        entry: &Entry,
+        stored: &CachedResponse,
+        status: CacheStatus,
+    ) -> Response<ProxyBody> {
+        let now = SystemTime::now();
+        match range::plan(&parts.headers, stored) {
+            Ranged::Whole => respond::from_entry(&parts, entry, stored, status, now),
+            Ranged::Part { start, end } => {
+                respond::from_entry_part(&parts, entry, stored, status, now, Some((start, end)))
+            }
+            Ranged::Unsatisfiable => {
+                respond::from_entry_part(&parts, entry, stored, status, now, None)
+            }
+            Ranged::Forward => {
+                self.pass(parts, empty(), client, pass_status(Fwd::Request, "range"))
+                    .await
+            }
+        }
     }
 
     /// Takes the key's Redis lock, or waits for the replica holding it to
@@ -470,8 +515,9 @@ impl Proxy {
         self.cache.put(key, renewed, lookup.rule.tier).await;
     }
 
-    /// Step 8: forward a cacheable request, decide storability, and stream
-    /// the answer back while a copy goes to the cache.
+    /// Step 8: forward a cacheable request (conditional when a stale entry
+    /// has validators), decide storability, and stream the answer back
+    /// while a copy goes to the cache.
     async fn fetch(
         &self,
         parts: request::Parts,
@@ -479,7 +525,7 @@ impl Proxy {
         lookup: Lookup,
         fwd: Fwd,
         claim: Claim,
-        fallback: Option<Arc<Entry>>,
+        prior: Option<Prior>,
     ) -> Response<ProxyBody> {
         let mut up = parts.clone();
         // HEAD is fetched as GET so the entry can serve both.
@@ -490,6 +536,9 @@ impl Proxy {
         up.headers.remove(header::CONTENT_LENGTH);
         strip_hop_by_hop(&mut up.headers);
         add_forwarding(&mut up.headers, client);
+        let conditional = prior
+            .as_ref()
+            .is_some_and(|p| p.make_conditional(&mut up.headers));
         let mut status = CacheStatus {
             fwd: Some(fwd),
             ..Default::default()
@@ -497,12 +546,13 @@ impl Proxy {
         // A purge of this entry from now on may concern what the backend is
         // about to send; such an answer is passed on but not stored.
         let fetched = self.invalidator.fetch_started();
+        let on_error = prior.as_ref().filter(|p| p.serve_on_error);
         let res = match self.upstream.send(Request::from_parts(up, empty())).await {
             Ok(res) => res,
             Err(e) => {
                 tracing::warn!(rule = %lookup.rule.name, error = %e, "backend fetch failed");
-                if let Some(stale) = fallback {
-                    return serve_stale(&parts, &stale, None);
+                if let Some(stale) = on_error {
+                    return serve_stale(&parts, &stale.entry, None);
                 }
                 return respond::upstream_error(&e, status);
             }
@@ -511,9 +561,17 @@ impl Proxy {
         strip_hop_by_hop(&mut res_parts.headers);
         status.fwd_status = Some(res_parts.status.as_u16());
         if res_parts.status.is_server_error()
-            && let Some(stale) = fallback
+            && let Some(stale) = on_error
         {
-            return serve_stale(&parts, &stale, Some(res_parts.status.as_u16()));
+            return serve_stale(&parts, &stale.entry, Some(res_parts.status.as_u16()));
+        }
+        if conditional
+            && res_parts.status == http::StatusCode::NOT_MODIFIED
+            && let Some(prior) = prior
+        {
+            return self.revalidated(
+                parts, client, lookup, &prior, &res_parts, status, claim, fetched,
+            );
         }
         let now = SystemTime::now();
         let body = body.map_err(BoxError::from).boxed_unsync();
@@ -531,24 +589,9 @@ impl Proxy {
                     .ttl
                     .saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default());
                 status.ttl = Some(i64::try_from(left.as_secs()).unwrap_or(i64::MAX));
-                let mut stored_headers = res_parts.headers.clone();
-                stored_headers.remove(header::AGE);
                 let limit = usize::try_from(lookup.rule.max_object_size).unwrap_or(usize::MAX);
-                let store = Store {
-                    cache: self.cache.clone(),
-                    invalidator: self.invalidator.clone(),
-                    request: store::Snapshot::of(
-                        &RequestView::of(&parts, &request_host(&parts), client),
-                        &[],
-                    ),
-                    lookup,
-                    status: res_parts.status,
-                    headers: stored_headers,
-                    fresh,
-                    guard: claim.guard,
-                    fetched,
-                    lock: claim.lock,
-                };
+                let store =
+                    self.store_job(&parts, client, lookup, &res_parts, fresh, claim, fetched);
                 tee::TeeBody::new(body, limit, Box::new(move |copy| store.finish(copy)))
                     .boxed_unsync()
             }
@@ -564,9 +607,114 @@ impl Proxy {
         } else {
             body
         };
+        res_parts.headers.remove(SIDECACHE_CACHE_CONTROL);
         append_via(&mut res_parts.headers);
         set_cache_status(&mut res_parts.headers, &mut res_parts.extensions, &status);
         Response::from_parts(res_parts, body)
+    }
+
+    /// What storing an answer needs once its body is in.
+    #[allow(clippy::too_many_arguments)]
+    fn store_job(
+        &self,
+        parts: &request::Parts,
+        client: IpAddr,
+        lookup: Lookup,
+        res: &http::response::Parts,
+        fresh: storable::Freshness,
+        claim: Claim,
+        fetched: u64,
+    ) -> Store {
+        let mut headers = res.headers.clone();
+        headers.remove(header::AGE);
+        Store {
+            cache: self.cache.clone(),
+            invalidator: self.invalidator.clone(),
+            request: store::Snapshot::of(
+                &RequestView::of(parts, &request_host(parts), client),
+                &[],
+            ),
+            lookup,
+            status: res.status,
+            headers,
+            fresh,
+            guard: claim.guard,
+            fetched,
+            lock: claim.lock,
+        }
+    }
+
+    /// The backend answered a conditional fetch with 304: the stale entry
+    /// is current. Its headers are updated from the 304, its freshness
+    /// worked out again, and it is stored again and answered (a 304 to a
+    /// client whose own validators match).
+    #[allow(clippy::too_many_arguments)]
+    fn revalidated(
+        &self,
+        parts: request::Parts,
+        client: IpAddr,
+        lookup: Lookup,
+        prior: &Prior,
+        not_modified: &http::response::Parts,
+        mut status: CacheStatus,
+        claim: Claim,
+        fetched: u64,
+    ) -> Response<ProxyBody> {
+        let Some(old) = prior.response() else {
+            return respond::error(
+                http::StatusCode::BAD_GATEWAY,
+                "the backend answered 304 to an unconditional request",
+                &status,
+            );
+        };
+        let head = revalidate::updated_head(old, &not_modified.headers);
+        let now = SystemTime::now();
+        status.revalidated = true;
+        let (entry, fresh) = match storable::decide(&lookup.rule, &parts, &head, now) {
+            Ok(fresh) => (
+                Entry {
+                    stored_at: fresh.stored_at,
+                    ttl: fresh.ttl,
+                    grace: fresh.keep,
+                    stale_while_revalidate: fresh.stale_while_revalidate,
+                    stale_if_error: fresh.stale_if_error,
+                    fetched_ms: fetched,
+                    payload: Payload::Response(CachedResponse {
+                        status: old.status,
+                        headers: StoredHeaders::from_map(&head.headers),
+                        body: old.body.clone(),
+                        tags: old.tags.clone(),
+                    }),
+                },
+                Some(fresh),
+            ),
+            Err(reason) => {
+                status.detail = Some(reason.as_str());
+                let entry = Entry {
+                    stored_at: now,
+                    ttl: Duration::ZERO,
+                    payload: Payload::Response(CachedResponse {
+                        headers: StoredHeaders::from_map(&head.headers),
+                        ..old.clone()
+                    }),
+                    ..(*prior.entry).clone()
+                };
+                (entry, None)
+            }
+        };
+        match fresh {
+            Some(fresh) => {
+                status.stored = true;
+                let body = old.body.clone();
+                self.store_job(&parts, client, lookup, &head, fresh, claim, fetched)
+                    .finish(Some(body));
+            }
+            None => drop(claim),
+        }
+        let Payload::Response(r) = &entry.payload else {
+            return respond::error(http::StatusCode::BAD_GATEWAY, "no entry", &status);
+        };
+        respond::from_entry(&parts, &entry, r, status, now)
     }
 
     /// Forwards a request that is not answered from cache, streaming both ways.
@@ -608,6 +756,7 @@ fn forwarded(
 ) -> (http::response::Parts, ProxyBody) {
     let (mut parts, body) = res.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(SIDECACHE_CACHE_CONTROL);
     append_via(&mut parts.headers);
     status.fwd_status = Some(parts.status.as_u16());
     set_cache_status(&mut parts.headers, &mut parts.extensions, status);

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
 
 use super::headers::{CacheStatus, RATE_LIMITED, UPSTREAM_ERROR, append_via, set_cache_status};
+use super::storable::SIDECACHE_CACHE_CONTROL;
 use super::upstream::UpstreamError;
 use super::{ProxyBody, empty, full};
 use crate::cache::{CachedResponse, Entry, StoredHeaders};
@@ -46,6 +47,7 @@ pub fn from_entry(
         return finish(StatusCode::NOT_MODIFIED, headers, age, &status, empty());
     }
     let mut headers = stored.headers.to_map(4);
+    headers.remove(SIDECACHE_CACHE_CONTROL);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
     let body = if req.method == Method::HEAD {
         empty()
@@ -53,6 +55,59 @@ pub fn from_entry(
         full(stored.body.clone())
     };
     finish(stored.status, headers, age, &status, body)
+}
+
+/// Answers a Range request from a fresh entry: bytes `part` of its body as
+/// a `206`, or a `416` when `part` is `None` (no byte of it can be given).
+pub fn from_entry_part(
+    req: &request::Parts,
+    entry: &Entry,
+    stored: &CachedResponse,
+    mut status: CacheStatus,
+    now: SystemTime,
+    part: Option<(u64, u64)>,
+) -> Response<ProxyBody> {
+    status.ttl = Some((signed_ms(entry.ttl) - signed_ms(entry.age(now))).div_euclid(1000));
+    let age = HeaderValue::from(entry.age(now).as_secs());
+    let mut headers = stored.headers.to_map(4);
+    headers.remove(SIDECACHE_CACHE_CONTROL);
+    headers.insert(
+        header::CONTENT_RANGE,
+        super::range::content_range(stored, part),
+    );
+    let Some((start, end)) = part else {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        return finish(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            headers,
+            age,
+            &status,
+            empty(),
+        );
+    };
+    // `plan` validated the range against the body's length.
+    let (start, end) = (
+        usize::try_from(start).unwrap_or(usize::MAX),
+        usize::try_from(end).unwrap_or(usize::MAX),
+    );
+    let bytes = stored
+        .body
+        .get(start..=end)
+        .map(|_| stored.body.slice(start..=end));
+    let Some(bytes) = bytes else {
+        return error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range not satisfiable",
+            &status,
+        );
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let body = if req.method == Method::HEAD {
+        empty()
+    } else {
+        full(bytes)
+    };
+    finish(StatusCode::PARTIAL_CONTENT, headers, age, &status, body)
 }
 
 fn finish(

@@ -1,22 +1,39 @@
-//! Whether a backend response may be stored, and for how long.
+//! Whether a backend response may be stored, for how long, and how long
+//! it may be served stale.
 //!
 //! The safety defaults of the product (no Set-Cookie, no `private`, no
 //! `no-store`, no `Vary: *`, a short status list, a size cap) are checked
 //! here, each relaxable by the rule where the design allows it. Freshness of
-//! `ttl: origin` rules comes from http-cache-semantics (RFC 9111).
+//! `ttl: origin` rules comes from http-cache-semantics (RFC 9111), handed a
+//! normalised copy of the response head ([`normalised`]) where the crate is
+//! more lenient or stricter than the RFC. The directives sidecache obeys are
+//! those of the targeted field when the backend sends one (RFC 9213:
+//! `Sidecache-Cache-Control`, then `CDN-Cache-Control`), else
+//! `Cache-Control` ([`Directives`]).
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, header, request, response};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request, response};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
-use super::headers::has_directive;
-use crate::rules::{Rule, Ttl};
+use crate::rules::{MAX_ORIGIN_TTL, Rule, Ttl};
+
+/// sidecache's own targeted field (RFC 9213); never passed to clients.
+pub const SIDECACHE_CACHE_CONTROL: HeaderName = HeaderName::from_static("sidecache-cache-control");
+/// The targeted field for CDNs (RFC 9213), which sidecache also obeys.
+pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// Statuses whose meaning sidecache knows (for `must-understand`), the same
+/// as its freshness crate's.
+const UNDERSTOOD: [u16; 14] = [
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
+];
 
 /// Why a response was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoStore {
-    /// Status not in the rule's list.
+    /// Status not in the rule's list (or, under `ttl: origin`, without
+    /// explicit freshness), or not a full final answer.
     Status,
     /// `Cache-Control: no-store`.
     NoStore,
@@ -28,7 +45,8 @@ pub enum NoStore {
     VaryStar,
     /// Larger than `max_object_size`.
     TooLarge,
-    /// `ttl: origin` and the backend gave no freshness.
+    /// `ttl: origin` and the backend gave no freshness (and no validator to
+    /// revalidate with).
     NoFreshness,
 }
 
@@ -54,6 +72,101 @@ pub struct Freshness {
     pub stored_at: SystemTime,
     /// How long it is fresh from `stored_at`.
     pub ttl: Duration,
+    /// After expiry, how long it may be served while it is refreshed.
+    pub stale_while_revalidate: Duration,
+    /// After expiry, how long it may be served when the backend fails.
+    pub stale_if_error: Duration,
+    /// How long it is kept after expiry (for the windows above, and to be
+    /// revalidated when it has a validator).
+    pub keep: Duration,
+}
+
+/// The cache directives of a response that sidecache acts on. Names are
+/// matched without regard to case; unknown directives are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directives {
+    /// `no-store`.
+    pub no_store: bool,
+    /// `no-cache` (with or without field names): stored, but revalidated
+    /// before every use.
+    pub no_cache: bool,
+    /// `private` (with or without field names).
+    pub private: bool,
+    /// `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale.
+    pub must_revalidate: bool,
+    /// `must-understand`.
+    pub must_understand: bool,
+    /// `max-age` or `s-maxage`: explicit freshness.
+    pub explicit: bool,
+    /// `stale-while-revalidate=N` (RFC 5861).
+    pub stale_while_revalidate: Option<Duration>,
+    /// `stale-if-error=N` (RFC 5861).
+    pub stale_if_error: Option<Duration>,
+}
+
+impl Directives {
+    /// The directives in effect for sidecache: the targeted field's when
+    /// the backend sends one, else `Cache-Control`'s.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut d = Self::default();
+        for item in effective(headers)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            let (name, value) = match item.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (item.trim(), None),
+            };
+            let secs = || {
+                value
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(Duration::from_secs)
+            };
+            match name.to_ascii_lowercase().as_str() {
+                "no-store" => d.no_store = true,
+                "no-cache" => d.no_cache = true,
+                "private" => d.private = true,
+                "must-revalidate" | "proxy-revalidate" => d.must_revalidate = true,
+                "s-maxage" => {
+                    d.must_revalidate = true;
+                    d.explicit = true;
+                }
+                "max-age" => d.explicit = true,
+                "must-understand" => d.must_understand = true,
+                "stale-while-revalidate" => d.stale_while_revalidate = secs(),
+                "stale-if-error" => d.stale_if_error = secs(),
+                _ => {}
+            }
+        }
+        d
+    }
+
+    /// Whether a stale copy may ever be served (RFC 9111 4.2.4).
+    pub fn allow_stale(&self) -> bool {
+        !(self.must_revalidate || self.no_cache)
+    }
+}
+
+/// The field whose directives apply: `Sidecache-Cache-Control`, else
+/// `CDN-Cache-Control`, else `Cache-Control`.
+fn effective(headers: &HeaderMap) -> Vec<&HeaderValue> {
+    for name in [&SIDECACHE_CACHE_CONTROL, &CDN_CACHE_CONTROL] {
+        let values: Vec<_> = headers.get_all(name).iter().collect();
+        if !values.is_empty() {
+            return values;
+        }
+    }
+    headers.get_all(header::CACHE_CONTROL).iter().collect()
+}
+
+fn targeted(headers: &HeaderMap) -> bool {
+    headers.contains_key(&SIDECACHE_CACHE_CONTROL) || headers.contains_key(&CDN_CACHE_CONTROL)
+}
+
+/// Whether the response carries a validator for a conditional request.
+pub fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
 }
 
 /// Decides storability from the response head (the body size is checked
@@ -65,13 +178,26 @@ pub fn decide(
     now: SystemTime,
 ) -> Result<Freshness, NoStore> {
     let h = &res.headers;
-    if !rule.statuses.contains(&res.status.as_u16()) {
+    let d = Directives::of(h);
+    let code = res.status.as_u16();
+    // Only full, final answers are entries.
+    if code < 200 || code == 206 || code == 304 {
         return Err(NoStore::Status);
     }
-    if has_directive(h, "no-store") {
+    let understood = UNDERSTOOD.contains(&code);
+    if d.must_understand && !understood {
+        return Err(NoStore::Status);
+    }
+    let listed = rule.statuses.contains(&code);
+    let origin = rule.ttl == Ttl::Origin;
+    if !listed && !(origin && (d.explicit || (!targeted(h) && valid_expires(h)))) {
+        return Err(NoStore::Status);
+    }
+    // With must-understand, a status the cache understands overrides no-store.
+    if d.no_store && !(d.must_understand && understood) {
         return Err(NoStore::NoStore);
     }
-    if !rule.allow_private && has_directive(h, "private") {
+    if !rule.allow_private && d.private {
         return Err(NoStore::Private);
     }
     if !rule.allow_set_cookie && h.contains_key(header::SET_COOKIE) {
@@ -87,37 +213,132 @@ pub fn decide(
     if declared.is_some_and(|n| n > rule.max_object_size) {
         return Err(NoStore::TooLarge);
     }
-    match rule.ttl {
-        Ttl::Fixed(ttl) => Ok(Freshness {
-            stored_at: now,
-            ttl,
-        }),
+    let validator = has_validator(h);
+    let (stored_at, ttl) = match rule.ttl {
+        Ttl::Fixed(ttl) => (now, ttl),
         Ttl::Origin => {
-            // The rule's own relaxations decide Set-Cookie, private and
-            // Authorization; the policy only judges freshness.
-            let mut res = res.clone();
-            res.headers.remove(header::SET_COOKIE);
-            let mut req = req.clone();
-            req.headers.remove(header::AUTHORIZATION);
+            let (req, res) = normalised(req, res, &d, understood);
             let policy = CachePolicy::new_options(&req, &res, now, CacheOptions::default());
-            let left = policy.time_to_live(now);
-            if !policy.is_storable() || left.is_zero() {
+            let left = policy.time_to_live(now).min(MAX_ORIGIN_TTL);
+            // Fresh for no time at all is still worth keeping when it can
+            // be revalidated (`no-cache`, `max-age=0` with an ETag).
+            if !policy.is_storable() || (left.is_zero() && !validator) {
                 return Err(NoStore::NoFreshness);
             }
             let age = policy.age(now);
-            let left = left.min(crate::rules::MAX_ORIGIN_TTL);
-            Ok(match now.checked_sub(age) {
-                Some(stored_at) => Freshness {
-                    stored_at,
-                    ttl: left.saturating_add(age),
-                },
-                None => Freshness {
-                    stored_at: now,
-                    ttl: left,
-                },
-            })
+            match now.checked_sub(age) {
+                Some(at) if !left.is_zero() => (at, left.saturating_add(age)),
+                _ => (now, left),
+            }
+        }
+    };
+    let window = |backend: Option<Duration>, own: Option<Duration>| -> Duration {
+        if !d.allow_stale() {
+            return Duration::ZERO;
+        }
+        match (origin, backend, own) {
+            (true, Some(b), Some(o)) => b.min(o),
+            (true, Some(b), None) => b.min(MAX_ORIGIN_TTL),
+            (_, _, own) => own.unwrap_or_default(),
+        }
+    };
+    let stale_while_revalidate = window(d.stale_while_revalidate, rule.stale_while_revalidate);
+    let stale_if_error = window(d.stale_if_error, rule.stale_if_error);
+    let revalidate = if validator {
+        rule.keep_for_revalidation.unwrap_or(ttl)
+    } else {
+        Duration::ZERO
+    };
+    Ok(Freshness {
+        stored_at,
+        ttl,
+        stale_while_revalidate,
+        stale_if_error,
+        keep: stale_while_revalidate.max(stale_if_error).max(revalidate),
+    })
+}
+
+/// Whether the response has an `Expires` that is a valid HTTP date.
+fn valid_expires(h: &HeaderMap) -> bool {
+    h.get(header::EXPIRES)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| httpdate::parse_http_date(v).is_ok())
+}
+
+/// The request and response heads as the freshness crate should judge
+/// them. Where it differs from RFC 9111, the head is changed here:
+/// - the directives are the targeted field's when there is one (and then
+///   `Expires` and `Pragma` no longer count, RFC 9213);
+/// - it reads `proxy-revalidate` as "fresh for no time", where the RFC only
+///   forbids serving stale: dropped here, [`Directives`] enforces it;
+/// - it parses `Expires` with an RFC 2822 parser that takes malformed dates
+///   (double spaces, dashes, a two-digit year) and refuses the RFC 850 and
+///   asctime forms: a valid HTTP date is rewritten in the IMF-fixdate form
+///   and anything else becomes a date in the past (RFC 9111 5.3);
+/// - it reads `Age: 7200, 0` as no age: the first value counts (5.1);
+/// - it stores only the statuses it knows: any other final status with
+///   explicit freshness is judged as a 200 (RFC 9111 3);
+/// - `no-store` does not apply to a status understood under `must-understand`,
+///   and the rule's own relaxations decide Set-Cookie, `private` and
+///   Authorization.
+fn normalised(
+    req: &request::Parts,
+    res: &response::Parts,
+    d: &Directives,
+    understood: bool,
+) -> (request::Parts, response::Parts) {
+    let mut req = req.clone();
+    req.headers.remove(header::AUTHORIZATION);
+    let mut res = res.clone();
+    if !understood {
+        res.status = StatusCode::OK;
+    }
+    let h = &mut res.headers;
+    let directives: Vec<String> = effective(h)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|item| {
+            let name = item.split('=').next().unwrap_or("").trim();
+            let dropped = name.eq_ignore_ascii_case("proxy-revalidate")
+                || name.eq_ignore_ascii_case("private")
+                || (d.must_understand && understood && name.eq_ignore_ascii_case("no-store"));
+            !dropped
+        })
+        .map(str::to_owned)
+        .collect();
+    if targeted(h) {
+        h.remove(header::EXPIRES);
+        h.remove(header::PRAGMA);
+    }
+    h.remove(header::CACHE_CONTROL);
+    if !directives.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&directives.join(", "))
+    {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    h.remove(header::SET_COOKIE);
+    if let Some(expires) = h.get(header::EXPIRES) {
+        let date = expires
+            .to_str()
+            .ok()
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
+            h.insert(header::EXPIRES, v);
         }
     }
+    let age = h
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    h.remove(header::AGE);
+    if let Some(age) = age {
+        h.insert(header::AGE, HeaderValue::from(age));
+    }
+    (req, res)
 }
 
 /// The header names of `Vary`, lower-cased and sorted; `None` for `Vary: *`.

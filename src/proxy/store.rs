@@ -276,7 +276,9 @@ impl Store {
             Arc::new(Entry {
                 stored_at: fresh.stored_at,
                 ttl: fresh.ttl,
-                grace: lookup.rule.grace(),
+                grace: fresh.keep,
+                stale_while_revalidate: fresh.stale_while_revalidate,
+                stale_if_error: fresh.stale_if_error,
                 fetched_ms: fetched,
                 payload,
             })

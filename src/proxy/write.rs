@@ -347,6 +347,8 @@ impl Proxy {
             stored_at: SystemTime::now(),
             ttl,
             grace: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
             fetched_ms: fetched,
             payload: Payload::Response(CachedResponse {
                 status,

@@ -110,11 +110,16 @@ pub struct Rule {
     /// (a Redis lock), not only within this one.
     pub collapse_global: bool,
     /// After expiry, serve the entry at once for this long while one
-    /// background request refreshes it.
-    pub stale_while_revalidate: Duration,
+    /// background request refreshes it. `None`: not set (under `ttl:
+    /// origin` the backend's `stale-while-revalidate` then applies alone);
+    /// `stale: never` sets it to zero.
+    pub stale_while_revalidate: Option<Duration>,
     /// After expiry, serve the entry for this long when the backend fails
-    /// (5xx, timeout, refused connection).
-    pub stale_if_error: Duration,
+    /// (5xx, timeout, refused connection). `None` as above.
+    pub stale_if_error: Option<Duration>,
+    /// How long a stale entry with a validator is kept to be revalidated
+    /// (`None`: as long as its TTL).
+    pub keep_for_revalidation: Option<Duration>,
     /// Add the backend's `Surrogate-Key` / `Cache-Tag` values as tags.
     pub origin_tags: bool,
     /// Writes that go to the backend and then replace the entry.
@@ -155,9 +160,22 @@ pub struct Trigger {
 }
 
 impl Rule {
-    /// How long entries are kept after they go stale.
+    /// The longest an entry of this rule is kept after it goes stale.
     pub fn grace(&self) -> Duration {
-        self.stale_while_revalidate.max(self.stale_if_error)
+        let ttl = match self.ttl {
+            Ttl::Fixed(d) => d,
+            Ttl::Origin => MAX_ORIGIN_TTL,
+        };
+        // Under `ttl: origin` the backend's windows apply when the rule
+        // sets none; they are capped at the longest TTL.
+        let window = |w: Option<Duration>| match (w, self.ttl) {
+            (Some(d), _) => d,
+            (None, Ttl::Origin) => MAX_ORIGIN_TTL,
+            (None, Ttl::Fixed(_)) => Duration::ZERO,
+        };
+        window(self.stale_while_revalidate)
+            .max(window(self.stale_if_error))
+            .max(self.keep_for_revalidation.unwrap_or(ttl))
     }
 
     /// Whether this rule matches the method and host.
