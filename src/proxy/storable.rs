@@ -29,6 +29,12 @@ const UNDERSTOOD: [u16; 14] = [
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
 
+/// The least a stale entry with a validator is kept to be revalidated when
+/// the rule does not say (its TTL otherwise): an answer fresh for no time
+/// (`no-cache`, `max-age=0`) is still worth a conditional request for a
+/// while, as nginx's `inactive=10m` keeps it.
+pub const MIN_KEEP_FOR_REVALIDATION: Duration = Duration::from_secs(600);
+
 /// Why a response was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoStore {
@@ -245,7 +251,8 @@ pub fn decide(
     let stale_while_revalidate = window(d.stale_while_revalidate, rule.stale_while_revalidate);
     let stale_if_error = window(d.stale_if_error, rule.stale_if_error);
     let revalidate = if validator {
-        rule.keep_for_revalidation.unwrap_or(ttl)
+        rule.keep_for_revalidation
+            .unwrap_or(ttl.max(MIN_KEEP_FOR_REVALIDATION))
     } else {
         Duration::ZERO
     };
@@ -298,7 +305,14 @@ fn normalised(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .map(|item| {
+            // The crate matches names as written; RFC 9111 says any case.
+            let item = item.trim();
+            match item.split_once('=') {
+                Some((n, v)) => format!("{}={v}", n.trim().to_ascii_lowercase()),
+                None => item.to_ascii_lowercase(),
+            }
+        })
         .filter(|item| {
             let name = item.split('=').next().unwrap_or("").trim();
             let dropped = name.eq_ignore_ascii_case("proxy-revalidate")
@@ -306,7 +320,6 @@ fn normalised(
                 || (d.must_understand && understood && name.eq_ignore_ascii_case("no-store"));
             !dropped
         })
-        .map(str::to_owned)
         .collect();
     if targeted(h) {
         h.remove(header::EXPIRES);

@@ -175,7 +175,10 @@ impl Rule {
         };
         window(self.stale_while_revalidate)
             .max(window(self.stale_if_error))
-            .max(self.keep_for_revalidation.unwrap_or(ttl))
+            .max(
+                self.keep_for_revalidation
+                    .unwrap_or(ttl.max(crate::proxy::storable::MIN_KEEP_FOR_REVALIDATION)),
+            )
     }
 
     /// Whether this rule matches the method and host.
