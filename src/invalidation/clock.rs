@@ -78,22 +78,15 @@ impl Clock {
     }
 
     /// A time for a purge applied without Redis's clock: placed safely
-    /// late, and after every purge seen so far, so purges made here are
-    /// strictly increasing.
+    /// late, and never before a purge seen or made so far (purges in the
+    /// same millisecond share it: a fetch starting then is refused, which
+    /// is the safe side, and a burst of purges never runs ahead of time).
     pub fn purge_time(&self) -> u64 {
         let estimate = (self.now() + self.slack.load(Ordering::Relaxed))
             .max(self.seen.load(Ordering::Relaxed) + 1);
-        let mut made = self.made.load(Ordering::Relaxed);
-        loop {
-            let t = estimate.max(made + 1);
-            match self
-                .made
-                .compare_exchange(made, t, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return t,
-                Err(now_made) => made = now_made,
-            }
-        }
+        self.made
+            .fetch_max(estimate, Ordering::Relaxed)
+            .max(estimate)
     }
 
     /// Notes a purge time read off the clock (from Redis or an announcement).
@@ -130,7 +123,7 @@ mod tests {
     use super::*;
 
     /// A fetch never starts at or before a purge already seen, and purges
-    /// made here strictly increase.
+    /// made here never go back.
     #[test]
     fn fetches_follow_seen_purges() {
         let c = Clock::local();
@@ -139,7 +132,7 @@ mod tests {
         assert_eq!(c.fetch_start(), far + 1);
         let a = c.purge_time();
         let b = c.purge_time();
-        assert!(a > far && b > a);
+        assert!(a > far && b >= a);
     }
 
     /// After a sync, this replica's time is moved onto Redis's, and a fetch
