@@ -83,11 +83,19 @@ pub fn explain(
         let _ = writeln!(out, "cache: false: forwarded to the backend every time");
         return Ok(out);
     }
-    let key = rule
-        .key
-        .render(&view, &m.params, Bodies::default())
-        .unwrap_or_default();
-    let _ = writeln!(out, "key:   {key}");
+    match rule.key.render_key(&view, &m.params, &rule.allow_empty) {
+        Ok(key) => {
+            let _ = writeln!(out, "key:   {key}");
+        }
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "key:   none: a value the key names is missing, empty or repeated, so the request \
+                 is forwarded uncached (detail={})",
+                why.as_str()
+            );
+        }
+    }
     let _ = writeln!(out, "tier:  {}", rule.tier.as_str());
     let _ = write!(out, "ttl:   {}", rule.ttl);
     if rule.ttl == Ttl::Origin {

@@ -24,6 +24,7 @@ rules:
   - name: search
     match: { path: "/search" }
     key: "search:{query.q}:{query.page}"
+    allow_empty: [query.page]
   - name: page
     match: { path: "/page/{*rest}" }
 "#;

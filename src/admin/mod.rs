@@ -132,8 +132,15 @@ impl Admin {
                 );
             }
         };
-        let purge: Purge = match serde_json::from_slice(&body) {
-            Ok(p) => p,
+        let purge: Purge = match serde_json::from_slice::<Purge>(&body) {
+            Ok(p) if p.check().is_ok() => p,
+            Ok(p) => {
+                let msg = p.check().err().unwrap_or_default();
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": msg }),
+                );
+            }
             Err(e) => {
                 let msg = format!("expected {{\"keys\": [], \"tags\": [], \"prefixes\": []}}: {e}");
                 return json(

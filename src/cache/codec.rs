@@ -18,6 +18,16 @@ use http::{HeaderName, StatusCode};
 use super::{CachedResponse, Entry, Payload, StoredHeaders};
 
 const MAGIC: &[u8; 2] = b"SC";
+/// Headers a stored response never holds.
+const FORBIDDEN: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 /// Version 1 kept a generation per tag; its entries are refused (a miss)
 /// and age out of Redis by their own TTL.
 const VERSION: u8 = 2;
@@ -120,7 +130,10 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
         0 => {
             need(&input, 4)?;
             let status = StatusCode::from_u16(input.get_u16())
-                .map_err(|_| DecodeError::Invalid("status"))?;
+                .ok()
+                // Only full, final answers are ever stored.
+                .filter(|s| s.as_u16() >= 200 && !matches!(s.as_u16(), 206 | 304))
+                .ok_or(DecodeError::Invalid("status"))?;
             let count = input.get_u16();
             let mut pairs = Vec::with_capacity(usize::from(count));
             for _ in 0..count {
@@ -134,6 +147,15 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
                 .iter()
                 .map(|(n, v)| (n.as_ref(), v.as_ref()))
                 .collect();
+            // Headers of one connection or of the body's framing are never
+            // stored: an entry holding one was not written by sidecache.
+            if pairs.iter().any(|(n, _)| {
+                FORBIDDEN
+                    .iter()
+                    .any(|f| n.eq_ignore_ascii_case(f.as_bytes()))
+            }) {
+                return Err(DecodeError::Invalid("header"));
+            }
             let headers =
                 StoredHeaders::from_pairs(&pairs).map_err(|_| DecodeError::Invalid("header"))?;
             need(&input, 2)?;
@@ -248,6 +270,24 @@ mod tests {
         let mut long = bytes.to_vec();
         long.push(0);
         assert_eq!(decode(Bytes::from(long)), Err(DecodeError::Length));
+    }
+
+    /// A stored 206 or a stored hop-by-hop or framing header is refused:
+    /// sidecache never writes either.
+    #[test]
+    fn partial_or_hop_by_hop_refused() {
+        let mut e = sample();
+        if let Payload::Response(r) = &mut e.payload {
+            r.status = StatusCode::PARTIAL_CONTENT;
+        }
+        assert_eq!(decode(encode(&e)), Err(DecodeError::Invalid("status")));
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        let mut e = sample();
+        if let Payload::Response(r) = &mut e.payload {
+            r.headers = StoredHeaders::from_map(&h);
+        }
+        assert_eq!(decode(encode(&e)), Err(DecodeError::Invalid("header")));
     }
 
     /// Foreign values and a bad status are refused.

@@ -167,6 +167,8 @@ pub struct RawRule {
     /// `never` forbids stale answers.
     #[schemars(extend("enum" = ["never", null]))]
     pub stale: Option<Sp<String>>,
+    /// Key placeholders that may render empty, e.g. `[query.page]`; any other that is missing or empty makes the request pass uncached.
+    pub allow_empty: Option<Vec<Sp<String>>>,
     /// How long a stale entry with a validator (`ETag` / `Last-Modified`) is kept to be revalidated with a conditional request (default: the entry's TTL).
     pub keep_for_revalidation: Option<Sp<String>>,
     /// One backend request per key per replica (`local`) or across replicas (`global`).

@@ -157,10 +157,18 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
     let limits = limits(&mut c, &raw);
     let redis = raw.redis.as_ref().map(|r| RedisConfig {
         url: r.url.value.trim().to_owned(),
-        key_prefix: r
-            .key_prefix
-            .as_ref()
-            .map_or(DEFAULT_KEY_PREFIX.to_owned(), |p| p.value.clone()),
+        key_prefix: r.key_prefix.as_ref().map_or(DEFAULT_KEY_PREFIX.to_owned(), |p| {
+            // An empty prefix would let a prefix purge reach every key of
+            // the database, other applications' included.
+            if p.value.is_empty() || p.value.contains('#') {
+                c.error(
+                    p,
+                    "redis.key_prefix",
+                    "must not be empty or hold `#`: sidecache's keys must be told apart from others'",
+                );
+            }
+            p.value.clone()
+        }),
         timeout: r
             .timeout
             .as_ref()
@@ -535,6 +543,29 @@ fn rule(
         "stale_while_revalidate",
     );
     let stale_if_error = window(c, &raw.stale_if_error, &d.stale_if_error, "stale_if_error");
+    let mut allow_empty = Vec::new();
+    for a in raw
+        .allow_empty
+        .as_ref()
+        .or(d.allow_empty.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let named = ["query.", "header.", "cookie."]
+            .iter()
+            .any(|p| a.value.starts_with(p));
+        if !named || !key_src.is_some_and(|k| k.value.contains(&format!("{{{}}}", a.value))) {
+            c.error(
+                a,
+                &field("allow_empty"),
+                format!(
+                    "`{}` is not a query, header or cookie placeholder of this rule's key",
+                    a.value
+                ),
+            );
+        }
+        allow_empty.push(a.value.clone());
+    }
     let keep_for_revalidation = raw
         .keep_for_revalidation
         .as_ref()
@@ -588,6 +619,7 @@ fn rule(
         stale_while_revalidate,
         stale_if_error,
         keep_for_revalidation,
+        allow_empty,
         origin_tags: flag(&raw.origin_tags, &d.origin_tags),
         write_through,
         triggers,
@@ -747,7 +779,11 @@ fn cross_rule_checks(c: &mut Check, rules: &[Rule], spans: &[&Sp<RawRule>]) {
             if !(a.cache && b.cache) {
                 continue;
             }
-            let shared_url_key = a.key == b.key && a.key.uses(&Var::Path);
+            // One key template over `{path}` keeps rules on different paths
+            // apart; on the same path only `{host}` can (with other hosts).
+            let shared_url_key = a.key == b.key
+                && a.key.uses(&Var::Path)
+                && (a.path != b.path || (a.key.uses(&Var::Host) && a.host != b.host));
             if !shared_url_key && a.key.may_overlap(&b.key) {
                 c.error(at, "key", format!("key `{}` of rule `{}` can render the same key as `{}` of rule `{}`; give each rule its own key prefix", b.key, b.name, a.key, a.name));
             }

@@ -62,6 +62,34 @@ pub struct Purge {
     /// Key prefixes (`product:`).
     #[serde(default)]
     pub prefixes: Vec<String>,
+    /// Must be `true` for the empty prefix, which purges every entry.
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl Purge {
+    /// Refuses what a purge request may not name: sidecache's internal keys
+    /// (`#...`: tag times, tombstones, locks, which no rendered key or tag
+    /// holds), and the empty prefix without `"all": true`.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(k) = self
+            .keys
+            .iter()
+            .chain(&self.prefixes)
+            .find(|k| k.contains('#'))
+        {
+            return Err(format!(
+                "`{k}` names an internal key; keys and prefixes never hold `#`"
+            ));
+        }
+        if let Some(t) = self.tags.iter().find(|t| t.starts_with('#')) {
+            return Err(format!("`{t}` is an internal tag"));
+        }
+        if self.prefixes.iter().any(String::is_empty) && !self.all {
+            return Err("the empty prefix purges every entry: add \"all\": true to mean it".into());
+        }
+        Ok(())
+    }
 }
 
 /// How much a purge removed, as the admin API answers it.

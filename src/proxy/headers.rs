@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http::Extensions;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Extensions, StatusCode};
 
 use crate::cache::Layer;
 use crate::metrics::Outcome;
@@ -31,6 +31,74 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
 ];
+
+/// Request headers that make some backends answer for another method or
+/// URL than the request line's; never sent on a cacheable fetch.
+pub const UNKEYED: [&str; 5] = [
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Makes a client's request safe to key: refuses a request without exactly
+/// one readable host (RFC 9112 3.2), `CONNECT`, a transfer coding other
+/// than `chunked`, and a `Connection` that names `Host`; removes hop-by-hop
+/// headers (and those `Connection` names); joins HTTP/2 cookie crumbs into
+/// one `Cookie` (RFC 9113 8.2.3).
+pub fn sanitize_request(
+    parts: &mut http::request::Parts,
+) -> Result<(), (StatusCode, &'static str)> {
+    let bad = |why| Err((StatusCode::BAD_REQUEST, why));
+    if parts.method == http::Method::CONNECT {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied"));
+    }
+    let headers = &mut parts.headers;
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return bad("more than one Host"),
+        (Some(h), None) if h.to_str().is_err() || h.is_empty() => {
+            return bad("Host is not readable");
+        }
+        (None, _) if parts.uri.authority().is_none() => return bad("no Host"),
+        _ => {}
+    }
+    let codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("?"))
+        .flat_map(|v| v.split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect::<Vec<_>>();
+    if !codings.is_empty() && codings != ["chunked"] {
+        return Err((
+            StatusCode::NOT_IMPLEMENTED,
+            "only the chunked transfer coding is understood",
+        ));
+    }
+    let names_host = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|n| n.trim().eq_ignore_ascii_case("host"));
+    if names_host {
+        return bad("Connection may not name Host");
+    }
+    strip_hop_by_hop(headers);
+    if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let joined: Vec<&[u8]> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+    Ok(())
+}
 
 /// Removes hop-by-hop headers, including those `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

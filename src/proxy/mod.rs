@@ -41,7 +41,7 @@ use crate::config::Config;
 use crate::invalidation::Invalidator;
 use crate::metrics::{self, Outcome};
 use crate::ratelimit::{RateLimit, Scope};
-use crate::rules::{Bodies, RequestView, Rule};
+use crate::rules::{Bodies, RequestView, Rule, canonical_query};
 use tracing::Instrument as _;
 
 /// Error type of bodies crossing the proxy.
@@ -179,9 +179,16 @@ impl Proxy {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let body = body.map_err(Into::into).boxed_unsync();
 
+        // Step 0: what describes the client's connection to us is removed
+        // before anything reads the request, so keys, variants and the
+        // backend all see one and the same request.
+        if let Err((code, why)) = headers::sanitize_request(&mut parts) {
+            let status = pass_status(Fwd::Request, "bad-request");
+            return (respond::error(code, why, &status), None);
+        }
         // PURGE is answered here, whatever the rules say.
         if parts.method.as_str() == "PURGE" {
             return (self.purge_request(&parts, client).await, None);
@@ -189,6 +196,25 @@ impl Proxy {
         // Step 1: match a rule, for any method (a rule may limit writes).
         let host = request_host(&parts);
         let config = self.config();
+        // A cacheable request reaches the backend with the query its key
+        // is rendered from, so both read the same parameters.
+        let cacheable = |parts: &request::Parts| {
+            matches!(parts.method, Method::GET | Method::HEAD)
+                && parts.uri.query().is_some()
+                && config
+                    .rules
+                    .find(&parts.method, &host, parts.uri.path())
+                    .is_some_and(|m| m.rule.cache)
+        };
+        if cacheable(&parts)
+            && let Err(why) = canonical_uri(&mut parts)
+        {
+            let status = pass_status(Fwd::Request, "bad-request");
+            return (
+                respond::error(http::StatusCode::BAD_REQUEST, why, &status),
+                None,
+            );
+        }
         let found = config.rules.find(&parts.method, &host, parts.uri.path());
         let rule = found.as_ref().map(|m| m.rule.clone());
         // Step 2: the rule's rate limit, before any cache or backend work.
@@ -221,11 +247,11 @@ impl Proxy {
             {
                 Err(pass_status(Fwd::Request, "authorization"))
             }
-            // Step 4: render the key and the request-only tags.
+            // Step 4: render the key. The backend gets the query the key
+            // was rendered from, so both read the same parameters.
             Some(m) => {
                 let view = RequestView::of(&parts, &host, client);
-                prepare(m.rule, &view, &m.params)
-                    .ok_or_else(|| pass_status(Fwd::Bypass, "ambiguous-key"))
+                prepare(m.rule, &view, &m.params).map_err(|e| pass_status(Fwd::Bypass, e.as_str()))
             }
         };
         let res = match lookup {
@@ -534,6 +560,11 @@ impl Proxy {
             up.headers.remove(name);
         }
         up.headers.remove(header::CONTENT_LENGTH);
+        // Headers some backends act on that the key does not describe: a
+        // cached GET must reach the backend as the GET it was keyed as.
+        for name in headers::UNKEYED {
+            up.headers.remove(name);
+        }
         strip_hop_by_hop(&mut up.headers);
         add_forwarding(&mut up.headers, client);
         let conditional = prior
@@ -558,6 +589,7 @@ impl Proxy {
             }
         };
         let (mut res_parts, body) = res.into_parts();
+        let framed = framed(&res_parts);
         strip_hop_by_hop(&mut res_parts.headers);
         status.fwd_status = Some(res_parts.status.as_u16());
         if res_parts.status.is_server_error()
@@ -575,7 +607,13 @@ impl Proxy {
         }
         let now = SystemTime::now();
         let body = body.map_err(BoxError::from).boxed_unsync();
-        let storable = storable::decide(&lookup.rule, &parts, &res_parts, now);
+        let storable = storable::decide(&lookup.rule, &parts, &res_parts, now).and_then(|fresh| {
+            if framed {
+                Ok(fresh)
+            } else {
+                Err(storable::NoStore::Unframed)
+            }
+        });
         let storing = storable.is_ok();
         let body = match storable {
             Err(reason) => {
@@ -802,6 +840,41 @@ fn pass_status(fwd: Fwd, detail: &'static str) -> CacheStatus {
         detail: Some(detail),
         ..Default::default()
     }
+}
+
+/// Whether the backend said where its body ends (a length, chunked, or a
+/// status without a body); if not, the body ends when the connection
+/// closes, and a cut-short one looks whole, so it is never stored.
+fn framed(res: &http::response::Parts) -> bool {
+    let chunked = res
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        });
+    matches!(res.status.as_u16(), 204 | 304)
+        || chunked
+        || res.headers.contains_key(header::CONTENT_LENGTH)
+}
+
+/// Rewrites the request's query in the canonical form keys read it in
+/// ([`canonical_query`]).
+fn canonical_uri(parts: &mut request::Parts) -> Result<(), &'static str> {
+    let Some(query) = parts.uri.query() else {
+        return Ok(());
+    };
+    let canonical = canonical_query(query);
+    if canonical == query {
+        return Ok(());
+    }
+    let text = format!("{}?{canonical}", parts.uri.path());
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.path_and_query =
+        Some(http::uri::PathAndQuery::try_from(text).map_err(|_| "the query cannot be read")?);
+    parts.uri = http::Uri::from_parts(uri).map_err(|_| "the URI cannot be read")?;
+    Ok(())
 }
 
 /// The request's host, lower-cased, without port: the Host header (HTTP/1)

@@ -54,6 +54,9 @@ pub enum NoStore {
     /// `ttl: origin` and the backend gave no freshness (and no validator to
     /// revalidate with).
     NoFreshness,
+    /// The body ends when the connection closes (no length, not chunked):
+    /// a cut-short body cannot be told from a whole one.
+    Unframed,
 }
 
 impl NoStore {
@@ -67,6 +70,7 @@ impl NoStore {
             NoStore::VaryStar => "vary-star",
             NoStore::TooLarge => "too-large",
             NoStore::NoFreshness => "no-freshness",
+            NoStore::Unframed => "unframed",
         }
     }
 }

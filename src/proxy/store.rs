@@ -12,7 +12,7 @@ use super::{storable, vary};
 use crate::cache::tiered::Tiered;
 use crate::cache::{CachedResponse, Entry, Payload, StoredHeaders};
 use crate::invalidation::{Invalidator, variant_tag};
-use crate::rules::{Bodies, RequestView, Rule, Template};
+use crate::rules::{Bodies, KeyRefusal, RequestView, Rule, Template};
 
 /// What a cacheable request carries: its rule and key, and for a rule
 /// with tags the path parameters they read. Built on every request, so it
@@ -152,15 +152,15 @@ impl Snapshot {
     }
 }
 
-/// Renders the key and the request-only tags of a matched request.
-/// `None` when the key cannot be rendered unambiguously (a named query
-/// parameter given twice): such a request is forwarded, not cached.
+/// Renders the key of a matched request; refused when the request cannot
+/// be keyed exactly (a value the key names is missing, empty or given
+/// twice): such a request is forwarded, not cached.
 pub(super) fn prepare(
     rule: &Arc<Rule>,
     view: &RequestView<'_>,
     params: &[(&str, &str)],
-) -> Option<Lookup> {
-    let key = rule.key.render(view, params, Bodies::default())?;
+) -> Result<Lookup, KeyRefusal> {
+    let key = rule.key.render_key(view, params, &rule.allow_empty)?;
     let params = if rule.tags.is_empty() {
         Vec::new()
     } else {
@@ -169,7 +169,7 @@ pub(super) fn prepare(
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
     };
-    Some(Lookup {
+    Ok(Lookup {
         rule: rule.clone(),
         key,
         params,

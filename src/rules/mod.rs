@@ -15,7 +15,7 @@ use http::Method;
 
 use crate::metrics::RequestCounters;
 use crate::ratelimit::RateLimit;
-pub use template::{Bodies, RequestView, Template, Use, Var};
+pub use template::{Bodies, KeyRefusal, RequestView, Template, Use, Var, canonical_query};
 
 /// The longest freshness taken from a backend's headers under `ttl:
 /// origin` (a cache may always keep less): bounds how long an entry, and so
@@ -120,6 +120,9 @@ pub struct Rule {
     /// How long a stale entry with a validator is kept to be revalidated
     /// (`None`: as long as its TTL).
     pub keep_for_revalidation: Option<Duration>,
+    /// Key placeholders that may render empty (`query.page`); any other
+    /// that does makes the request pass uncached.
+    pub allow_empty: Vec<String>,
     /// Add the backend's `Surrogate-Key` / `Cache-Tag` values as tags.
     pub origin_tags: bool,
     /// Writes that go to the backend and then replace the entry.

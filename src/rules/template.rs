@@ -29,7 +29,8 @@ pub enum Var {
     Param(String),
     /// One query parameter (`{query.page}`).
     Query(String),
-    /// The whole query, sorted, empty values dropped (`{query}`).
+    /// The whole query, sorted by name (`{query}`); `?a`, `?a=` and no
+    /// `a` at all render differently.
     QueryAll,
     /// A request header (`{header.accept-language}`).
     Header(HeaderName),
@@ -236,21 +237,61 @@ impl Template {
         Ok(())
     }
 
-    /// Renders the template; `None` when a JSON field it reads is missing.
+    /// Renders the template; `None` when a JSON field it reads is missing
+    /// or a query parameter it names is given twice.
     pub fn render(
         &self,
         req: &RequestView<'_>,
         params: &[(&str, &str)],
         bodies: Bodies<'_>,
     ) -> Option<String> {
+        self.render_checked(req, params, bodies, None).ok()
+    }
+
+    /// Renders a cache key, refusing a request it cannot key exactly: a
+    /// query parameter, header or cookie it names that is missing or empty
+    /// (unless `allow_empty` lists the placeholder, as `query.page`), or
+    /// that the request gives more than once (the backend may read another
+    /// one than the key did).
+    pub fn render_key(
+        &self,
+        req: &RequestView<'_>,
+        params: &[(&str, &str)],
+        allow_empty: &[String],
+    ) -> Result<String, KeyRefusal> {
+        self.render_checked(req, params, Bodies::default(), Some(allow_empty))
+    }
+
+    fn render_checked(
+        &self,
+        req: &RequestView<'_>,
+        params: &[(&str, &str)],
+        bodies: Bodies<'_>,
+        strict: Option<&[String]>,
+    ) -> Result<String, KeyRefusal> {
         let mut out = String::with_capacity(self.source.len() + 32);
         for part in &self.parts {
             match part {
                 Part::Lit(s) => out.push_str(s),
-                Part::Var(v) => render_var(v, req, params, bodies, &mut out)?,
+                Part::Var(v) => {
+                    let start = out.len();
+                    let found = render_var(v, req, params, bodies, &mut out)?;
+                    if let Some(allowed) = strict {
+                        if found > 1 {
+                            return Err(KeyRefusal::Ambiguous);
+                        }
+                        let named = matches!(v, Var::Query(_) | Var::Header(_) | Var::Cookie(_));
+                        if named
+                            && out.len() == start
+                            && !allowed.iter().any(|a| *a == placeholder_name(v))
+                        {
+                            return Err(KeyRefusal::Incomplete);
+                        }
+                    }
+                }
             }
         }
-        Some(out)
+        Ok(out)
     }
 
     /// Whether `self` and `other` could render the same string for some
@@ -401,13 +442,48 @@ fn push_escaped(out: &mut String, raw: &str, set: &'static AsciiSet) {
     out.extend(percent_encode(&bytes, set));
 }
 
+/// Why a request cannot be keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// A value the key names is missing or empty (`detail=key-incomplete`).
+    Incomplete,
+    /// A value the key names is given more than once, or a JSON field is
+    /// missing (`detail=ambiguous-key`).
+    Ambiguous,
+}
+
+impl KeyRefusal {
+    /// The `Cache-Status` detail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRefusal::Incomplete => "key-incomplete",
+            KeyRefusal::Ambiguous => "ambiguous-key",
+        }
+    }
+}
+
+/// A named placeholder as `allow_empty` lists it: `query.page`,
+/// `header.x-lang`, `cookie.session_id`.
+fn placeholder_name(v: &Var) -> String {
+    match v {
+        Var::Query(q) => format!("query.{q}"),
+        Var::Header(h) => format!("header.{h}"),
+        Var::Cookie(c) => format!("cookie.{c}"),
+        _ => String::new(),
+    }
+}
+
+/// Renders one placeholder; answers how many values the request gave for
+/// it (so more than one is ambiguous as a key). A missing JSON field, or a
+/// query parameter named twice, is refused as ambiguous.
 fn render_var(
     var: &Var,
     req: &RequestView<'_>,
     params: &[(&str, &str)],
     bodies: Bodies<'_>,
     out: &mut String,
-) -> Option<()> {
+) -> Result<usize, KeyRefusal> {
+    let mut given = 1;
     match var {
         Var::Param(name) => {
             let v = params
@@ -423,13 +499,12 @@ fn render_var(
             let mut found = query_pairs(req.query).filter(|(k, _)| decoded(k) == *name);
             let v = found.next().map_or("", |(_, v)| v);
             if found.next().is_some() {
-                return None;
+                return Err(KeyRefusal::Ambiguous);
             }
             push_escaped(out, &v.replace('+', " "), VALUE);
         }
         Var::QueryAll => {
-            let mut pairs: Vec<(String, &str)> = query_pairs(req.query)
-                .filter(|(_, v)| !v.is_empty())
+            let mut pairs: Vec<(String, Option<&str>)> = query_pairs_raw(req.query)
                 .map(|(k, v)| (decoded(k), v))
                 .collect();
             // Stable, by name only: repeated names keep their order, which
@@ -440,18 +515,24 @@ fn render_var(
                     out.push('&');
                 }
                 out.extend(percent_encode(k.as_bytes(), VALUE));
-                out.push('=');
-                push_escaped(out, &v.replace('+', " "), VALUE);
+                // `?a` and `?a=` are different requests to some backends.
+                if let Some(v) = v {
+                    out.push('=');
+                    push_escaped(out, &v.replace('+', " "), VALUE);
+                }
             }
         }
         Var::Header(name) => {
-            let v = req
-                .headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()));
-            out.extend(percent_encode(v.as_deref().unwrap_or("").as_bytes(), VALUE));
+            let mut values = req.headers.get_all(name).iter();
+            let v = values.next().map(|v| String::from_utf8_lossy(v.as_bytes()));
+            given = usize::from(v.is_some()) + values.count();
+            out.extend(percent_encode(
+                v.as_deref().unwrap_or("").trim().as_bytes(),
+                VALUE,
+            ));
         }
         Var::Cookie(name) => {
+            given = cookie_count(req.headers, name);
             let v = cookie(req.headers, name).unwrap_or_default();
             push_escaped(out, &v, VALUE);
         }
@@ -472,10 +553,16 @@ fn render_var(
             // the raw bytes (`%` included) keeps distinct paths distinct.
             out.extend(percent_encode(p.as_bytes(), PATH));
         }
-        Var::Request(field) => push_json(out, bodies.request?, field)?,
-        Var::Response(field) => push_json(out, bodies.response?, field)?,
+        Var::Request(field) => bodies
+            .request
+            .and_then(|b| push_json(out, b, field))
+            .ok_or(KeyRefusal::Ambiguous)?,
+        Var::Response(field) => bodies
+            .response
+            .and_then(|b| push_json(out, b, field))
+            .ok_or(KeyRefusal::Ambiguous)?,
     }
-    Some(())
+    Ok(given)
 }
 
 fn push_json(out: &mut String, body: &serde_json::Value, field: &[String]) -> Option<()> {
@@ -506,11 +593,51 @@ fn decoded(raw: &str) -> String {
 
 /// `name=value` pairs of a raw query string, still percent-encoded.
 pub fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query_pairs_raw(query).map(|(k, v)| (k, v.unwrap_or("")))
+}
+
+/// Like [`query_pairs`], telling `a` (no value) from `a=` (an empty one).
+fn query_pairs_raw(query: Option<&str>) -> impl Iterator<Item = (&str, Option<&str>)> {
     query
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (p, None),
+        })
+}
+
+/// The query as keys read it, in the request's own order: each name and
+/// value decoded (`+` is a space) and encoded again the one way keys
+/// encode them. The backend gets this query, so the parameters it reads
+/// are always the ones the key was rendered from (`?pag%65=2` reaches it
+/// as `?page=2`).
+pub fn canonical_query(query: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    for (k, v) in query_pairs_raw(Some(query)) {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.extend(percent_encode(decoded(k).as_bytes(), VALUE));
+        if let Some(v) = v {
+            out.push('=');
+            push_escaped(&mut out, &v.replace('+', " "), VALUE);
+        }
+    }
+    out
+}
+
+/// How many times the request's `Cookie` headers name `name`.
+fn cookie_count(headers: &HeaderMap, name: &str) -> usize {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(|(k, _)| *k == name)
+        .count()
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

@@ -21,6 +21,7 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         stale_while_revalidate: None,
         stale_if_error: None,
         keep_for_revalidation: None,
+        allow_empty: Vec::new(),
         origin_tags: false,
         write_through: None,
         triggers: vec![],

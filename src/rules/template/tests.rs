@@ -35,7 +35,8 @@ fn renders_all_placeholders() {
         .unwrap();
     assert_eq!(
         out,
-        "GET:shop.example/p/a%20b?a=1&b=2|2|de-DE|abc|10.1.2.3|7"
+        // `c=` is kept: `?c=` and no `c` are different requests.
+        "GET:shop.example/p/a%20b?a=1&b=2&c=|2|de-DE|abc|10.1.2.3|7"
     );
 }
 
