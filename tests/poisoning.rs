@@ -361,3 +361,47 @@ async fn malformed_requests_are_refused() {
     }
     assert_eq!(backend.hits(), 0);
 }
+
+/// What `check` accepts, `run` runs: counts and durations past any sane
+/// bound, and configs that would load but never do what they say, are
+/// refused with the field named.
+#[test]
+fn check_refuses_what_run_would_trip_on() {
+    let base = |upstream: &str, extra: &str, rule: &str| {
+        format!(
+            "upstream: {{ url: \"{upstream}\" }}\n{extra}\nrules:\n  - name: r\n    match: {{ path: \"/p/{{id}}\" }}\n{rule}\n"
+        )
+    };
+    let ok = "http://127.0.0.1:1";
+    let cases = [
+        (
+            "upstream: { url: \"http://127.0.0.1:1\", max_concurrency: 18446744073709551615 }\nrules: []\n".to_owned(),
+            "upstream.max_concurrency",
+        ),
+        (base(ok, "limits: { max_connections: 18446744073709551615 }", ""), "limits.max_connections"),
+        (base(ok, "limits: { header_timeout: 100000000years }", ""), "limits.header_timeout"),
+        (base(ok, "", "    ttl: 100000000years\n    stale_if_error: 1h"), "ttl"),
+        (base(ok, "", "    key: \"\""), "key"),
+        (base(ok, "", "    key: \"product\""), "key"),
+        (base(ok, "", "    statuses: [100, 101]"), "statuses"),
+        (base("http://127.0.0.1:1/?a=1", "", ""), "upstream.url"),
+        (base("http://user:pw@127.0.0.1:1", "", ""), "upstream.url"),
+        (base(ok, "listen: 127.0.0.1:7000\nadmin: { listen: 127.0.0.1:7000 }", ""), "admin.listen"),
+    ];
+    for (yaml, field) in &cases {
+        let yaml = yaml.as_str();
+        let err = check(yaml).expect_err(yaml);
+        assert!(err.contains(field), "{field} not named for\n{yaml}\n{err}");
+    }
+    for host in ["shop.example:8080", "*", "sh*p.example", "bücher.example"] {
+        let yaml = format!(
+            "upstream: {{ url: \"{ok}\" }}\nrules:\n  - name: r\n    match: {{ path: /p, host: \"{host}\" }}\n"
+        );
+        let err = check(&yaml).expect_err(host);
+        assert!(err.contains("match.host"), "{host}: {err}");
+    }
+    let fine = format!(
+        "upstream: {{ url: \"{ok}\" }}\nrules:\n  - name: r\n    match: {{ path: /p, host: \"*.shop.example\" }}\n"
+    );
+    check(&fine).unwrap();
+}

@@ -17,6 +17,11 @@ use crate::rules::{
     Rule, RuleSet, Template, Tier, Trigger, Ttl, Use, Var, WriteThrough, route_params,
 };
 
+/// The longest duration any field takes: ten years.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The largest count any field takes (connections, concurrency, queue).
+const MAX_COUNT: u64 = 1_000_000;
+
 /// Collects problems while walking the file.
 struct Check {
     errors: Vec<Problem>,
@@ -64,6 +69,16 @@ impl Check {
 
     fn duration(&mut self, v: &Sp<String>, field: &str) -> Option<Duration> {
         match humantime::parse_duration(v.value.trim()) {
+            // Longer would overflow the clock arithmetic it is used in;
+            // what `check` accepts, `run` must run.
+            Ok(d) if d > MAX_DURATION => {
+                self.error(
+                    v,
+                    field,
+                    format!("`{}` is longer than the most allowed, 10 years", v.value),
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 self.error(
@@ -229,6 +244,14 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
         }
     };
 
+    if let (Some(l), Some(a), Some(v)) = (
+        listen,
+        &admin,
+        raw.admin.as_ref().and_then(|a| a.listen.as_ref()),
+    ) && l == a.listen
+    {
+        c.error(v, "admin.listen", "must differ from `listen`");
+    }
     match (listen, upstream, admin, rules) {
         (Some(listen), Some(upstream), Some(admin), Some(rules)) if c.errors.is_empty() => {
             Ok(Loaded {
@@ -253,6 +276,14 @@ fn limits(c: &mut Check, raw: &RawConfig) -> Limits {
     let d = Limits::default();
     let Some(l) = &raw.limits else { return d };
     let count = |c: &mut Check, v: &Option<Sp<u64>>, field: &str, dflt: usize| match v {
+        Some(n) if n.value > MAX_COUNT => {
+            c.error(
+                n,
+                field,
+                format!("{} is more than the most allowed, {MAX_COUNT}", n.value),
+            );
+            dflt
+        }
         Some(n) if n.value > 0 => usize::try_from(n.value).unwrap_or(usize::MAX),
         Some(n) => {
             c.error(n, field, "must be greater than zero");
@@ -298,6 +329,13 @@ fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
     let u = &raw.upstream;
     let url = match u.url.value.trim().parse::<http::Uri>() {
         Ok(url) if url.scheme_str() == Some("http") && url.authority().is_some() => {
+            if url.query().is_some() || url.authority().is_some_and(|a| a.as_str().contains('@')) {
+                c.error(
+                    &u.url,
+                    "upstream.url",
+                    "give only scheme, host and port: a query or user info would be dropped",
+                );
+            }
             if !matches!(url.path(), "" | "/") {
                 c.error(
                     &u.url,
@@ -337,11 +375,26 @@ fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
             c.error(n, "upstream.max_concurrency", "must be greater than zero");
             None
         }
+        Some(n) if n.value > MAX_COUNT => {
+            c.error(
+                n,
+                "upstream.max_concurrency",
+                format!("{} is more than the most allowed, {MAX_COUNT}", n.value),
+            );
+            None
+        }
         Some(n) => Some(usize::try_from(n.value).unwrap_or(usize::MAX)),
         None => Some(DEFAULT_MAX_CONCURRENCY),
     };
     let queue = u.queue.as_ref().map_or(DEFAULT_QUEUE, |n| {
-        usize::try_from(n.value).unwrap_or(usize::MAX)
+        if n.value > MAX_COUNT {
+            c.error(
+                n,
+                "upstream.queue",
+                format!("{} is more than the most allowed, {MAX_COUNT}", n.value),
+            );
+        }
+        usize::try_from(n.value.min(MAX_COUNT)).unwrap_or(usize::MAX)
     });
     Some(Upstream {
         url: url?,
@@ -417,6 +470,16 @@ fn rule(
         return None;
     };
     let path = m.value.path.value.clone();
+    if let Some(h) = &m.value.host {
+        let bare = h.value.strip_prefix("*.").unwrap_or(&h.value);
+        if bare.is_empty() || !bare.is_ascii() || bare.contains([':', '*', '/', ' ']) {
+            c.error(
+                h,
+                &field("match.host"),
+                "a host name only (`shop.example` or `*.shop.example`): no port, no other `*`, ASCII (punycode for other names)",
+            );
+        }
+    }
     if !path.starts_with('/') {
         c.error(&m.value.path, &field("match.path"), "must start with `/`");
         return None;
@@ -449,9 +512,28 @@ fn rule(
     // Each field is checked even when an earlier one failed, so that one
     // `check` lists every error.
     let key = match key_src {
+        Some(k) if k.value.trim().is_empty() => {
+            c.error(k, &field("key"), "must not be empty");
+            None
+        }
         Some(k) => Template::parse(&k.value, Use::Key, &params)
             .map_err(|e| c.error(k, &field("key"), e))
-            .ok(),
+            .ok()
+            .filter(|t| {
+                // Every product would be served as the first one fetched.
+                let constant = t.is_constant() && !params.is_empty();
+                if constant {
+                    c.error(
+                        k,
+                        &field("key"),
+                        format!(
+                            "has no placeholder, though the path has `{{{}}}`: every request would share one entry",
+                            params[0]
+                        ),
+                    );
+                }
+                !constant
+            }),
         None => Template::parse(DEFAULT_KEY, Use::Key, &params).ok(),
     };
     let ttl = match raw.ttl.as_ref().or(d.ttl.as_ref()) {
@@ -500,6 +582,12 @@ fn rule(
                         s,
                         &field("statuses"),
                         format!("{} is not an HTTP status", s.value),
+                    );
+                } else if s.value < 200 || s.value == 206 || s.value == 304 {
+                    c.error(
+                        s,
+                        &field("statuses"),
+                        format!("{} is never stored: only full, final answers are", s.value),
                     );
                 }
             }

@@ -200,6 +200,11 @@ impl Template {
         self.vars().any(|v| v == var)
     }
 
+    /// Whether it has no placeholder at all.
+    pub fn is_constant(&self) -> bool {
+        self.vars().next().is_none()
+    }
+
     fn vars(&self) -> impl Iterator<Item = &Var> {
         self.parts.iter().filter_map(|p| match p {
             Part::Var(v) => Some(v),
