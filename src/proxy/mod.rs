@@ -4,6 +4,7 @@
 
 pub mod collapse;
 pub mod headers;
+mod idle;
 mod range;
 pub mod respond;
 mod revalidate;
@@ -180,7 +181,15 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        let body = body.map_err(Into::into).boxed_unsync();
+        let config = self.config();
+        // A client that stops sending its body for as long as a head may
+        // take is cut off (408), whatever else waits on it.
+        let body = idle::IdleTimeout::new(
+            body.map_err(Into::into).boxed_unsync(),
+            config.limits.header_timeout,
+            "the client",
+        )
+        .boxed_unsync();
 
         // Step 0: what describes the client's connection to us is removed
         // before anything reads the request, so keys, variants and the
@@ -195,7 +204,6 @@ impl Proxy {
         }
         // Step 1: match a rule, for any method (a rule may limit writes).
         let host = request_host(&parts);
-        let config = self.config();
         // A cacheable request reaches the backend with the query its key
         // is rendered from, so both read the same parameters.
         let cacheable = |parts: &request::Parts| {
@@ -606,7 +614,6 @@ impl Proxy {
             );
         }
         let now = SystemTime::now();
-        let body = body.map_err(BoxError::from).boxed_unsync();
         let storable = storable::decide(&lookup.rule, &parts, &res_parts, now).and_then(|fresh| {
             if framed {
                 Ok(fresh)
@@ -789,7 +796,7 @@ fn hit_status(layer: Layer) -> CacheStatus {
 /// A forwarded answer as the client gets it: hop-by-hop headers gone, our
 /// `Via` and `Cache-Status` (with the backend's status) added.
 fn forwarded(
-    res: Response<hyper::body::Incoming>,
+    res: Response<ProxyBody>,
     status: &mut CacheStatus,
 ) -> (http::response::Parts, ProxyBody) {
     let (mut parts, body) = res.into_parts();
@@ -798,7 +805,7 @@ fn forwarded(
     append_via(&mut parts.headers);
     status.fwd_status = Some(parts.status.as_u16());
     set_cache_status(&mut parts.headers, &mut parts.extensions, status);
-    (parts, body.map_err(BoxError::from).boxed_unsync())
+    (parts, body)
 }
 
 /// `Cache-Status` of a stale answer.

@@ -11,7 +11,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -38,6 +37,12 @@ pub enum UpstreamError {
     /// Too many requests already wait on the backend.
     #[error("the backend is busy; try again shortly")]
     Overloaded,
+    /// The client stopped sending its body.
+    #[error("the request body stalled: {0}")]
+    ClientStalled(String),
+    /// The client's body could not be read (a broken chunked encoding).
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
 }
 
 impl UpstreamError {
@@ -45,6 +50,9 @@ impl UpstreamError {
     fn count(&self) {
         match self {
             UpstreamError::Overloaded => crate::metrics::rejected("backend-busy"),
+            UpstreamError::ClientStalled(_) | UpstreamError::ClientBody(_) => {
+                crate::metrics::rejected("client-body");
+            }
             UpstreamError::BodyTooLarge => crate::metrics::rejected("body-too-large"),
             UpstreamError::Connect(_) => {
                 metrics::counter!(UPSTREAM_ERRORS, "reason" => "connect").increment(1);
@@ -64,8 +72,25 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
+    }
+}
+
+/// Request bodies up to this length are read whole before the request
+/// takes a backend place.
+const BUFFERED_BODY: u64 = 1 << 20;
+
+/// What a request body that failed while being read tells the client.
+fn client_body_error(e: &super::BoxError) -> UpstreamError {
+    if e.is::<http_body_util::LengthLimitError>() {
+        UpstreamError::BodyTooLarge
+    } else if e.is::<super::idle::Stalled>() {
+        UpstreamError::ClientStalled(e.to_string())
+    } else {
+        UpstreamError::ClientBody(e.to_string())
     }
 }
 
@@ -137,8 +162,28 @@ impl Upstream {
     /// Sends `req` (its URI's path and query kept) to the backend.
     pub async fn send(
         &self,
-        mut req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+        req: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        // A body of known, modest length is read before a backend place is
+        // taken, so clients uploading slowly never hold the backend's places.
+        let (parts, body) = req.into_parts();
+        let body = if body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n > 0 && n <= BUFFERED_BODY)
+        {
+            match http_body_util::BodyExt::collect(body).await {
+                Ok(whole) => super::full(whole.to_bytes()),
+                Err(e) => {
+                    let e = client_body_error(&e);
+                    e.count();
+                    return Err(e);
+                }
+            }
+        } else {
+            body
+        };
+        let mut req = Request::from_parts(parts, body);
         // Held until the response headers arrive: it bounds the requests the
         // backend is working on (bodies then stream at the client's pace).
         let _slot = self.slot().await.inspect_err(|e| e.count())?;
@@ -186,7 +231,14 @@ impl Upstream {
         };
         let result = match outcome {
             Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Ok(res)) => Ok(res),
+            // A body that stalls for as long as a head may take is cut.
+            Ok(Ok(res)) => Ok(res.map(|b| {
+                http_body_util::BodyExt::boxed_unsync(super::idle::IdleTimeout::new(
+                    b,
+                    self.timeout,
+                    "the backend",
+                ))
+            })),
             Ok(Err(e)) if over_body_limit(&e) => Err(UpstreamError::BodyTooLarge),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(source_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Broken(source_chain(&e))),

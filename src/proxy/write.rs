@@ -295,8 +295,7 @@ impl Proxy {
             return false;
         }
         let limit = usize::try_from(rule.max_object_size).unwrap_or(usize::MAX);
-        let Ok(body) = read_limited(body.map_err(BoxError::from).boxed_unsync(), limit).await
-        else {
+        let Ok(body) = read_limited(body, limit).await else {
             return false;
         };
         let mut headers = res_parts.headers;
