@@ -405,3 +405,56 @@ fn check_refuses_what_run_would_trip_on() {
     );
     check(&fine).unwrap();
 }
+
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` from a client are replaced by
+/// what sidecache knows, unless `trusted_proxies` names the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_only_from_trusted_proxies() {
+    let backend = echo().await;
+    let spoof = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+    ];
+    let p = Proxy::start(RULES, &backend.url(), None).await;
+    get(&p.url("/any/f"), &spoof).await;
+    let seen = &backend.seen()[0];
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        p.addr.to_string().as_str()
+    );
+    let trusting = format!("trusted_proxies: [\"127.0.0.0/8\"]\n{RULES}");
+    let q = Proxy::start(&trusting, &backend.url(), None).await;
+    get(&q.url("/any/g"), &spoof).await;
+    let seen = &backend.seen()[1];
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert_eq!(seen.headers["x-forwarded-host"], "evil.example");
+}
+
+/// With rules for several hosts, `check` warns about a rule that matches
+/// any host but keys without `{host}`.
+#[test]
+fn check_warns_about_keys_without_host() {
+    let yaml = r#"
+upstream: { url: "http://127.0.0.1:1" }
+rules:
+  - name: a
+    match: { path: "/a/{id}", host: a.example }
+    key: "a:{id}"
+  - name: any
+    match: { path: "/b/{id}" }
+    key: "b:{id}"
+"#;
+    let loaded = sidecache::Config::from_yaml(yaml, Path::new("t.yaml"), &|_| None).unwrap();
+    let text: Vec<String> = loaded
+        .warnings
+        .iter()
+        .map(|w| w.display(Path::new("t.yaml")).to_string())
+        .collect();
+    assert!(
+        text.iter()
+            .any(|w| w.contains("`any`") && w.contains("{host}")),
+        "{text:?}"
+    );
+    assert!(!text.iter().any(|w| w.contains("`a`")), "{text:?}");
+}

@@ -60,8 +60,17 @@ pub struct Config {
     pub limits: Limits,
     /// L2, when configured.
     pub redis: Option<RedisConfig>,
+    /// Proxies in front whose forwarding headers are kept.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The compiled rules, in file order.
     pub rules: RuleSet,
+}
+
+impl Config {
+    /// Whether `client` is a proxy in front whose forwarding headers count.
+    pub fn trusts(&self, client: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&client))
+    }
 }
 
 /// `upstream:`.

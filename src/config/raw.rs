@@ -57,6 +57,8 @@ pub struct RawConfig {
     pub redis: Option<RawRedis>,
     /// What one client may ask of the proxy.
     pub limits: Option<RawLimits>,
+    /// Addresses (CIDRs, e.g. `10.0.0.0/8`) of proxies in front whose `X-Forwarded-Proto` / `X-Forwarded-Host` are kept; from anyone else they are replaced.
+    pub trusted_proxies: Option<Vec<Sp<String>>>,
     /// Values every rule takes unless it sets its own (any rule field but `name` and `match`).
     pub defaults: Option<Sp<RawRule>>,
     /// The cache rules; the most specific path wins, then file order.

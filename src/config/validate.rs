@@ -231,6 +231,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
         }
     }
     cross_rule_checks(&mut c, &rules, &spans);
+    host_warnings(&mut c, &rules, &spans);
     let rules = match RuleSet::new(rules) {
         Ok(set) => Some(set),
         Err((i, msg)) => {
@@ -252,6 +253,21 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
     {
         c.error(v, "admin.listen", "must differ from `listen`");
     }
+    let mut trusted_proxies = Vec::new();
+    for v in raw.trusted_proxies.iter().flatten() {
+        let text = v.value.trim();
+        let net = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => c.error(
+                v,
+                "trusted_proxies",
+                format!("`{text}` is not an address or CIDR, e.g. 10.0.0.0/8"),
+            ),
+        }
+    }
     match (listen, upstream, admin, rules) {
         (Some(listen), Some(upstream), Some(admin), Some(rules)) if c.errors.is_empty() => {
             Ok(Loaded {
@@ -263,6 +279,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
                     memory,
                     limits,
                     redis,
+                    trusted_proxies,
                     rules,
                 },
                 warnings: c.warnings,
@@ -844,6 +861,28 @@ fn pending_fields(c: &mut Check, raw: &RawRule, field: &dyn Fn(&str) -> String) 
             &field("warm_on"),
             "accepted but not acted on by this version",
         );
+    }
+}
+
+/// When some rules name a host, the proxy serves several: a caching rule
+/// that matches any host and whose key leaves `{host}` out would serve one
+/// host's answer for another's.
+fn host_warnings(c: &mut Check, rules: &[Rule], spans: &[&Sp<RawRule>]) {
+    if rules.iter().all(|r| r.host.is_none()) {
+        return;
+    }
+    for (r, at) in rules.iter().zip(spans) {
+        if r.cache && r.host.is_none() && !r.key.uses(&Var::Host) {
+            c.warn(
+                *at,
+                "key",
+                format!(
+                    "rule `{}` matches any host but its key `{}` leaves out {{host}}: \
+                     two hosts' answers would share one entry",
+                    r.name, r.key
+                ),
+            );
+        }
     }
 }
 

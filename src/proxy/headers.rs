@@ -47,8 +47,13 @@ pub const UNKEYED: [&str; 5] = [
 /// than `chunked`, and a `Connection` that names `Host`; removes hop-by-hop
 /// headers (and those `Connection` names); joins HTTP/2 cookie crumbs into
 /// one `Cookie` (RFC 9113 8.2.3).
+///
+/// From a client that is not a trusted proxy, `X-Forwarded-Proto`,
+/// `X-Forwarded-Host` and `Forwarded` are dropped: sidecache sets the first
+/// two from what it knows.
 pub fn sanitize_request(
     parts: &mut http::request::Parts,
+    trusted: bool,
 ) -> Result<(), (StatusCode, &'static str)> {
     let bad = |why| Err((StatusCode::BAD_REQUEST, why));
     if parts.method == http::Method::CONNECT {
@@ -87,6 +92,11 @@ pub fn sanitize_request(
         return bad("Connection may not name Host");
     }
     strip_hop_by_hop(headers);
+    if !trusted {
+        for name in ["x-forwarded-proto", "x-forwarded-host", "forwarded"] {
+            headers.remove(name);
+        }
+    }
     if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
         let joined: Vec<&[u8]> = headers
             .get_all(header::COOKIE)
@@ -115,8 +125,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::PROXY_AUTHENTICATE);
 }
 
-/// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto` (kept if an
-/// earlier proxy set it) and `Via`.
+/// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (kept if a trusted proxy in front set them; see
+/// [`sanitize_request`]) and `Via`.
 pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let prior = headers
@@ -133,6 +144,12 @@ pub fn add_forwarding(headers: &mut HeaderMap, client: IpAddr) {
     let proto = HeaderName::from_static("x-forwarded-proto");
     if !headers.contains_key(&proto) {
         headers.insert(proto, HeaderValue::from_static("http"));
+    }
+    let forwarded_host = HeaderName::from_static("x-forwarded-host");
+    if !headers.contains_key(&forwarded_host)
+        && let Some(host) = headers.get(header::HOST).cloned()
+    {
+        headers.insert(forwarded_host, host);
     }
     append_via(headers);
 }

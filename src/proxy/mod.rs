@@ -194,7 +194,7 @@ impl Proxy {
         // Step 0: what describes the client's connection to us is removed
         // before anything reads the request, so keys, variants and the
         // backend all see one and the same request.
-        if let Err((code, why)) = headers::sanitize_request(&mut parts) {
+        if let Err((code, why)) = headers::sanitize_request(&mut parts, config.trusts(client)) {
             let status = pass_status(Fwd::Request, "bad-request");
             return (respond::error(code, why, &status), None);
         }
