@@ -132,3 +132,22 @@ async fn slow_uploads_do_not_hold_backend_places() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert_eq!(backend.hits_for("/orders"), 0);
 }
+
+/// A broken chunked body from the client is the client's error: 400, and
+/// not counted against the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_chunked_upload_is_a_client_error() {
+    let backend = Backend::json(vec![]).await;
+    let p = Proxy::start(RULES, &backend.url(), None).await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"POST /orders HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+}

@@ -306,8 +306,10 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
 }
 
 /// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`.
-/// A missing variable is an error at its place. Values are inserted as they
-/// are, so a value holding YAML syntax should be quoted in the file.
+/// A missing variable is an error at its place. A value that could change
+/// the YAML around it (a line break, a quote, a backslash, a flow
+/// character, `#`, or `: `) is refused: the environment fills in values,
+/// it never adds keys.
 fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<Problem>> {
     let mut out = String::with_capacity(text.len());
     let mut problems = Vec::new();
@@ -342,6 +344,17 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             match env(name).filter(|_| valid) {
+                Some(v) if changes_structure(&v) => problems.push(Problem {
+                    pos: Some(Pos {
+                        line: line_no as u64 + 1,
+                        column: at,
+                    }),
+                    field: String::new(),
+                    message: format!(
+                        "environment variable `{name}` holds YAML syntax (a line break, quote, backslash, \
+                         one of {{}}[],#, or `: `); it may only fill in a value"
+                    ),
+                }),
                 Some(v) => out.push_str(&v),
                 None => problems.push(Problem {
                     pos: Some(Pos {
@@ -366,6 +379,15 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     } else {
         Err(problems)
     }
+}
+
+/// Whether `v`, put into YAML text, could end the value it stands in or
+/// start another.
+fn changes_structure(v: &str) -> bool {
+    v.chars()
+        .any(|c| c.is_control() || "\"'\\{}[],#".contains(c))
+        || v.contains(": ")
+        || v.ends_with(':')
 }
 
 #[cfg(test)]

@@ -176,3 +176,27 @@ fn rate_limits() {
     let e = errors(&rule("{ key: \"{nope}\", rate: 1/s }"));
     assert!(e.iter().any(|l| l.contains("rate_limit.key")), "{e:?}");
 }
+
+/// A `${VAR}` value that would change the YAML around it is refused; a
+/// URL with a user, a port and a path is a plain value.
+#[test]
+fn env_values_cannot_add_keys() {
+    let with = |value: &'static str| {
+        Config::from_yaml(
+            &format!("{BASE}admin: {{ token: \"${{TOKEN}}\" }}\n"),
+            Path::new("t.yaml"),
+            &move |_| Some(value.to_owned()),
+        )
+    };
+    for bad in [
+        "x\"\nrules: []\n#",
+        "a\nb",
+        "x\", listen: \"0.0.0.0:1",
+        "a: b",
+        "q'",
+    ] {
+        let e = with(bad).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("holds YAML syntax"), "{bad:?}: {e}");
+    }
+    assert!(with("redis://user:pw@host:6379/0").is_ok());
+}

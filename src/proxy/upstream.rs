@@ -240,6 +240,9 @@ impl Upstream {
                 ))
             })),
             Ok(Err(e)) if over_body_limit(&e) => Err(UpstreamError::BodyTooLarge),
+            // The client's body failed while it streamed (a broken chunked
+            // encoding, or silence): the client's fault, not the backend's.
+            Ok(Err(e)) if let Some(inner) = client_body_failure(&e) => Err(inner),
             Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(source_chain(&e))),
             Ok(Err(e)) => Err(UpstreamError::Broken(source_chain(&e))),
         };
@@ -261,6 +264,24 @@ fn over_body_limit(e: &hyper_util::client::legacy::Error) -> bool {
         cur = inner.source();
     }
     false
+}
+
+/// The client-side failure behind a request that failed while its body
+/// streamed to the backend, if that is what happened.
+fn client_body_failure(e: &hyper_util::client::legacy::Error) -> Option<UpstreamError> {
+    let mut cur = std::error::Error::source(e);
+    while let Some(inner) = cur {
+        if inner.is::<super::idle::Stalled>() {
+            return Some(UpstreamError::ClientStalled(inner.to_string()));
+        }
+        if let Some(h) = inner.downcast_ref::<hyper::Error>()
+            && h.is_user()
+        {
+            return Some(UpstreamError::ClientBody(source_chain(e)));
+        }
+        cur = inner.source();
+    }
+    None
 }
 
 /// A place in the upstream queue, given back on drop.
