@@ -16,16 +16,25 @@
 //! # One request
 //!
 //! 1. [`server`] accepts the connection (HTTP/1.1 or h2c) and hands each request to [`proxy::Proxy::handle`].
-//! 2. The rule set finds the rule for method, host and path. No rule, `cache: false` or a
-//!    non-GET/HEAD method: the request is forwarded as it is, body streamed both ways.
-//! 3. The rule's key template is rendered from the request (values escaped).
-//! 4. L1 (moka) is asked, then L2 (Redis) for rules whose tier uses it; an L2 hit fills L1.
-//!    A fresh entry is answered at once, with `Age`, `Cache-Status`, and a 304 when the
-//!    client's validators match.
-//! 5. On a miss, concurrent requests for the key join one flight: one goes upstream,
-//!    the others wait for its entry.
-//! 6. The backend's answer is checked for storability; a storable answer streams to the
-//!    client while a copy is kept, and is stored in the rule's tiers when the body ends.
+//! 2. The request is made safe to key: hop-by-hop headers and those `Connection` names
+//!    go, cookie crumbs are joined, untrusted forwarding headers dropped, malformed ones
+//!    refused (`proxy::headers::sanitize_request`); a body that stalls is cut off.
+//! 3. The rule set finds the rule for method, host and path; its rate limit is counted.
+//!    No rule, `cache: false` or a non-GET/HEAD method: the request is forwarded (writes
+//!    then purge what they made stale), body streamed both ways.
+//! 4. The rule's key template is rendered from the request (values escaped); a request
+//!    that cannot be keyed exactly passes. The backend gets the query the key was read from.
+//! 5. L1 (moka) is asked, then L2 (Redis) for rules whose tier uses it; an entry a purge
+//!    concerns is refused ([`invalidation`]: purge times against the entry's fetch time);
+//!    an L2 hit fills L1. A fresh entry is answered at once, with `Age`, `Cache-Status`,
+//!    and a 304 when the client's validators match; a stale one within its window is
+//!    answered while one request refreshes it.
+//! 6. On a miss, concurrent requests for the key join one flight: one goes upstream
+//!    (conditional when a stale entry has a validator; a 304 refreshes that entry), the
+//!    others wait for its entry.
+//! 7. The backend's answer is checked for storability (RFC 9111); a storable answer
+//!    streams to the client while a copy is kept, and is stored in the rule's tiers when
+//!    the body ends, unless a purge of that entry happened since the fetch began.
 
 #![forbid(unsafe_code)]
 

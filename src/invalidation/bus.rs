@@ -3,7 +3,7 @@
 //! [`Invalidator`] when the connection is lost (a heartbeat PING every
 //! second, allowed 5 × `redis.timeout`, notices a silent cut within the sum)
 //! and when it is back. Each heartbeat also reads Redis's clock and checks
-//! that Redis was not flushed ([`Invalidator::heartbeat`]).
+//! that Redis was not flushed (`Invalidator::heartbeat`).
 
 use std::sync::Arc;
 use std::time::Duration;

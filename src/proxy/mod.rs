@@ -717,20 +717,15 @@ impl Proxy {
         status.revalidated = true;
         let (entry, fresh) = match storable::decide(&lookup.rule, &parts, &head, now) {
             Ok(fresh) => (
-                Entry {
-                    stored_at: fresh.stored_at,
-                    ttl: fresh.ttl,
-                    grace: fresh.keep,
-                    stale_while_revalidate: fresh.stale_while_revalidate,
-                    stale_if_error: fresh.stale_if_error,
-                    fetched_ms: fetched,
-                    payload: Payload::Response(CachedResponse {
+                fresh.entry(
+                    fetched,
+                    Payload::Response(CachedResponse {
                         status: old.status,
                         headers: StoredHeaders::from_map(&head.headers),
                         body: old.body.clone(),
                         tags: old.tags.clone(),
                     }),
-                },
+                ),
                 Some(fresh),
             ),
             Err(reason) => {

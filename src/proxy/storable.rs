@@ -5,7 +5,7 @@
 //! `no-store`, no `Vary: *`, a short status list, a size cap) are checked
 //! here, each relaxable by the rule where the design allows it. Freshness of
 //! `ttl: origin` rules comes from http-cache-semantics (RFC 9111), handed a
-//! normalised copy of the response head ([`normalised`]) where the crate is
+//! normalised copy of the response head (`normalised`) where the crate is
 //! more lenient or stricter than the RFC. The directives sidecache obeys are
 //! those of the targeted field when the backend sends one (RFC 9213:
 //! `Sidecache-Cache-Control`, then `CDN-Cache-Control`), else
@@ -89,6 +89,22 @@ pub struct Freshness {
     /// How long it is kept after expiry (for the windows above, and to be
     /// revalidated when it has a validator).
     pub keep: Duration,
+}
+
+impl Freshness {
+    /// The entry holding `payload` with this lifetime, for an answer whose
+    /// fetch started at `fetched_ms`.
+    pub fn entry(&self, fetched_ms: u64, payload: crate::cache::Payload) -> crate::cache::Entry {
+        crate::cache::Entry {
+            stored_at: self.stored_at,
+            ttl: self.ttl,
+            grace: self.keep,
+            stale_while_revalidate: self.stale_while_revalidate,
+            stale_if_error: self.stale_if_error,
+            fetched_ms,
+            payload,
+        }
+    }
 }
 
 /// The cache directives of a response that sidecache acts on. Names are

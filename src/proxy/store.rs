@@ -10,7 +10,7 @@ use http::{HeaderMap, Method, StatusCode, request};
 use super::collapse::{FlightGuard, GlobalLock, Landing};
 use super::{storable, vary};
 use crate::cache::tiered::Tiered;
-use crate::cache::{CachedResponse, Entry, Payload, StoredHeaders};
+use crate::cache::{CachedResponse, Payload, StoredHeaders};
 use crate::invalidation::{Invalidator, variant_tag};
 use crate::rules::{Bodies, KeyRefusal, RequestView, Rule, Template};
 
@@ -272,17 +272,7 @@ impl Store {
             return;
         }
         let tags = names;
-        let entry = |payload| {
-            Arc::new(Entry {
-                stored_at: fresh.stored_at,
-                ttl: fresh.ttl,
-                grace: fresh.keep,
-                stale_while_revalidate: fresh.stale_while_revalidate,
-                stale_if_error: fresh.stale_if_error,
-                fetched_ms: fetched,
-                payload,
-            })
-        };
+        let entry = |payload| Arc::new(fresh.entry(fetched, payload));
         let response = entry(Payload::Response(CachedResponse {
             status,
             headers: StoredHeaders::from_map(&headers),

@@ -633,26 +633,24 @@ pub fn canonical_query(query: &str) -> String {
     out
 }
 
-/// How many times the request's `Cookie` headers name `name`.
-fn cookie_count(headers: &HeaderMap, name: &str) -> usize {
+/// The `name=value` pairs of the request's `Cookie` headers.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .filter(|(k, _)| *k == name)
-        .count()
+}
+
+/// How many times the request's `Cookie` headers name `name`.
+fn cookie_count(headers: &HeaderMap, name: &str) -> usize {
+    cookie_pairs(headers).filter(|(k, _)| *k == name).count()
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
+    cookie_pairs(headers)
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"').to_owned())
 }
