@@ -96,6 +96,16 @@ pub fn explain(
             );
         }
     }
+    if rule.host.is_none()
+        && !rule.key.uses(&crate::rules::Var::Host)
+        && config.rules.rules().iter().any(|r| r.host.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "warning: this rule matches any host but its key leaves out {{host}}: two hosts' \
+             answers would share one entry"
+        );
+    }
     let _ = writeln!(out, "tier:  {}", rule.tier.as_str());
     let _ = write!(out, "ttl:   {}", rule.ttl);
     if rule.ttl == Ttl::Origin {

@@ -458,3 +458,25 @@ rules:
     );
     assert!(!text.iter().any(|w| w.contains("`a`")), "{text:?}");
 }
+
+/// `explain` gives the same warning for the rule it shows.
+#[test]
+fn explain_warns_about_keys_without_host() {
+    let yaml = r#"
+upstream: { url: "http://127.0.0.1:1" }
+rules:
+  - name: a
+    match: { path: "/a/{id}", host: a.example }
+    key: "a:{id}"
+  - name: any
+    match: { path: "/b/{id}" }
+    key: "b:{id}"
+"#;
+    let loaded = sidecache::Config::from_yaml(yaml, Path::new("t.yaml"), &|_| None).unwrap();
+    let out =
+        sidecache::explain::explain(&loaded.config, "GET", "http://x.example/b/1", &[]).unwrap();
+    assert!(out.contains("warning: this rule matches any host"), "{out}");
+    let out =
+        sidecache::explain::explain(&loaded.config, "GET", "http://a.example/a/1", &[]).unwrap();
+    assert!(!out.contains("warning"), "{out}");
+}

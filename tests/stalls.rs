@@ -85,8 +85,8 @@ async fn reqwest_like(url: &str) -> Result<bytes::Bytes, String> {
 }
 
 /// A client trickling its upload does not hold the backend's only place:
-/// a miss served meanwhile gets its answer, not a 503. A client that stops
-/// sending its body gets 408.
+/// a miss served meanwhile gets its answer, not a 503; the trickle, under
+/// the least rate, gets 408, as does a client that stops sending its body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_uploads_do_not_hold_backend_places() {
     let backend = Backend::json(vec![]).await;
@@ -103,7 +103,7 @@ async fn slow_uploads_do_not_hold_backend_places() {
         let mut started = Some(started);
         for i in 0..40 {
             if s.write_all(b"x").await.is_err() {
-                return;
+                break;
             }
             if i == 3 {
                 // Well inside the upload: the proxy has had its head for 600 ms.
@@ -111,13 +111,22 @@ async fn slow_uploads_do_not_hold_backend_places() {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let mut buf = vec![0u8; 512];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     });
     uploading.await.unwrap();
     let res = get(&p.url("/any/during-upload"), &[]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.cache_status());
     let write = send("PUT", &p.url("/any/other"), &[], "{}").await;
     assert_eq!(write.status, StatusCode::OK);
-    trickle.abort();
+    // 5 bytes a second is under the 500 a second asked once the first
+    // second has passed.
+    let answer = tokio::time::timeout(Duration::from_secs(20), trickle)
+        .await
+        .expect("the trickle was never cut off")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     // Half a body, then silence.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"POST /orders HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\n\r\nhalf")

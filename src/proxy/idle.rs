@@ -19,6 +19,10 @@ use super::BoxError;
 pub struct IdleTimeout<B> {
     inner: B,
     idle: Duration,
+    /// Bytes a second the body must average once `idle` has passed.
+    min_rate: Option<u64>,
+    bytes: u64,
+    started: Instant,
     /// Boxed so the body stays `Unpin` (no unsafe pinning here).
     sleep: Pin<Box<Sleep>>,
     what: &'static str,
@@ -30,16 +34,26 @@ impl<B> IdleTimeout<B> {
         Self {
             inner,
             idle,
+            min_rate: None,
+            bytes: 0,
+            started: Instant::now(),
             sleep: Box::pin(tokio::time::sleep(idle)),
             what,
         }
+    }
+
+    /// Also cuts the body off when, after the first `idle`, it averages
+    /// fewer than `bytes_per_sec` (a trickle that never quite stalls).
+    pub fn min_rate(mut self, bytes_per_sec: u64) -> Self {
+        self.min_rate = Some(bytes_per_sec);
+        self
     }
 }
 
 /// The error a stalled body ends with.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} sent nothing for {1:?}")]
-pub struct Stalled(&'static str, Duration);
+#[error("{0}")]
+pub struct Stalled(String);
 
 impl<B> Body for IdleTimeout<B>
 where
@@ -56,12 +70,25 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = Instant::now() + this.idle;
-                this.sleep.as_mut().reset(next);
+                let now = Instant::now();
+                this.sleep.as_mut().reset(now + this.idle);
+                if let (Some(Ok(f)), Some(min)) = (&frame, this.min_rate) {
+                    this.bytes += f.data_ref().map_or(0, |d| d.len() as u64);
+                    let elapsed = now.duration_since(this.started);
+                    if elapsed > this.idle
+                        && (this.bytes as f64) < min as f64 * elapsed.as_secs_f64()
+                    {
+                        let why = format!("{} sent under {min} bytes a second", this.what);
+                        return Poll::Ready(Some(Err(Stalled(why).into())));
+                    }
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Stalled(this.what, this.idle).into()))),
+                Poll::Ready(()) => {
+                    let why = format!("{} sent nothing for {:?}", this.what, this.idle);
+                    Poll::Ready(Some(Err(Stalled(why).into())))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

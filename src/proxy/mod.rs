@@ -45,6 +45,11 @@ use crate::ratelimit::{RateLimit, Scope};
 use crate::rules::{Bodies, RequestView, Rule, canonical_query};
 use tracing::Instrument as _;
 
+/// Bytes a second a request body must average once `limits.header_timeout`
+/// has passed (as Apache's `mod_reqtimeout` asks 500): slower is cut off
+/// with 408.
+const MIN_UPLOAD_RATE: u64 = 500;
+
 /// Error type of bodies crossing the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body type in both directions.
@@ -189,6 +194,7 @@ impl Proxy {
             config.limits.header_timeout,
             "the client",
         )
+        .min_rate(MIN_UPLOAD_RATE)
         .boxed_unsync();
 
         // Step 0: what describes the client's connection to us is removed
@@ -637,7 +643,11 @@ impl Proxy {
                 let limit = usize::try_from(lookup.rule.max_object_size).unwrap_or(usize::MAX);
                 let store =
                     self.store_job(&parts, client, lookup, &res_parts, fresh, claim, fetched);
+                // A body still coming when a store could no longer be
+                // trusted (see TOMBSTONE) is passed on but not kept.
+                let deadline = std::time::Instant::now() + crate::cache::redis::TOMBSTONE;
                 tee::TeeBody::new(body, limit, Box::new(move |copy| store.finish(copy)))
+                    .until(deadline)
                     .boxed_unsync()
             }
         };

@@ -20,6 +20,8 @@ pub struct TeeBody {
     copy: Option<BytesMut>,
     limit: usize,
     on_done: Option<OnDone>,
+    /// After this, the copy is given up (the client still gets the rest).
+    deadline: Option<std::time::Instant>,
 }
 
 impl TeeBody {
@@ -34,6 +36,7 @@ impl TeeBody {
             copy: Some(BytesMut::with_capacity(hint.unwrap_or(8 * 1024).min(limit))),
             limit,
             on_done: Some(on_done),
+            deadline: None,
         };
         // hyper never polls a body that is already over (204, length 0):
         // hand on the (empty) copy now.
@@ -41,6 +44,14 @@ impl TeeBody {
             tee.finish(true);
         }
         tee
+    }
+
+    /// Gives the copy up if the body is not over by `deadline`: a body
+    /// that drips for longer holds its collapse flight no longer, and
+    /// nothing is stored.
+    pub fn until(mut self, deadline: std::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     fn finish(&mut self, ok: bool) {
@@ -74,8 +85,9 @@ impl Body for TeeBody {
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
+                let late = this.deadline.is_some_and(|d| std::time::Instant::now() > d);
                 if let (Some(data), Some(copy)) = (f.data_ref(), this.copy.as_mut()) {
-                    if copy.len() + data.len() > this.limit {
+                    if late || copy.len() + data.len() > this.limit {
                         this.copy = None;
                         this.finish(false);
                     } else {
@@ -168,6 +180,21 @@ mod tests {
             .map_err(|e| match e {})
             .boxed_unsync();
         drop(TeeBody::new(inner, 4, collect_into(&slot)));
+        assert_eq!(*slot.lock().unwrap(), Some(None));
+    }
+
+    /// A body still streaming past its deadline is passed on whole, but
+    /// its copy is given up.
+    #[tokio::test]
+    async fn late_body_is_passed_on_but_not_kept() {
+        let slot = Arc::new(Mutex::new(None));
+        let inner = Full::new(Bytes::from_static(b"late"))
+            .map_err(|e| match e {})
+            .boxed_unsync();
+        let past = std::time::Instant::now() - std::time::Duration::from_secs(1);
+        let tee = TeeBody::new(inner, 1024, collect_into(&slot)).until(past);
+        let body = tee.collect().await.unwrap().to_bytes();
+        assert_eq!(body, "late");
         assert_eq!(*slot.lock().unwrap(), Some(None));
     }
 }
