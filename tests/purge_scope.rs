@@ -297,3 +297,60 @@ async fn unrelated_purge_keeps_collapsed_followers_waiting() {
     assert_eq!(collapsed, 4);
     assert!(get(&a.url("/products/9"), &[]).await.is_hit());
 }
+
+/// After a tag purge, the replica that fetches first puts the current
+/// answer in Redis; another replica whose L1 copy is refused finds it
+/// there instead of asking the backend again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_l1_entry_falls_through_to_l2() {
+    let redis = Redis::start();
+    let backend = products().await;
+    let a = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    let b = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    get(&a.url("/products/12"), &[]).await;
+    for p in [&a, &b] {
+        eventually("cached", || async {
+            get(&p.url("/products/12"), &[]).await.is_hit()
+        })
+        .await;
+    }
+    assert_eq!(backend.hits_for("/products/12"), 1);
+    let stored = || async {
+        let mut c = redis.conn().await;
+        redis::cmd("GET")
+            .arg("scope:product:12")
+            .query_async::<Option<Vec<u8>>>(&mut c)
+            .await
+            .unwrap()
+    };
+    let before = stored().await;
+    assert!(before.is_some());
+    assert_eq!(
+        admin_purge(&a, r#"{"tags": ["category:1"]}"#, Some("t"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    eventually("B heard of the purge", || async {
+        b.app
+            .invalidator()
+            .recent()
+            .iter()
+            .any(|r| r.source == PurgeSource::Remote)
+    })
+    .await;
+    let fresh = get(&a.url("/products/12"), &[]).await;
+    assert!(!fresh.is_hit());
+    eventually("A's answer is in Redis", || async {
+        stored().await != before
+    })
+    .await;
+    let from_b = get(&b.url("/products/12"), &[]).await;
+    assert!(
+        from_b.is_hit() && from_b.cache_status().contains("detail=redis"),
+        "{}",
+        from_b.cache_status()
+    );
+    assert_eq!(from_b.body, fresh.body);
+    assert_eq!(backend.hits_for("/products/12"), 2);
+}

@@ -77,6 +77,25 @@ impl Tiered {
         }
     }
 
+    /// Looks `key` up in L2 alone (when the tier uses it): for an L1 entry
+    /// that was refused, since another replica may already have put the
+    /// current one in Redis.
+    pub async fn get_l2(&self, key: &str, tier: Tier) -> Option<Found> {
+        let redis = self.redis.as_ref().filter(|_| tier.uses_redis())?;
+        match redis.get(key).await {
+            Ok(Some(entry)) => Some(Found {
+                entry,
+                layer: Layer::Redis,
+                l1_since_ms: u64::MAX,
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "L2 lookup failed; treated as a miss");
+                None
+            }
+        }
+    }
+
     /// Stores in the layers `tier` uses. L1 is written at once; the Redis
     /// write runs in the background so it never delays the response.
     pub async fn put(&self, key: &str, entry: Arc<Entry>, tier: Tier) {

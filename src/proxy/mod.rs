@@ -319,7 +319,7 @@ impl Proxy {
         // Range requests are answered from fresh entries only, else forwarded.
         let ranged = parts.headers.contains_key(header::RANGE);
         if let Some(first) = self.cache.get(&lookup.key, tier).await {
-            let found = match &first.entry.payload {
+            let mut found = match &first.entry.payload {
                 Payload::Vary(names) => {
                     flight_key = vary::variant_key(&lookup.key, names, &parts.headers);
                     self.cache.fill_l1(&lookup.key, &first, tier).await;
@@ -327,10 +327,19 @@ impl Proxy {
                 }
                 Payload::Response(_) => Some(first),
             };
-            let admitted = match &found {
+            let mut admitted = match &found {
                 Some(f) => self.invalidator.admits(f, &lookup.key).await,
                 None => false,
             };
+            // A refused L1 entry (purged since) falls through to L2, where
+            // another replica may already have put the current answer.
+            if !admitted && found.as_ref().is_some_and(|f| f.layer == Layer::Memory) {
+                let again = self.cache.get_l2(&flight_key, tier).await;
+                if let Some(f) = &again {
+                    admitted = self.invalidator.admits(f, &lookup.key).await;
+                    found = again;
+                }
+            }
             if let Some(f) = found.as_ref().filter(|_| admitted) {
                 self.cache.fill_l1(&flight_key, f, tier).await;
             }
