@@ -431,11 +431,8 @@ async fn forwarding_headers_only_from_trusted_proxies() {
     assert_eq!(seen.headers["x-forwarded-host"], "evil.example");
 }
 
-/// With rules for several hosts, `check` warns about a rule that matches
-/// any host but keys without `{host}`.
-#[test]
-fn check_warns_about_keys_without_host() {
-    let yaml = r#"
+/// One rule for a named host, one for any host keyed without `{host}`.
+const TWO_HOSTS: &str = r#"
 upstream: { url: "http://127.0.0.1:1" }
 rules:
   - name: a
@@ -445,6 +442,12 @@ rules:
     match: { path: "/b/{id}" }
     key: "b:{id}"
 "#;
+
+/// With rules for several hosts, `check` warns about a rule that matches
+/// any host but keys without `{host}`.
+#[test]
+fn check_warns_about_keys_without_host() {
+    let yaml = TWO_HOSTS;
     let loaded = sidecache::Config::from_yaml(yaml, Path::new("t.yaml"), &|_| None).unwrap();
     let text: Vec<String> = loaded
         .warnings
@@ -462,16 +465,7 @@ rules:
 /// `explain` gives the same warning for the rule it shows.
 #[test]
 fn explain_warns_about_keys_without_host() {
-    let yaml = r#"
-upstream: { url: "http://127.0.0.1:1" }
-rules:
-  - name: a
-    match: { path: "/a/{id}", host: a.example }
-    key: "a:{id}"
-  - name: any
-    match: { path: "/b/{id}" }
-    key: "b:{id}"
-"#;
+    let yaml = TWO_HOSTS;
     let loaded = sidecache::Config::from_yaml(yaml, Path::new("t.yaml"), &|_| None).unwrap();
     let out =
         sidecache::explain::explain(&loaded.config, "GET", "http://x.example/b/1", &[]).unwrap();

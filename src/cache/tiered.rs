@@ -58,28 +58,14 @@ impl Tiered {
                 l1_since_ms: slot.at_ms,
             });
         }
-        let redis = self.redis.as_ref().filter(|_| tier.uses_redis())?;
-        match redis.get(key).await {
-            Ok(Some(e)) => {
-                // L1 is filled by the caller once it has admitted the entry
-                // (tags current), never before.
-                Some(Found {
-                    entry: e,
-                    layer: Layer::Redis,
-                    l1_since_ms: u64::MAX,
-                })
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "L2 lookup failed; treated as a miss");
-                None
-            }
-        }
+        // L1 is filled by the caller once it has admitted the entry (tags
+        // current), never before.
+        self.get_l2(key, tier).await
     }
 
-    /// Looks `key` up in L2 alone (when the tier uses it): for an L1 entry
-    /// that was refused, since another replica may already have put the
-    /// current one in Redis.
+    /// Looks `key` up in L2 alone (when the tier uses it): after L1, or for
+    /// an L1 entry that was refused, since another replica may already have
+    /// put the current one in Redis.
     pub async fn get_l2(&self, key: &str, tier: Tier) -> Option<Found> {
         let redis = self.redis.as_ref().filter(|_| tier.uses_redis())?;
         match redis.get(key).await {

@@ -189,13 +189,15 @@ impl Proxy {
         let config = self.config();
         // A client that stops sending its body for as long as a head may
         // take is cut off (408), whatever else waits on it.
-        let body = idle::IdleTimeout::new(
-            body.map_err(Into::into).boxed_unsync(),
-            config.limits.header_timeout,
-            "the client",
-        )
-        .min_rate(MIN_UPLOAD_RATE)
-        .boxed_unsync();
+        // (A request without a body, as most GETs, needs no timer.)
+        let body = body.map_err(Into::into).boxed_unsync();
+        let body = if http_body::Body::is_end_stream(&body) {
+            body
+        } else {
+            idle::IdleTimeout::new(body, config.limits.header_timeout, "the client")
+                .min_rate(MIN_UPLOAD_RATE)
+                .boxed_unsync()
+        };
 
         // Step 0: what describes the client's connection to us is removed
         // before anything reads the request, so keys, variants and the
