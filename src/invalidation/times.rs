@@ -103,6 +103,18 @@ impl PurgeTimes {
     /// Notes a purge of `name` at `time`; forgets what is past `horizon_ms`
     /// before `now` or over the budget.
     pub fn record(&self, kind: Kind, name: &str, time: u64, now: u64, horizon_ms: u64) {
+        // Most calls repeat what is known (every L2 hit reports its tags'
+        // times): a shared read answers them without the write lock.
+        {
+            let inner = self.read();
+            let map = match kind {
+                Kind::Key => &inner.keys,
+                Kind::Tag => &inner.tags,
+            };
+            if map.get(name).is_some_and(|t| *t >= time) || time <= inner.floor {
+                return;
+            }
+        }
         let mut inner = self.write();
         let inner = &mut *inner;
         let map = match kind {

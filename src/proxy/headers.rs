@@ -159,19 +159,6 @@ pub fn append_via(headers: &mut HeaderMap) {
     headers.append(header::VIA, HeaderValue::from_static(VIA));
 }
 
-/// Whether a `Cache-Control` header carries `directive`.
-pub fn has_directive(headers: &HeaderMap, directive: &str) -> bool {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|d| {
-            let name = d.split('=').next().unwrap_or("").trim();
-            name.eq_ignore_ascii_case(directive)
-        })
-}
-
 /// Why the cache went to the backend (RFC 9211 `fwd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fwd {
@@ -343,17 +330,5 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(h.to_header(), "sidecache; hit; ttl=5; detail=memory");
-    }
-
-    /// Directives match by name, case-insensitively, ignoring arguments.
-    #[test]
-    fn directive_lookup() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("Private=\"x\", max-age=5"),
-        );
-        assert!(has_directive(&h, "private"));
-        assert!(!has_directive(&h, "no-store"));
     }
 }

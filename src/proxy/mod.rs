@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::invalidation::Invalidator;
 use crate::metrics::{self, Outcome};
 use crate::ratelimit::{RateLimit, Scope};
-use crate::rules::{Bodies, RequestView, Rule, canonical_query};
+use crate::rules::{Bodies, RequestView, Rule, canonical_query, is_canonical};
 use tracing::Instrument as _;
 
 /// Bytes a second a request body must average once `limits.header_timeout`
@@ -216,7 +216,7 @@ impl Proxy {
         // is rendered from, so both read the same parameters.
         let cacheable = |parts: &request::Parts| {
             matches!(parts.method, Method::GET | Method::HEAD)
-                && parts.uri.query().is_some()
+                && parts.uri.query().is_some_and(|q| !is_canonical(q))
                 && config
                     .rules
                     .find(&parts.method, &host, parts.uri.path())
@@ -889,9 +889,6 @@ fn canonical_uri(parts: &mut request::Parts) -> Result<(), &'static str> {
         return Ok(());
     };
     let canonical = canonical_query(query);
-    if canonical == query {
-        return Ok(());
-    }
     let text = format!("{}?{canonical}", parts.uri.path());
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     uri.path_and_query =

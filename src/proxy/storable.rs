@@ -407,3 +407,21 @@ pub fn vary_names_of<V: AsRef<[u8]>>(
     names.dedup();
     Some(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Directives match by name, case-insensitively, ignoring arguments.
+    #[test]
+    fn directive_lookup() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("Private=\"x\", max-age=5"),
+        );
+        let d = Directives::of(&h);
+        assert!(d.private);
+        assert!(!d.no_store);
+    }
+}

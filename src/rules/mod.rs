@@ -15,7 +15,9 @@ use http::Method;
 
 use crate::metrics::RequestCounters;
 use crate::ratelimit::RateLimit;
-pub use template::{Bodies, KeyRefusal, RequestView, Template, Use, Var, canonical_query};
+pub use template::{
+    Bodies, KeyRefusal, RequestView, Template, Use, Var, canonical_query, is_canonical,
+};
 
 /// The longest freshness taken from a backend's headers under `ttl:
 /// origin` (a cache may always keep less): bounds how long an entry, and so

@@ -619,6 +619,9 @@ fn query_pairs_raw(query: Option<&str>) -> impl Iterator<Item = (&str, Option<&s
 /// are always the ones the key was rendered from (`?pag%65=2` reaches it
 /// as `?page=2`).
 pub fn canonical_query(query: &str) -> String {
+    if is_canonical(query) {
+        return query.to_owned();
+    }
     let mut out = String::with_capacity(query.len());
     for (k, v) in query_pairs_raw(Some(query)) {
         if !out.is_empty() {
@@ -641,6 +644,19 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
+}
+
+/// Whether `query` is already in the form [`canonical_query`] gives: only
+/// bytes that are never encoded, at most one `=` per parameter, no empty
+/// parameter. Most queries are, and need no allocation to tell.
+pub fn is_canonical(query: &str) -> bool {
+    query.split('&').all(|pair| {
+        !pair.is_empty()
+            && pair.bytes().filter(|b| *b == b'=').count() <= 1
+            && pair
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'='))
+    })
 }
 
 /// How many times the request's `Cookie` headers name `name`.

@@ -135,3 +135,14 @@ fn query_ambiguity() {
         .unwrap();
     assert_ne!(a, b);
 }
+
+/// A query `is_canonical` calls canonical comes back from
+/// `canonical_query` unchanged, and one it does not changes.
+#[test]
+fn canonical_check_agrees_with_canonical_form() {
+    for q in [
+        "page=2", "a&b=&c=1", "pag%65=2", "q=a+b", "x=1=2", "a&&b", "s=%7E", "k=a:b", "z=~._-",
+    ] {
+        assert_eq!(is_canonical(q), canonical_query(q) == q, "{q}");
+    }
+}
