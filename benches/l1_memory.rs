@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sidecache::cache::memory::MemoryStore;
-use sidecache::cache::{CachedResponse, Entry, Payload, Store, StoredHeaders};
+use sidecache::cache::{CachedResponse, Entry, Payload, StoredHeaders};
 
 const ENTRIES: usize = 10_000;
 const BODY: usize = 2_000;
@@ -90,9 +90,7 @@ async fn main() {
     let store = MemoryStore::new(1 << 30);
     let before = rss();
     for i in 0..ENTRIES {
-        if store.put(&format!("product:{i}"), entry(i)).await.is_err() {
-            eprintln!("put failed");
-        }
+        store.put(&format!("product:{i}"), entry(i)).await;
     }
     let (count, weighed) = store.usage().await;
     report("entry in MemoryStore (L1)", before);

@@ -19,8 +19,8 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use sidecache::cache::Tier;
 use sidecache::cache::{CachedResponse, Entry, Payload, StoredHeaders};
-use sidecache::rules::Tier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -13,6 +13,7 @@ use crate::cache::tiered::Tiered;
 use crate::config::Config;
 use crate::metrics;
 use crate::proxy::Proxy;
+use crate::redis::Redis;
 
 /// The proxy and admin state built from one config.
 pub struct App {
@@ -33,11 +34,19 @@ impl App {
         // What is remembered of purges counts in the memory limit too.
         let max_size = config.memory.max_size;
         let memory = MemoryStore::new(max_size - crate::invalidation::budget(max_size));
+        // One connection, handed to every feature that speaks to Redis.
         let redis = match &config.redis {
-            Some(r) => Some(RedisStore::new(r).map_err(|e| anyhow::anyhow!("redis: {e}"))?),
+            Some(r) => Some(
+                Redis::new(&r.url, &r.key_prefix, r.timeout)
+                    .map_err(|e| anyhow::anyhow!("redis: {e}"))?,
+            ),
             None => None,
         };
-        let proxy = Arc::new(Proxy::new(Arc::new(config), Tiered { memory, redis }));
+        let shared = redis
+            .clone()
+            .map(|r| Arc::new(RedisStore::new(r)) as Arc<dyn crate::cache::Store>);
+        let cache = Tiered::new(memory, shared);
+        let proxy = Arc::new(Proxy::new(Arc::new(config), cache, redis));
         let admin = Arc::new(Admin::new(proxy.clone()));
         Ok(Self {
             proxy,
@@ -112,8 +121,7 @@ async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
         }
         handle.run_upkeep();
-        let memory = &proxy.cache().memory;
-        let (entries, bytes) = memory.usage().await;
+        let (entries, bytes) = proxy.cache().l1_usage().await;
         ::metrics::gauge!(metrics::L1_ENTRIES).set(entries as f64);
         ::metrics::gauge!(metrics::L1_BYTES).set(bytes as f64);
         // The configured limit, which covers L1 and the purge memory.
@@ -122,11 +130,7 @@ async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
         let (names, purge_bytes) = proxy.invalidator().usage();
         ::metrics::gauge!(metrics::PURGE_MEMORY_NAMES).set(names as f64);
         ::metrics::gauge!(metrics::PURGE_MEMORY_BYTES).set(purge_bytes as f64);
-        metrics::redis_state(proxy.cache().redis_state());
-        for rule in proxy.config().rules.rules() {
-            if let Some(limit) = &rule.rate_limit {
-                limit.forget_idle();
-            }
-        }
+        metrics::redis_state(proxy.redis_state());
+        proxy.limits().forget_idle();
     }
 }

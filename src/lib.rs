@@ -47,6 +47,7 @@ pub mod invalidation;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis;
 pub mod reload;
 pub mod rules;
 pub mod server;

@@ -58,9 +58,10 @@ const REDIS_BUCKETS: [f64; 12] = [
 /// read from the stores.
 pub const UPKEEP: Duration = Duration::from_secs(1);
 
-/// What became of a request: the `outcome` label.
+/// The `outcome` label of a request (see `proxy::outcome::Outcome`, which
+/// says more and names its label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Label {
     /// Answered from L1.
     HitMemory,
     /// Answered from Redis.
@@ -73,6 +74,10 @@ pub enum Outcome {
     Collapsed,
     /// Forwarded without the cache: no rule, `cache: false`, writes, Authorization.
     Pass,
+    /// Refused before the backend: unreadable, too large, or the backend busy.
+    Rejected,
+    /// A `PURGE` request.
+    Purge,
     /// The backend could not be reached.
     Error,
     /// Refused by the rule's rate limit (429).
@@ -82,33 +87,37 @@ pub enum Outcome {
     Revalidated,
 }
 
-impl Outcome {
+impl Label {
     /// Every outcome, in declaration order (the index of each in
     /// [`RequestCounters`]).
-    pub const ALL: [Outcome; 9] = [
-        Outcome::HitMemory,
-        Outcome::HitRedis,
-        Outcome::Miss,
-        Outcome::Stale,
-        Outcome::Collapsed,
-        Outcome::Pass,
-        Outcome::Error,
-        Outcome::RateLimited,
-        Outcome::Revalidated,
+    pub const ALL: [Label; 11] = [
+        Label::HitMemory,
+        Label::HitRedis,
+        Label::Miss,
+        Label::Stale,
+        Label::Collapsed,
+        Label::Pass,
+        Label::Rejected,
+        Label::Purge,
+        Label::Error,
+        Label::RateLimited,
+        Label::Revalidated,
     ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::HitMemory => "hit-memory",
-            Outcome::HitRedis => "hit-redis",
-            Outcome::Miss => "miss",
-            Outcome::Stale => "stale",
-            Outcome::Collapsed => "collapsed",
-            Outcome::Pass => "pass",
-            Outcome::Error => "error",
-            Outcome::RateLimited => "rate-limited",
-            Outcome::Revalidated => "revalidated",
+            Label::HitMemory => "hit-memory",
+            Label::HitRedis => "hit-redis",
+            Label::Miss => "miss",
+            Label::Stale => "stale",
+            Label::Collapsed => "collapsed",
+            Label::Pass => "pass",
+            Label::Rejected => "rejected",
+            Label::Purge => "purge",
+            Label::Error => "error",
+            Label::RateLimited => "rate-limited",
+            Label::Revalidated => "revalidated",
         }
     }
 }
@@ -203,19 +212,19 @@ fn describe() {
 /// counting a request is one atomic add (no label allocation, no registry
 /// lookup).
 #[derive(Debug)]
-pub struct RequestCounters([metrics::Counter; Outcome::ALL.len()]);
+pub struct RequestCounters([metrics::Counter; Label::ALL.len()]);
 
 impl RequestCounters {
     /// The counters of `rule` (`""` for requests no rule matched).
     /// Registers with the recorder, so call it after [`handle`].
     pub fn new(rule: &str) -> Self {
-        Self(Outcome::ALL.map(
+        Self(Label::ALL.map(
             |o| metrics::counter!(REQUESTS, "rule" => rule.to_owned(), "outcome" => o.as_str()),
         ))
     }
 
     /// Counts one finished request.
-    pub fn count(&self, outcome: Outcome) {
+    pub fn count(&self, outcome: Label) {
         self.0[outcome as usize].increment(1);
     }
 }

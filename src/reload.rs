@@ -79,7 +79,7 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
     let new = Arc::new(new);
     proxy.swap_config(new.clone());
     // After the swap, so requests on the old rules cannot refill what goes.
-    let memory = &proxy.cache().memory;
+    let cache = proxy.cache();
     for rule in old.rules.rules() {
         let kept = new
             .rules
@@ -91,11 +91,11 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
         }
         match rule.key.literal_prefix() {
             "" => {
-                memory.clear();
+                cache.clear_l1();
                 break;
             }
             prefix => {
-                memory.remove_prefix(prefix).await;
+                cache.evict_prefix(prefix).await;
             }
         }
     }

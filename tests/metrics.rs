@@ -7,7 +7,6 @@
 mod support;
 
 use http::StatusCode;
-use sidecache::cache::Store as _;
 use support::*;
 
 const TOKEN: &str = "metrics-token";
@@ -75,8 +74,7 @@ async fn metrics_count_a_known_sequence() {
             .contains("stored")
     );
     eventually("the entry is in L1", || async {
-        let memory = &proxy.app.cache().memory;
-        matches!(memory.get("product:1").await, Ok(Some(_)))
+        proxy.app.cache().in_l1("product:1").await
     })
     .await;
     assert!(get(&proxy.url("/products/1"), &[]).await.is_hit());

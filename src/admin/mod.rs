@@ -51,7 +51,7 @@ impl Admin {
 
     /// Whether `headers` carry the configured admin token.
     fn token_given(&self, headers: &http::HeaderMap) -> bool {
-        authorized(headers, self.proxy.config().admin.token.as_deref())
+        self.proxy.config().admin.authorizes(headers)
     }
 
     /// Answers one admin request.
@@ -68,7 +68,7 @@ impl Admin {
                 let ready = self.ready.load(Ordering::Acquire);
                 let body = serde_json::json!({
                     "ready": ready,
-                    "redis": self.proxy.cache().redis_state(),
+                    "redis": self.proxy.redis_state(),
                     "purges": self.proxy.invalidator().channel_state(),
                 });
                 let code = if ready {
@@ -193,18 +193,6 @@ impl Admin {
             .collect();
         serde_json::Value::Array(rules)
     }
-}
-
-/// Whether `headers` carry `Authorization: Bearer <token>` for the
-/// configured token, compared in constant time. No token configured: no.
-pub fn authorized(headers: &http::HeaderMap, token: Option<&str>) -> bool {
-    let Some(token) = token else { return false };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    constant_time_eq::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
 /// 401 for an admin request without the token.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use moka::Expiry;
 use moka::future::Cache;
 
-use super::{Entry, Store, StoreError, now_ms};
+use super::{Entry, now_ms};
 
 /// moka's own bookkeeping per entry, counted in the weight.
 const ENTRY_OVERHEAD: usize = 200;
@@ -98,14 +98,9 @@ impl MemoryStore {
     pub fn clear(&self) {
         self.cache.invalidate_all();
     }
-}
 
-impl Store for MemoryStore {
-    async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
-        Ok(self.cache.get(key).await.map(|s| s.entry))
-    }
-
-    async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
+    /// Stores `entry` under `key` for the rest of its lifetime.
+    pub async fn put(&self, key: &str, entry: Arc<Entry>) {
         if !entry.keep_for(SystemTime::now()).is_zero() {
             self.cache
                 .insert(
@@ -117,10 +112,10 @@ impl Store for MemoryStore {
                 )
                 .await;
         }
-        Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.cache.remove(key).await.is_some())
+    /// Removes `key`; answers whether it was there.
+    pub async fn delete(&self, key: &str) -> bool {
+        self.cache.remove(key).await.is_some()
     }
 }

@@ -1,14 +1,20 @@
-//! Cache storage: the entry type, the [`Store`] trait, and its three
-//! implementations — [`memory`] (L1, moka), [`redis`] (L2, shared by every
-//! replica) and [`tiered`] (L1 in front of L2, filling L1 on an L2 hit).
+//! Cache storage: the entry type, [`memory`] (L1, moka), the [`Store`]
+//! trait of the shared tier with [`redis`] (L2, shared by every replica)
+//! behind it, and [`tiered`]: L1 in front of L2, where one lookup resolves
+//! Vary, asks the [`Admission`] whether a purge refuses what it found, and
+//! fills L1 on an L2 hit. [`fake`] stands in for L2 in unit tests.
 
 pub mod codec;
+#[cfg(test)]
+pub mod fake;
 pub mod headers;
 pub mod memory;
 pub mod redis;
 pub mod tiered;
+pub mod vary;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -133,31 +139,68 @@ impl Layer {
 /// never fails a request.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Redis is not connected (yet, or any more).
-    #[error("redis is not connected")]
-    Disconnected,
-    /// Redis did not answer within its timeout.
-    #[error("redis did not answer within {0:?}")]
-    Timeout(Duration),
-    /// Redis answered with an error.
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    /// Redis gave no answer.
+    #[error(transparent)]
+    Redis(#[from] crate::redis::Error),
     /// The stored value did not decode.
     #[error("stored value refused: {0}")]
     Decode(#[from] codec::DecodeError),
 }
 
-/// A key-value store of entries.
+/// What a [`Store`] call returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The shared tier (L2): a key-value store of entries every replica sees.
+/// [`Tiered`](tiered::Tiered) holds it as a trait object, so a store on
+/// another connection (or [`fake`] in tests) stands behind the same lookup.
 pub trait Store: Send + Sync {
     /// The entry under `key`, if any and not past its grace.
-    fn get(&self, key: &str)
-    -> impl Future<Output = Result<Option<Arc<Entry>>, StoreError>> + Send;
-    /// Stores `entry` under `key` for its lifetime.
-    fn put(
-        &self,
-        key: &str,
-        entry: Arc<Entry>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<Entry>>>;
+    /// Stores `entry` under `key` for its lifetime, unless a purge of the
+    /// key since the entry's fetch refuses it.
+    fn put<'a>(&'a self, key: &'a str, entry: Arc<Entry>) -> StoreFuture<'a, ()>;
     /// Removes `key`; answers whether it was there.
-    fn delete(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+    /// Removes every entry whose key starts with `prefix`; answers how many.
+    fn delete_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, usize>;
+}
+
+/// Where a rule's entries live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Process memory only (L1).
+    Memory,
+    /// Redis only (L2), shared by all replicas.
+    Redis,
+    /// L1 in front of L2.
+    Both,
+}
+
+impl Tier {
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Redis => "redis",
+            Tier::Both => "both",
+        }
+    }
+
+    /// Whether entries go to L1.
+    pub fn uses_memory(self) -> bool {
+        matches!(self, Tier::Memory | Tier::Both)
+    }
+
+    /// Whether entries go to L2.
+    pub fn uses_redis(self) -> bool {
+        matches!(self, Tier::Redis | Tier::Both)
+    }
+}
+
+/// Whether a found entry may be served: implemented by the purge engine
+/// (`invalidation::Invalidator`), which knows what was purged when.
+pub trait Admission: Send + Sync {
+    /// Whether `found`, looked up under `key`, is still valid: nothing it
+    /// concerns was purged since its fetch began.
+    fn admits(&self, found: &tiered::Found, key: &str) -> impl Future<Output = bool> + Send;
 }

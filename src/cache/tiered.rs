@@ -1,15 +1,21 @@
-//! L1 in front of L2: a lookup tries memory, then Redis, and an L2 hit
-//! fills L1 with the entry's remaining lifetime. Which layers a rule uses
-//! is its [`Tier`].
+//! L1 in front of L2. One [`Tiered::lookup`] does what every hit needs, in
+//! one place: memory first, then the shared store, for the layers the
+//! rule's [`Tier`] uses; a Vary marker resolved to the request's variant;
+//! the entry checked by the [`Admission`] (a purge since its fetch refuses
+//! it, and a refused L1 entry falls through to L2, where another replica
+//! may already have put the current answer); an admitted L2 entry copied
+//! into L1; and the answer sorted into fresh, stale or absent.
 
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::HeaderMap;
 
 use super::memory::MemoryStore;
-use super::redis::RedisStore;
-use super::{Entry, Layer, Store};
-use crate::rules::Tier;
+use super::vary::variant_key;
+use super::{Admission, CachedResponse, Entry, Layer, Payload, Store, StoreError, Tier};
 
-/// A lookup's result.
+/// An entry found, with where it was found.
 pub struct Found {
     /// The entry.
     pub entry: Arc<Entry>,
@@ -19,36 +25,139 @@ pub struct Found {
     pub l1_since_ms: u64,
 }
 
-/// Both layers.
+impl Found {
+    /// The stored response, unless the entry is a Vary marker.
+    pub fn response(&self) -> Option<&CachedResponse> {
+        match &self.entry.payload {
+            Payload::Response(r) => Some(r),
+            Payload::Vary(_) => None,
+        }
+    }
+}
+
+/// What a lookup found for a request.
+pub struct Lookup {
+    /// The key the request's entry lives under: the key asked for, or its
+    /// Vary variant's key when the key holds a Vary marker.
+    pub key: String,
+    /// The entry's state.
+    pub state: State,
+}
+
+/// The state of a request's entry.
+pub enum State {
+    /// Fresh and admitted.
+    Fresh(Found),
+    /// Past its freshness but still kept (for its stale windows and for
+    /// revalidation), and admitted.
+    Stale(Found),
+    /// Nothing usable under the key (or a purge refused what was there).
+    Absent,
+    /// The key holds a Vary marker, but nothing for this request's variant.
+    VaryMiss,
+}
+
+/// Both layers. L1 is always there; the shared store only when Redis is
+/// configured.
 #[derive(Clone)]
 pub struct Tiered {
-    /// L1.
-    pub memory: MemoryStore,
-    /// L2, when configured.
-    pub redis: Option<RedisStore>,
+    memory: MemoryStore,
+    shared: Option<Arc<dyn Store>>,
 }
 
 impl Tiered {
-    /// Redis as `/readyz` and the metrics report it: `up`, `degraded`
-    /// (the last command failed) or `disabled` (not configured).
-    pub fn redis_state(&self) -> &'static str {
-        match &self.redis {
-            None => "disabled",
-            Some(r) if r.is_up() => "up",
-            Some(_) => "degraded",
+    /// L1 over `memory`, in front of `shared` when there is one.
+    pub fn new(memory: MemoryStore, shared: Option<Arc<dyn Store>>) -> Self {
+        Self { memory, shared }
+    }
+
+    /// Whether there is a shared store.
+    pub fn has_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Looks up the entry for a request with `headers` under `key`, in the
+    /// layers `tier` uses (see the module's comment).
+    pub async fn lookup(
+        &self,
+        key: &str,
+        headers: &HeaderMap,
+        tier: Tier,
+        admission: &impl Admission,
+        now: SystemTime,
+    ) -> Lookup {
+        let absent = |key: &str, state| Lookup {
+            key: key.to_owned(),
+            state,
+        };
+        let Some(first) = self.get(key, tier).await else {
+            return absent(key, State::Absent);
+        };
+        let (key, found) = match &first.entry.payload {
+            Payload::Vary(names) => {
+                let variant = variant_key(key, names, headers);
+                self.fill_l1(key, &first, tier).await;
+                let found = self.get(&variant, tier).await;
+                (variant, found)
+            }
+            Payload::Response(_) => (key.to_owned(), Some(first)),
+        };
+        let Some(mut found) = found else {
+            return absent(&key, State::VaryMiss);
+        };
+        let mut admitted = admission.admits(&found, &key).await;
+        if !admitted
+            && found.layer == Layer::Memory
+            && let Some(again) = self.get_l2(&key, tier).await
+        {
+            admitted = admission.admits(&again, &key).await;
+            found = again;
         }
+        if !admitted || found.response().is_none() {
+            return absent(&key, State::Absent);
+        }
+        self.fill_l1(&key, &found, tier).await;
+        let state = if found.entry.is_fresh(now) {
+            State::Fresh(found)
+        } else {
+            State::Stale(found)
+        };
+        Lookup { key, state }
+    }
+
+    /// A fresh, admitted entry for the request in the shared store alone
+    /// (what another replica just put there), with the key it lives under.
+    pub async fn shared_fresh(
+        &self,
+        key: &str,
+        headers: &HeaderMap,
+        admission: &impl Admission,
+        now: SystemTime,
+    ) -> Option<(String, Arc<Entry>)> {
+        let first = self.get_l2(key, Tier::Redis).await?;
+        let (key, found) = match &first.entry.payload {
+            Payload::Vary(names) => {
+                let variant = variant_key(key, names, headers);
+                let found = self.get_l2(&variant, Tier::Redis).await?;
+                (variant, found)
+            }
+            Payload::Response(_) => (key.to_owned(), first),
+        };
+        (found.response().is_some()
+            && found.entry.is_fresh(now)
+            && admission.admits(&found, &key).await)
+            .then_some((key, found.entry))
     }
 
     /// Puts an entry found in L2 into L1, if the tier uses L1.
     pub async fn fill_l1(&self, key: &str, found: &Found, tier: Tier) {
         if found.layer == Layer::Redis && tier.uses_memory() {
-            let _ = self.memory.put(key, found.entry.clone()).await;
+            self.memory.put(key, found.entry.clone()).await;
         }
     }
 
-    /// Looks `key` up in the layers `tier` uses. A Redis failure is logged
-    /// and counted as a miss: a cache failure never fails a request.
-    pub async fn get(&self, key: &str, tier: Tier) -> Option<Found> {
+    /// The entry under `key` in the first layer of `tier` that has one.
+    async fn get(&self, key: &str, tier: Tier) -> Option<Found> {
         if tier.uses_memory()
             && let Some(slot) = self.memory.get_slot(key).await
         {
@@ -58,17 +167,15 @@ impl Tiered {
                 l1_since_ms: slot.at_ms,
             });
         }
-        // L1 is filled by the caller once it has admitted the entry (tags
-        // current), never before.
+        // L1 is filled once the entry is admitted, never before.
         self.get_l2(key, tier).await
     }
 
-    /// Looks `key` up in L2 alone (when the tier uses it): after L1, or for
-    /// an L1 entry that was refused, since another replica may already have
-    /// put the current one in Redis.
-    pub async fn get_l2(&self, key: &str, tier: Tier) -> Option<Found> {
-        let redis = self.redis.as_ref().filter(|_| tier.uses_redis())?;
-        match redis.get(key).await {
+    /// The entry under `key` in L2 alone (when the tier uses it). A failure
+    /// is logged and counted as a miss: a cache failure never fails a request.
+    async fn get_l2(&self, key: &str, tier: Tier) -> Option<Found> {
+        let shared = self.shared.as_ref().filter(|_| tier.uses_redis())?;
+        match shared.get(key).await {
             Ok(Some(entry)) => Some(Found {
                 entry,
                 layer: Layer::Redis,
@@ -82,31 +189,31 @@ impl Tiered {
         }
     }
 
-    /// Stores in the layers `tier` uses. L1 is written at once; the Redis
+    /// Stores in the layers `tier` uses. L1 is written at once; the shared
     /// write runs in the background so it never delays the response.
     pub async fn put(&self, key: &str, entry: Arc<Entry>, tier: Tier) {
         if tier.uses_memory() {
-            let _ = self.memory.put(key, entry.clone()).await;
+            self.memory.put(key, entry.clone()).await;
         }
-        if let Some(redis) = self.redis.as_ref().filter(|_| tier.uses_redis()) {
-            let redis = redis.clone();
+        if let Some(shared) = self.shared.as_ref().filter(|_| tier.uses_redis()) {
+            let shared = shared.clone();
             let key = key.to_owned();
             tokio::spawn(async move {
-                if let Err(e) = redis.put(&key, entry).await {
+                if let Err(e) = shared.put(&key, entry).await {
                     tracing::warn!(error = %e, "L2 store failed");
                 }
             });
         }
     }
 
-    /// Stores in the layers `tier` uses and waits for Redis; answers
-    /// whether every layer took it.
+    /// Stores in the layers `tier` uses and waits for the shared store;
+    /// answers whether every layer took it.
     pub async fn put_now(&self, key: &str, entry: Arc<Entry>, tier: Tier) -> bool {
         if tier.uses_memory() {
-            let _ = self.memory.put(key, entry.clone()).await;
+            self.memory.put(key, entry.clone()).await;
         }
-        match self.redis.as_ref().filter(|_| tier.uses_redis()) {
-            Some(redis) => match redis.put(key, entry).await {
+        match self.shared.as_ref().filter(|_| tier.uses_redis()) {
+            Some(shared) => match shared.put(key, entry).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(error = %e, "L2 store failed");
@@ -115,5 +222,43 @@ impl Tiered {
             },
             None => true,
         }
+    }
+
+    /// Removes `key` from L1; answers whether it was there.
+    pub async fn evict(&self, key: &str) -> bool {
+        self.memory.delete(key).await
+    }
+
+    /// Removes every L1 entry whose key starts with `prefix`; answers how many.
+    pub async fn evict_prefix(&self, prefix: &str) -> usize {
+        self.memory.remove_prefix(prefix).await
+    }
+
+    /// Drops the whole of L1.
+    pub fn clear_l1(&self) {
+        self.memory.clear();
+    }
+
+    /// Removes every shared entry whose key starts with `prefix`.
+    pub async fn delete_shared_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        match &self.shared {
+            Some(shared) => shared.delete_prefix(prefix).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Whether L1 holds an entry under `key`.
+    pub async fn in_l1(&self, key: &str) -> bool {
+        self.memory.get_slot(key).await.is_some()
+    }
+
+    /// L1's entries and bytes.
+    pub async fn l1_usage(&self) -> (u64, u64) {
+        self.memory.usage().await
+    }
+
+    /// L1's limit in bytes.
+    pub fn l1_capacity(&self) -> u64 {
+        self.memory.capacity()
     }
 }

@@ -97,6 +97,22 @@ pub struct Admin {
     pub token: Option<String>,
 }
 
+impl Admin {
+    /// Whether `headers` carry `Authorization: Bearer <token>` for the
+    /// configured token, compared in constant time. No token configured: no.
+    pub fn authorizes(&self, headers: &http::HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return false;
+        };
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    }
+}
+
 /// `limits:`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {

@@ -136,7 +136,7 @@ fn admin_token_and_tier_fallback() {
         "{BASE}rules:\n  - name: s\n    match: {{ path: \"/s\" }}\n    tier: redis\n"
     ))
     .unwrap();
-    assert_eq!(l.config.rules.rules()[0].tier, crate::rules::Tier::Memory);
+    assert_eq!(l.config.rules.rules()[0].tier, crate::cache::Tier::Memory);
     assert!(
         l.warnings[0].message.contains("no redis"),
         "{:?}",
@@ -157,7 +157,7 @@ fn rate_limits() {
     let limit = l.config.rules.rules()[0].rate_limit.as_ref().unwrap();
     assert_eq!(limit.interval, std::time::Duration::from_millis(10));
     assert_eq!(limit.burst.get(), 20);
-    assert_eq!(limit.scope, crate::ratelimit::Scope::Local);
+    assert_eq!(limit.scope, crate::rules::Scope::Local);
 
     let l = load(&rule("{ key: \"{client_ip}\", rate: 5/m, scope: global }")).unwrap();
     assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);

@@ -10,11 +10,11 @@ use http::Method;
 use super::raw::{RawConfig, RawRule, Sp};
 use super::*;
 use std::num::NonZeroU32;
-use std::sync::OnceLock;
 
-use crate::ratelimit::{self, RateLimit, Scope};
+use crate::cache::Tier;
+use crate::ratelimit;
 use crate::rules::{
-    Rule, RuleSet, Template, Tier, Trigger, Ttl, Use, Var, WriteThrough, route_params,
+    RateLimit, Rule, RuleSet, Scope, Template, Trigger, Ttl, Use, Var, WriteThrough, route_params,
 };
 
 /// The longest duration any field takes: ten years.
@@ -706,6 +706,7 @@ fn rule(
 
     Some(Rule {
         name,
+        index: 0,
         methods,
         path,
         host: m.value.host.as_ref().map(|h| h.value.to_ascii_lowercase()),
@@ -729,7 +730,6 @@ fn rule(
         write_through,
         triggers,
         rate_limit,
-        counters: OnceLock::new(),
     })
 }
 
@@ -780,7 +780,7 @@ fn rate_limit(
     let (Some(key), Some((rate, per))) = (key, rate) else {
         return None;
     };
-    RateLimit::new(key, rate, per, burst, scope)
+    ratelimit::limit(key, rate, per, burst, scope)
 }
 
 /// `invalidate_on: ["PUT /products/{id}"]`: each pattern must define the

@@ -18,7 +18,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown`; reconnects with backoff (100 ms doubling to 2 s).
 pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
-    let (Some(redis), Some(channel)) = (inv.cache.redis.clone(), inv.channel()) else {
+    let (Some(redis), Some(channel)) = (inv.redis.clone(), inv.channel()) else {
         return;
     };
     let mut backoff = Duration::from_millis(100);

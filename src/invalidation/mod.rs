@@ -26,7 +26,9 @@
 
 pub mod bus;
 pub mod clock;
+pub mod shared;
 pub mod times;
+pub mod triggers;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,10 +39,12 @@ use serde::{Deserialize, Serialize};
 
 use self::clock::Clock;
 use self::times::{Kind, PurgeTimes};
-use crate::cache::redis::{TOMBSTONE, primary_key};
+use crate::cache::redis::TOMBSTONE;
 use crate::cache::tiered::{Found, Tiered};
-use crate::cache::{Entry, Layer, Payload, Store, now_ms};
+use crate::cache::vary::{primary_key, variant_tag};
+use crate::cache::{Admission, Entry, Layer, Payload, now_ms};
 use crate::metrics::PurgeSource;
+use crate::redis::Redis;
 
 /// The bytes of `memory.max_size` set aside for remembering purges
 /// ([`times`]); L1 gets the rest. A sixteenth, at least 1 MiB (but never
@@ -126,6 +130,7 @@ struct Announcement {
 /// The purge engine of one replica.
 pub struct Invalidator {
     cache: Tiered,
+    redis: Option<Redis>,
     times: PurgeTimes,
     clock: Clock,
     /// The longest an entry can live (ms): how long a purge can matter.
@@ -169,22 +174,17 @@ pub struct Recorded {
 /// How many keys, tags and prefixes of one purge [`Recorded`] lists.
 pub const RECENT_ITEMS: usize = 10;
 
-/// The internal tag every Vary variant of `key` carries, so a purge of the
-/// key reaches variants it cannot name.
-pub fn variant_tag(key: &str) -> String {
-    format!("#vary:{key}")
-}
-
 impl Invalidator {
-    /// An invalidator over `cache`; `grace` bounds L1 trust while cut off;
-    /// `budget` bytes bound what it remembers of purges.
-    pub fn new(cache: Tiered, grace: Duration, budget: usize) -> Self {
+    /// An invalidator over `cache`, recording purges on `redis` when there
+    /// is one; `grace` bounds L1 trust while cut off; `budget` bytes bound
+    /// what it remembers of purges.
+    pub fn new(cache: Tiered, redis: Option<Redis>, grace: Duration, budget: usize) -> Self {
         // RandomState is seeded randomly per process and per call.
         let instance = std::hash::BuildHasher::hash_one(
             &std::collections::hash_map::RandomState::new(),
             now_ms(),
         );
-        let clock = if cache.redis.is_some() {
+        let clock = if redis.is_some() {
             Clock::shared()
         } else {
             Clock::local()
@@ -194,6 +194,7 @@ impl Invalidator {
             // bus marks the cut if its first connection fails.
             cut_off_since: AtomicU64::new(0),
             cache,
+            redis,
             times: PurgeTimes::new(budget),
             clock,
             horizon_ms: AtomicU64::new(u64::MAX),
@@ -273,10 +274,7 @@ impl Invalidator {
 
     /// The pub/sub channel of purge announcements.
     pub fn channel(&self) -> Option<String> {
-        self.cache
-            .redis
-            .as_ref()
-            .map(|r| format!("{}purge", r.prefix()))
+        self.redis.as_ref().map(|r| format!("{}purge", r.prefix()))
     }
 
     /// Whether an answer fetched at `fetched` for `key` with `tags` may
@@ -302,7 +300,7 @@ impl Invalidator {
     /// later of its arrival in L1 and the cut (so L1 keeps working during a
     /// Redis outage, re-fetching every grace period). An L2 entry with tags
     /// reads their purge times from Redis first.
-    pub async fn admits(&self, found: &Found, key: &str) -> bool {
+    async fn admit(&self, found: &Found, key: &str) -> bool {
         let entry: &Entry = &found.entry;
         let tags: &[String] = match &entry.payload {
             Payload::Response(r) => &r.tags,
@@ -321,10 +319,10 @@ impl Invalidator {
             }
             Layer::Redis => {
                 if !tags.is_empty()
-                    && let Some(redis) = &self.cache.redis
+                    && let Some(redis) = &self.redis
                 {
                     let names: Vec<&str> = tags.iter().map(String::as_str).collect();
-                    let Ok(times) = redis.tag_generations(&names).await else {
+                    let Ok(times) = shared::tag_times(redis, &names).await else {
                         // Cannot tell whether a tag was purged: do not serve it.
                         return false;
                     };
@@ -353,7 +351,7 @@ impl Invalidator {
         let mut counts = Counts::default();
         let keep = self.horizon();
         let (now, horizon) = (self.clock.now(), self.horizon_ms());
-        let redis = self.cache.redis.as_ref();
+        let redis = self.redis.as_ref();
         let mut msg = Announcement {
             from: self.instance,
             keys: Vec::with_capacity(purge.keys.len()),
@@ -364,7 +362,7 @@ impl Invalidator {
         // racing the purge is refused whichever comes first.
         for tag in &purge.tags {
             let time = match redis {
-                Some(r) => match r.purge_tag(tag, keep).await {
+                Some(r) => match shared::purge_tag(r, tag, keep).await {
                     Ok(time) => {
                         self.clock.observe(time);
                         time
@@ -384,7 +382,7 @@ impl Invalidator {
         }
         for key in &purge.keys {
             let (there, time) = match redis {
-                Some(r) => match r.purge_key(key, &variant_tag(key), keep).await {
+                Some(r) => match shared::purge_key(r, key, &variant_tag(key), keep).await {
                     Ok((there, time)) => {
                         self.clock.observe(time);
                         (there, time)
@@ -397,7 +395,7 @@ impl Invalidator {
                 None => (false, self.clock.purge_time()),
             };
             self.times.record(Kind::Key, key, time, now, horizon);
-            let here = self.cache.memory.delete(key).await.unwrap_or(false);
+            let here = self.cache.evict(key).await;
             counts.keys += usize::from(here || there);
             counts.at_ms = counts.at_ms.max(time);
             msg.keys.push((key.clone(), time));
@@ -405,12 +403,10 @@ impl Invalidator {
         for prefix in &purge.prefixes {
             let time = self.clock.purge_time();
             self.times.record_prefix(prefix, time);
-            counts.prefixed += self.cache.memory.remove_prefix(prefix).await;
-            if let Some(r) = redis {
-                match r.delete_prefix(prefix).await {
-                    Ok(n) => counts.prefixed += n,
-                    Err(_) => counts.redis_errors += 1,
-                }
+            counts.prefixed += self.cache.evict_prefix(prefix).await;
+            match self.cache.delete_shared_prefix(prefix).await {
+                Ok(n) => counts.prefixed += n,
+                Err(_) => counts.redis_errors += 1,
             }
             counts.at_ms = counts.at_ms.max(time);
             msg.prefixes.push((prefix.clone(), time));
@@ -448,20 +444,17 @@ impl Invalidator {
         }
         for (key, time) in &msg.keys {
             self.times.record(Kind::Key, key, *time, now, horizon);
-            let _ = self.cache.memory.delete(key).await;
+            self.cache.evict(key).await;
         }
         for (prefix, time) in &msg.prefixes {
             self.times.record_prefix(prefix, *time);
-            self.cache.memory.remove_prefix(prefix).await;
+            self.cache.evict_prefix(prefix).await;
         }
     }
 
     /// State of the announcement channel, as `/readyz` reports it.
     pub fn channel_state(&self) -> &'static str {
-        match (
-            &self.cache.redis,
-            self.cut_off_since.load(Ordering::Relaxed),
-        ) {
+        match (&self.redis, self.cut_off_since.load(Ordering::Relaxed)) {
             (None, _) => "local",
             (Some(_), 0) => "subscribed",
             (Some(_), _) => "cut-off",
@@ -486,7 +479,7 @@ impl Invalidator {
     /// Drops L1 and what is known of purges; answers fetched until now are
     /// not stored (their purges may be among those missed).
     fn start_over(&self) {
-        self.cache.memory.clear();
+        self.cache.clear_l1();
         self.times
             .forget_all(self.clock.now() + self.clock.slack_ms());
     }
@@ -496,14 +489,14 @@ impl Invalidator {
     /// eviction since the last beat (its mark changed): every purge time
     /// it held is gone, so L1 starts over.
     async fn heartbeat(&self) {
-        let Some(redis) = &self.cache.redis else {
+        let Some(redis) = &self.redis else {
             return;
         };
         // A new value each beat, so a mark made again after a flush never
         // equals the one seen before, even when this replica made both.
         let sent = now_ms();
         let id = format!("{:016x}-{sent}", self.instance);
-        let Ok((mark, redis_ms)) = redis.mark_and_time(&id, MARK_KEEP).await else {
+        let Ok((mark, redis_ms)) = shared::mark_and_time(redis, &id, MARK_KEEP).await else {
             return;
         };
         self.clock.sync(redis_ms, sent, now_ms());
@@ -515,6 +508,12 @@ impl Invalidator {
             tracing::warn!("Redis was flushed or replaced; dropping L1");
             self.start_over();
         }
+    }
+}
+
+impl Admission for Invalidator {
+    fn admits(&self, found: &Found, key: &str) -> impl std::future::Future<Output = bool> + Send {
+        self.admit(found, key)
     }
 }
 

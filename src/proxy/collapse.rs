@@ -12,12 +12,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use http::HeaderMap;
 use tokio::sync::watch;
 
-use crate::cache::Entry;
-use crate::cache::redis::RedisStore;
+use crate::cache::tiered::Tiered;
+use crate::cache::{Admission, Entry};
+use crate::redis::{Redis, Script};
 
 /// How a flight ended.
 #[derive(Debug, Clone)]
@@ -120,7 +122,7 @@ pub async fn wait(mut rx: watch::Receiver<Option<Landing>>, limit: Duration) -> 
 /// A held Redis lock for one key; released when the entry is in L2, or on
 /// drop (an unstorable or failed fetch) so waiters stop waiting at once.
 pub struct GlobalLock {
-    redis: RedisStore,
+    redis: Redis,
     key: String,
     token: String,
     released: bool,
@@ -139,8 +141,9 @@ pub struct Claim {
 pub enum Global {
     /// This replica holds the lock: fetch, store, then release.
     Lead(Box<GlobalLock>),
-    /// Another replica filled L2 with this entry.
-    Filled(Arc<Entry>),
+    /// Another replica filled L2 with this entry, under this key (its
+    /// Vary variant's, possibly).
+    Filled(String, Arc<Entry>),
     /// No lock could be had or waited for: fetch alone.
     Alone,
 }
@@ -148,30 +151,93 @@ pub enum Global {
 /// Poll interval of replicas waiting for another's fill.
 pub const GLOBAL_POLL: Duration = Duration::from_millis(20);
 
+/// Takes the key's Redis lock, or waits for the replica holding it to
+/// fill L2: polls for a fresh, admitted entry every [`GLOBAL_POLL`] until
+/// one appears, the lock goes away, or `ttl` (the lock's own lifetime)
+/// passes.
+pub async fn globally(
+    redis: &Redis,
+    cache: &Tiered,
+    admission: &impl Admission,
+    key: &str,
+    headers: &HeaderMap,
+    ttl: Duration,
+) -> Global {
+    match GlobalLock::take(redis, key, ttl).await {
+        Ok(Some(lock)) => return Global::Lead(Box::new(lock)),
+        Ok(None) => {}
+        Err(()) => return Global::Alone,
+    }
+    let filled = || async {
+        cache
+            .shared_fresh(key, headers, admission, SystemTime::now())
+            .await
+            .map(|(key, entry)| Global::Filled(key, entry))
+    };
+    let deadline = tokio::time::Instant::now() + ttl;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(GLOBAL_POLL).await;
+        if let Some(found) = filled().await {
+            return found;
+        }
+        if !matches!(GlobalLock::is_held(redis, key).await, Ok(true)) {
+            // Released without a value (unstorable or failed), or Redis
+            // trouble: one last look, then fetch alone.
+            return filled().await.unwrap_or(Global::Alone);
+        }
+    }
+    Global::Alone
+}
+
 impl GlobalLock {
-    /// Tries to take the lock of `key` for `ttl`.
-    pub async fn take(redis: &RedisStore, key: &str, ttl: Duration) -> Result<Option<Self>, ()> {
+    /// Tries to take the lock of `key` (`#lock:<key>`) for `ttl`.
+    pub async fn take(redis: &Redis, key: &str, ttl: Duration) -> Result<Option<Self>, ()> {
         let token = format!(
             "{:x}",
             std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), key)
         );
-        match redis.try_lock(key, &token, ttl).await {
-            Ok(true) => Ok(Some(Self {
+        let mut cmd = redis::cmd("SET");
+        let ms = crate::redis::millis(ttl).max(1);
+        cmd.arg(redis.key2("#lock:", key))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ms);
+        match redis.run::<Option<String>>("SET", cmd).await {
+            Ok(Some(_)) => Ok(Some(Self {
                 redis: redis.clone(),
                 key: key.to_owned(),
                 token,
                 released: false,
             })),
-            Ok(false) => Ok(None),
+            Ok(None) => Ok(None),
             Err(_) => Err(()),
         }
+    }
+
+    /// Whether someone holds the lock of `key`.
+    async fn is_held(redis: &Redis, key: &str) -> Result<bool, crate::redis::Error> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(redis.key2("#lock:", key));
+        Ok(redis.run::<u64>("EXISTS", cmd).await? > 0)
     }
 
     /// Releases the lock (if still ours).
     pub async fn release(mut self) {
         self.released = true;
-        let _ = self.redis.unlock(&self.key, &self.token).await;
+        unlock(&self.redis, &self.key, &self.token).await;
     }
+}
+
+/// Releases the lock of `key` if it is still `token`'s (it may have
+/// expired and been taken by another replica meanwhile).
+async fn unlock(redis: &Redis, key: &str, token: &str) {
+    static UNLOCK: Script = Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    );
+    let _ = redis
+        .run_script::<u64>(&UNLOCK, &[redis.key2("#lock:", key)], &[token])
+        .await;
 }
 
 impl Drop for GlobalLock {
@@ -185,9 +251,7 @@ impl Drop for GlobalLock {
                 std::mem::take(&mut self.key),
                 std::mem::take(&mut self.token),
             );
-            rt.spawn(async move {
-                let _ = redis.unlock(&key, &token).await;
-            });
+            rt.spawn(async move { unlock(&redis, &key, &token).await });
         }
     }
 }

@@ -1,24 +1,13 @@
-//! Header work shared by every path: hop-by-hop removal, the forwarding
-//! headers added toward the backend, and the `Cache-Status` (RFC 9211)
-//! value told to the client.
+//! Header work shared by every path: the request made safe to key,
+//! hop-by-hop removal, and the forwarding headers added toward the backend.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use bytes::Bytes;
+use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Extensions, StatusCode};
-
-use crate::cache::Layer;
-use crate::metrics::Outcome;
 
 /// `Via` value added in both directions.
 pub const VIA: &str = "1.1 sidecache";
-
-/// `Cache-Status` detail of an answer the backend never gave.
-pub const UPSTREAM_ERROR: &str = "upstream-error";
-/// `Cache-Status` detail of a request refused by the rule's rate limit.
-pub const RATE_LIMITED: &str = "rate-limited";
 
 /// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -159,122 +148,6 @@ pub fn append_via(headers: &mut HeaderMap) {
     headers.append(header::VIA, HeaderValue::from_static(VIA));
 }
 
-/// Why the cache went to the backend (RFC 9211 `fwd`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fwd {
-    /// No rule, or a rule with `cache: false`.
-    Bypass,
-    /// The method is not answered from cache.
-    Method,
-    /// Nothing stored under the key.
-    UriMiss,
-    /// Something stored, but not for this request's varied headers.
-    VaryMiss,
-    /// Stored, but stale.
-    Stale,
-    /// The request asked for a forward (e.g. carried Authorization).
-    Request,
-}
-
-impl Fwd {
-    fn as_str(self) -> &'static str {
-        match self {
-            Fwd::Bypass => "bypass",
-            Fwd::Method => "method",
-            Fwd::UriMiss => "uri-miss",
-            Fwd::VaryMiss => "vary-miss",
-            Fwd::Stale => "stale",
-            Fwd::Request => "request",
-        }
-    }
-}
-
-/// A `Cache-Status` entry for this cache.
-#[derive(Debug, Clone, Default)]
-pub struct CacheStatus {
-    /// Answered from cache.
-    pub hit: bool,
-    /// Why it went forward.
-    pub fwd: Option<Fwd>,
-    /// The backend's status, when forwarded.
-    pub fwd_status: Option<u16>,
-    /// The response was stored.
-    pub stored: bool,
-    /// The request waited for another one's response.
-    pub collapsed: bool,
-    /// A stale entry was confirmed by the backend (304) and answered.
-    pub revalidated: bool,
-    /// Freshness left, in seconds; negative once stale.
-    pub ttl: Option<i64>,
-    /// More detail (`memory`, `redis`, a no-store reason).
-    pub detail: Option<&'static str>,
-}
-
-impl CacheStatus {
-    /// The request's outcome, as metrics and logs name it.
-    pub fn outcome(&self) -> Outcome {
-        match (self.hit, self.fwd) {
-            _ if self.collapsed => Outcome::Collapsed,
-            _ if self.revalidated => Outcome::Revalidated,
-            (true, Some(_)) => Outcome::Stale,
-            (true, None) if self.detail == Some(Layer::Redis.as_str()) => Outcome::HitRedis,
-            (true, None) => Outcome::HitMemory,
-            _ if self.detail == Some(UPSTREAM_ERROR) => Outcome::Error,
-            _ if self.detail == Some(RATE_LIMITED) => Outcome::RateLimited,
-            (false, Some(Fwd::UriMiss | Fwd::VaryMiss | Fwd::Stale)) => Outcome::Miss,
-            (false, _) => Outcome::Pass,
-        }
-    }
-
-    /// The header value.
-    pub fn to_header(&self) -> HeaderValue {
-        // Room for the longest combination, so the string never regrows.
-        let mut s = String::with_capacity(96);
-        s.push_str("sidecache");
-        if self.hit {
-            s.push_str("; hit");
-        }
-        if let Some(f) = self.fwd {
-            let _ = write!(s, "; fwd={}", f.as_str());
-        }
-        if let Some(code) = self.fwd_status {
-            let _ = write!(s, "; fwd-status={code}");
-        }
-        if self.stored {
-            s.push_str("; stored");
-        }
-        if self.collapsed {
-            s.push_str("; collapsed");
-        }
-        if let Some(t) = self.ttl {
-            let _ = write!(s, "; ttl={t}");
-        }
-        if let Some(d) = self.detail {
-            let _ = write!(s, "; detail={d}");
-        }
-        // Handed over without a copy; only ASCII was written.
-        HeaderValue::from_maybe_shared(Bytes::from(s))
-            .unwrap_or(HeaderValue::from_static("sidecache"))
-    }
-}
-
-/// The `Cache-Status` header name.
-pub fn cache_status_name() -> HeaderName {
-    HeaderName::from_static("cache-status")
-}
-
-/// Sets `Cache-Status` on an answer and keeps its outcome in the
-/// extensions, where [`Proxy::handle`](super::Proxy::handle) reads it for
-/// metrics and the request's log line.
-pub fn set_cache_status(
-    headers: &mut HeaderMap,
-    extensions: &mut Extensions,
-    status: &CacheStatus,
-) {
-    headers.insert(cache_status_name(), status.to_header());
-    extensions.insert(status.outcome());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,28 +180,5 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["via"], VIA);
-    }
-
-    /// Cache-Status renders in RFC 9211 order.
-    #[test]
-    fn cache_status_text() {
-        let s = CacheStatus {
-            fwd: Some(Fwd::UriMiss),
-            fwd_status: Some(200),
-            stored: true,
-            ttl: Some(60),
-            ..Default::default()
-        };
-        assert_eq!(
-            s.to_header(),
-            "sidecache; fwd=uri-miss; fwd-status=200; stored; ttl=60"
-        );
-        let h = CacheStatus {
-            hit: true,
-            ttl: Some(5),
-            detail: Some("memory"),
-            ..Default::default()
-        };
-        assert_eq!(h.to_header(), "sidecache; hit; ttl=5; detail=memory");
     }
 }

@@ -6,10 +6,10 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
 
-use super::headers::{CacheStatus, RATE_LIMITED, UPSTREAM_ERROR, append_via, set_cache_status};
+use super::body::{ProxyBody, empty, full};
+use super::headers::append_via;
 use super::storable::SIDECACHE_CACHE_CONTROL;
 use super::upstream::UpstreamError;
-use super::{ProxyBody, empty, full};
 use crate::cache::{CachedResponse, Entry, StoredHeaders};
 
 /// Headers a 304 repeats from the stored response (RFC 9110 15.4.5).
@@ -26,16 +26,20 @@ fn signed_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Freshness left in whole seconds, as `Cache-Status` says it: floored,
+/// so an entry 100 ms past its expiry says -1, as RFC 9211 wants stale
+/// ones negative.
+pub fn ttl_left(entry: &Entry, now: SystemTime) -> i64 {
+    (signed_ms(entry.ttl) - signed_ms(entry.age(now))).div_euclid(1000)
+}
+
 /// Answers `req` from a stored response.
 pub fn from_entry(
     req: &request::Parts,
     entry: &Entry,
     stored: &CachedResponse,
-    mut status: CacheStatus,
     now: SystemTime,
 ) -> Response<ProxyBody> {
-    // Floored, so an entry 100 ms past its expiry says ttl=-1, as RFC 9211 wants stale ones negative.
-    status.ttl = Some((signed_ms(entry.ttl) - signed_ms(entry.age(now))).div_euclid(1000));
     let age = HeaderValue::from(entry.age(now).as_secs());
     if stored.status == StatusCode::OK && not_modified(&req.headers, &stored.headers) {
         let mut headers = HeaderMap::new();
@@ -44,7 +48,7 @@ pub fn from_entry(
                 headers.append(name.clone(), v);
             }
         }
-        return finish(StatusCode::NOT_MODIFIED, headers, age, &status, empty());
+        return finish(StatusCode::NOT_MODIFIED, headers, age, empty());
     }
     let mut headers = stored.headers.to_map(4);
     headers.remove(SIDECACHE_CACHE_CONTROL);
@@ -54,7 +58,7 @@ pub fn from_entry(
     } else {
         full(stored.body.clone())
     };
-    finish(stored.status, headers, age, &status, body)
+    finish(stored.status, headers, age, body)
 }
 
 /// Answers a Range request from a fresh entry: bytes `part` of its body as
@@ -63,11 +67,9 @@ pub fn from_entry_part(
     req: &request::Parts,
     entry: &Entry,
     stored: &CachedResponse,
-    mut status: CacheStatus,
     now: SystemTime,
     part: Option<(u64, u64)>,
 ) -> Response<ProxyBody> {
-    status.ttl = Some((signed_ms(entry.ttl) - signed_ms(entry.age(now))).div_euclid(1000));
     let age = HeaderValue::from(entry.age(now).as_secs());
     let mut headers = stored.headers.to_map(4);
     headers.remove(SIDECACHE_CACHE_CONTROL);
@@ -77,13 +79,7 @@ pub fn from_entry_part(
     );
     let Some((start, end)) = part else {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-        return finish(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            headers,
-            age,
-            &status,
-            empty(),
-        );
+        return finish(StatusCode::RANGE_NOT_SATISFIABLE, headers, age, empty());
     };
     // `plan` validated the range against the body's length.
     let (start, end) = (
@@ -95,11 +91,7 @@ pub fn from_entry_part(
         .get(start..=end)
         .map(|_| stored.body.slice(start..=end));
     let Some(bytes) = bytes else {
-        return error(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "range not satisfiable",
-            &status,
-        );
+        return error(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     let body = if req.method == Method::HEAD {
@@ -107,21 +99,19 @@ pub fn from_entry_part(
     } else {
         full(bytes)
     };
-    finish(StatusCode::PARTIAL_CONTENT, headers, age, &status, body)
+    finish(StatusCode::PARTIAL_CONTENT, headers, age, body)
 }
 
 fn finish(
     code: StatusCode,
     mut headers: HeaderMap,
     age: HeaderValue,
-    status: &CacheStatus,
     body: ProxyBody,
 ) -> Response<ProxyBody> {
     headers.insert(header::AGE, age);
     append_via(&mut headers);
     let mut res = Response::new(body);
     *res.status_mut() = code;
-    set_cache_status(&mut headers, res.extensions_mut(), status);
     *res.headers_mut() = headers;
     res
 }
@@ -155,14 +145,9 @@ fn not_modified(req: &HeaderMap, stored: &StoredHeaders) -> bool {
 /// 429 for a request over its rule's rate limit, with `Retry-After` in
 /// whole seconds (at least 1).
 pub fn rate_limited(wait: Duration) -> Response<ProxyBody> {
-    let status = CacheStatus {
-        detail: Some(RATE_LIMITED),
-        ..Default::default()
-    };
     let mut res = error(
         StatusCode::TOO_MANY_REQUESTS,
         "too many requests; retry later",
-        &status,
     );
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     res.headers_mut()
@@ -171,13 +156,12 @@ pub fn rate_limited(wait: Duration) -> Response<ProxyBody> {
 }
 
 /// The answer when the backend gave none: 502, 504 or 503 as `e` says.
-pub fn upstream_error(e: &UpstreamError, mut status: CacheStatus) -> Response<ProxyBody> {
-    status.detail = Some(UPSTREAM_ERROR);
-    error(e.status(), &e.to_string(), &status)
+pub fn upstream_error(e: &UpstreamError) -> Response<ProxyBody> {
+    error(e.status(), &e.to_string())
 }
 
 /// A short plain-text answer of the proxy's own.
-pub fn error(code: StatusCode, message: &str, status: &CacheStatus) -> Response<ProxyBody> {
+pub fn error(code: StatusCode, message: &str) -> Response<ProxyBody> {
     let body = Bytes::from(format!("{message}\n"));
     let mut res = Response::new(full(body));
     *res.status_mut() = code;
@@ -186,7 +170,6 @@ pub fn error(code: StatusCode, message: &str, status: &CacheStatus) -> Response<
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    set_cache_status(&mut h, res.extensions_mut(), status);
     if code == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }

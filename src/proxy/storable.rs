@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request, response};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
-use crate::rules::{MAX_ORIGIN_TTL, Rule, Ttl};
+use crate::rules::{MAX_ORIGIN_TTL, MIN_KEEP_FOR_REVALIDATION, Rule, Ttl};
 
 /// sidecache's own targeted field (RFC 9213); never passed to clients.
 pub const SIDECACHE_CACHE_CONTROL: HeaderName = HeaderName::from_static("sidecache-cache-control");
@@ -28,12 +28,6 @@ pub const CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-con
 const UNDERSTOOD: [u16; 14] = [
     200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501,
 ];
-
-/// The least a stale entry with a validator is kept to be revalidated when
-/// the rule does not say (its TTL otherwise): an answer fresh for no time
-/// (`no-cache`, `max-age=0`) is still worth a conditional request for a
-/// while, as nginx's `inactive=10m` keeps it.
-pub const MIN_KEEP_FOR_REVALIDATION: Duration = Duration::from_secs(600);
 
 /// Why a response was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

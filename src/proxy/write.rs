@@ -1,54 +1,54 @@
 //! Writes (every method but GET and HEAD) and `PURGE`.
 //!
 //! A write is forwarded first. Only when the backend answers 2xx does it
-//! purge: the key and tags of every rule whose `invalidate_on` matches it
-//! (rendered with the write's path parameters and JSON bodies), and the
-//! entries of its own URL and of its `Location` / `Content-Location` on the
-//! same host (RFC 9111 section 4.4). A rule with `write_through` then holds
-//! the new representation and announces it on its channel. The purge is
-//! done before the client gets its answer, so a client that reads after its
-//! own write never sees the old value, on any replica.
+//! purge what it made stale (rendered by [`Triggered`]), and a rule with
+//! `write_through` then stores the new representation through the same
+//! [`Fill`] job as a miss and announces it on its channel. The purge is
+//! done before the client gets its answer, so a client that reads after
+//! its own write never sees the old value, on any replica.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header, request};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 
-use super::headers::{CacheStatus, Fwd, UPSTREAM_ERROR, add_forwarding, strip_hop_by_hop};
-use super::store::Snapshot;
-use super::{BoxError, Proxy, ProxyBody, empty, request_host, respond, storable};
-use crate::cache::{CachedResponse, Entry, Payload, StoredHeaders};
-use crate::config::Config;
+use super::collapse::Claim;
+use super::fill::Fill;
+use super::headers::{add_forwarding, strip_hop_by_hop};
+use super::keyed::Keyed;
+use super::outcome::{Fwd, Outcome, Pass, Rejected};
+use super::plan::Ctx;
+use super::storable::{self, Freshness};
+use super::{Answer, BoxError, Proxy, ProxyBody, empty, full, respond};
 use crate::invalidation::Purge;
+use crate::invalidation::triggers::{Triggered, key_for_get};
 use crate::metrics::PurgeSource;
-use crate::rules::{Bodies, RequestView, Rule, RuleSet, Template};
+use crate::rules::{Bodies, RequestView, Rule, Snapshot, Ttl};
 
 /// Largest request or response body read to render `{request.x}` /
 /// `{response.x}` or to write through; larger ones are refused (request) or
 /// not read (response).
 const MAX_JSON_BODY: usize = 1024 * 1024;
 
-/// A write's rendering context, owned so it outlives the forwarded request.
-struct WriteCtx {
-    snapshot: Snapshot,
-    matched: Vec<(Arc<Rule>, Snapshot)>,
-    through: Option<(Arc<Rule>, Snapshot)>,
+/// What the backend answered to a write.
+struct Written<'a> {
+    status: StatusCode,
+    headers: &'a HeaderMap,
+    body: Option<Bytes>,
+    request_json: Option<serde_json::Value>,
 }
 
 impl Proxy {
     /// Forwards a write; on 2xx purges what it made stale and writes through.
-    pub(super) async fn write(
-        &self,
-        mut parts: request::Parts,
-        body: ProxyBody,
-        client: IpAddr,
-        host: &str,
-        config: &Config,
-    ) -> Response<ProxyBody> {
-        let view = RequestView::of(&parts, host, client);
+    pub(super) async fn write(&self, ctx: Ctx, body: ProxyBody) -> Answer {
+        let Ctx {
+            mut parts,
+            client,
+            host,
+            config,
+        } = ctx;
         let max_body = config.limits.max_body;
         let declared = declared_len(&parts.headers).and_then(|n| u64::try_from(n).ok());
         if declared.is_some_and(|n| n > max_body) {
@@ -58,33 +58,18 @@ impl Proxy {
         let body =
             http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
                 .boxed_unsync();
-        let rules = &config.rules;
-        let ctx = WriteCtx {
-            snapshot: Snapshot::of(&view, &[]),
-            matched: rules
-                .triggered(&parts.method, parts.uri.path())
-                .into_iter()
-                .map(|m| (m.rule.clone(), Snapshot::of(&view, &m.params)))
-                .collect(),
-            through: rules
-                .write_through(&parts.method, host, parts.uri.path())
-                .map(|m| (m.rule.clone(), Snapshot::of(&view, &m.params))),
-        };
-        let templates = || {
-            ctx.matched
-                .iter()
-                .flat_map(|(r, _)| std::iter::once(&r.key).chain(&r.tags))
-        };
-        let wants_request = templates().any(Template::reads_request);
-        let wants_response = ctx.through.is_some() || templates().any(Template::reads_body);
+        let view = RequestView::of(&parts, &host, client);
+        let triggered = Triggered::of(&config.rules, &view);
+        let through = config
+            .rules
+            .write_through(&parts.method, &host, parts.uri.path())
+            .map(|m| (m.rule.clone(), Snapshot::of(&view, &m.params)));
+        let wants_response = through.is_some() || triggered.reads_body();
 
         // The request body is read whole only when a template needs its JSON.
-        let (body, request_json) = if wants_request {
+        let (body, request_json) = if triggered.reads_request() {
             match read_limited(body, MAX_JSON_BODY).await {
-                Ok(bytes) => {
-                    let json = serde_json::from_slice(&bytes).ok();
-                    (super::full(bytes), json)
-                }
+                Ok(bytes) => (full(bytes.clone()), serde_json::from_slice(&bytes).ok()),
                 Err(_) => return too_large("request body too large to read for invalidation"),
             }
         } else {
@@ -93,17 +78,24 @@ impl Proxy {
 
         strip_hop_by_hop(&mut parts.headers);
         add_forwarding(&mut parts.headers, client);
-        let mut status = write_status();
         let res = match self.upstream.send(Request::from_parts(parts, body)).await {
-            Ok(res) => res,
+            Ok(res) => super::forwarded(res),
             Err(e) => {
                 tracing::warn!(error = %e, "backend write failed");
-                return respond::upstream_error(&e, status);
+                return (
+                    respond::upstream_error(&e),
+                    Outcome::no_answer(&e, Fwd::Method),
+                );
             }
         };
-        let (res_parts, res_body) = super::forwarded(res, &mut status);
+        let (res_parts, res_body) = res.into_parts();
+        let status = res_parts.status.as_u16();
+        let outcome = Outcome::Pass {
+            why: Pass::Write,
+            status,
+        };
         if !res_parts.status.is_success() {
-            return Response::from_parts(res_parts, res_body);
+            return (Response::from_parts(res_parts, res_body), outcome);
         }
 
         // Read the answer only if a template or write-through needs it.
@@ -111,14 +103,18 @@ impl Proxy {
             && declared_len(&res_parts.headers).is_none_or(|n| n <= MAX_JSON_BODY)
         {
             match read_limited(res_body, MAX_JSON_BODY).await {
-                Ok(bytes) => (super::full(bytes.clone()), Some(bytes)),
+                Ok(bytes) => (full(bytes.clone()), Some(bytes)),
                 Err(e) => {
                     tracing::warn!(error = %e, "backend answer to a write could not be read");
-                    status.detail = Some(UPSTREAM_ERROR);
-                    return respond::error(
-                        StatusCode::BAD_GATEWAY,
-                        "the backend's answer was broken",
-                        &status,
+                    let res =
+                        respond::error(StatusCode::BAD_GATEWAY, "the backend's answer was broken");
+                    let status = Some(status);
+                    return (
+                        res,
+                        Outcome::Error {
+                            fwd: Fwd::Method,
+                            status,
+                        },
                     );
                 }
             }
@@ -132,37 +128,12 @@ impl Proxy {
             request: request_json.as_ref(),
             response: response_json.as_ref(),
         };
-
-        let mut purge = Purge::default();
-        for (rule, snap) in &ctx.matched {
-            purge.keys.extend(snap.render(&[&rule.key], bodies));
-            let tags: Vec<&Template> = rule.tags.iter().collect();
-            purge.tags.extend(snap.render(&tags, bodies));
-        }
-        purge
-            .keys
-            .extend(key_for_get(&config.rules, &ctx.snapshot, None));
-        for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            if let Some(uri) = res_parts
-                .headers
-                .get(&name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<Uri>().ok())
-            {
-                let same_host = uri
-                    .host()
-                    .is_none_or(|h| h.eq_ignore_ascii_case(ctx.snapshot.host()));
-                if same_host {
-                    purge
-                        .keys
-                        .extend(key_for_get(&config.rules, &ctx.snapshot, Some(&uri)));
-                }
-            }
-        }
-        purge.keys.sort_unstable();
-        purge.keys.dedup();
-        purge.tags.sort_unstable();
-        purge.tags.dedup();
+        let locations: Vec<Uri> = [header::LOCATION, header::CONTENT_LOCATION]
+            .iter()
+            .filter_map(|name| res_parts.headers.get(name))
+            .filter_map(|v| v.to_str().ok()?.parse().ok())
+            .collect();
+        let purge = triggered.purge(&config.rules, bodies, &locations);
         // What is written through was answered before this purge and
         // reflects it: it counts as fetched after the write's own purge.
         let mut fetched = self.invalidator.fetch_started();
@@ -171,91 +142,61 @@ impl Proxy {
             tracing::debug!(?counts, "write purged");
             fetched = self.invalidator.fetch_started().max(counts.at_ms + 1);
         }
-        if let Some((rule, snap)) = &ctx.through {
-            let written = WrittenThrough {
+        if let Some((rule, snap)) = through {
+            let written = Written {
                 status: res_parts.status,
                 headers: &res_parts.headers,
-                body: response_bytes.clone(),
+                body: response_bytes,
+                request_json,
             };
-            self.write_through(rule, snap, &written, bodies, fetched)
-                .await;
+            self.write_through(&rule, snap, written, fetched).await;
         }
-        Response::from_parts(res_parts, res_body)
+        (Response::from_parts(res_parts, res_body), outcome)
     }
 
     /// Stores the written representation under the rule's key and
     /// publishes the event. Uses the write's answer when it carries the
     /// resource, otherwise fetches it again.
-    async fn write_through(
-        &self,
-        rule: &Arc<Rule>,
-        snap: &Snapshot,
-        written: &WrittenThrough<'_>,
-        bodies: Bodies<'_>,
-        fetched: u64,
-    ) {
+    async fn write_through(&self, rule: &Arc<Rule>, snap: Snapshot, written: Written<'_>, at: u64) {
+        let response_json = written
+            .body
+            .as_ref()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+        let bodies = Bodies {
+            request: written.request_json.as_ref(),
+            response: response_json.as_ref(),
+        };
+        let channel = rule
+            .write_through
+            .as_ref()
+            .and_then(|w| w.publish.as_ref())
+            .and_then(|c| snap.render(&[c], bodies).pop());
         let Some(key) = snap.render(&[&rule.key], Bodies::default()).pop() else {
             return;
         };
-        let method = snap.method().clone();
-        // The write's own answer is kept only when it is the plain resource:
-        // not encoded, not varying, and storable by the rule's own checks.
-        let plain = {
-            let mut res = http::Response::new(());
-            *res.status_mut() = StatusCode::OK;
-            *res.headers_mut() = written.headers.clone();
-            let (res, ()) = res.into_parts();
-            !written.headers.contains_key(header::CONTENT_ENCODING)
-                && !written.headers.contains_key(header::VARY)
-                && storable::decide(rule, &snap.get_parts(), &res, SystemTime::now()).is_ok()
-        };
-        let carries_resource = method != Method::DELETE
-            && plain
-            && matches!(written.status, StatusCode::OK | StatusCode::CREATED)
-            && written.body.as_ref().is_some_and(|b| !b.is_empty());
-        let stored = if carries_resource {
-            let mut headers = HeaderMap::new();
-            for name in [header::CONTENT_TYPE, header::ETAG, header::LAST_MODIFIED] {
-                if let Some(v) = written.headers.get(&name) {
-                    headers.insert(name, v.clone());
-                }
+        let (method, status) = (snap.method().clone(), written.status);
+        let stored = match carried(rule, &snap, &written) {
+            Some((headers, body, ttl)) => {
+                let fresh = Freshness {
+                    stored_at: SystemTime::now(),
+                    ttl,
+                    stale_while_revalidate: Duration::ZERO,
+                    stale_if_error: Duration::ZERO,
+                    keep: Duration::ZERO,
+                };
+                let fill = self.write_fill(rule, &key, snap, written, StatusCode::OK, headers);
+                fill(fresh, at).store(body).await
             }
-            let ttl = match rule.ttl {
-                crate::rules::Ttl::Fixed(d) => Some(d),
-                crate::rules::Ttl::Origin => None,
-            };
-            match (ttl, &written.body) {
-                (Some(ttl), Some(body)) => {
-                    self.store_now(
-                        rule,
-                        snap,
-                        &key,
-                        StatusCode::OK,
-                        headers,
-                        body.clone(),
-                        ttl,
-                        bodies,
-                        fetched,
-                    )
-                    .await
-                }
-                _ => self.refetch(rule, snap, &key, fetched).await,
-            }
-        } else {
-            self.refetch(rule, snap, &key, fetched).await
+            None => self.refetch(rule, &key, snap, written, at).await,
         };
-        if let (Some(channel), Some(redis)) = (
-            &rule.write_through.as_ref().and_then(|w| w.publish.as_ref()),
-            &self.cache.redis,
-        ) && let Some(channel) = snap.render(&[channel], bodies).pop()
-        {
+        if let (Some(channel), Some(redis)) = (channel, &self.redis) {
             let at = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_millis();
             let event = serde_json::json!({
                 "key": key, "rule": rule.name, "method": method.as_str(),
-                "status": written.status.as_u16(), "at": at, "stored": stored,
+                "status": status.as_u16(), "at": at, "stored": stored,
             });
             if let Err(e) = redis.publish(&channel, &event.to_string()).await {
                 tracing::warn!(error = %e, "write-through event not published");
@@ -263,8 +204,48 @@ impl Proxy {
         }
     }
 
+    /// The fill job for a written-through answer, once its lifetime is known.
+    fn write_fill(
+        &self,
+        rule: &Arc<Rule>,
+        key: &str,
+        snap: Snapshot,
+        written: Written<'_>,
+        status: StatusCode,
+        headers: HeaderMap,
+    ) -> impl FnOnce(Freshness, u64) -> Fill {
+        let keyed = Keyed {
+            rule: rule.clone(),
+            key: key.to_owned(),
+            params: snap.params().to_vec(),
+        };
+        let (cache, invalidator) = (self.cache.clone(), self.invalidator.clone());
+        move |fresh, fetched| Fill {
+            cache,
+            invalidator,
+            keyed,
+            request: snap,
+            request_json: written.request_json,
+            status,
+            headers,
+            fresh,
+            fetched,
+            claim: Claim {
+                guard: None,
+                lock: None,
+            },
+        }
+    }
+
     /// Fetches the rule's URL again after a write and stores the answer.
-    async fn refetch(&self, rule: &Arc<Rule>, snap: &Snapshot, key: &str, fetched: u64) -> bool {
+    async fn refetch(
+        &self,
+        rule: &Arc<Rule>,
+        key: &str,
+        snap: Snapshot,
+        written: Written<'_>,
+        fetched: u64,
+    ) -> bool {
         let mut req = Request::new(empty());
         *req.uri_mut() = match snap.path_and_query().parse() {
             Ok(u) => u,
@@ -285,9 +266,8 @@ impl Proxy {
             return false;
         };
         let (res_parts, body) = res.into_parts();
-        let now = SystemTime::now();
-        let get = snap.get_parts();
-        let Ok(fresh) = storable::decide(rule, &get, &res_parts, now) else {
+        let Ok(fresh) = storable::decide(rule, &snap.get_parts(), &res_parts, SystemTime::now())
+        else {
             return false;
         };
         if storable::vary_names(&res_parts.headers).is_none_or(|v| !v.is_empty()) {
@@ -301,150 +281,89 @@ impl Proxy {
         let mut headers = res_parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(header::AGE);
-        let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
-        let bodies = Bodies {
-            request: None,
-            response: json.as_ref(),
+        // Tags read the answer fetched now, not the write's.
+        let written = Written {
+            body: None,
+            request_json: None,
+            ..written
         };
-        let ttl = fresh
-            .ttl
-            .saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default());
-        self.store_now(
-            rule,
-            snap,
-            key,
-            res_parts.status,
-            headers,
-            body,
-            ttl,
-            bodies,
-            fetched,
-        )
-        .await
-    }
-
-    /// Stores an entry in every tier of the rule, waiting for Redis.
-    #[allow(clippy::too_many_arguments)]
-    async fn store_now(
-        &self,
-        rule: &Arc<Rule>,
-        snap: &Snapshot,
-        key: &str,
-        status: StatusCode,
-        headers: HeaderMap,
-        body: Bytes,
-        ttl: Duration,
-        bodies: Bodies<'_>,
-        fetched: u64,
-    ) -> bool {
-        let tags: Vec<&Template> = rule.tags.iter().collect();
-        let tags = snap.render(&tags, bodies);
-        if !self.invalidator.may_store(key, &tags, fetched) {
-            return false;
-        }
-        let entry = Arc::new(Entry {
-            stored_at: SystemTime::now(),
-            ttl,
-            grace: Duration::ZERO,
-            stale_while_revalidate: Duration::ZERO,
-            stale_if_error: Duration::ZERO,
-            fetched_ms: fetched,
-            payload: Payload::Response(CachedResponse {
-                status,
-                headers: StoredHeaders::from_map(&headers),
-                body,
-                tags,
-            }),
-        });
-        self.cache.put_now(key, entry, rule.tier).await
+        let fill = self.write_fill(rule, key, snap, written, res_parts.status, headers);
+        fill(fresh, fetched).store(body).await
     }
 
     /// `PURGE /url` with the admin token: purges that URL's entry.
-    pub(super) async fn purge_request(
-        &self,
-        parts: &request::Parts,
-        client: IpAddr,
-    ) -> Response<ProxyBody> {
-        let status = CacheStatus::default();
-        let config = self.config();
-        if !crate::admin::authorized(&parts.headers, config.admin.token.as_deref()) {
-            return respond::error(
-                StatusCode::UNAUTHORIZED,
-                "PURGE needs the admin token as a bearer token",
-                &status,
-            );
+    pub(super) async fn purge_request(&self, ctx: &Ctx) -> Answer {
+        let answer = |code, message| (respond::error(code, message), Outcome::Purge);
+        if !ctx.config.admin.authorizes(&ctx.parts.headers) {
+            let message = "PURGE needs the admin token as a bearer token";
+            return answer(StatusCode::UNAUTHORIZED, message);
         }
-        let host = request_host(parts);
         let view = RequestView {
             method: &Method::GET,
-            ..RequestView::of(parts, &host, client)
+            ..ctx.view()
         };
-        let Some(key) = key_for_get(&config.rules, &Snapshot::of(&view, &[]), None) else {
-            return respond::error(
-                StatusCode::NOT_FOUND,
-                "no caching rule covers this URL",
-                &status,
-            );
+        let snap = Snapshot::of(&view, &[]);
+        let Some(key) = key_for_get(&ctx.config.rules, &snap, None) else {
+            return answer(StatusCode::NOT_FOUND, "no caching rule covers this URL");
         };
-        let counts = self
-            .invalidator
-            .purge(
-                &Purge {
-                    keys: vec![key.clone()],
-                    ..Purge::default()
-                },
-                PurgeSource::Proxy,
-            )
-            .await;
+        let purge = Purge {
+            keys: vec![key.clone()],
+            ..Purge::default()
+        };
+        let counts = self.invalidator.purge(&purge, PurgeSource::Proxy).await;
         let body = serde_json::json!({ "key": key, "purged": counts.keys }).to_string();
-        let mut res = Response::new(super::full(Bytes::from(body)));
+        let mut res = Response::new(full(Bytes::from(body)));
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        res
+        (res, Outcome::Purge)
     }
 }
 
-/// What the backend answered to a write-through.
-struct WrittenThrough<'a> {
-    status: StatusCode,
-    headers: &'a HeaderMap,
-    body: Option<Bytes>,
-}
-
-/// The key a GET of the write's URL (or of `other`) renders, if a caching
-/// rule covers it.
-fn key_for_get(rules: &RuleSet, snap: &Snapshot, other: Option<&Uri>) -> Option<String> {
-    let (path, query) = match other {
-        Some(u) => (u.path(), u.query()),
-        None => (snap.path(), snap.query()),
+/// The write's own answer as the entry, when it is the plain resource (not
+/// encoded, not varying, storable by the rule's own checks, with a body)
+/// and the rule's TTL is fixed: its headers, body and TTL.
+fn carried(
+    rule: &Rule,
+    snap: &Snapshot,
+    written: &Written<'_>,
+) -> Option<(HeaderMap, Bytes, Duration)> {
+    let Ttl::Fixed(ttl) = rule.ttl else {
+        return None;
     };
-    let m = rules.find(&Method::GET, snap.host(), path)?;
-    if !m.rule.cache {
+    let body = written.body.as_ref().filter(|b| !b.is_empty())?;
+    let plain = {
+        let mut res = http::Response::new(());
+        *res.status_mut() = StatusCode::OK;
+        *res.headers_mut() = written.headers.clone();
+        let (res, ()) = res.into_parts();
+        !written.headers.contains_key(header::CONTENT_ENCODING)
+            && !written.headers.contains_key(header::VARY)
+            && storable::decide(rule, &snap.get_parts(), &res, SystemTime::now()).is_ok()
+    };
+    if *snap.method() == Method::DELETE
+        || !plain
+        || !matches!(written.status, StatusCode::OK | StatusCode::CREATED)
+    {
         return None;
     }
-    let view = RequestView {
-        method: &Method::GET,
-        path,
-        query,
-        ..snap.view()
-    };
-    m.rule.key.render(&view, &m.params, Bodies::default())
-}
-
-/// `Cache-Status` of a write: forwarded because of its method.
-fn write_status() -> CacheStatus {
-    CacheStatus {
-        fwd: Some(Fwd::Method),
-        ..Default::default()
+    let mut headers = HeaderMap::new();
+    for name in [header::CONTENT_TYPE, header::ETAG, header::LAST_MODIFIED] {
+        if let Some(v) = written.headers.get(&name) {
+            headers.insert(name, v.clone());
+        }
     }
+    Some((headers, body.clone(), ttl))
 }
 
 /// 413 for a write whose body is over a limit, counted as rejected.
-fn too_large(message: &str) -> Response<ProxyBody> {
-    crate::metrics::rejected("body-too-large");
-    respond::error(StatusCode::PAYLOAD_TOO_LARGE, message, &write_status())
+fn too_large(message: &str) -> Answer {
+    crate::metrics::rejected(Rejected::BodyTooLarge.as_str());
+    (
+        respond::error(StatusCode::PAYLOAD_TOO_LARGE, message),
+        Outcome::Rejected(Rejected::BodyTooLarge),
+    )
 }
 
 /// Reads a whole body of at most `limit` bytes.

@@ -6,15 +6,17 @@
 //! specific pattern (a literal segment beats `{param}`, which beats
 //! `{*rest}`), as axum and nginx's location matching do.
 
+pub mod snapshot;
 pub mod template;
 
-use std::sync::{Arc, OnceLock};
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 
-use crate::metrics::RequestCounters;
-use crate::ratelimit::RateLimit;
+use crate::cache::Tier;
+pub use snapshot::Snapshot;
 pub use template::{
     Bodies, KeyRefusal, RequestView, Template, Use, Var, canonical_query, is_canonical,
 };
@@ -23,6 +25,12 @@ pub use template::{
 /// origin` (a cache may always keep less): bounds how long an entry, and so
 /// what is remembered of purges, can live.
 pub const MAX_ORIGIN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How long a stale entry with a validator is kept for revalidation when
+/// the rule does not say (its TTL otherwise): an answer fresh for no time
+/// (`no-cache`, `max-age=0`) is still worth a conditional request for a
+/// while, as nginx's `inactive=10m` keeps it.
+pub const MIN_KEEP_FOR_REVALIDATION: Duration = Duration::from_secs(600);
 
 /// How long an entry stays fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,43 +51,15 @@ impl std::fmt::Display for Ttl {
     }
 }
 
-/// Where a rule's entries live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    /// Process memory only (L1).
-    Memory,
-    /// Redis only (L2), shared by all replicas.
-    Redis,
-    /// L1 in front of L2.
-    Both,
-}
-
-impl Tier {
-    /// Its name in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Memory => "memory",
-            Tier::Redis => "redis",
-            Tier::Both => "both",
-        }
-    }
-
-    /// Whether entries go to L1.
-    pub fn uses_memory(self) -> bool {
-        matches!(self, Tier::Memory | Tier::Both)
-    }
-
-    /// Whether entries go to L2.
-    pub fn uses_redis(self) -> bool {
-        matches!(self, Tier::Redis | Tier::Both)
-    }
-}
-
-/// One rule, validated.
+/// One rule, validated: plain data. What changes while it is in effect
+/// (rate-limit state, request counters) lives in services keyed by its
+/// name, which outlive a reload.
 #[derive(Debug)]
 pub struct Rule {
     /// Unique name.
     pub name: String,
+    /// Its place in the file (set by [`RuleSet::new`]).
+    pub index: usize,
     /// Methods it matches.
     pub methods: Vec<Method>,
     /// Path pattern (`/products/{id}`).
@@ -133,16 +113,38 @@ pub struct Rule {
     pub triggers: Vec<Trigger>,
     /// Requests per client key allowed through this rule.
     pub rate_limit: Option<RateLimit>,
-    /// Its request counters, registered on first use (the metrics recorder
-    /// is installed after the config is read).
-    pub counters: OnceLock<RequestCounters>,
 }
 
-impl Rule {
-    /// Its request counters.
-    pub fn counters(&self) -> &RequestCounters {
-        self.counters
-            .get_or_init(|| RequestCounters::new(&self.name))
+/// A rule's `rate_limit:`: GCRA, `interval` between requests on average,
+/// up to `burst` at once (the state is kept by `ratelimit::RateLimits`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// What a client is counted by (`{client_ip}`, `{header.x-api-key}`).
+    pub key: Template,
+    /// Time between two requests at the average rate.
+    pub interval: Duration,
+    /// Requests allowed at once.
+    pub burst: NonZeroU32,
+    /// Where it is counted.
+    pub scope: Scope,
+}
+
+/// Where a rate limit is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// In this replica only.
+    Local,
+    /// Across replicas, in Redis.
+    Global,
+}
+
+impl Scope {
+    /// The `scope` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Local => "local",
+            Scope::Global => "global",
+        }
     }
 }
 
@@ -182,7 +184,7 @@ impl Rule {
             .max(window(self.stale_if_error))
             .max(
                 self.keep_for_revalidation
-                    .unwrap_or(ttl.max(crate::proxy::storable::MIN_KEEP_FOR_REVALIDATION)),
+                    .unwrap_or(ttl.max(MIN_KEEP_FOR_REVALIDATION)),
             )
     }
 
@@ -275,7 +277,11 @@ impl RuleSet {
                 .map_err(|e| (first, format!("invalidate_on `{path}`: {e}")))?;
         }
         Ok(Self {
-            rules: rules.into_iter().map(Arc::new).collect(),
+            rules: rules
+                .into_iter()
+                .enumerate()
+                .map(|(index, rule)| Arc::new(Rule { index, ..rule }))
+                .collect(),
             router,
             triggers,
         })

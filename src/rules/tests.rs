@@ -1,8 +1,10 @@
 use super::*;
+use crate::cache::Tier;
 
 fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule {
     Rule {
         name: name.into(),
+        index: 0,
         methods: methods.to_vec(),
         path: path.into(),
         host: host.map(str::to_owned),
@@ -26,7 +28,6 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         write_through: None,
         triggers: vec![],
         rate_limit: None,
-        counters: Default::default(),
     }
 }
 

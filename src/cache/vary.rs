@@ -1,6 +1,7 @@
 //! `Vary` support: the primary key holds a marker naming the varied request
 //! headers; each variant is stored under the primary key plus the request's
-//! values of those headers.
+//! values of those headers, and carries the primary key's internal
+//! [`variant_tag`], so a purge of the key reaches variants it cannot name.
 
 use std::fmt::Write as _;
 
@@ -30,6 +31,17 @@ pub fn variant_key(primary: &str, names: &[HeaderName], headers: &HeaderMap) -> 
         );
     }
     key
+}
+
+/// The primary key of a cache key: a Vary variant's key is its primary key
+/// plus `#vary...` (`#` never appears in a rendered key).
+pub fn primary_key(key: &str) -> &str {
+    key.split_once('#').map_or(key, |(primary, _)| primary)
+}
+
+/// The internal tag every Vary variant of `key` carries.
+pub fn variant_tag(key: &str) -> String {
+    format!("#vary:{key}")
 }
 
 #[cfg(test)]

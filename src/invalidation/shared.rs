@@ -1,0 +1,106 @@
+//! The Redis side of purges: each purge recorded at Redis's own time, in
+//! one script, in the keys the entry store checks (see `cache::redis` for
+//! their layout), and the heartbeat's mark that tells a flushed Redis.
+
+use std::time::Duration;
+
+use crate::cache::redis::{TOMBSTONE, tag_key, tombstone_key};
+use crate::redis::{Error, LUA_NOW, Redis, Script, millis};
+
+/// Records a purge of `tag` at Redis's time (later than any earlier purge
+/// of it, so it only grows, across a flush too: it is a time, not a
+/// counter), kept for `keep`; answers the time.
+pub async fn purge_tag(redis: &Redis, tag: &str, keep: Duration) -> Result<u64, Error> {
+    static PURGE_TAG: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+        Script::owned(format!(
+            "{LUA_NOW} \
+            local last = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 \
+            if last >= now then now = last + 1 end \
+            redis.call('SET', KEYS[1], string.format('%.0f', now), 'PX', ARGV[1]) \
+            return now"
+        ))
+    });
+    redis
+        .run_script::<u64>(&PURGE_TAG, &[tag_key(redis, tag)], &[millis(keep)])
+        .await
+}
+
+/// Deletes `key`'s entry and records the purge's time in its tombstone
+/// (kept [`TOMBSTONE`]), so a late store of an older answer is refused; if
+/// the key has Vary variants, raises their internal tag (kept `keep`) too.
+/// Answers whether an entry went, and the purge's time.
+pub async fn purge_key(
+    redis: &Redis,
+    key: &str,
+    variants_tag: &str,
+    keep: Duration,
+) -> Result<(bool, u64), Error> {
+    static PURGE_KEY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+        Script::owned(format!(
+            "{LUA_NOW} \
+            local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0 \
+            if last >= now then now = last + 1 end \
+            redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[1]) \
+            local g = redis.call('GET', KEYS[3]) \
+            if g then \
+              local t = math.max(now, (tonumber(g) or 0) + 1) \
+              redis.call('SET', KEYS[3], string.format('%.0f', t), 'PX', ARGV[2]) \
+            end \
+            return {{redis.call('DEL', KEYS[1]), now}}"
+        ))
+    });
+    let keys = [
+        redis.key(key),
+        tombstone_key(redis, key),
+        tag_key(redis, variants_tag),
+    ];
+    let args = [millis(TOMBSTONE), millis(keep)];
+    let (deleted, time): (u64, u64) = redis.run_script(&PURGE_KEY, &keys, &args).await?;
+    Ok((deleted > 0, time))
+}
+
+/// The latest purge times of `tags` (0 for a tag not purged within its
+/// keep). A value that is not a time counts as a purge just now, so the
+/// entries carrying it are refused, not the whole of L2.
+pub async fn tag_times(redis: &Redis, tags: &[&str]) -> Result<Vec<u64>, Error> {
+    if tags.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cmd = redis::cmd("MGET");
+    for t in tags {
+        cmd.arg(tag_key(redis, t));
+    }
+    let values = redis.run::<Vec<Option<Vec<u8>>>>("MGET", cmd).await?;
+    Ok(values
+        .into_iter()
+        .map(|v| match v {
+            None => 0,
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u64::MAX),
+        })
+        .collect())
+}
+
+/// Marks this Redis with `id` if unmarked (kept `keep`, renewed), and
+/// reads its clock. Answers the mark found and Redis's time in ms: a mark
+/// other than the one seen before means Redis was flushed, replaced or
+/// evicted everything.
+pub async fn mark_and_time(
+    redis: &Redis,
+    id: &str,
+    keep: Duration,
+) -> Result<(String, u64), Error> {
+    static MARK: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+        Script::owned(format!(
+            "local v = redis.call('GET', KEYS[1]) \
+            if not v then v = ARGV[1] redis.call('SET', KEYS[1], v, 'PX', ARGV[2]) \
+            else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+            {LUA_NOW} \
+            return {{v, now}}"
+        ))
+    });
+    let args = [id.to_owned(), millis(keep).to_string()];
+    redis.run_script(&MARK, &[redis.key("#mark")], &args).await
+}

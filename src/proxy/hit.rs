@@ -1,0 +1,156 @@
+//! The hit path: one lookup in the tiers ([`Tiered::lookup`]), then a fresh
+//! entry is answered (the whole of it, a range of it, or a 304), an expired
+//! one inside its stale-while-revalidate window is answered while one
+//! background request refreshes it, and anything else goes down the miss
+//! path, taking a stale entry along to revalidate or to serve on error.
+//!
+//! [`Tiered::lookup`]: crate::cache::tiered::Tiered::lookup
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header;
+use http_body_util::BodyExt;
+
+use super::body::empty;
+use super::collapse::{Claim, Join};
+use super::keyed::Keyed;
+use super::outcome::{Fwd, Outcome, Pass, Stale};
+use super::plan::Ctx;
+use super::range::{self, Ranged};
+use super::respond::{self, ttl_left};
+use super::revalidate::Prior;
+use super::{Answer, Proxy};
+use crate::cache::tiered::{Found, State};
+
+impl Proxy {
+    /// A cacheable request: answered from the cache when it can be,
+    /// otherwise fetched under its key.
+    pub(super) async fn cached(self: &Arc<Self>, ctx: Ctx, keyed: Keyed) -> Answer {
+        let now = SystemTime::now();
+        // Range requests are answered from fresh entries only, else forwarded.
+        let ranged = ctx.parts.headers.contains_key(header::RANGE);
+        let found = self
+            .cache
+            .lookup(
+                &keyed.key,
+                &ctx.parts.headers,
+                keyed.rule.tier,
+                &*self.invalidator,
+                now,
+            )
+            .await;
+        let key = found.key;
+        let (fwd, prior) = match found.state {
+            State::Fresh(f) => return self.fresh(ctx, &keyed, &key, f, ranged, now).await,
+            State::Stale(f) => {
+                let overdue = f.entry.overdue(now);
+                if !ranged && overdue <= f.entry.stale_while_revalidate {
+                    return self.revalidate_behind(ctx, keyed, key, f, now);
+                }
+                let prior = Prior {
+                    serve_on_error: overdue <= f.entry.stale_if_error,
+                    entry: f.entry,
+                };
+                (Fwd::Stale, Some(prior))
+            }
+            State::Absent => (Fwd::UriMiss, None),
+            State::VaryMiss => (Fwd::VaryMiss, None),
+        };
+        if ranged {
+            // Nothing fresh to cut it from: the backend answers it, as asked.
+            return self.pass(ctx, empty(), Pass::Range(fwd)).await;
+        }
+        self.miss(ctx, keyed, key, fwd, prior).await
+    }
+
+    /// Answers from a fresh entry; on a `sliding` rule the entry is stored
+    /// again as if fresh now, so its expiry moves out by the TTL.
+    async fn fresh(
+        &self,
+        ctx: Ctx,
+        keyed: &Keyed,
+        key: &str,
+        found: Found,
+        ranged: bool,
+        now: SystemTime,
+    ) -> Answer {
+        let entry = &found.entry;
+        let Some(stored) = found.response() else {
+            return no_entry(); // The lookup answers only entries that hold a response.
+        };
+        if keyed.rule.sliding {
+            let renewed = Arc::new(crate::cache::Entry {
+                stored_at: now,
+                ..(**entry).clone()
+            });
+            self.cache.put(key, renewed, keyed.rule.tier).await;
+        }
+        let outcome = Outcome::Hit {
+            layer: found.layer,
+            ttl: ttl_left(entry, now),
+        };
+        if !ranged {
+            return (respond::from_entry(&ctx.parts, entry, stored, now), outcome);
+        }
+        let parts = &ctx.parts;
+        let res = match range::plan(&parts.headers, stored) {
+            Ranged::Whole => respond::from_entry(parts, entry, stored, now),
+            Ranged::Part { start, end } => {
+                respond::from_entry_part(parts, entry, stored, now, Some((start, end)))
+            }
+            Ranged::Unsatisfiable => respond::from_entry_part(parts, entry, stored, now, None),
+            Ranged::Forward => return self.pass(ctx, empty(), Pass::Range(Fwd::Request)).await,
+        };
+        (res, outcome)
+    }
+
+    /// Answers from an entry inside its stale-while-revalidate window; the
+    /// first such request of the key starts one background refresh.
+    fn revalidate_behind(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        keyed: Keyed,
+        key: String,
+        found: Found,
+        now: SystemTime,
+    ) -> Answer {
+        let Some(stored) = found.response() else {
+            return no_entry(); // The lookup answers only entries that hold a response.
+        };
+        let outcome = Outcome::Stale {
+            why: Stale::Revalidating,
+            ttl: ttl_left(&found.entry, now),
+        };
+        let res = respond::from_entry(&ctx.parts, &found.entry, stored, now);
+        if let Join::Leader(guard) = self.flights.join(&key) {
+            let this = self.clone();
+            let prior = Prior {
+                entry: found.entry,
+                serve_on_error: false,
+            };
+            tokio::spawn(async move {
+                let claim = Claim {
+                    guard: Some(guard),
+                    lock: None,
+                };
+                let (res, _) = this.fetch(ctx, keyed, Fwd::Stale, claim, Some(prior)).await;
+                // Reading the body to its end is what stores it.
+                let _ = res.into_body().collect().await;
+            });
+        }
+        (res, outcome)
+    }
+}
+
+/// The answer for an entry that holds no response, which the lookup never
+/// gives: a 502, counted as an error.
+fn no_entry() -> Answer {
+    (
+        respond::error(http::StatusCode::BAD_GATEWAY, "no entry"),
+        Outcome::Error {
+            fwd: Fwd::UriMiss,
+            status: None,
+        },
+    )
+}

@@ -1,0 +1,356 @@
+//! The miss path: one backend request per key (concurrent misses follow
+//! the first, in this replica and with `collapse: global` across
+//! replicas), a conditional request when a stale entry has validators,
+//! the answer checked for storability, and streamed to the client while
+//! the tee keeps a copy for the [`Fill`] job. A 304 refreshes the stale
+//! entry; a failure inside its stale-if-error window serves it.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderName, Method, Request, header};
+use http_body_util::BodyExt;
+
+use super::body::empty;
+use super::collapse::{self, Claim, Global, Join, Landing};
+use super::fill::Fill;
+use super::headers::{self, add_forwarding, append_via, strip_hop_by_hop};
+use super::keyed::Keyed;
+use super::outcome::{Fwd, Outcome, Stale, Stored};
+use super::plan::Ctx;
+use super::respond::{self, ttl_left};
+use super::revalidate::{self, Prior};
+use super::storable::{self, SIDECACHE_CACHE_CONTROL};
+use super::{Answer, Proxy, tee};
+use crate::cache::tiered::Found;
+use crate::cache::{CachedResponse, Entry, Layer, Payload, StoredHeaders};
+use crate::rules::Snapshot;
+
+/// Request headers that would make the backend answer with less than the
+/// full representation; dropped on cacheable fetches, since the cache
+/// answers the client's conditionals itself.
+const CONDITIONAL: [HeaderName; 6] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+impl Proxy {
+    /// Joins or leads the key's flight, then fetches (see the module's
+    /// comment). `key` is the key the lookup resolved (a Vary variant's,
+    /// possibly), on which requests collapse.
+    pub(super) async fn miss(
+        &self,
+        ctx: Ctx,
+        keyed: Keyed,
+        key: String,
+        fwd: Fwd,
+        prior: Option<Prior>,
+    ) -> Answer {
+        let guard = match self.flights.join(&key) {
+            Join::Leader(guard) => Some(guard),
+            Join::Follower(rx) => {
+                let wait = self.upstream.timeout();
+                if let Landing::Stored { key, entry } = collapse::wait(rx, wait).await
+                    && let Payload::Response(r) = &entry.payload
+                    && keyed.own_key(r, &ctx.parts) == key
+                {
+                    return collapsed(&ctx, &entry, r, fwd);
+                }
+                None
+            }
+        };
+        // Across replicas: one backend request per key, through a Redis lock.
+        // (A memory-only rule never fills Redis, so there is nothing to wait for.)
+        let mut lock = None;
+        if guard.is_some()
+            && keyed.rule.collapse_global
+            && keyed.rule.tier.uses_redis()
+            && let Some(redis) = &self.redis
+        {
+            let ttl = self.upstream.timeout() + Duration::from_secs(1);
+            let headers = &ctx.parts.headers;
+            match collapse::globally(redis, &self.cache, &*self.invalidator, &key, headers, ttl)
+                .await
+            {
+                Global::Lead(l) => lock = Some(l),
+                Global::Filled(stored_key, entry) => {
+                    if let Payload::Response(r) = &entry.payload {
+                        let found = Found {
+                            entry: entry.clone(),
+                            layer: Layer::Redis,
+                            l1_since_ms: 0,
+                        };
+                        self.cache
+                            .fill_l1(&stored_key, &found, keyed.rule.tier)
+                            .await;
+                        let answer = collapsed(&ctx, &entry, r, fwd);
+                        if let Some(g) = guard {
+                            g.land(Landing::Stored {
+                                key: stored_key,
+                                entry,
+                            });
+                        }
+                        return answer;
+                    }
+                }
+                Global::Alone => {}
+            }
+        }
+        self.fetch(ctx, keyed, fwd, Claim { guard, lock }, prior)
+            .await
+    }
+
+    /// Forwards a cacheable request (conditional when a stale entry has
+    /// validators), decides storability, and streams the answer back
+    /// while a copy goes to the fill job.
+    pub(super) async fn fetch(
+        &self,
+        ctx: Ctx,
+        keyed: Keyed,
+        fwd: Fwd,
+        claim: Claim,
+        prior: Option<Prior>,
+    ) -> Answer {
+        let mut up = ctx.parts.clone();
+        // HEAD is fetched as GET so the entry can serve both.
+        up.method = Method::GET;
+        for name in &CONDITIONAL {
+            up.headers.remove(name);
+        }
+        up.headers.remove(header::CONTENT_LENGTH);
+        // Headers some backends act on that the key does not describe: a
+        // cached GET must reach the backend as the GET it was keyed as.
+        for name in headers::UNKEYED {
+            up.headers.remove(name);
+        }
+        strip_hop_by_hop(&mut up.headers);
+        add_forwarding(&mut up.headers, ctx.client);
+        let conditional = prior
+            .as_ref()
+            .is_some_and(|p| p.make_conditional(&mut up.headers));
+        // A purge of this entry from now on may concern what the backend is
+        // about to send; such an answer is passed on but not stored.
+        let fetched = self.invalidator.fetch_started();
+        let on_error = prior.as_ref().filter(|p| p.serve_on_error);
+        let res = match self.upstream.send(Request::from_parts(up, empty())).await {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::warn!(rule = %keyed.rule.name, error = %e, "backend fetch failed");
+                if let Some(stale) = on_error {
+                    return serve_stale(&ctx, &stale.entry, None);
+                }
+                return (respond::upstream_error(&e), Outcome::no_answer(&e, fwd));
+            }
+        };
+        let (mut res_parts, body) = res.into_parts();
+        let framed = framed(&res_parts);
+        strip_hop_by_hop(&mut res_parts.headers);
+        let status = res_parts.status.as_u16();
+        if res_parts.status.is_server_error()
+            && let Some(stale) = on_error
+        {
+            return serve_stale(&ctx, &stale.entry, Some(status));
+        }
+        if conditional
+            && res_parts.status == http::StatusCode::NOT_MODIFIED
+            && let Some(prior) = prior
+        {
+            return self.revalidated(ctx, keyed, &prior, &res_parts, claim, fetched);
+        }
+        let now = SystemTime::now();
+        let storable = storable::decide(&keyed.rule, &ctx.parts, &res_parts, now).and_then(|f| {
+            if framed {
+                Ok(f)
+            } else {
+                Err(storable::NoStore::Unframed)
+            }
+        });
+        let (stored, body) = match storable {
+            Err(reason) => {
+                drop(claim);
+                (Stored::No(reason), body)
+            }
+            Ok(fresh) => {
+                let left = fresh
+                    .ttl
+                    .saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default());
+                let ttl = i64::try_from(left.as_secs()).unwrap_or(i64::MAX);
+                let limit = usize::try_from(keyed.rule.max_object_size).unwrap_or(usize::MAX);
+                let fill = self.fill_job(&ctx, keyed, &res_parts, fresh, claim, fetched);
+                // A body still coming when a store could no longer be
+                // trusted (see TOMBSTONE) is passed on but not kept.
+                let deadline = std::time::Instant::now() + crate::cache::redis::TOMBSTONE;
+                let body = tee::TeeBody::new(body, limit, Box::new(move |copy| fill.finish(copy)))
+                    .until(deadline)
+                    .boxed_unsync();
+                (Stored::Yes { ttl }, body)
+            }
+        };
+        let body = if ctx.parts.method == Method::HEAD {
+            if matches!(stored, Stored::Yes { .. }) {
+                // The entry still needs the whole body: the tee keeps its
+                // copy (up to the size cap) while this drains the frames.
+                let mut body = body;
+                tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+            }
+            empty()
+        } else {
+            body
+        };
+        res_parts.headers.remove(SIDECACHE_CACHE_CONTROL);
+        append_via(&mut res_parts.headers);
+        let outcome = Outcome::Miss {
+            fwd,
+            status,
+            stored,
+        };
+        (http::Response::from_parts(res_parts, body), outcome)
+    }
+
+    /// The fill job of an answer to `ctx`'s request.
+    fn fill_job(
+        &self,
+        ctx: &Ctx,
+        keyed: Keyed,
+        res: &http::response::Parts,
+        fresh: storable::Freshness,
+        claim: Claim,
+        fetched: u64,
+    ) -> Fill {
+        let mut headers = res.headers.clone();
+        headers.remove(header::AGE);
+        Fill {
+            cache: self.cache.clone(),
+            invalidator: self.invalidator.clone(),
+            keyed,
+            request: Snapshot::of(&ctx.view(), &[]),
+            request_json: None,
+            status: res.status,
+            headers,
+            fresh,
+            fetched,
+            claim,
+        }
+    }
+
+    /// The backend answered a conditional fetch with 304: the stale entry
+    /// is current. Its headers are updated from the 304, its freshness
+    /// worked out again, and it is stored again and answered (a 304 to a
+    /// client whose own validators match).
+    fn revalidated(
+        &self,
+        ctx: Ctx,
+        keyed: Keyed,
+        prior: &Prior,
+        not_modified: &http::response::Parts,
+        claim: Claim,
+        fetched: u64,
+    ) -> Answer {
+        let Some(old) = prior.response() else {
+            let e = http::StatusCode::BAD_GATEWAY;
+            let res = respond::error(e, "the backend answered 304 to an unconditional request");
+            let status = Some(304);
+            return (
+                res,
+                Outcome::Error {
+                    fwd: Fwd::Stale,
+                    status,
+                },
+            );
+        };
+        let head = revalidate::updated_head(old, &not_modified.headers);
+        let now = SystemTime::now();
+        let response = |headers: &http::HeaderMap| {
+            Payload::Response(CachedResponse {
+                headers: StoredHeaders::from_map(headers),
+                ..old.clone()
+            })
+        };
+        let (entry, stored) = match storable::decide(&keyed.rule, &ctx.parts, &head, now) {
+            Ok(fresh) => {
+                let entry = fresh.entry(fetched, response(&head.headers));
+                let ttl = ttl_left(&entry, now);
+                let fill = self.fill_job(&ctx, keyed, &head, fresh, claim, fetched);
+                fill.finish(Some(old.body.clone()));
+                (entry, Stored::Yes { ttl })
+            }
+            Err(reason) => {
+                drop(claim);
+                let entry = Entry {
+                    stored_at: now,
+                    ttl: Duration::ZERO,
+                    payload: response(&head.headers),
+                    ..(*prior.entry).clone()
+                };
+                (entry, Stored::No(reason))
+            }
+        };
+        let Payload::Response(r) = &entry.payload else {
+            let res = respond::error(http::StatusCode::BAD_GATEWAY, "no entry");
+            return (
+                res,
+                Outcome::Error {
+                    fwd: Fwd::Stale,
+                    status: Some(304),
+                },
+            );
+        };
+        let outcome = Outcome::Revalidated {
+            ttl: ttl_left(&entry, now),
+            stored,
+        };
+        (respond::from_entry(&ctx.parts, &entry, r, now), outcome)
+    }
+}
+
+/// Answers with the entry the flight's leader (or another replica) stored.
+fn collapsed(ctx: &Ctx, entry: &Entry, stored: &CachedResponse, fwd: Fwd) -> Answer {
+    let now = SystemTime::now();
+    let outcome = Outcome::Collapsed {
+        fwd,
+        ttl: ttl_left(entry, now),
+    };
+    (respond::from_entry(&ctx.parts, entry, stored, now), outcome)
+}
+
+/// Answers from an expired entry because the backend failed
+/// (stale-if-error), with the backend's status if it sent one.
+fn serve_stale(ctx: &Ctx, stale: &Entry, status: Option<u16>) -> Answer {
+    let now = SystemTime::now();
+    match &stale.payload {
+        Payload::Response(r) => {
+            let outcome = Outcome::Stale {
+                why: Stale::IfError(status),
+                ttl: ttl_left(stale, now),
+            };
+            (respond::from_entry(&ctx.parts, stale, r, now), outcome)
+        }
+        Payload::Vary(_) => (
+            respond::error(http::StatusCode::BAD_GATEWAY, "the backend failed"),
+            Outcome::Error {
+                fwd: Fwd::Stale,
+                status,
+            },
+        ),
+    }
+}
+
+/// Whether the backend said where its body ends (a length, chunked, or a
+/// status without a body); if not, the body ends when the connection
+/// closes, and a cut-short one looks whole, so it is never stored.
+fn framed(res: &http::response::Parts) -> bool {
+    let chunked = res
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        });
+    matches!(res.status.as_u16(), 204 | 304)
+        || chunked
+        || res.headers.contains_key(header::CONTENT_LENGTH)
+}

@@ -1,0 +1,288 @@
+//! The one connection to Redis every feature shares: entries (`cache`),
+//! purge times (`invalidation`), the purge bus, collapse locks and global
+//! rate limits each keep their own commands and hand them to [`Redis`].
+//!
+//! Redis is an accelerator, never a dependency: the connection is made
+//! lazily and re-made in the background by redis's `ConnectionManager`,
+//! every command is bounded by the configured timeout, and callers treat any
+//! error as "unknown". After [`BREAKER_FAILURES`] failures in a row a
+//! circuit breaker stops asking Redis for [`BREAKER_OPEN`]; then one command
+//! probes it again. So a dead or black-holed Redis costs a few requests one
+//! timeout each, and the rest nothing. Every command's round trip is timed
+//! (`sidecache_redis_duration_seconds`) and its failures counted.
+//!
+//! Scripts run by their SHA1 and are sent whole only when Redis does not
+//! know them yet; a connection to a cluster would stand behind the same
+//! `run` and `run_script`.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::metrics;
+
+/// Consecutive failures that open the breaker.
+pub const BREAKER_FAILURES: u32 = 3;
+/// How long an open breaker refuses commands before a probe.
+pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+
+/// The time on Redis's clock, in ms, as Lua sees it: scripts that start
+/// with it have `now`.
+pub const LUA_NOW: &str = "local t = redis.call('TIME') \
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
+
+/// A Redis command that did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not connected (yet, or any more), or the breaker is open.
+    #[error("redis is not connected")]
+    Disconnected,
+    /// No answer within the timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error, or the connection broke.
+    #[error("redis: {0}")]
+    Command(#[from] redis::RedisError),
+}
+
+/// A Lua script and its SHA1, worked out on first use.
+pub struct Script {
+    code: Cow<'static, str>,
+    hash: OnceLock<String>,
+}
+
+impl Script {
+    /// A script whose text is known at compile time.
+    pub const fn new(code: &'static str) -> Self {
+        Self {
+            code: Cow::Borrowed(code),
+            hash: OnceLock::new(),
+        }
+    }
+
+    /// A script whose text is put together at run time (from [`LUA_NOW`]).
+    pub fn owned(code: String) -> Self {
+        Self {
+            code: Cow::Owned(code),
+            hash: OnceLock::new(),
+        }
+    }
+
+    fn hash(&self) -> &str {
+        self.hash
+            .get_or_init(|| redis::Script::new(&self.code).get_hash().to_owned())
+    }
+}
+
+/// The circuit breaker's state, shared by clones of the connection.
+#[derive(Default)]
+struct Breaker {
+    failures: AtomicU32,
+    /// Until when commands are refused, in [`mono_ms`]; 0 when closed.
+    open_until: AtomicU64,
+}
+
+/// The shared connection: cheap to clone, every clone the same connection.
+#[derive(Clone)]
+pub struct Redis {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    timeout: Duration,
+    up: Arc<AtomicBool>,
+    breaker: Arc<Breaker>,
+}
+
+impl Redis {
+    /// Prepares a connection to `url`; nothing is sent until the first
+    /// command, so a Redis that is down at start-up does not stop the proxy.
+    /// Every key sidecache writes starts with `prefix`.
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, Error> {
+        let client = redis::Client::open(url)?;
+        let manager_cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client.clone().get_connection_manager_lazy(manager_cfg)?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.into(),
+            timeout,
+            up: Arc::new(AtomicBool::new(false)),
+            breaker: Arc::default(),
+        })
+    }
+
+    /// Whether the last command got an answer.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// The Redis key of `name`: the key prefix, then `name`.
+    pub fn key(&self, name: &str) -> String {
+        self.key2(name, "")
+    }
+
+    /// The Redis key of `kind` followed by `name` (`#tag:` and a tag).
+    pub fn key2(&self, kind: &str, name: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + kind.len() + name.len());
+        k.push_str(&self.prefix);
+        k.push_str(kind);
+        k.push_str(name);
+        k
+    }
+
+    /// The key prefix (also the prefix of sidecache's channels).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The per-command timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A client for opening a pub/sub connection.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// Publishes `payload` on `channel` (used as given, without the prefix).
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), Error> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload);
+        self.run::<u64>("PUBLISH", cmd).await.map(|_| ())
+    }
+
+    /// Runs one command within the timeout, through the breaker; a failure
+    /// is counted under `command`.
+    pub async fn run<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<T, Error> {
+        let result = self.run_timed(command, cmd).await;
+        if let Err(e) = &result {
+            ::metrics::counter!(metrics::REDIS_ERRORS, "command" => command).increment(1);
+            tracing::debug!(command, error = %e, "redis command failed");
+        }
+        result
+    }
+
+    /// Runs `script` on `keys` by its SHA1 (EVALSHA), so the script's text
+    /// is not sent with every call; sends it whole (EVAL, which also makes
+    /// Redis keep it) only when Redis does not know it yet.
+    pub async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[impl AsRef<str>],
+        args: &[impl redis::ToRedisArgs],
+    ) -> Result<T, Error> {
+        let call = |name: &str, body: &str| {
+            let mut cmd = redis::cmd(name);
+            cmd.arg(body).arg(keys.len());
+            for k in keys {
+                cmd.arg(k.as_ref());
+            }
+            cmd.arg(args);
+            cmd
+        };
+        match self.run("EVALSHA", call("EVALSHA", script.hash())).await {
+            Err(Error::Command(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.run("EVAL", call("EVAL", &script.code)).await
+            }
+            other => other,
+        }
+    }
+
+    /// [`run`](Self::run) before the error count: the breaker, the timeout,
+    /// and the round trip's duration.
+    async fn run_timed<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<T, Error> {
+        if !self.breaker.admits() {
+            return Err(Error::Disconnected);
+        }
+        let mut conn = self.conn.clone();
+        let start = std::time::Instant::now();
+        let answer = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await;
+        ::metrics::histogram!(metrics::REDIS_DURATION, "command" => command)
+            .record(start.elapsed());
+        let result = match answer {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Error::Command(e)),
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        };
+        // Only a Redis that does not answer counts against the breaker; an
+        // error reply (WRONGTYPE, ...) means it is there.
+        let unreachable = match &result {
+            Err(Error::Timeout(_) | Error::Disconnected) => true,
+            Err(Error::Command(e)) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+            }
+            Ok(_) => false,
+        };
+        self.up.store(!unreachable, Ordering::Relaxed);
+        self.breaker.record(unreachable);
+        result
+    }
+}
+
+impl Breaker {
+    /// Whether a command may be sent: the breaker is closed, or it is open
+    /// past its time and this command is the one probe.
+    fn admits(&self) -> bool {
+        let until = self.open_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        let now = mono_ms();
+        // Half-open: let one command probe; others wait for its result.
+        now >= until
+            && self
+                .open_until
+                .compare_exchange(
+                    until,
+                    now + millis(BREAKER_OPEN),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Records whether the last command went unanswered.
+    fn record(&self, unreachable: bool) {
+        if !unreachable {
+            self.failures.store(0, Ordering::Relaxed);
+            self.open_until.store(0, Ordering::Relaxed);
+        } else if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= BREAKER_FAILURES {
+            let until = mono_ms() + millis(BREAKER_OPEN);
+            if self.open_until.swap(until, Ordering::Relaxed) == 0 {
+                tracing::warn!(open_for = ?BREAKER_OPEN, "redis keeps failing; not asking it for a while");
+            }
+        }
+    }
+}
+
+/// Milliseconds on a monotonic clock that starts at 1 (0 means "closed").
+fn mono_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    millis(START.get_or_init(std::time::Instant::now).elapsed()) + 1
+}
+
+/// Whole milliseconds of `d`, for PX arguments.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
