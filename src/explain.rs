@@ -1,5 +1,6 @@
-//! `sidecache explain`: which rule a request matches, the key it renders,
-//! its tier, TTL and tags, or why nothing matches.
+//! `sidecache explain`: what a request would do, worked out by the proxy's
+//! own [`Plan::of`]: its rule, rate limit, key, tier, TTL and tags, why it
+//! would pass the cache, or what a write would purge and write through.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -7,8 +8,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::config::Config;
-use crate::proxy::request_host;
-use crate::rules::{Bodies, RequestView, Ttl};
+use crate::invalidation::triggers::{Triggered, key_for_get};
+use crate::proxy::outcome::Pass;
+use crate::proxy::plan::{Action, Plan, request_host};
+use crate::rules::{Bodies, RequestView, Rule, Snapshot, Ttl};
+
+/// The client address requests are explained for.
+pub const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Why a request could not be explained.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +30,13 @@ pub enum ExplainError {
     Header(String),
 }
 
-/// Describes what `method url` with `headers` would do.
-pub fn explain(
-    config: &Config,
+/// The head of `method url` with `headers`, as the proxy would read it,
+/// and its host (`localhost` for a bare path, which has none).
+pub fn head(
     method: &str,
     url: &str,
     headers: &[String],
-) -> Result<String, ExplainError> {
+) -> Result<(http::request::Parts, String), ExplainError> {
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| ExplainError::Method(method.to_owned()))?;
     let uri: Uri = url.parse().map_err(|_| ExplainError::Url(url.to_owned()))?;
@@ -46,56 +52,107 @@ pub fn explain(
         map.append(name, value);
     }
     let mut request = http::Request::new(());
-    *request.method_mut() = method.clone();
+    *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = map;
     let (parts, ()) = request.into_parts();
-    // The proxy's own reading of the host (Host header or authority, port
-    // dropped); a bare path has neither, so it is shown for localhost.
     let host = match request_host(&parts) {
         h if h.is_empty() => "localhost".to_owned(),
         h => h,
     };
-    let path = parts.uri.path();
+    Ok((parts, host))
+}
+
+/// Describes what `method url` with `headers` would do.
+pub fn explain(
+    config: &Config,
+    method: &str,
+    url: &str,
+    headers: &[String],
+) -> Result<String, ExplainError> {
+    let (parts, host) = head(method, url, headers)?;
+    let plan = Plan::of(config, &parts, &host, CLIENT);
+    let view = RequestView::of(&parts, &host, CLIENT);
     let mut out = String::new();
-    let view = RequestView::of(&parts, &host, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    if !matches!(method, Method::GET | Method::HEAD) {
-        explain_write(config, &view, &mut out);
-        return Ok(out);
-    }
-    let Some(m) = config.rules.find(&method, &host, path) else {
-        let _ = writeln!(
-            out,
-            "no rule matches {method} {host}{path}: forwarded to the backend untouched (pass)"
-        );
-        return Ok(out);
-    };
-    let rule = m.rule;
-    let methods: Vec<&str> = rule.methods.iter().map(Method::as_str).collect();
-    let _ = writeln!(
-        out,
-        "rule:  {} ({} {})",
-        rule.name,
-        methods.join(", "),
-        rule.path
-    );
-    if !rule.cache {
-        let _ = writeln!(out, "cache: false: forwarded to the backend every time");
-        return Ok(out);
-    }
-    match rule.key.render_key(&view, &m.params, &rule.allow_empty) {
-        Ok(key) => {
-            let _ = writeln!(out, "key:   {key}");
-        }
-        Err(why) => {
+    let path = parts.uri.path();
+    match &plan.rule {
+        Some(rule) => {
+            let methods: Vec<&str> = rule.methods.iter().map(Method::as_str).collect();
             let _ = writeln!(
                 out,
-                "key:   none: a value the key names is missing, empty or repeated, so the request \
-                 is forwarded uncached (detail={})",
-                why.as_str()
+                "rule:  {} ({} {})",
+                rule.name,
+                methods.join(", "),
+                rule.path
             );
         }
+        None if matches!(plan.action, Action::Pass(Pass::NoRule)) => {
+            let _ = writeln!(
+                out,
+                "no rule matches {} {host}{path}: forwarded to the backend untouched (pass)",
+                parts.method
+            );
+        }
+        None => {}
     }
+    if let (Some(rule), Some(key)) = (&plan.rule, &plan.limit)
+        && let Some(limit) = &rule.rate_limit
+    {
+        let per_second = 1.0 / limit.interval.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "limit: {per_second:.3}/s per client, {} at once ({}), this one counted as {key}",
+            limit.burst,
+            limit.scope.as_str()
+        );
+    }
+    match &plan.action {
+        Action::Purge => {
+            let _ = writeln!(
+                out,
+                "PURGE: with the admin token, purges the entry of this URL"
+            );
+        }
+        Action::Write => explain_write(config, &view, &mut out),
+        Action::Pass(Pass::NoRule) => {}
+        Action::Pass(why) => {
+            let _ = writeln!(out, "{}", pass_text(*why));
+        }
+        Action::Reject(why) => {
+            let _ = writeln!(out, "refused with 400: {why}");
+        }
+        Action::Cache { keyed, .. } => {
+            let _ = writeln!(out, "key:   {}", keyed.key);
+            explain_entry(config, &keyed.rule, &view, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// Why a request passes, as `explain` says it (with the `Cache-Status`
+/// detail the proxy gives it).
+fn pass_text(why: Pass) -> String {
+    let text = match why {
+        Pass::NoRule => "no rule: forwarded untouched",
+        Pass::Rule => "cache: false: forwarded to the backend every time",
+        Pass::Authorization => {
+            "the request carries Authorization, so it is forwarded and not answered from cache \
+             (allow_authorized: true relaxes this)"
+        }
+        Pass::Key(_) => {
+            "key:   none: a value the key names is missing, empty or repeated, so the request \
+             is forwarded uncached"
+        }
+        Pass::Range(_) | Pass::Write => "forwarded",
+    };
+    match why.as_str() {
+        Some(detail) => format!("{text} (detail={detail})"),
+        None => text.to_owned(),
+    }
+}
+
+/// Tier, TTL and tags of the entry a cacheable request would have.
+fn explain_entry(config: &Config, rule: &Rule, view: &RequestView<'_>, out: &mut String) {
     if rule.host.is_none()
         && !rule.key.uses(&crate::rules::Var::Host)
         && config.rules.rules().iter().any(|r| r.host.is_some())
@@ -112,10 +169,12 @@ pub fn explain(
         let _ = write!(out, " (from the backend's Cache-Control / Expires)");
     }
     let _ = writeln!(out);
+    let matched = config.rules.find(view.method, view.host, view.path);
+    let params = matched.map(|m| m.params).unwrap_or_default();
     let tags: Vec<String> = rule
         .tags
         .iter()
-        .map(|t| match t.render(&view, &m.params, Bodies::default()) {
+        .map(|t| match t.render(view, &params, Bodies::default()) {
             Some(tag) => tag,
             None => format!("{} (from the response body)", t.source()),
         })
@@ -129,13 +188,6 @@ pub fn explain(
             tags.join(", ")
         }
     );
-    if parts.headers.contains_key(http::header::AUTHORIZATION) && !rule.allow_authorized {
-        let _ = writeln!(
-            out,
-            "note:  the request carries Authorization, so it is forwarded and not answered from cache (allow_authorized: true relaxes this)"
-        );
-    }
-    Ok(out)
 }
 
 /// What a write does: forwarded, then on 2xx what it purges and writes through.
@@ -153,6 +205,7 @@ fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
         Some(s) => s,
         None => format!("{} (from the JSON bodies)", t.source()),
     };
+    let triggered = Triggered::of(&config.rules, view);
     let mut any = false;
     for m in config.rules.triggered(method, view.path) {
         any = true;
@@ -169,21 +222,9 @@ fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
             }
         );
     }
-    if let Some(m) = config
-        .rules
-        .find(&Method::GET, view.host, view.path)
-        .filter(|m| m.rule.cache)
-    {
+    let own = key_for_get(&config.rules, &Snapshot::of(view, &[]), None);
+    if let (Some(key), Some(m)) = (own, config.rules.find(&Method::GET, view.host, view.path)) {
         any = true;
-        let get = RequestView {
-            method: &Method::GET,
-            ..*view
-        };
-        let key = m
-            .rule
-            .key
-            .render(&get, &m.params, Bodies::default())
-            .unwrap_or_default();
         let _ = writeln!(
             out,
             "  its own URL (RFC 9111 4.4): key {key} of rule {}",
@@ -196,6 +237,9 @@ fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
     );
     if !any {
         let _ = writeln!(out, "  (no rule covers this URL)");
+    }
+    if triggered.reads_request() {
+        let _ = writeln!(out, "  (the write's JSON body is read for the names above)");
     }
     if let Some(m) = config.rules.write_through(method, view.host, view.path) {
         let key = m

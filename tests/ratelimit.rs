@@ -103,3 +103,57 @@ rules:
     assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(backend.hits(), 1);
 }
+
+/// A local limit holds across a reload: a client over its allowance stays
+/// over it when the config is reloaded with the same limit (here with a new
+/// rule beside it), and gets a fresh allowance only when its rule's limit
+/// itself changes.
+#[tokio::test]
+async fn local_limit_survives_reload() {
+    let backend = Backend::json(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sidecache.yaml");
+    let config = |limit: &str, extra: &str| {
+        format!(
+            "upstream: {{ url: \"{}\" }}\nadmin: {{ token: \"t0k\" }}\nrules:\n  - name: inventory\n    match: {{ path: \"/inventory/{{id}}\" }}\n    cache: false\n    rate_limit: {{ key: \"{{header.x-client}}\", rate: {limit}, burst: 2 }}\n{extra}",
+            backend.url()
+        )
+    };
+    std::fs::write(&path, config("2/m", "")).unwrap();
+    let proxy = Proxy::start_file(&path).await;
+    let reload = || async {
+        let got = send(
+            "POST",
+            &format!("http://{}/reload", proxy.admin),
+            &[("authorization", "Bearer t0k")],
+            "",
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
+    };
+    assert_eq!(ask(&proxy, "a").await.status, StatusCode::OK);
+    assert_eq!(ask(&proxy, "a").await.status, StatusCode::OK);
+    assert_eq!(ask(&proxy, "a").await.status, StatusCode::TOO_MANY_REQUESTS);
+
+    let other = "  - name: other\n    match: { path: \"/other/{id}\" }\n    key: \"other:{id}\"\n    ttl: 1m\n";
+    std::fs::write(&path, config("2/m", other)).unwrap();
+    reload().await;
+    assert_eq!(
+        proxy.app.config().rules.rules().len(),
+        2,
+        "the reload applied"
+    );
+    assert_eq!(
+        ask(&proxy, "a").await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a reload gave the client a fresh allowance"
+    );
+
+    std::fs::write(&path, config("3/m", other)).unwrap();
+    reload().await;
+    assert_eq!(
+        ask(&proxy, "a").await.status,
+        StatusCode::OK,
+        "a changed limit starts afresh"
+    );
+}
