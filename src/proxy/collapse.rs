@@ -90,6 +90,13 @@ impl Flights {
 }
 
 impl FlightGuard {
+    /// How many requests wait on this flight.
+    #[cfg(test)]
+    pub fn followers(&self) -> usize {
+        // The map keeps one receiver itself.
+        self.tx.receiver_count().saturating_sub(1)
+    }
+
     /// Ends the flight with `landing`, waking every follower.
     pub fn land(self, landing: Landing) {
         self.tx.send_replace(Some(landing));

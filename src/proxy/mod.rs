@@ -22,6 +22,8 @@ pub mod respond;
 mod revalidate;
 pub mod storable;
 pub mod tee;
+#[cfg(test)]
+mod tests;
 pub mod upstream;
 mod write;
 

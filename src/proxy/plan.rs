@@ -176,3 +176,110 @@ pub fn request_host(parts: &request::Parts) -> String {
     };
     no_port.to_ascii_lowercase()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::rules::KeyRefusal;
+
+    const YAML: &str = r#"
+upstream: { url: "http://127.0.0.1:1" }
+rules:
+  - name: product
+    match: { path: "/products/{id}" }
+    key: "product:{id}:{query.lang}"
+    allow_empty: [query.lang]
+    invalidate_on: ["PUT /products/{id}"]
+  - name: session
+    match: { path: "/session" }
+    key: "session:{cookie.sid}"
+  - name: inventory
+    match: { path: "/inventory/{id}" }
+    cache: false
+    rate_limit: { key: "{header.x-api-key}", rate: 5/s }
+"#;
+
+    fn plan(method: &str, uri: &str, headers: &[(&str, &str)]) -> Plan {
+        let config = Config::from_yaml(YAML, Path::new("t.yaml"), &|_| None)
+            .unwrap()
+            .config;
+        let mut req = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (parts, ()) = req.body(()).unwrap().into_parts();
+        Plan::of(&config, &parts, "shop", IpAddr::from([10, 0, 0, 7]))
+    }
+
+    fn pass(p: &Plan) -> Option<Pass> {
+        match p.action {
+            Action::Pass(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Each reason a read passes the cache, decided from the head alone.
+    #[test]
+    fn pass_reasons() {
+        assert_eq!(pass(&plan("GET", "/about", &[])), Some(Pass::NoRule));
+        assert_eq!(pass(&plan("GET", "/inventory/1", &[])), Some(Pass::Rule));
+        let auth = [("authorization", "Bearer x")];
+        assert_eq!(
+            pass(&plan("GET", "/products/1", &auth)),
+            Some(Pass::Authorization)
+        );
+        assert_eq!(
+            pass(&plan("GET", "/session", &[])),
+            Some(Pass::Key(KeyRefusal::Incomplete))
+        );
+        assert_eq!(
+            pass(&plan("GET", "/products/1?lang=de&lang=fr", &[])),
+            Some(Pass::Key(KeyRefusal::Ambiguous))
+        );
+    }
+
+    /// A cacheable read carries its rule and key, and the canonical URI
+    /// when its query was not written canonically.
+    #[test]
+    fn cache_with_key_and_canonical_uri() {
+        let p = plan("HEAD", "/products/9?lang=d%65", &[]);
+        let Action::Cache { keyed, uri } = p.action else {
+            panic!("{p:?}")
+        };
+        assert_eq!(keyed.key, "product:9:de");
+        assert_eq!(uri.unwrap().to_string(), "/products/9?lang=de");
+        let Action::Cache { uri, .. } = plan("GET", "/products/9", &[]).action else {
+            panic!("not cached")
+        };
+        assert!(uri.is_none());
+    }
+
+    /// Writes are writes with or without a rule; PURGE is its own step.
+    #[test]
+    fn write_kinds() {
+        let put = plan("PUT", "/products/1", &[]);
+        assert!(matches!(put.action, Action::Write));
+        assert!(put.rule.is_none(), "the product rule matches reads only");
+        assert!(matches!(
+            plan("POST", "/anything", &[]).action,
+            Action::Write
+        ));
+        let purge = plan("PURGE", "/products/1", &[]);
+        assert!(matches!(purge.action, Action::Purge));
+        assert!(purge.rule.is_none() && purge.limit.is_none());
+    }
+
+    /// The rate-limit key is rendered from the request; a client without
+    /// the header is counted by its address, not in one shared bucket.
+    #[test]
+    fn rate_limit_key() {
+        let p = plan("GET", "/inventory/1", &[("x-api-key", "k1")]);
+        assert_eq!(p.limit.as_deref(), Some("k1"));
+        assert_eq!(p.rule.unwrap().name, "inventory");
+        let p = plan("GET", "/inventory/1", &[]);
+        assert_eq!(p.limit.as_deref(), Some("10.0.0.7"));
+        assert!(plan("GET", "/products/1", &[]).limit.is_none());
+    }
+}
