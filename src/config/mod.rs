@@ -4,7 +4,10 @@
 //! Nothing here binds a socket: `sidecache check` and `sidecache run` share
 //! this path, so a file that `check` accepts is one `run` starts with.
 
+mod across;
+mod check;
 pub mod raw;
+mod rule;
 mod validate;
 
 use std::fmt;

@@ -11,7 +11,7 @@ use serde_saphyr::Spanned;
 
 /// A value with the place in the file it came from. In the JSON Schema it
 /// is just the value.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Sp<T>(pub Spanned<T>);
 
@@ -135,7 +135,7 @@ pub struct RawRedis {
 }
 
 /// One rule, or `defaults:` (which may carry every field but `name` and `match`).
-#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     /// Unique; labels metrics, logs and Cache-Status.
@@ -193,7 +193,7 @@ pub struct RawRule {
 }
 
 /// `match:` of a rule.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     /// Methods the rule matches (default GET, HEAD).
@@ -205,7 +205,7 @@ pub struct RawMatch {
 }
 
 /// `write_through:` of a rule.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWriteThrough {
     /// Write methods, e.g. `[PUT, POST]`.
@@ -215,7 +215,7 @@ pub struct RawWriteThrough {
 }
 
 /// `rate_limit:` of a rule.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// What a client is counted by, e.g. `{client_ip}` or `{header.x-api-key}`.

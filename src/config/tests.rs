@@ -200,3 +200,35 @@ fn env_values_cannot_add_keys() {
     }
     assert!(with("redis://user:pw@host:6379/0").is_ok());
 }
+
+/// `defaults:` takes every rule field: triggers, write-through and the
+/// rest reach each rule that leaves them out, a rule's own value wins, and
+/// a field not acted on yet is warned about once, where it is written.
+#[test]
+fn defaults_merge_every_field() {
+    let yaml = format!(
+        "{BASE}defaults:\n  ttl: 2m\n  invalidate_on: [\"PUT /items/{{id}}\"]\n  write_through: {{ methods: [PUT] }}\n  warm_on: [\"POST /login -> /x\"]\nrules:\n  - name: item\n    match: {{ path: \"/items/{{id}}\" }}\n    key: \"item:{{id}}\"\n  - name: other\n    match: {{ path: \"/other/{{id}}\" }}\n    key: \"other:{{id}}\"\n    ttl: 5m\n    invalidate_on: [\"DELETE /other/{{id}}\"]\n"
+    );
+    let l = load(&yaml).unwrap();
+    let rules = l.config.rules.rules();
+    let item = &rules[0];
+    assert_eq!(item.ttl, crate::rules::Ttl::Fixed(Duration::from_secs(120)));
+    assert_eq!(item.triggers.len(), 1);
+    assert_eq!(item.triggers[0].method, http::Method::PUT);
+    assert_eq!(
+        item.write_through.as_ref().map(|w| w.methods.clone()),
+        Some(vec![http::Method::PUT])
+    );
+    let other = &rules[1];
+    assert_eq!(
+        other.ttl,
+        crate::rules::Ttl::Fixed(Duration::from_secs(300))
+    );
+    assert_eq!(other.triggers[0].method, http::Method::DELETE);
+    let warm: Vec<_> = l
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("not acted on"))
+        .collect();
+    assert_eq!(warm.len(), 1, "{:?}", l.warnings);
+}

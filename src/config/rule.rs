@@ -1,0 +1,473 @@
+//! One rule: `defaults:` merged into it first ([`with_defaults`]), so every
+//! field a rule may carry is taken from the defaults when the rule leaves
+//! it out; then each field checked on its own, so one `check` lists every
+//! error of the rule.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use http::Method;
+
+use super::check::Check;
+use super::raw::{RawRule, Sp};
+use super::{DEFAULT_KEY, DEFAULT_STATUSES, DEFAULT_TTL, Memory};
+use crate::cache::Tier;
+use crate::ratelimit;
+use crate::rules::{
+    RateLimit, Rule, Scope, Template, Trigger, Ttl, Use, WriteThrough, route_params,
+};
+
+/// `rule` with every field it leaves out taken from `d` (the defaults),
+/// each with its own place in the file. A field added to [`RawRule`] must be
+/// added here too: the struct is written out whole.
+pub(super) fn with_defaults(rule: &RawRule, d: &RawRule) -> RawRule {
+    fn or<T: Clone>(own: &Option<T>, d: &Option<T>) -> Option<T> {
+        own.as_ref().or(d.as_ref()).cloned()
+    }
+    RawRule {
+        name: rule.name.clone(),
+        matcher: rule.matcher.clone(),
+        cache: or(&rule.cache, &d.cache),
+        key: or(&rule.key, &d.key),
+        ttl: or(&rule.ttl, &d.ttl),
+        tier: or(&rule.tier, &d.tier),
+        tags: or(&rule.tags, &d.tags),
+        origin_tags: or(&rule.origin_tags, &d.origin_tags),
+        invalidate_on: or(&rule.invalidate_on, &d.invalidate_on),
+        sliding: or(&rule.sliding, &d.sliding),
+        write_through: or(&rule.write_through, &d.write_through),
+        stale_while_revalidate: or(&rule.stale_while_revalidate, &d.stale_while_revalidate),
+        stale_if_error: or(&rule.stale_if_error, &d.stale_if_error),
+        stale: or(&rule.stale, &d.stale),
+        allow_empty: or(&rule.allow_empty, &d.allow_empty),
+        keep_for_revalidation: or(&rule.keep_for_revalidation, &d.keep_for_revalidation),
+        collapse: or(&rule.collapse, &d.collapse),
+        warm_on: or(&rule.warm_on, &d.warm_on),
+        rate_limit: or(&rule.rate_limit, &d.rate_limit),
+        statuses: or(&rule.statuses, &d.statuses),
+        max_object_size: or(&rule.max_object_size, &d.max_object_size),
+        allow_set_cookie: or(&rule.allow_set_cookie, &d.allow_set_cookie),
+        allow_authorized: or(&rule.allow_authorized, &d.allow_authorized),
+        allow_private: or(&rule.allow_private, &d.allow_private),
+    }
+}
+
+/// What a rule's checks share: where errors go and how its fields are named.
+struct Ctx<'a> {
+    c: &'a mut Check,
+    i: usize,
+}
+
+impl Ctx<'_> {
+    fn field(&self, f: &str) -> String {
+        format!("rules[{}].{f}", self.i)
+    }
+}
+
+/// The `i`-th rule, at `at` in the file, with the defaults already merged
+/// into `raw`.
+pub(super) fn rule(
+    c: &mut Check,
+    i: usize,
+    at: &Sp<RawRule>,
+    raw: &RawRule,
+    memory: &Memory,
+    have_redis: bool,
+) -> Option<Rule> {
+    let mut x = Ctx { c, i };
+    let name = name(&mut x, at, raw)?;
+    let (path, host, methods) = matcher(&mut x, at, raw)?;
+    let params = route_params(&path);
+    // Each field is checked even when an earlier one failed, so that one
+    // `check` lists every error.
+    let key = key(&mut x, raw, &params);
+    let ttl = match &raw.ttl {
+        Some(v) if v.value.trim() == "origin" => Some(Ttl::Origin),
+        Some(v) => x.c.positive(v, &x.field("ttl")).map(Ttl::Fixed),
+        None => Some(Ttl::Fixed(DEFAULT_TTL)),
+    };
+    let tier = tier(&mut x, raw, have_redis);
+    let tags = tags(&mut x, raw, &params);
+    let statuses = statuses(&mut x, raw);
+    let max_object_size = match &raw.max_object_size {
+        Some(v) => x.c.size(v, &x.field("max_object_size")),
+        None => Some(memory.max_object_size),
+    };
+    let triggers = triggers(&mut x, raw, key.as_ref(), &tags);
+    let (stale_while_revalidate, stale_if_error) = stale_windows(&mut x, raw);
+    let collapse_global = raw
+        .collapse
+        .as_ref()
+        .and_then(|v| {
+            let choices = [("local", false), ("global", true)];
+            x.c.choice(v, &x.field("collapse"), &choices)
+        })
+        .unwrap_or(false);
+    let allow_empty = allow_empty(&mut x, raw);
+    let keep_for_revalidation = raw
+        .keep_for_revalidation
+        .as_ref()
+        .and_then(|v| x.c.duration(v, &x.field("keep_for_revalidation")));
+    let write_through = write_through(&mut x, raw, &params);
+    let rate_limit = rate_limit(&mut x, raw, &params, have_redis);
+    let (Some(key), Some(ttl), Some(max_object_size)) = (key, ttl, max_object_size) else {
+        return None;
+    };
+    let flag = |v: &Option<Sp<bool>>| v.as_ref().is_some_and(|v| v.value);
+    Some(Rule {
+        name,
+        index: 0,
+        methods,
+        path,
+        host,
+        cache: raw.cache.as_ref().is_none_or(|v| v.value),
+        key,
+        ttl,
+        tier,
+        tags,
+        statuses,
+        max_object_size,
+        allow_set_cookie: flag(&raw.allow_set_cookie),
+        allow_authorized: flag(&raw.allow_authorized),
+        allow_private: flag(&raw.allow_private),
+        sliding: flag(&raw.sliding),
+        collapse_global,
+        stale_while_revalidate,
+        stale_if_error,
+        keep_for_revalidation,
+        allow_empty,
+        origin_tags: flag(&raw.origin_tags),
+        write_through,
+        triggers,
+        rate_limit,
+    })
+}
+
+/// `name:`: letters, digits, `-`, `_` and `.`.
+fn name(x: &mut Ctx<'_>, at: &Sp<RawRule>, raw: &RawRule) -> Option<String> {
+    match &raw.name {
+        Some(n)
+            if !n.value.is_empty()
+                && n.value
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.')) =>
+        {
+            Some(n.value.clone())
+        }
+        Some(n) => {
+            let message = "use letters, digits, `-`, `_` and `.` only";
+            x.c.error(n, &x.field("name"), message);
+            None
+        }
+        None => {
+            x.c.error(at, &x.field("name"), "every rule needs a name");
+            None
+        }
+    }
+}
+
+/// `match:`: its path, host (lower case) and methods (GET and HEAD unless said).
+fn matcher(
+    x: &mut Ctx<'_>,
+    at: &Sp<RawRule>,
+    raw: &RawRule,
+) -> Option<(String, Option<String>, Vec<Method>)> {
+    let Some(m) = &raw.matcher else {
+        let message = "every rule needs a match with at least a path";
+        x.c.error(at, &x.field("match"), message);
+        return None;
+    };
+    let path = m.value.path.value.clone();
+    if let Some(h) = &m.value.host {
+        let bare = h.value.strip_prefix("*.").unwrap_or(&h.value);
+        if bare.is_empty() || !bare.is_ascii() || bare.contains([':', '*', '/', ' ']) {
+            x.c.error(
+                h,
+                &x.field("match.host"),
+                "a host name only (`shop.example` or `*.shop.example`): no port, no other `*`, ASCII (punycode for other names)",
+            );
+        }
+    }
+    if !path.starts_with('/') {
+        x.c.error(&m.value.path, &x.field("match.path"), "must start with `/`");
+        return None;
+    }
+    let methods = match &m.value.methods {
+        Some(list) => {
+            let mut out = Vec::new();
+            for v in list {
+                match Method::from_bytes(v.value.as_bytes()) {
+                    Ok(meth) if v.value.bytes().all(|b| b.is_ascii_uppercase()) => out.push(meth),
+                    _ => x.c.error(
+                        v,
+                        &x.field("match.methods"),
+                        format!("`{}` is not an HTTP method (write it in capitals)", v.value),
+                    ),
+                }
+            }
+            out
+        }
+        None => vec![Method::GET, Method::HEAD],
+    };
+    let host = m.value.host.as_ref().map(|h| h.value.to_ascii_lowercase());
+    Some((path, host, methods))
+}
+
+/// `key:`, or the default key; never empty, and never constant on a path
+/// with parameters (every product would be served as the first fetched).
+fn key(x: &mut Ctx<'_>, raw: &RawRule, params: &[String]) -> Option<Template> {
+    let Some(k) = &raw.key else {
+        return Template::parse(DEFAULT_KEY, Use::Key, params).ok();
+    };
+    if k.value.trim().is_empty() {
+        x.c.error(k, &x.field("key"), "must not be empty");
+        return None;
+    }
+    let t = Template::parse(&k.value, Use::Key, params)
+        .map_err(|e| x.c.error(k, &x.field("key"), e))
+        .ok()?;
+    if t.is_constant() && !params.is_empty() {
+        x.c.error(
+            k,
+            &x.field("key"),
+            format!(
+                "has no placeholder, though the path has `{{{}}}`: every request would share one entry",
+                params[0]
+            ),
+        );
+        return None;
+    }
+    Some(t)
+}
+
+/// `tier:`; memory when no Redis is configured (with a warning when the
+/// rule asked for Redis alone).
+fn tier(x: &mut Ctx<'_>, raw: &RawRule, have_redis: bool) -> Tier {
+    let tier = match &raw.tier {
+        None => Tier::Both,
+        Some(v) => {
+            let choices = [
+                ("memory", Tier::Memory),
+                ("redis", Tier::Redis),
+                ("both", Tier::Both),
+            ];
+            x.c.choice(v, &x.field("tier"), &choices)
+                .unwrap_or(Tier::Memory)
+        }
+    };
+    if have_redis || tier == Tier::Memory {
+        return tier;
+    }
+    if let Some(v) = raw.tier.as_ref().filter(|_| tier == Tier::Redis) {
+        let message = "no redis is configured: this rule is cached in memory only";
+        x.c.warn(v, &x.field("tier"), message);
+    }
+    Tier::Memory
+}
+
+/// `tags:`.
+fn tags(x: &mut Ctx<'_>, raw: &RawRule, params: &[String]) -> Vec<Template> {
+    let mut tags = Vec::new();
+    for t in raw.tags.iter().flatten() {
+        match Template::parse(&t.value, Use::Tag, params) {
+            Ok(tpl) => tags.push(tpl),
+            Err(e) => x.c.error(t, &x.field("tags"), e),
+        }
+    }
+    tags
+}
+
+/// `statuses:`: full, final answers only.
+fn statuses(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<u16> {
+    let Some(list) = &raw.statuses else {
+        return DEFAULT_STATUSES.to_vec();
+    };
+    for s in list {
+        if !(100..=599).contains(&s.value) {
+            let message = format!("{} is not an HTTP status", s.value);
+            x.c.error(s, &x.field("statuses"), message);
+        } else if s.value < 200 || s.value == 206 || s.value == 304 {
+            let message = format!("{} is never stored: only full, final answers are", s.value);
+            x.c.error(s, &x.field("statuses"), message);
+        }
+    }
+    list.iter().map(|s| s.value).collect()
+}
+
+/// `stale_while_revalidate:` and `stale_if_error:`; both zero with
+/// `stale: never`.
+fn stale_windows(x: &mut Ctx<'_>, raw: &RawRule) -> (Option<Duration>, Option<Duration>) {
+    let never = raw
+        .stale
+        .as_ref()
+        .and_then(|v| x.c.choice(v, &x.field("stale"), &[("never", true)]))
+        .unwrap_or(false);
+    if never {
+        return (Some(Duration::ZERO), Some(Duration::ZERO));
+    }
+    let mut window = |v: &Option<Sp<String>>, name: &str| {
+        v.as_ref().and_then(|v| x.c.duration(v, &x.field(name)))
+    };
+    (
+        window(&raw.stale_while_revalidate, "stale_while_revalidate"),
+        window(&raw.stale_if_error, "stale_if_error"),
+    )
+}
+
+/// `allow_empty:`: query, header or cookie placeholders of the rule's key.
+fn allow_empty(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in raw.allow_empty.iter().flatten() {
+        let named = ["query.", "header.", "cookie."]
+            .iter()
+            .any(|p| a.value.starts_with(p));
+        let in_key = raw
+            .key
+            .as_ref()
+            .is_some_and(|k| k.value.contains(&format!("{{{}}}", a.value)));
+        if !named || !in_key {
+            x.c.error(
+                a,
+                &x.field("allow_empty"),
+                format!(
+                    "`{}` is not a query, header or cookie placeholder of this rule's key",
+                    a.value
+                ),
+            );
+        }
+        out.push(a.value.clone());
+    }
+    out
+}
+
+/// `write_through: { methods, publish }`.
+fn write_through(x: &mut Ctx<'_>, raw: &RawRule, params: &[String]) -> Option<WriteThrough> {
+    let wt = raw.write_through.as_ref()?;
+    let mut methods = Vec::new();
+    for m in &wt.value.methods {
+        match Method::from_bytes(m.value.as_bytes()) {
+            Ok(meth) if !matches!(meth, Method::GET | Method::HEAD) => methods.push(meth),
+            _ => x.c.error(
+                m,
+                &x.field("write_through.methods"),
+                format!("`{}` is not a write method", m.value),
+            ),
+        }
+    }
+    let publish = wt.value.publish.as_ref().and_then(|p| {
+        Template::parse(&p.value, Use::Tag, params)
+            .map_err(|e| x.c.error(p, &x.field("write_through.publish"), e))
+            .ok()
+    });
+    Some(WriteThrough { methods, publish })
+}
+
+/// `rate_limit: { key, rate, burst, scope }`.
+fn rate_limit(
+    x: &mut Ctx<'_>,
+    raw: &RawRule,
+    params: &[String],
+    have_redis: bool,
+) -> Option<RateLimit> {
+    let l = &raw.rate_limit.as_ref()?.value;
+    let key = Template::parse(&l.key.value, Use::Key, params)
+        .map_err(|e| x.c.error(&l.key, &x.field("rate_limit.key"), e))
+        .ok();
+    let rate = ratelimit::parse_rate(&l.rate.value)
+        .map_err(|e| x.c.error(&l.rate, &x.field("rate_limit.rate"), e))
+        .ok();
+    let burst = match &l.burst {
+        Some(b) => match NonZeroU32::new(b.value) {
+            Some(n) => Some(n),
+            None => {
+                x.c.error(b, &x.field("rate_limit.burst"), "must be at least 1");
+                return None;
+            }
+        },
+        None => None,
+    };
+    let scope = match &l.scope {
+        None => Scope::Local,
+        Some(s) => {
+            let choices = [("local", Scope::Local), ("global", Scope::Global)];
+            match x.c.choice(s, &x.field("rate_limit.scope"), &choices)? {
+                Scope::Global if !have_redis => {
+                    let message = "global needs redis; counted per replica";
+                    x.c.warn(s, &x.field("rate_limit.scope"), message);
+                    Scope::Local
+                }
+                scope => scope,
+            }
+        }
+    };
+    let (Some(key), Some((rate, per))) = (key, rate) else {
+        return None;
+    };
+    ratelimit::limit(key, rate, per, burst, scope)
+}
+
+/// `invalidate_on: ["PUT /products/{id}"]`: each pattern must define the
+/// path parameters the rule's key and tags use.
+fn triggers(
+    x: &mut Ctx<'_>,
+    raw: &RawRule,
+    key: Option<&Template>,
+    tags: &[Template],
+) -> Vec<Trigger> {
+    let mut out = Vec::new();
+    for t in raw.invalidate_on.iter().flatten() {
+        let field = x.field("invalidate_on");
+        let Some((method, path)) = t.value.trim().split_once(' ') else {
+            let message = format!("`{}`: write it as \"METHOD /path/{{param}}\"", t.value);
+            x.c.error(t, &field, message);
+            continue;
+        };
+        let path = path.trim();
+        let method = match Method::from_bytes(method.as_bytes()) {
+            Ok(m)
+                if !matches!(m, Method::GET | Method::HEAD)
+                    && method.bytes().all(|b| b.is_ascii_uppercase()) =>
+            {
+                m
+            }
+            _ => {
+                let message =
+                    format!("`{method}` is not a write method (POST, PUT, PATCH, DELETE, ...)");
+                x.c.error(t, &field, message);
+                continue;
+            }
+        };
+        if !path.starts_with('/') {
+            x.c.error(t, &field, format!("`{path}` must start with `/`"));
+            continue;
+        }
+        let defined = route_params(path);
+        let needed = key.into_iter().chain(tags).flat_map(Template::params);
+        let missing: Vec<String> = needed
+            .filter(|p| !defined.contains(p))
+            .map(|p| format!("{{{p}}}"))
+            .collect();
+        if !missing.is_empty() {
+            let message = format!(
+                "`{path}` does not define {}, which the rule's key or tags use",
+                missing.join(", ")
+            );
+            x.c.error(t, &field, message);
+            continue;
+        }
+        out.push(Trigger {
+            method,
+            path: path.to_owned(),
+        });
+    }
+    out
+}
+
+/// Rule fields this version reads but does not act on yet: said once, as a
+/// warning, so a config written for a later version still loads.
+pub(super) fn pending_fields(c: &mut Check, raw: &RawRule, field: &str) {
+    if let Some(first) = raw.warm_on.iter().flatten().next() {
+        let message = "accepted but not acted on by this version";
+        c.warn(first, &format!("{field}.warm_on"), message);
+    }
+}
