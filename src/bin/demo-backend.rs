@@ -11,6 +11,9 @@
 //! demo-backend --listen 127.0.0.1:3000 --delay-ms 50 --products 1000
 //! curl -i http://127.0.0.1:3000/        # lists the routes
 //! ```
+//!
+//! Longer than most files because the whole demo shop (routes, catalog,
+//! carts, sessions) is one self-contained program.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;

@@ -3,6 +3,10 @@
 //!
 //! Nothing here binds a socket: `sidecache check` and `sidecache run` share
 //! this path, so a file that `check` accepts is one `run` starts with.
+//!
+//! Longer than most files because it holds the typed config every module
+//! reads, with its documented defaults beside each field; the checks are
+//! in the files below it.
 
 mod across;
 mod check;

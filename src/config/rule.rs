@@ -2,6 +2,9 @@
 //! field a rule may carry is taken from the defaults when the rule leaves
 //! it out; then each field checked on its own, so one `check` lists every
 //! error of the rule.
+//!
+//! Longer than most files: one short function per field of a rule, in
+//! the order the file documents them.
 
 use std::num::NonZeroU32;
 use std::time::Duration;

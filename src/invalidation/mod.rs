@@ -23,6 +23,11 @@
 //!   Redis, which is handled the same way.
 //!
 //! [`Entry::fetched_ms`]: crate::cache::Entry::fetched_ms
+//!
+//! Longer than most files because applying a purge, admitting an entry
+//! and the bus's reconnect and heartbeat all read the same purge times;
+//! the times, the clock, the Redis scripts and the triggers are in their
+//! own files.
 
 pub mod bus;
 pub mod clock;
@@ -349,9 +354,6 @@ impl Invalidator {
     pub async fn purge(&self, purge: &Purge, source: PurgeSource) -> Counts {
         self.record(source, &purge.keys, &purge.tags, &purge.prefixes);
         let mut counts = Counts::default();
-        let keep = self.horizon();
-        let (now, horizon) = (self.clock.now(), self.horizon_ms());
-        let redis = self.redis.as_ref();
         let mut msg = Announcement {
             from: self.instance,
             keys: Vec::with_capacity(purge.keys.len()),
@@ -361,43 +363,11 @@ impl Invalidator {
         // Each time is recorded here before anything is deleted, so a store
         // racing the purge is refused whichever comes first.
         for tag in &purge.tags {
-            let time = match redis {
-                Some(r) => match shared::purge_tag(r, tag, keep).await {
-                    Ok(time) => {
-                        self.clock.observe(time);
-                        time
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "tag purge could not reach Redis; applied here only");
-                        counts.redis_errors += 1;
-                        self.clock.purge_time()
-                    }
-                },
-                None => self.clock.purge_time(),
-            };
-            self.times.record(Kind::Tag, tag, time, now, horizon);
-            counts.tags += 1;
-            counts.at_ms = counts.at_ms.max(time);
+            let time = self.purge_tag(tag, &mut counts).await;
             msg.tags.push((tag.clone(), time));
         }
         for key in &purge.keys {
-            let (there, time) = match redis {
-                Some(r) => match shared::purge_key(r, key, &variant_tag(key), keep).await {
-                    Ok((there, time)) => {
-                        self.clock.observe(time);
-                        (there, time)
-                    }
-                    Err(_) => {
-                        counts.redis_errors += 1;
-                        (false, self.clock.purge_time())
-                    }
-                },
-                None => (false, self.clock.purge_time()),
-            };
-            self.times.record(Kind::Key, key, time, now, horizon);
-            let here = self.cache.evict(key).await;
-            counts.keys += usize::from(here || there);
-            counts.at_ms = counts.at_ms.max(time);
+            let time = self.purge_key(key, &mut counts).await;
             msg.keys.push((key.clone(), time));
         }
         for prefix in &purge.prefixes {
@@ -411,7 +381,7 @@ impl Invalidator {
             counts.at_ms = counts.at_ms.max(time);
             msg.prefixes.push((prefix.clone(), time));
         }
-        if let (Some(r), Some(channel)) = (redis, self.channel())
+        if let (Some(r), Some(channel)) = (&self.redis, self.channel())
             && let Ok(text) = serde_json::to_string(&msg)
             && let Err(e) = r.publish(&channel, &text).await
         {
@@ -419,6 +389,52 @@ impl Invalidator {
             tracing::warn!(error = %e, "purge announcement not sent; other replicas were not told");
         }
         counts
+    }
+
+    /// Purges one tag: its time recorded in Redis (Redis's time) and here.
+    async fn purge_tag(&self, tag: &str, counts: &mut Counts) -> u64 {
+        let time = match &self.redis {
+            Some(r) => match shared::purge_tag(r, tag, self.horizon()).await {
+                Ok(time) => {
+                    self.clock.observe(time);
+                    time
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "tag purge could not reach Redis; applied here only");
+                    counts.redis_errors += 1;
+                    self.clock.purge_time()
+                }
+            },
+            None => self.clock.purge_time(),
+        };
+        let (now, horizon) = (self.clock.now(), self.horizon_ms());
+        self.times.record(Kind::Tag, tag, time, now, horizon);
+        counts.tags += 1;
+        counts.at_ms = counts.at_ms.max(time);
+        time
+    }
+
+    /// Purges one key: deleted with a tombstone in Redis, and here.
+    async fn purge_key(&self, key: &str, counts: &mut Counts) -> u64 {
+        let (there, time) = match &self.redis {
+            Some(r) => match shared::purge_key(r, key, &variant_tag(key), self.horizon()).await {
+                Ok((there, time)) => {
+                    self.clock.observe(time);
+                    (there, time)
+                }
+                Err(_) => {
+                    counts.redis_errors += 1;
+                    (false, self.clock.purge_time())
+                }
+            },
+            None => (false, self.clock.purge_time()),
+        };
+        let (now, horizon) = (self.clock.now(), self.horizon_ms());
+        self.times.record(Kind::Key, key, time, now, horizon);
+        let here = self.cache.evict(key).await;
+        counts.keys += usize::from(here || there);
+        counts.at_ms = counts.at_ms.max(time);
+        time
     }
 
     /// Applies another replica's announcement to this replica's L1.

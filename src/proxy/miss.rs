@@ -4,6 +4,10 @@
 //! the answer checked for storability, and streamed to the client while
 //! the tee keeps a copy for the [`Fill`] job. A 304 refreshes the stale
 //! entry; a failure inside its stale-if-error window serves it.
+//!
+//! Longer than most files because the fetch, the 304 that refreshes a
+//! stale entry and the stale-if-error answer share the fetch's state; each
+//! step is its own short function.
 
 use std::time::{Duration, SystemTime};
 
@@ -114,23 +118,7 @@ impl Proxy {
         claim: Claim,
         prior: Option<Prior>,
     ) -> Answer {
-        let mut up = ctx.parts.clone();
-        // HEAD is fetched as GET so the entry can serve both.
-        up.method = Method::GET;
-        for name in &CONDITIONAL {
-            up.headers.remove(name);
-        }
-        up.headers.remove(header::CONTENT_LENGTH);
-        // Headers some backends act on that the key does not describe: a
-        // cached GET must reach the backend as the GET it was keyed as.
-        for name in headers::UNKEYED {
-            up.headers.remove(name);
-        }
-        strip_hop_by_hop(&mut up.headers);
-        add_forwarding(&mut up.headers, ctx.client);
-        let conditional = prior
-            .as_ref()
-            .is_some_and(|p| p.make_conditional(&mut up.headers));
+        let (up, conditional) = upstream_head(&ctx, prior.as_ref());
         // A purge of this entry from now on may concern what the backend is
         // about to send; such an answer is passed on but not stored.
         let fetched = self.invalidator.fetch_started();
@@ -174,19 +162,8 @@ impl Proxy {
                 (Stored::No(reason), body)
             }
             Ok(fresh) => {
-                let left = fresh
-                    .ttl
-                    .saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default());
-                let ttl = i64::try_from(left.as_secs()).unwrap_or(i64::MAX);
-                let limit = usize::try_from(keyed.rule.max_object_size).unwrap_or(usize::MAX);
                 let fill = self.fill_job(&ctx, keyed, &res_parts, fresh, claim, fetched);
-                // A body still coming when a store could no longer be
-                // trusted (see TOMBSTONE) is passed on but not kept.
-                let deadline = std::time::Instant::now() + crate::cache::redis::TOMBSTONE;
-                let body = tee::TeeBody::new(body, limit, Box::new(move |copy| fill.finish(copy)))
-                    .until(deadline)
-                    .boxed_unsync();
-                (Stored::Yes { ttl }, body)
+                kept(fill, body, now)
             }
         };
         let body = if ctx.parts.method == Method::HEAD {
@@ -304,6 +281,46 @@ impl Proxy {
         };
         (respond::from_entry(&ctx.parts, &entry, r, now), outcome)
     }
+}
+
+/// The head of the backend request for a cacheable one: always a GET
+/// (the entry serves HEAD too), without the client's conditionals and the
+/// headers the key does not describe, conditional on the stale entry's
+/// validators when there is one (answers whether it is).
+fn upstream_head(ctx: &Ctx, prior: Option<&Prior>) -> (http::request::Parts, bool) {
+    let mut up = ctx.parts.clone();
+    up.method = Method::GET;
+    for name in &CONDITIONAL {
+        up.headers.remove(name);
+    }
+    up.headers.remove(header::CONTENT_LENGTH);
+    // Headers some backends act on that the key does not describe: a
+    // cached GET must reach the backend as the GET it was keyed as.
+    for name in headers::UNKEYED {
+        up.headers.remove(name);
+    }
+    strip_hop_by_hop(&mut up.headers);
+    add_forwarding(&mut up.headers, ctx.client);
+    let conditional = prior.is_some_and(|p| p.make_conditional(&mut up.headers));
+    (up, conditional)
+}
+
+/// The body as the client gets it while the tee keeps a copy for `fill`,
+/// with how long the entry stays fresh.
+fn kept(fill: Fill, body: super::ProxyBody, now: SystemTime) -> (Stored, super::ProxyBody) {
+    let fresh = fill.fresh;
+    let left = fresh
+        .ttl
+        .saturating_sub(now.duration_since(fresh.stored_at).unwrap_or_default());
+    let ttl = i64::try_from(left.as_secs()).unwrap_or(i64::MAX);
+    let limit = usize::try_from(fill.keyed.rule.max_object_size).unwrap_or(usize::MAX);
+    // A body still coming when a store could no longer be trusted (see
+    // TOMBSTONE) is passed on but not kept.
+    let deadline = std::time::Instant::now() + crate::cache::redis::TOMBSTONE;
+    let body = tee::TeeBody::new(body, limit, Box::new(move |copy| fill.finish(copy)))
+        .until(deadline)
+        .boxed_unsync();
+    (Stored::Yes { ttl }, body)
 }
 
 /// Answers with the entry the flight's leader (or another replica) stored.

@@ -10,6 +10,10 @@
 //! those of the targeted field when the backend sends one (RFC 9213:
 //! `Sidecache-Cache-Control`, then `CDN-Cache-Control`), else
 //! `Cache-Control` ([`Directives`]).
+//!
+//! Longer than most files because the RFC 9111 decisions (storable,
+//! freshness, stale windows, targeted fields) are one policy and are best
+//! read in one place, with their tests.
 
 use std::time::{Duration, SystemTime};
 
@@ -199,40 +203,8 @@ pub fn decide(
 ) -> Result<Freshness, NoStore> {
     let h = &res.headers;
     let d = Directives::of(h);
-    let code = res.status.as_u16();
-    // Only full, final answers are entries.
-    if code < 200 || code == 206 || code == 304 {
-        return Err(NoStore::Status);
-    }
-    let understood = UNDERSTOOD.contains(&code);
-    if d.must_understand && !understood {
-        return Err(NoStore::Status);
-    }
-    let listed = rule.statuses.contains(&code);
+    let understood = admissible(rule, res, &d)?;
     let origin = rule.ttl == Ttl::Origin;
-    if !listed && !(origin && (d.explicit || (!targeted(h) && valid_expires(h)))) {
-        return Err(NoStore::Status);
-    }
-    // With must-understand, a status the cache understands overrides no-store.
-    if d.no_store && !(d.must_understand && understood) {
-        return Err(NoStore::NoStore);
-    }
-    if !rule.allow_private && d.private {
-        return Err(NoStore::Private);
-    }
-    if !rule.allow_set_cookie && h.contains_key(header::SET_COOKIE) {
-        return Err(NoStore::SetCookie);
-    }
-    if vary_names(h).is_none() {
-        return Err(NoStore::VaryStar);
-    }
-    let declared = h
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > rule.max_object_size) {
-        return Err(NoStore::TooLarge);
-    }
     let validator = has_validator(h);
     let (stored_at, ttl) = match rule.ttl {
         Ttl::Fixed(ttl) => (now, ttl),
@@ -277,6 +249,48 @@ pub fn decide(
         stale_if_error,
         keep: stale_while_revalidate.max(stale_if_error).max(revalidate),
     })
+}
+
+/// Whether a response may be stored at all under `rule` (status, its
+/// directives, cookies, Vary, declared size); answers whether its status is
+/// one the cache understands (for `must-understand`).
+fn admissible(rule: &Rule, res: &response::Parts, d: &Directives) -> Result<bool, NoStore> {
+    let h = &res.headers;
+    let code = res.status.as_u16();
+    // Only full, final answers are entries.
+    if code < 200 || code == 206 || code == 304 {
+        return Err(NoStore::Status);
+    }
+    let understood = UNDERSTOOD.contains(&code);
+    if d.must_understand && !understood {
+        return Err(NoStore::Status);
+    }
+    let listed = rule.statuses.contains(&code);
+    let origin = rule.ttl == Ttl::Origin;
+    if !listed && !(origin && (d.explicit || (!targeted(h) && valid_expires(h)))) {
+        return Err(NoStore::Status);
+    }
+    // With must-understand, a status the cache understands overrides no-store.
+    if d.no_store && !(d.must_understand && understood) {
+        return Err(NoStore::NoStore);
+    }
+    if !rule.allow_private && d.private {
+        return Err(NoStore::Private);
+    }
+    if !rule.allow_set_cookie && h.contains_key(header::SET_COOKIE) {
+        return Err(NoStore::SetCookie);
+    }
+    if vary_names(h).is_none() {
+        return Err(NoStore::VaryStar);
+    }
+    let declared = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > rule.max_object_size) {
+        return Err(NoStore::TooLarge);
+    }
+    Ok(understood)
 }
 
 /// Whether the response has an `Expires` that is a valid HTTP date.

@@ -6,6 +6,10 @@
 //! [`Fill`] job as a miss and announces it on its channel. The purge is
 //! done before the client gets its answer, so a client that reads after
 //! its own write never sees the old value, on any replica.
+//!
+//! Longer than most files because a write, its write-through (from the
+//! write's own answer or by fetching again) and `PURGE` share the write's
+//! reading of bodies; each step is its own short function.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +26,7 @@ use super::outcome::{Fwd, Outcome, Pass, Rejected};
 use super::plan::Ctx;
 use super::storable::{self, Freshness};
 use super::{Answer, BoxError, Proxy, ProxyBody, empty, full, respond};
+use crate::config::Config;
 use crate::invalidation::Purge;
 use crate::invalidation::triggers::{Triggered, key_for_get};
 use crate::metrics::PurgeSource;
@@ -99,11 +104,9 @@ impl Proxy {
         }
 
         // Read the answer only if a template or write-through needs it.
-        let (res_body, response_bytes) = if wants_response
-            && declared_len(&res_parts.headers).is_none_or(|n| n <= MAX_JSON_BODY)
-        {
-            match read_limited(res_body, MAX_JSON_BODY).await {
-                Ok(bytes) => (full(bytes.clone()), Some(bytes)),
+        let (res_body, response_bytes) = if wants_response {
+            match read_answer(res_body, &res_parts.headers).await {
+                Ok(read) => read,
                 Err(e) => {
                     tracing::warn!(error = %e, "backend answer to a write could not be read");
                     let res =
@@ -121,16 +124,37 @@ impl Proxy {
         } else {
             (res_body, None)
         };
-        let response_json: Option<serde_json::Value> = response_bytes
+        let written = Written {
+            status: res_parts.status,
+            headers: &res_parts.headers,
+            body: response_bytes,
+            request_json,
+        };
+        self.after_write(&config, &triggered, through, written)
+            .await;
+        (Response::from_parts(res_parts, res_body), outcome)
+    }
+
+    /// After a 2xx answer to a write: purges what it made stale, then
+    /// writes through.
+    async fn after_write(
+        &self,
+        config: &Config,
+        triggered: &Triggered,
+        through: Option<(Arc<Rule>, Snapshot)>,
+        written: Written<'_>,
+    ) {
+        let response_json: Option<serde_json::Value> = written
+            .body
             .as_ref()
             .and_then(|b| serde_json::from_slice(b).ok());
         let bodies = Bodies {
-            request: request_json.as_ref(),
+            request: written.request_json.as_ref(),
             response: response_json.as_ref(),
         };
         let locations: Vec<Uri> = [header::LOCATION, header::CONTENT_LOCATION]
             .iter()
-            .filter_map(|name| res_parts.headers.get(name))
+            .filter_map(|name| written.headers.get(name))
             .filter_map(|v| v.to_str().ok()?.parse().ok())
             .collect();
         let purge = triggered.purge(&config.rules, bodies, &locations);
@@ -143,15 +167,8 @@ impl Proxy {
             fetched = self.invalidator.fetch_started().max(counts.at_ms + 1);
         }
         if let Some((rule, snap)) = through {
-            let written = Written {
-                status: res_parts.status,
-                headers: &res_parts.headers,
-                body: response_bytes,
-                request_json,
-            };
             self.write_through(&rule, snap, written, fetched).await;
         }
-        (Response::from_parts(res_parts, res_body), outcome)
     }
 
     /// Stores the written representation under the rule's key and
@@ -364,6 +381,19 @@ fn too_large(message: &str) -> Answer {
         respond::error(StatusCode::PAYLOAD_TOO_LARGE, message),
         Outcome::Rejected(Rejected::BodyTooLarge),
     )
+}
+
+/// The backend's answer to a write, read whole when it says it is at most
+/// [`MAX_JSON_BODY`] (or says nothing): the body to pass on, and its bytes.
+async fn read_answer(
+    body: ProxyBody,
+    headers: &HeaderMap,
+) -> Result<(ProxyBody, Option<Bytes>), BoxError> {
+    if declared_len(headers).is_some_and(|n| n > MAX_JSON_BODY) {
+        return Ok((body, None));
+    }
+    let bytes = read_limited(body, MAX_JSON_BODY).await?;
+    Ok((full(bytes.clone()), Some(bytes)))
 }
 
 /// Reads a whole body of at most `limit` bytes.

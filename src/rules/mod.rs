@@ -5,6 +5,10 @@
 //! file order whose methods and host fit wins. The router picks the most
 //! specific pattern (a literal segment beats `{param}`, which beats
 //! `{*rest}`), as axum and nginx's location matching do.
+//!
+//! Longer than most files because the rule type, its settings and the
+//! router that finds it are read together; the templates they hold live in
+//! [`template`].
 
 pub mod snapshot;
 pub mod template;

@@ -6,6 +6,10 @@
 //! no request can make its key equal to one rendered from other values, and
 //! [`Template::may_overlap`] tells at load time whether two rules' templates
 //! could ever render the same key.
+//!
+//! Longer than most files because parsing, rendering and the overlap
+//! proof must agree on one grammar; keeping them together keeps them in
+//! step.
 
 use std::fmt;
 use std::net::IpAddr;
