@@ -2,39 +2,59 @@
 //!
 //! # Modules
 //!
-//! - [`config`]: the YAML file, read into raw structs, validated into a typed [`config::Config`].
-//! - [`rules`]: compiled route matching and key/tag templates.
-//! - [`cache`]: entries and their stores — L1 in memory, L2 in Redis, tiered.
-//! - [`proxy`]: the request pipeline, the upstream client, response building.
+//! - [`config`]: the YAML file, read into raw structs, `defaults:` merged
+//!   into each rule, validated into a typed [`config::Config`].
+//! - [`rules`]: plain data: compiled route matching, key and tag templates.
+//! - [`redis`]: the one connection to Redis, handed to each feature below.
+//! - [`cache`]: entries and their tiers: L1 in memory, the shared L2 behind
+//!   the `Store` trait, and `Tiered::lookup`, which owns the cache's policy.
+//! - [`invalidation`]: purges, purge times, what writes purge, the bus.
+//! - [`ratelimit`]: rate-limit state by rule, local (governor) or global.
+//! - [`proxy`]: the request pipeline (below), the upstream client, responses.
 //! - [`admin`]: health, readiness, metrics, the dashboard and purges on their own listener.
-//! - [`metrics`]: metric names, outcome labels and the Prometheus recorder.
-//! - [`ratelimit`]: per-rule rate limits, local (governor) or global (Redis).
+//! - [`metrics`]: metric names, labels and the Prometheus recorder.
 //! - [`server`]: the accept loop shared by both listeners; [`shutdown`]: signals.
 //! - [`app`]: builds the components from a config and runs them; [`reload`]: hot reload.
-//! - [`explain`]: what a request would do, for `sidecache explain`.
+//! - [`explain`]: what a request would do, from the proxy's own plan.
 //!
 //! # One request
 //!
-//! 1. [`server`] accepts the connection (HTTP/1.1 or h2c) and hands each request to [`proxy::Proxy::handle`].
-//! 2. The request is made safe to key: hop-by-hop headers and those `Connection` names
-//!    go, cookie crumbs are joined, untrusted forwarding headers dropped, malformed ones
-//!    refused (`proxy::headers::sanitize_request`); a body that stalls is cut off.
-//! 3. The rule set finds the rule for method, host and path; its rate limit is counted.
-//!    No rule, `cache: false` or a non-GET/HEAD method: the request is forwarded (writes
-//!    then purge what they made stale), body streamed both ways.
-//! 4. The rule's key template is rendered from the request (values escaped); a request
-//!    that cannot be keyed exactly passes. The backend gets the query the key was read from.
-//! 5. L1 (moka) is asked, then L2 (Redis) for rules whose tier uses it; an entry a purge
-//!    concerns is refused ([`invalidation`]: purge times against the entry's fetch time);
-//!    an L2 hit fills L1. A fresh entry is answered at once, with `Age`, `Cache-Status`,
-//!    and a 304 when the client's validators match; a stale one within its window is
-//!    answered while one request refreshes it.
-//! 6. On a miss, concurrent requests for the key join one flight: one goes upstream
-//!    (conditional when a stale entry has a validator; a 304 refreshes that entry), the
-//!    others wait for its entry.
-//! 7. The backend's answer is checked for storability (RFC 9111); a storable answer
-//!    streams to the client while a copy is kept, and is stored in the rule's tiers when
-//!    the body ends, unless a purge of that entry happened since the fetch began.
+//! The names are the code's own (`proxy::Proxy::handle` and what it calls).
+//!
+//! 1. **accept**: [`server`] accepts the connection (HTTP/1.1 or h2c) and
+//!    hands each request to `Proxy::handle`, which takes one config
+//!    snapshot for the whole request.
+//! 2. **sanitize**: the request is made safe to key: hop-by-hop headers
+//!    and those `Connection` names go, cookie crumbs are joined, untrusted
+//!    forwarding headers dropped, malformed ones refused
+//!    (`headers::sanitize_request`); a body that stalls is cut off.
+//! 3. **plan**: `Plan::of` decides from the head alone: a `PURGE`, a write,
+//!    a pass (no rule, `cache: false`, `Authorization`, a key that cannot be
+//!    rendered exactly) or the cache with the request's `Keyed` form (rule
+//!    and key; the backend gets the query the key was read from). It also
+//!    names the client key of the rule's rate limit.
+//! 4. **rate limit**: `RateLimits::check` counts the request; over the
+//!    limit it is answered 429 before any cache or backend work.
+//! 5. **write**: forwarded; on 2xx it purges what `Triggered` renders
+//!    from it (keys, tags, its own URL, `Location`) on every replica, then
+//!    writes through with the same fill job as a miss.
+//! 6. **hit**: `Tiered::lookup` asks L1, then L2 for rules whose tier uses
+//!    it, resolves a Vary marker to the request's variant, and asks the
+//!    **admission** (the invalidator: purge times against the entry's fetch
+//!    time; a refused L1 entry falls through to L2), filling L1 from an
+//!    admitted L2 entry. Fresh: answered at once (a range of it, or a 304).
+//!    Stale within its stale-while-revalidate window: answered while one
+//!    request refreshes it.
+//! 7. **miss**: concurrent misses of the key join one flight (and with
+//!    `collapse: global` one Redis lock across replicas); the leader goes
+//!    upstream (conditional when a stale entry has a validator; a 304
+//!    refreshes it; a failure inside stale-if-error serves it).
+//! 8. **fill**: a storable answer (RFC 9111, `storable::decide`) streams
+//!    to the client while the tee keeps a copy; when the body ends the
+//!    `Fill` job renders its tags and stores it, unless a purge of that
+//!    entry happened since the fetch began (**invalidation**).
+//! 9. **outcome**: every step returns its response with its `Outcome`;
+//!    `handle` sets `Cache-Status`, counts it by rule and logs it.
 
 #![forbid(unsafe_code)]
 

@@ -2,7 +2,7 @@
 //! trait of the shared tier with [`redis`] (L2, shared by every replica)
 //! behind it, and [`tiered`]: L1 in front of L2, where one lookup resolves
 //! Vary, asks the [`Admission`] whether a purge refuses what it found, and
-//! fills L1 on an L2 hit. [`fake`] stands in for L2 in unit tests.
+//! fills L1 on an L2 hit. `fake` stands in for L2 in unit tests.
 
 pub mod codec;
 #[cfg(test)]
@@ -152,7 +152,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// The shared tier (L2): a key-value store of entries every replica sees.
 /// [`Tiered`](tiered::Tiered) holds it as a trait object, so a store on
-/// another connection (or [`fake`] in tests) stands behind the same lookup.
+/// another connection (or `fake` in tests) stands behind the same lookup.
 pub trait Store: Send + Sync {
     /// The entry under `key`, if any and not past its grace.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<Entry>>>;

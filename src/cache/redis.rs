@@ -1,4 +1,4 @@
-//! L2: Redis, shared by every replica. Values are [`codec`](super::codec)
+//! L2: Redis, shared by every replica. Values are [`codec`]
 //! bytes under `key_prefix + key`, expiring with the entry; the connection
 //! (timeouts, breaker, scripts) is [`crate::redis::Redis`].
 //!

@@ -1,9 +1,9 @@
 //! The proxy pipeline, as a map. [`Proxy::handle`] takes each request
-//! through [`Proxy::route`]: made safe to key ([`headers`]), planned
+//! through `Proxy::route`: made safe to key ([`headers`]), planned
 //! ([`plan`]), counted against its rule's rate limit, then one of four
-//! ways: a `PURGE` and a write ([`write`]), a pass (here), or the cache:
-//! the hit path ([`hit`]) and, when nothing fresh answers, the miss path
-//! ([`miss`], with [`collapse`] and the [`fill`] job). Every step returns
+//! ways: a `PURGE` and a write (`write.rs`), a pass (here), or the cache:
+//! the hit path (`hit.rs`) and, when nothing fresh answers, the miss path
+//! (`miss.rs`, with [`collapse`] and the fill job, `fill.rs`). Every step returns
 //! its response with its [`Outcome`], which `handle` turns into the
 //! `Cache-Status` header, the metric and the log line, in one place.
 
