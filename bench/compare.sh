@@ -20,6 +20,9 @@
 #
 #   bash bench/compare.sh            # ROUNDS=3 DURATION=5s CONNECTIONS=64 THREADS=2
 #   SKIP_SIDECACHE=1 bash bench/compare.sh     # nginx and Varnish only
+#   BASELINE_BIN=/tmp/sidecache-old bash bench/compare.sh
+#                                    # adds that binary's L1 as a target, to
+#                                    # compare two builds in the same run
 #
 # Other knobs: SIDECACHE_BIN (default target/release/sidecache), SCENARIOS
 # ("hot uniform zipf miss"), BASE_PORT (17400: ports BASE..BASE+4, BASE+11,
@@ -36,6 +39,7 @@ THREADS=${THREADS:-2}
 SCENARIOS=${SCENARIOS:-hot uniform zipf miss}
 SKIP_SIDECACHE=${SKIP_SIDECACHE:-0}
 SIDECACHE_BIN=${SIDECACHE_BIN:-$repo/target/release/sidecache}
+BASELINE_BIN=${BASELINE_BIN:-}
 BASE_PORT=${BASE_PORT:-17400}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -63,6 +67,9 @@ fi
 if [ "$SKIP_SIDECACHE" != 1 ] && [ ! -x "$SIDECACHE_BIN" ]; then
   die "no sidecache binary at $SIDECACHE_BIN; build first: cargo build --release (or SKIP_SIDECACHE=1)"
 fi
+if [ -n "$BASELINE_BIN" ] && { [ "$SKIP_SIDECACHE" = 1 ] || [ ! -x "$BASELINE_BIN" ]; }; then
+  die "BASELINE_BIN=$BASELINE_BIN is not an executable (or SKIP_SIDECACHE=1 is set)"
+fi
 [ "$(nproc --all)" -ge 2 ] || die "needs two cores (servers on one, wrk on the other)"
 for s in $SCENARIOS; do
   case $s in hot|uniform|zipf|miss) ;; *) die "unknown scenario $s" ;; esac
@@ -73,7 +80,9 @@ SC_L1_PORT=$((BASE_PORT + 1)) SC_L1_ADMIN_PORT=$((BASE_PORT + 11))
 SC_L2_PORT=$((BASE_PORT + 2)) SC_L2_ADMIN_PORT=$((BASE_PORT + 12))
 NGINX_PORT=$((BASE_PORT + 3))
 VARNISH_PORT=$((BASE_PORT + 4))
-for p in $ORIGIN_PORT $SC_L1_PORT $SC_L1_ADMIN_PORT $SC_L2_PORT $SC_L2_ADMIN_PORT $NGINX_PORT $VARNISH_PORT; do
+SC_BASE_PORT=$((BASE_PORT + 5)) SC_BASE_ADMIN_PORT=$((BASE_PORT + 15))
+for p in $ORIGIN_PORT $SC_L1_PORT $SC_L1_ADMIN_PORT $SC_L2_PORT $SC_L2_ADMIN_PORT $NGINX_PORT $VARNISH_PORT \
+  $SC_BASE_PORT $SC_BASE_ADMIN_PORT; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use (set BASE_PORT)"; fi
 done
 
@@ -132,11 +141,13 @@ log "$catalog_info"
 
 targets=(origin)
 [ "$SKIP_SIDECACHE" = 1 ] || targets+=(sc_l1 sc_l2)
+[ -z "$BASELINE_BIN" ] || targets+=(sc_base)
 targets+=(nginx varnish)
 declare -A LABEL=([origin]="origin, direct" [sc_l1]="sidecache, L1 (memory)"
-  [sc_l2]="sidecache, L2 (Redis)" [nginx]="nginx proxy_cache" [varnish]="Varnish")
+  [sc_l2]="sidecache, L2 (Redis)" [sc_base]="sidecache baseline, L1 (memory)"
+  [nginx]="nginx proxy_cache" [varnish]="Varnish")
 declare -A PORT=([origin]=$ORIGIN_PORT [sc_l1]=$SC_L1_PORT [sc_l2]=$SC_L2_PORT
-  [nginx]=$NGINX_PORT [varnish]=$VARNISH_PORT)
+  [sc_base]=$SC_BASE_PORT [nginx]=$NGINX_PORT [varnish]=$VARNISH_PORT)
 
 log "== starting servers on core $SERVER_CPU"
 for d in origin nginx; do mkdir -p "$work/$d"/{body,proxy,fastcgi,uwsgi,scgi}; done
@@ -156,6 +167,12 @@ if [ "$SKIP_SIDECACHE" != 1 ]; then
   RUST_LOG=warn start sc_l2 "$SIDECACHE_BIN" run --config "$here/sidecache-l2.yaml" --watch false
   wait_for sc_l1 "http://127.0.0.1:$SC_L1_ADMIN_PORT/readyz"
   wait_for sc_l2 "http://127.0.0.1:$SC_L2_ADMIN_PORT/readyz"
+  if [ -n "$BASELINE_BIN" ]; then
+    # The same L1 config, on its own ports.
+    RUST_LOG=warn start sc_base env SC_L1_PORT="$SC_BASE_PORT" SC_L1_ADMIN_PORT="$SC_BASE_ADMIN_PORT" \
+      "$BASELINE_BIN" run --config "$here/sidecache-l1.yaml" --watch false
+    wait_for sc_base "http://127.0.0.1:$SC_BASE_ADMIN_PORT/readyz"
+  fi
 fi
 
 fill "$here/proxy.nginx.conf" "$NGINX_PORT" > "$work/nginx.conf"
@@ -201,7 +218,7 @@ paths=$work/paths
 
 is_hit() { # target headers -> 0 if the headers show a cache hit
   case $1 in
-    sc_l1) grep -qiE '^cache-status: .*; hit.*detail=memory' <<<"$2" ;;
+    sc_l1|sc_base) grep -qiE '^cache-status: .*; hit.*detail=memory' <<<"$2" ;;
     sc_l2) grep -qiE '^cache-status: .*; hit.*detail=redis' <<<"$2" ;;
     nginx) grep -qiE '^x-cache-status: HIT' <<<"$2" ;;
     varnish) grep -qiE '^x-varnish: [0-9]+ [0-9]+' <<<"$2" && grep -qiE '^x-cache: HIT' <<<"$2" ;;
@@ -279,6 +296,7 @@ cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS"
 [ "$THREADS" = 2 ] || cmd+=" THREADS=$THREADS"
 [ "$SCENARIOS" = "hot uniform zipf miss" ] || cmd+=" SCENARIOS=\"$SCENARIOS\""
 [ "$SKIP_SIDECACHE" = 1 ] && cmd+=" SKIP_SIDECACHE=1"
+[ -z "$BASELINE_BIN" ] || cmd+=" BASELINE_BIN=$BASELINE_BIN"
 cmd+=" bash bench/compare.sh"
 
 declare -A SCEN=([hot]="hot key (/products/1)" [uniform]="uniform, 10 % listings"
@@ -321,7 +339,7 @@ for s in $SCENARIOS; do
     row="| ${SCEN[$s]} | ${LABEL[$t]} | $(fmt_int "$rps") | $ratio |"
     if [ $has_l1 = 1 ]; then
       vs_l1="—"
-      [ "$t" = sc_l2 ] && vs_l1=$(awk -v a="$rps" -v b="$l1" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+      [ "$t" = sc_l2 ] || [ "$t" = sc_base ] && vs_l1=$(awk -v a="$rps" -v b="$l1" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
       row+=" $vs_l1 |"
     fi
     row+=" $p50 ms | $p99 ms | $err |"

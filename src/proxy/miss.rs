@@ -167,13 +167,7 @@ impl Proxy {
             }
         };
         let body = if ctx.parts.method == Method::HEAD {
-            if matches!(stored, Stored::Yes { .. }) {
-                // The entry still needs the whole body: the tee keeps its
-                // copy (up to the size cap) while this drains the frames.
-                let mut body = body;
-                tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
-            }
-            empty()
+            drained(body, stored)
         } else {
             body
         };
@@ -321,6 +315,17 @@ fn kept(fill: Fill, body: super::ProxyBody, now: SystemTime) -> (Stored, super::
         .until(deadline)
         .boxed_unsync();
     (Stored::Yes { ttl }, body)
+}
+
+/// The empty body of an answer to HEAD. A body being kept still needs
+/// reading to its end: the tee keeps its copy (up to the size cap) while a
+/// task drains the frames.
+fn drained(body: super::ProxyBody, stored: Stored) -> super::ProxyBody {
+    if matches!(stored, Stored::Yes { .. }) {
+        let mut body = body;
+        tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+    }
+    empty()
 }
 
 /// Answers with the entry the flight's leader (or another replica) stored.

@@ -54,15 +54,9 @@ impl Proxy {
             host,
             config,
         } = ctx;
-        let max_body = config.limits.max_body;
-        let declared = declared_len(&parts.headers).and_then(|n| u64::try_from(n).ok());
-        if declared.is_some_and(|n| n > max_body) {
+        let Some(body) = limited(body, &parts.headers, config.limits.max_body) else {
             return too_large("request body over limits.max_body");
-        }
-        // A body without a declared length is cut off at the limit.
-        let body =
-            http_body_util::Limited::new(body, usize::try_from(max_body).unwrap_or(usize::MAX))
-                .boxed_unsync();
+        };
         let view = RequestView::of(&parts, &host, client);
         let triggered = Triggered::of(&config.rules, &view);
         let through = config
@@ -73,10 +67,10 @@ impl Proxy {
 
         // The request body is read whole only when a template needs its JSON.
         let (body, request_json) = if triggered.reads_request() {
-            match read_limited(body, MAX_JSON_BODY).await {
-                Ok(bytes) => (full(bytes.clone()), serde_json::from_slice(&bytes).ok()),
-                Err(_) => return too_large("request body too large to read for invalidation"),
-            }
+            let Ok(bytes) = read_limited(body, MAX_JSON_BODY).await else {
+                return too_large("request body too large to read for invalidation");
+            };
+            (full(bytes.clone()), serde_json::from_slice(&bytes).ok())
         } else {
             (body, None)
         };
@@ -372,6 +366,17 @@ fn carried(
         }
     }
     Some((headers, body.clone(), ttl))
+}
+
+/// The write's body, cut off at `max` bytes when it declares no length;
+/// `None` when it declares more.
+fn limited(body: ProxyBody, headers: &HeaderMap, max: u64) -> Option<ProxyBody> {
+    let declared = declared_len(headers).and_then(|n| u64::try_from(n).ok());
+    if declared.is_some_and(|n| n > max) {
+        return None;
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    Some(http_body_util::Limited::new(body, limit).boxed_unsync())
 }
 
 /// 413 for a write whose body is over a limit, counted as rejected.
