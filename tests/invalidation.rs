@@ -69,7 +69,9 @@ async fn shop() -> Backend {
             "PUT" | "POST" => {
                 let body = String::from_utf8_lossy(&s.body).into_owned();
                 state.lock().unwrap().insert(path, body.clone());
-                (StatusCode::OK, json, Bytes::from(body))
+                let mut headers = json;
+                headers.push(("x-cart-version", "2".into()));
+                (StatusCode::OK, headers, Bytes::from(body))
             }
             "DELETE" => {
                 state.lock().unwrap().remove(&path);
@@ -364,11 +366,16 @@ async fn sliding_ttl() {
         get(&a.url("/session"), &touched).await.is_hit()
     })
     .await;
+    let mut last = None;
     for _ in 0..7 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let r = get(&a.url("/session"), &touched).await;
         assert!(r.is_hit(), "touched session expired: {}", r.cache_status());
+        last = Some(r);
     }
+    // Age is the time since the backend answered, whatever renewed it.
+    let age: u64 = last.unwrap().header("age").parse().unwrap();
+    assert!(age >= 3, "Age reset by the renewal: {age}");
     // 3.5 s after it was stored, the idle session is gone; the touched one lives.
     assert!(
         !get(&a.url("/session"), &idle).await.is_hit(),
@@ -420,6 +427,9 @@ async fn cart_write_through_and_event() {
         on_b.cache_status()
     );
     assert_eq!(on_b.body, cart);
+    // The entry keeps the headers a GET's answer would have kept.
+    assert_eq!(on_b.header("x-cart-version"), "2");
+    assert_eq!(on_b.header("content-type"), "application/json");
     assert_eq!(
         backend
             .seen()

@@ -117,6 +117,14 @@ pub(super) fn rule(
         return None;
     };
     let flag = |v: &Option<Sp<bool>>| v.as_ref().is_some_and(|v| v.value);
+    if let Some(s) = raw
+        .sliding
+        .as_ref()
+        .filter(|s| s.value && ttl == Ttl::Origin)
+    {
+        let message = "sliding renews a fixed ttl; under `ttl: origin` it does nothing";
+        x.c.warn(s, &x.field("sliding"), message);
+    }
     Some(Rule {
         name,
         index: 0,

@@ -65,7 +65,8 @@ impl Proxy {
     }
 
     /// Answers from a fresh entry; on a `sliding` rule the entry is stored
-    /// again as if fresh now, so its expiry moves out by the TTL.
+    /// again fresh for the TTL from now, so its expiry moves out, while its
+    /// `Age` keeps counting from the backend's answer.
     async fn fresh(
         &self,
         ctx: Ctx,
@@ -79,9 +80,13 @@ impl Proxy {
         let Some(stored) = found.response() else {
             return no_entry(); // The lookup answers only entries that hold a response.
         };
-        if keyed.rule.sliding {
+        if keyed.rule.sliding
+            && let crate::rules::Ttl::Fixed(window) = keyed.rule.ttl
+        {
+            // Fresh for the rule's TTL from now; `Age` still counts from
+            // when the backend produced the answer.
             let renewed = Arc::new(crate::cache::Entry {
-                stored_at: now,
+                ttl: entry.age(now) + window,
                 ..(**entry).clone()
             });
             self.cache.put(key, renewed, keyed.rule.tier).await;

@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 
 use super::collapse::Claim;
 use super::fill::Fill;
-use super::headers::{add_forwarding, strip_hop_by_hop};
+use super::headers::{VIA, add_forwarding, strip_hop_by_hop};
 use super::keyed::Keyed;
 use super::outcome::{Fwd, Outcome, Pass, Rejected};
 use super::plan::Ctx;
@@ -359,13 +359,7 @@ fn carried(
     {
         return None;
     }
-    let mut headers = HeaderMap::new();
-    for name in [header::CONTENT_TYPE, header::ETAG, header::LAST_MODIFIED] {
-        if let Some(v) = written.headers.get(&name) {
-            headers.insert(name, v.clone());
-        }
-    }
-    Some((headers, body.clone(), ttl))
+    Some((stored_headers(written.headers), body.clone(), ttl))
 }
 
 /// The write's body, cut off at `max` bytes when it declares no length;
@@ -377,6 +371,34 @@ fn limited(body: ProxyBody, headers: &HeaderMap, max: u64) -> Option<ProxyBody> 
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     Some(http_body_util::Limited::new(body, limit).boxed_unsync())
+}
+
+/// The headers an entry keeps from a write's answer: those a GET's answer
+/// keeps (end to end, without `Age` and our own `Via`), less those that
+/// describe the write rather than the resource (its length, `Location`,
+/// `Content-Location`).
+fn stored_headers(written: &HeaderMap) -> HeaderMap {
+    let mut headers = written.clone();
+    strip_hop_by_hop(&mut headers);
+    for name in [
+        header::AGE,
+        header::CONTENT_LENGTH,
+        header::LOCATION,
+        header::CONTENT_LOCATION,
+    ] {
+        headers.remove(name);
+    }
+    let others: Vec<HeaderValue> = headers
+        .get_all(header::VIA)
+        .iter()
+        .filter(|v| v.as_bytes() != VIA.as_bytes())
+        .cloned()
+        .collect();
+    headers.remove(header::VIA);
+    for v in others {
+        headers.append(header::VIA, v);
+    }
+    headers
 }
 
 /// 413 for a write whose body is over a limit, counted as rejected.
