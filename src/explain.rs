@@ -235,6 +235,12 @@ fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
         out,
         "  and the URLs in the answer's Location / Content-Location on the same host"
     );
+    if any {
+        let _ = writeln!(
+            out,
+            "  and the tags the entries under those keys carry (what they were before the write)"
+        );
+    }
     if !any {
         let _ = writeln!(out, "  (no rule covers this URL)");
     }

@@ -354,3 +354,71 @@ async fn refused_l1_entry_falls_through_to_l2() {
     assert_eq!(from_b.body, fresh.body);
     assert_eq!(backend.hits_for("/products/12"), 2);
 }
+
+/// A write purges what its entry was as well as what it becomes: product 43
+/// moves from category 4 to 5, and the listing of category 4 (which held
+/// it) is purged too, though the write's answer names only category 5.
+#[tokio::test]
+async fn a_moved_product_leaves_its_old_listing() {
+    const MOVES: &str = r#"
+upstream: { url: UPSTREAM }
+rules:
+  - name: product
+    match: { path: "/products/{id}" }
+    key: "product:{id}"
+    ttl: 1h
+    tags: ["product:{id}", "category:{response.category_id}"]
+    invalidate_on: ["PUT /products/{id}"]
+  - name: listing
+    match: { path: "/categories/{id}/products" }
+    key: "category:{id}:products"
+    ttl: 1h
+    tags: ["category:{id}"]
+"#;
+    let category = Arc::new(Mutex::new(4u64));
+    let backend = Backend::start(Duration::ZERO, {
+        let category = category.clone();
+        move |s| {
+            let json = vec![("content-type", "application/json".to_owned())];
+            let body = if s.method == "PUT" {
+                *category.lock().unwrap() = 5;
+                "{\"id\":43,\"category_id\":5}".to_owned()
+            } else if s.uri.starts_with("/products/43") {
+                format!("{{\"id\":43,\"category_id\":{}}}", category.lock().unwrap())
+            } else {
+                let id = s.uri.split('/').nth(2).unwrap_or("0").to_owned();
+                format!("{{\"category_id\":{id},\"products\":[43]}}")
+            };
+            (StatusCode::OK, json, Bytes::from(body))
+        }
+    })
+    .await;
+    let proxy = Proxy::start(MOVES, &backend.url(), None).await;
+    for path in [
+        "/products/43",
+        "/categories/4/products",
+        "/categories/5/products",
+    ] {
+        get(&proxy.url(path), &[]).await;
+        eventually("cached", || async {
+            get(&proxy.url(path), &[]).await.is_hit()
+        })
+        .await;
+    }
+    let put = send(
+        "PUT",
+        &proxy.url("/products/43"),
+        &[],
+        "{\"category_id\":5}",
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK);
+    for path in [
+        "/products/43",
+        "/categories/4/products",
+        "/categories/5/products",
+    ] {
+        let got = get(&proxy.url(path), &[]).await;
+        assert!(!got.is_hit(), "{path} still cached: {}", got.cache_status());
+    }
+}

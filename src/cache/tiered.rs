@@ -224,6 +224,19 @@ impl Tiered {
         }
     }
 
+    /// The tags recorded on the entry under `key`, from L1 or else the
+    /// shared store (none for an absent key or a Vary marker).
+    pub async fn tags_of(&self, key: &str) -> Vec<String> {
+        let found = match self.memory.get_slot(key).await {
+            Some(slot) => Some(slot.entry),
+            None => self.get_l2(key, Tier::Redis).await.map(|f| f.entry),
+        };
+        match found.as_deref().map(|e| &e.payload) {
+            Some(Payload::Response(r)) => r.tags.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Removes `key` from L1; answers whether it was there.
     pub async fn evict(&self, key: &str) -> bool {
         self.memory.delete(key).await

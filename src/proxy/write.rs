@@ -151,7 +151,17 @@ impl Proxy {
             .filter_map(|name| written.headers.get(name))
             .filter_map(|v| v.to_str().ok()?.parse().ok())
             .collect();
-        let purge = triggered.purge(&config.rules, bodies, &locations);
+        let mut purge = triggered.purge(&config.rules, bodies, &locations);
+        // What the entries were as well as what they become: a product
+        // moved to another category also leaves its old category's listing.
+        for key in &purge.keys {
+            let old = self.cache.tags_of(key).await;
+            purge
+                .tags
+                .extend(old.into_iter().filter(|t| !t.starts_with('#')));
+        }
+        purge.tags.sort_unstable();
+        purge.tags.dedup();
         // What is written through was answered before this purge and
         // reflects it: it counts as fetched after the write's own purge.
         let mut fetched = self.invalidator.fetch_started();
