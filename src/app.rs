@@ -108,12 +108,29 @@ impl App {
     }
 }
 
+/// How many upkeep beats between two summaries of Redis failures.
+const SUMMARY_EVERY: u64 = 60;
+
+/// While Redis fails, one line a minute says how often (each failure is
+/// counted in `sidecache_redis_errors_total`, not logged).
+fn redis_summary(proxy: &Proxy) {
+    let failed = proxy.redis().map_or(0, crate::redis::Redis::take_failures);
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            state = proxy.redis_state(),
+            "redis commands without an answer in the last minute"
+        );
+    }
+}
+
 /// Every [`metrics::UPKEEP`]: drains histogram samples (the recorder keeps
 /// them until then), reads the gauges from the stores, and lets the local
 /// rate limiters forget idle clients, until `shutdown`.
 async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
     let handle = metrics::handle();
     let mut tick = tokio::time::interval(metrics::UPKEEP);
+    let mut beats = 0u64;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -131,6 +148,10 @@ async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
         ::metrics::gauge!(metrics::PURGE_MEMORY_NAMES).set(names as f64);
         ::metrics::gauge!(metrics::PURGE_MEMORY_BYTES).set(purge_bytes as f64);
         metrics::redis_state(proxy.redis_state());
+        beats += 1;
+        if beats.is_multiple_of(SUMMARY_EVERY) {
+            redis_summary(&proxy);
+        }
         proxy.limits().forget_idle();
     }
 }

@@ -16,7 +16,7 @@
 //! `run` and `run_script`.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -92,9 +92,25 @@ pub struct Redis {
     conn: ConnectionManager,
     prefix: Arc<str>,
     timeout: Duration,
-    up: Arc<AtomicBool>,
+    health: Arc<Health>,
     breaker: Arc<Breaker>,
 }
+
+/// Whether Redis answers, from the last command (the purge bus's
+/// heartbeat asks every second, so it is recent even on an idle replica).
+/// A change is logged once; failures in between are only counted.
+#[derive(Default)]
+struct Health {
+    /// 0 until the first command, then [`UP`] or [`DOWN`].
+    state: AtomicU8,
+    /// Commands that got no answer since [`Redis::take_failures`].
+    failures: AtomicU64,
+}
+
+/// The last command got an answer.
+const UP: u8 = 1;
+/// The last command got none.
+const DOWN: u8 = 2;
 
 impl Redis {
     /// Prepares a connection to `url`; nothing is sent until the first
@@ -113,14 +129,41 @@ impl Redis {
             conn,
             prefix: prefix.into(),
             timeout,
-            up: Arc::new(AtomicBool::new(false)),
+            health: Arc::default(),
             breaker: Arc::default(),
         })
     }
 
     /// Whether the last command got an answer.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.health.state.load(Ordering::Relaxed) == UP
+    }
+
+    /// Records that Redis cannot be reached (the bus lost its connection,
+    /// or could not make one).
+    pub fn mark_unreachable(&self) {
+        self.set_up(false);
+    }
+
+    /// How many commands got no answer since the last call.
+    pub fn take_failures(&self) -> u64 {
+        self.health.failures.swap(0, Ordering::Relaxed)
+    }
+
+    /// Records whether Redis answered; logs a change, once.
+    fn set_up(&self, up: bool) {
+        let new = if up { UP } else { DOWN };
+        if !up {
+            self.health.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.health.state.swap(new, Ordering::Relaxed) {
+            old if old == new => {}
+            DOWN => tracing::info!("redis answers again"),
+            _ if up => tracing::info!("redis answers"),
+            _ => tracing::warn!(
+                "redis does not answer; serving from memory and the backend until it does"
+            ),
+        }
     }
 
     /// The Redis key of `name`: the key prefix, then `name`.
@@ -234,7 +277,7 @@ impl Redis {
             }
             Ok(_) => false,
         };
-        self.up.store(!unreachable, Ordering::Relaxed);
+        self.set_up(!unreachable);
         self.breaker.record(unreachable);
         result
     }

@@ -175,3 +175,41 @@ async fn text_logs_by_default_and_no_secret() {
         assert!(line.contains(field), "{field} missing: {line}");
     }
 }
+
+/// A Redis outage is logged when it starts, not once per lookup or store:
+/// 100 requests while Redis cannot be reached give a handful of warnings,
+/// not hundreds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_logged_once_not_per_request() {
+    let backend = Backend::json(vec![]).await;
+    let (port, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let rest = format!(
+        r#"upstream: {{ url: "{}" }}
+redis: {{ url: "redis://127.0.0.1:1", timeout: 50ms }}
+rules:
+  - name: product
+    match: {{ path: "/products/{{id}}" }}
+    key: "product:{{id}}"
+    ttl: 1h
+"#,
+        backend.url()
+    );
+    let config = binary_config(&dir, port, admin, "", &rest);
+    let child = start_binary(&config, admin, &[], &[("RUST_LOG", "info")], Stdio::piped()).await;
+    for i in 0..100 {
+        let got = get(&format!("http://127.0.0.1:{port}/products/{i}"), &[]).await;
+        assert_eq!(got.status, StatusCode::OK);
+    }
+    signal(&child, "TERM");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let logs = String::from_utf8(out.stderr).unwrap();
+    let warnings = logs.lines().filter(|l| l.contains("WARN")).count();
+    assert!(logs.contains("redis does not answer"), "{logs}");
+    assert!(
+        warnings <= 10,
+        "{warnings} warnings for 100 requests:\n{logs}"
+    );
+}

@@ -248,3 +248,30 @@ async fn readiness_and_redis_metrics_follow_redis() {
     })
     .await;
 }
+
+/// `/readyz` reports what Redis is now, without any request: a fresh
+/// replica says `up` once the purge bus has checked, an idle one says
+/// `degraded` soon after Redis dies, and `up` again when it is back.
+#[tokio::test]
+async fn redis_state_follows_redis_on_an_idle_replica() {
+    let mut redis = Redis::start_tcp();
+    let backend = Backend::json(vec![]).await;
+    let a = Proxy::start(REDIS_RULES, &backend.url(), Some(&redis.url())).await;
+    let redis_state = || async {
+        let ready = get(&format!("http://{}/readyz", a.admin), &[]).await;
+        let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+        body["redis"].as_str().unwrap_or("").to_owned()
+    };
+    eventually("up without a request", || async {
+        redis_state().await == "up"
+    })
+    .await;
+    redis.kill();
+    eventually("degraded without a request", || async {
+        redis_state().await == "degraded"
+    })
+    .await;
+    redis.restart();
+    eventually("up again", || async { redis_state().await == "up" }).await;
+    assert_eq!(backend.hits(), 0, "no request was needed");
+}

@@ -183,7 +183,9 @@ impl Tiered {
             }),
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(error = %e, "L2 lookup failed; treated as a miss");
+                // The connection logs Redis's state changes; one line per
+                // request would flood the log during an outage.
+                tracing::debug!(error = %e, "L2 lookup failed; treated as a miss");
                 None
             }
         }
@@ -200,7 +202,7 @@ impl Tiered {
             let key = key.to_owned();
             tokio::spawn(async move {
                 if let Err(e) = shared.put(&key, entry).await {
-                    tracing::warn!(error = %e, "L2 store failed");
+                    tracing::debug!(error = %e, "L2 store failed");
                 }
             });
         }
@@ -216,7 +218,7 @@ impl Tiered {
             Some(shared) => match shared.put(key, entry).await {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(error = %e, "L2 store failed");
+                    tracing::debug!(error = %e, "L2 store failed");
                     false
                 }
             },

@@ -34,6 +34,7 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
         let pubsub = match connected {
             Ok(Ok(p)) => p,
             _ => {
+                redis.mark_unreachable();
                 inv.cut_off();
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -85,6 +86,7 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
             }
         }
         tracing::warn!("lost the purge announcement channel; reconnecting");
+        redis.mark_unreachable();
         inv.cut_off();
     }
 }

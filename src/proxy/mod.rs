@@ -129,6 +129,11 @@ impl Proxy {
         &self.cache
     }
 
+    /// The Redis connection, when configured.
+    pub fn redis(&self) -> Option<&Redis> {
+        self.redis.as_ref()
+    }
+
     /// The rate-limit state.
     pub fn limits(&self) -> &RateLimits {
         &self.limits
