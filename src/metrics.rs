@@ -38,6 +38,11 @@ pub const PURGE_MEMORY_BYTES: &str = "sidecache_purge_memory_bytes";
 pub const PURGES: &str = "sidecache_purges_total";
 /// Requests refused by a rule's rate limit, by `rule` and `scope` (counter).
 pub const RATE_LIMITED: &str = "sidecache_rate_limited_total";
+/// Answers that were admitted for storing but not stored in the end, by
+/// `reason`: `too-large`, `too-slow`, `cut-short` (the body), `purged` (a
+/// purge of the entry since its fetch), `l2-failed` (Redis did not take it)
+/// (counter).
+pub const STORE_REFUSED: &str = "sidecache_store_refused_total";
 /// Requests refused before reaching the backend, by `reason` (counter).
 pub const REJECTED: &str = "sidecache_rejected_total";
 /// Config reloads by `result` (ok, failed) (counter).
@@ -204,6 +209,10 @@ fn describe() {
     describe_counter!(PURGES, "Keys, tags and prefixes purged.");
     describe_counter!(RATE_LIMITED, "Requests refused by a rule's rate limit.");
     describe_counter!(REJECTED, "Requests refused before reaching the backend.");
+    describe_counter!(
+        STORE_REFUSED,
+        "Answers admitted for storing but not stored in the end."
+    );
     describe_counter!(RELOADS, "Config reloads.");
     describe_gauge!(BUILD_INFO, "Version of this build.");
 }
@@ -238,6 +247,11 @@ pub fn no_rule() -> &'static RequestCounters {
 /// Counts a request refused before the backend (`backend-busy`, `body-too-large`).
 pub fn rejected(reason: &'static str) {
     metrics::counter!(REJECTED, "reason" => reason).increment(1);
+}
+
+/// Counts an answer that was admitted for storing but not stored.
+pub fn store_refused(reason: &'static str) {
+    metrics::counter!(STORE_REFUSED, "reason" => reason).increment(1);
 }
 
 /// Sets the Redis state gauges.

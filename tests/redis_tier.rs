@@ -222,3 +222,60 @@ async fn breaker_stops_waiting_on_dead_redis() {
     })
     .await;
 }
+
+/// `Cache-Status` says `stored` only for an answer a tier can keep: with
+/// Redis gone, a rule kept in Redis alone says why it is not stored, a
+/// rule with L1 in front still stores (in memory), and the Redis write it
+/// could not make is counted.
+#[tokio::test]
+async fn stored_only_when_a_tier_takes_it() {
+    const TIERS: &str = r#"
+upstream: { url: UPSTREAM }
+redis: { url: "REDIS", key_prefix: "st:", timeout: 100ms }
+rules:
+  - name: shared
+    match: { path: "/shared/{id}" }
+    key: "shared:{id}"
+    ttl: 1h
+    tier: redis
+  - name: both
+    match: { path: "/both/{id}" }
+    key: "both:{id}"
+    ttl: 1h
+"#;
+    let mut redis = Redis::start_tcp();
+    let backend = Backend::json(vec![]).await;
+    let a = Proxy::start(TIERS, &backend.url(), Some(&redis.url())).await;
+    let up = get(&a.url("/shared/1"), &[]).await;
+    assert!(
+        up.cache_status().contains("stored"),
+        "{}",
+        up.cache_status()
+    );
+    redis.kill();
+    eventually("Redis seen down", || async {
+        a.app.redis_state() == "degraded"
+    })
+    .await;
+    let shared = get(&a.url("/shared/2"), &[]).await;
+    assert!(
+        !shared.cache_status().contains("stored")
+            && shared.cache_status().contains("detail=tier-down"),
+        "{}",
+        shared.cache_status()
+    );
+    let both = get(&a.url("/both/2"), &[]).await;
+    assert!(
+        both.cache_status().contains("stored"),
+        "{}",
+        both.cache_status()
+    );
+    assert!(get(&a.url("/both/2"), &[]).await.is_hit());
+    eventually("the failed Redis write is counted", || async {
+        let text = get(&format!("http://{}/metrics", a.admin), &[]).await;
+        String::from_utf8_lossy(&text.body)
+            .lines()
+            .any(|l| l.starts_with("sidecache_store_refused_total{reason=\"l2-failed\"}"))
+    })
+    .await;
+}

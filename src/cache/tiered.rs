@@ -202,6 +202,7 @@ impl Tiered {
             let key = key.to_owned();
             tokio::spawn(async move {
                 if let Err(e) = shared.put(&key, entry).await {
+                    crate::metrics::store_refused("l2-failed");
                     tracing::debug!(error = %e, "L2 store failed");
                 }
             });
@@ -218,6 +219,7 @@ impl Tiered {
             Some(shared) => match shared.put(key, entry).await {
                 Ok(()) => true,
                 Err(e) => {
+                    crate::metrics::store_refused("l2-failed");
                     tracing::debug!(error = %e, "L2 store failed");
                     false
                 }

@@ -13,6 +13,7 @@ use http::{HeaderMap, StatusCode};
 use super::collapse::{Claim, Landing};
 use super::keyed::{Keyed, origin_tags};
 use super::storable;
+use super::tee::NotKept;
 use crate::cache::tiered::Tiered;
 use crate::cache::vary::{variant_key, variant_tag};
 use crate::cache::{CachedResponse, Payload, StoredHeaders};
@@ -44,10 +45,14 @@ pub struct Fill {
 }
 
 impl Fill {
-    /// Called by the tee with the body copy (`None`: nothing to store).
-    pub fn finish(self, copy: Option<Bytes>) {
-        let Some(body) = copy else {
-            return; // Dropping the claim releases followers.
+    /// Called by the tee with the body copy, or why there is none.
+    pub fn finish(self, copy: Result<Bytes, NotKept>) {
+        let body = match copy {
+            Ok(body) => body,
+            Err(why) => {
+                crate::metrics::store_refused(why.as_str());
+                return; // Dropping the claim releases followers.
+            }
         };
         tokio::spawn(async move {
             self.store(body).await;
@@ -81,6 +86,7 @@ impl Fill {
             // This entry was purged while its answer was on the way: it may
             // be the old value. Store nothing; followers fetch for themselves.
             // (Purges of other entries never get here.)
+            crate::metrics::store_refused("purged");
             return false;
         }
         let entry = |payload| Arc::new(fresh.entry(fetched, payload));

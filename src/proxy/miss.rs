@@ -23,7 +23,7 @@ use super::outcome::{Fwd, Outcome, Stale, Stored};
 use super::plan::Ctx;
 use super::respond::{self, ttl_left};
 use super::revalidate::{self, Prior};
-use super::storable::{self, SIDECACHE_CACHE_CONTROL};
+use super::storable::{self, NoStore, SIDECACHE_CACHE_CONTROL};
 use super::{Answer, Proxy, tee};
 use crate::cache::tiered::Found;
 use crate::cache::{CachedResponse, Entry, Layer, Payload, StoredHeaders};
@@ -149,13 +149,15 @@ impl Proxy {
             return self.revalidated(ctx, keyed, &prior, &res_parts, claim, fetched);
         }
         let now = SystemTime::now();
-        let storable = storable::decide(&keyed.rule, &ctx.parts, &res_parts, now).and_then(|f| {
-            if framed {
-                Ok(f)
-            } else {
-                Err(storable::NoStore::Unframed)
-            }
-        });
+        let storable = storable::decide(&keyed.rule, &ctx.parts, &res_parts, now)
+            .and_then(|f| {
+                if framed {
+                    Ok(f)
+                } else {
+                    Err(NoStore::Unframed)
+                }
+            })
+            .and_then(|f| self.admitted(&keyed, fetched).map(|()| f));
         let (stored, body) = match storable {
             Err(reason) => {
                 drop(claim);
@@ -179,6 +181,21 @@ impl Proxy {
             stored,
         };
         (http::Response::from_parts(res_parts, body), outcome)
+    }
+
+    /// Whether an answer may still be kept when its head goes out: no
+    /// purge of its key since the fetch began, and a tier that can take it
+    /// (a rule kept in Redis alone has nowhere to go while Redis does not
+    /// answer). `Cache-Status` says `stored` only for an admitted answer.
+    fn admitted(&self, keyed: &Keyed, fetched: u64) -> Result<(), NoStore> {
+        if !self.invalidator.may_store(&keyed.key, &[], fetched) {
+            return Err(NoStore::Purged);
+        }
+        let redis_down = self.redis.as_ref().is_none_or(|r| !r.is_up());
+        if keyed.rule.tier == crate::cache::Tier::Redis && redis_down {
+            return Err(NoStore::TierDown);
+        }
+        Ok(())
     }
 
     /// The fill job of an answer to `ctx`'s request.
@@ -245,7 +262,7 @@ impl Proxy {
                 let entry = fresh.entry(fetched, response(&head.headers));
                 let ttl = ttl_left(&entry, now);
                 let fill = self.fill_job(&ctx, keyed, &head, fresh, claim, fetched);
-                fill.finish(Some(old.body.clone()));
+                fill.finish(Ok(old.body.clone()));
                 (entry, Stored::Yes { ttl })
             }
             Err(reason) => {

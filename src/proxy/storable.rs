@@ -55,6 +55,11 @@ pub enum NoStore {
     /// The body ends when the connection closes (no length, not chunked):
     /// a cut-short body cannot be told from a whole one.
     Unframed,
+    /// The entry was purged after its fetch began: the answer may be the
+    /// value the purge replaced.
+    Purged,
+    /// The rule keeps its entries in Redis alone, and Redis does not answer.
+    TierDown,
 }
 
 impl NoStore {
@@ -69,6 +74,8 @@ impl NoStore {
             NoStore::TooLarge => "too-large",
             NoStore::NoFreshness => "no-freshness",
             NoStore::Unframed => "unframed",
+            NoStore::Purged => "purged",
+            NoStore::TierDown => "tier-down",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! A body that streams the backend's response to the client while keeping
 //! a copy for the cache, up to a size cap. When the stream ends cleanly the
-//! copy is handed on; on overflow, error or an early drop (client gone),
-//! `None` is handed on instead, so nothing half-read is ever stored.
+//! copy is handed on; on overflow, error, an early drop (client gone) or a
+//! body still coming at its deadline, why it was not kept is handed on
+//! instead, so nothing half-read is ever stored.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -11,8 +12,30 @@ use http_body::{Body, Frame, SizeHint};
 
 use super::{BoxError, ProxyBody};
 
-/// What receives the copy.
-pub type OnDone = Box<dyn FnOnce(Option<Bytes>) + Send>;
+/// What receives the copy, or why there is none.
+pub type OnDone = Box<dyn FnOnce(Result<Bytes, NotKept>) + Send>;
+
+/// Why a body's copy was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotKept {
+    /// Larger than the rule's `max_object_size`.
+    TooLarge,
+    /// Still coming at the deadline (see `until`).
+    TooSlow,
+    /// Broken off: a backend error, or the client went away first.
+    CutShort,
+}
+
+impl NotKept {
+    /// The `reason` label of `sidecache_store_refused_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotKept::TooLarge => "too-large",
+            NotKept::TooSlow => "too-slow",
+            NotKept::CutShort => "cut-short",
+        }
+    }
+}
 
 /// The tee.
 pub struct TeeBody {
@@ -41,7 +64,7 @@ impl TeeBody {
         // hyper never polls a body that is already over (204, length 0):
         // hand on the (empty) copy now.
         if tee.inner.is_end_stream() {
-            tee.finish(true);
+            tee.finish(Ok(()));
         }
         tee
     }
@@ -54,10 +77,10 @@ impl TeeBody {
         self
     }
 
-    fn finish(&mut self, ok: bool) {
+    fn finish(&mut self, end: Result<(), NotKept>) {
         if let Some(done) = self.on_done.take() {
-            let copy = self.copy.take().filter(|_| ok).map(compact);
-            done(copy);
+            let copy = self.copy.take();
+            done(end.and_then(|()| copy.map(compact).ok_or(NotKept::CutShort)));
         }
     }
 }
@@ -88,8 +111,13 @@ impl Body for TeeBody {
                 let late = this.deadline.is_some_and(|d| std::time::Instant::now() > d);
                 if let (Some(data), Some(copy)) = (f.data_ref(), this.copy.as_mut()) {
                     if late || copy.len() + data.len() > this.limit {
+                        let why = if late {
+                            NotKept::TooSlow
+                        } else {
+                            NotKept::TooLarge
+                        };
                         this.copy = None;
-                        this.finish(false);
+                        this.finish(Err(why));
                     } else {
                         copy.extend_from_slice(data);
                     }
@@ -97,11 +125,11 @@ impl Body for TeeBody {
                 // hyper stops polling once the body says it has ended, so
                 // the end is seen here rather than as a final `None`.
                 if this.inner.is_end_stream() {
-                    this.finish(true);
+                    this.finish(Ok(()));
                 }
             }
-            Some(Err(_)) => this.finish(false),
-            None => this.finish(true),
+            Some(Err(_)) => this.finish(Err(NotKept::CutShort)),
+            None => this.finish(Ok(())),
         }
         Poll::Ready(frame)
     }
@@ -118,7 +146,7 @@ impl Body for TeeBody {
 impl Drop for TeeBody {
     fn drop(&mut self) {
         // The client went away before the end: store nothing.
-        self.finish(false);
+        self.finish(Err(NotKept::CutShort));
     }
 }
 
@@ -128,7 +156,9 @@ mod tests {
     use http_body_util::{BodyExt, Full};
     use std::sync::{Arc, Mutex};
 
-    fn collect_into(slot: &Arc<Mutex<Option<Option<Bytes>>>>) -> OnDone {
+    type Slot = Arc<Mutex<Option<Result<Bytes, NotKept>>>>;
+
+    fn collect_into(slot: &Slot) -> OnDone {
         let slot = slot.clone();
         Box::new(move |b| *slot.lock().unwrap() = Some(b))
     }
@@ -145,7 +175,7 @@ mod tests {
         assert_eq!(out, "hello");
         assert_eq!(
             *slot.lock().unwrap(),
-            Some(Some(Bytes::from_static(b"hello")))
+            Some(Ok(Bytes::from_static(b"hello")))
         );
     }
 
@@ -158,7 +188,7 @@ mod tests {
             .boxed_unsync();
         let body = TeeBody::new(inner, 4, collect_into(&slot));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "hello world");
-        assert_eq!(*slot.lock().unwrap(), Some(None));
+        assert_eq!(*slot.lock().unwrap(), Some(Err(NotKept::TooLarge)));
     }
 
     /// A body that is over from the start hands on an empty copy at once.
@@ -169,7 +199,7 @@ mod tests {
             .map_err(|e| match e {})
             .boxed_unsync();
         let _body = TeeBody::new(inner, 4, collect_into(&slot));
-        assert_eq!(*slot.lock().unwrap(), Some(Some(Bytes::new())));
+        assert_eq!(*slot.lock().unwrap(), Some(Ok(Bytes::new())));
     }
 
     /// Dropping the body before its end hands on nothing.
@@ -180,7 +210,7 @@ mod tests {
             .map_err(|e| match e {})
             .boxed_unsync();
         drop(TeeBody::new(inner, 4, collect_into(&slot)));
-        assert_eq!(*slot.lock().unwrap(), Some(None));
+        assert_eq!(*slot.lock().unwrap(), Some(Err(NotKept::CutShort)));
     }
 
     /// A body still streaming past its deadline is passed on whole, but
@@ -195,6 +225,6 @@ mod tests {
         let tee = TeeBody::new(inner, 1024, collect_into(&slot)).until(past);
         let body = tee.collect().await.unwrap().to_bytes();
         assert_eq!(body, "late");
-        assert_eq!(*slot.lock().unwrap(), Some(None));
+        assert_eq!(*slot.lock().unwrap(), Some(Err(NotKept::TooSlow)));
     }
 }
