@@ -645,3 +645,46 @@ async fn ranges_from_cache() {
         "bytes=0-1,4-5"
     );
 }
+
+/// What clients in front are told: under a fixed TTL the backend's
+/// `max-age` is raised by the answer's `Age`, so `Age` never exceeds it;
+/// `downstream.cache_control` replaces it on hits and misses alike.
+#[tokio::test]
+async fn downstream_freshness() {
+    const DOWNSTREAM: &str = r#"
+upstream: { url: UPSTREAM }
+rules:
+  - name: fixed
+    match: { path: "/fixed/{id}" }
+    key: "fixed:{id}"
+    ttl: 1h
+  - name: told
+    match: { path: "/told/{id}" }
+    key: "told:{id}"
+    ttl: 1h
+    downstream: { cache_control: "private, max-age=5" }
+"#;
+    let backend = Backend::json(vec![("cache-control", "public, max-age=1".into())]).await;
+    let proxy = Proxy::start(DOWNSTREAM, &backend.url(), None).await;
+    let miss = get(&proxy.url("/fixed/1"), &[]).await;
+    assert_eq!(miss.header("cache-control"), "public, max-age=1");
+    // An entry older than the backend's max-age, as a busy shop's are.
+    let mut hit = get(&proxy.url("/fixed/1"), &[]).await;
+    while hit.header("age").parse::<u64>().unwrap() < 2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hit = get(&proxy.url("/fixed/1"), &[]).await;
+    }
+    assert!(hit.is_hit());
+    let age: u64 = hit.header("age").parse().unwrap();
+    assert_eq!(
+        hit.header("cache-control"),
+        format!("public, max-age={}", 1 + age),
+        "age {age}"
+    );
+
+    let miss = get(&proxy.url("/told/1"), &[]).await;
+    assert_eq!(miss.header("cache-control"), "private, max-age=5");
+    let hit = get(&proxy.url("/told/1"), &[]).await;
+    assert!(hit.is_hit());
+    assert_eq!(hit.header("cache-control"), "private, max-age=5");
+}

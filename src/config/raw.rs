@@ -190,6 +190,16 @@ pub struct RawRule {
     pub allow_authorized: Option<Sp<bool>>,
     /// Store responses marked `Cache-Control: private`.
     pub allow_private: Option<Sp<bool>>,
+    /// What clients are told about caching the rule's answers.
+    pub downstream: Option<Sp<RawDownstream>>,
+}
+
+/// `downstream:` of a rule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownstream {
+    /// Replaces the backend's `Cache-Control` on every answer from the cache path, e.g. `public, max-age=60`, `private` or `no-store`.
+    pub cache_control: Sp<String>,
 }
 
 /// `match:` of a rule.

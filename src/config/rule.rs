@@ -52,6 +52,7 @@ pub(super) fn with_defaults(rule: &RawRule, d: &RawRule) -> RawRule {
         allow_set_cookie: or(&rule.allow_set_cookie, &d.allow_set_cookie),
         allow_authorized: or(&rule.allow_authorized, &d.allow_authorized),
         allow_private: or(&rule.allow_private, &d.allow_private),
+        downstream: or(&rule.downstream, &d.downstream),
     }
 }
 
@@ -113,6 +114,7 @@ pub(super) fn rule(
         .and_then(|v| x.c.duration(v, &x.field("keep_for_revalidation")));
     let write_through = write_through(&mut x, raw, &params);
     let rate_limit = rate_limit(&mut x, raw, &params, have_redis);
+    let downstream = downstream(&mut x, raw);
     let (Some(key), Some(ttl), Some(max_object_size)) = (key, ttl, max_object_size) else {
         return None;
     };
@@ -151,7 +153,23 @@ pub(super) fn rule(
         write_through,
         triggers,
         rate_limit,
+        downstream,
     })
+}
+
+/// `downstream: { cache_control }`: a header value clients get instead of
+/// the backend's `Cache-Control`.
+fn downstream(x: &mut Ctx<'_>, raw: &RawRule) -> Option<http::HeaderValue> {
+    let cc = &raw.downstream.as_ref()?.value.cache_control;
+    match http::HeaderValue::from_str(cc.value.trim()) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            let message =
+                "a Cache-Control value, e.g. `public, max-age=60`, `private` or `no-store`";
+            x.c.error(cc, &x.field("downstream.cache_control"), message);
+            None
+        }
+    }
 }
 
 /// `name:`: letters, digits, `-`, `_` and `.`.

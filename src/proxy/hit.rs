@@ -27,6 +27,16 @@ impl Proxy {
     /// A cacheable request: answered from the cache when it can be,
     /// otherwise fetched under its key.
     pub(super) async fn cached(self: &Arc<Self>, ctx: Ctx, keyed: Keyed) -> Answer {
+        let rule = keyed.rule.clone();
+        let (mut res, outcome) = self.hit_or_miss(ctx, keyed).await;
+        if !matches!(outcome, Outcome::Pass { .. } | Outcome::Error { .. }) {
+            respond::for_clients(&mut res, &rule);
+        }
+        (res, outcome)
+    }
+
+    /// The hit path, and the miss path when nothing fresh answers.
+    async fn hit_or_miss(self: &Arc<Self>, ctx: Ctx, keyed: Keyed) -> Answer {
         let now = SystemTime::now();
         // Range requests are answered from fresh entries only, else forwarded.
         let ranged = ctx.parts.headers.contains_key(header::RANGE);

@@ -116,6 +116,73 @@ fn finish(
     res
 }
 
+/// What clients are told about caching an answer from the cache path: the
+/// rule's `downstream.cache_control` when it sets one. Otherwise, under a
+/// fixed TTL (which overrides the backend's freshness here), the backend's
+/// `max-age` and `s-maxage` are raised by the answer's `Age`: a browser or
+/// CDN in front then keeps it for the backend's max-age from when it gets
+/// it, and `Age` never exceeds the `max-age` it is sent with.
+pub fn for_clients(res: &mut Response<ProxyBody>, rule: &crate::rules::Rule) {
+    if let Some(cc) = &rule.downstream {
+        res.headers_mut().insert(header::CACHE_CONTROL, cc.clone());
+        return;
+    }
+    if !matches!(rule.ttl, crate::rules::Ttl::Fixed(_)) {
+        return;
+    }
+    let age = res
+        .headers()
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|a| *a > 0);
+    let Some(age) = age else {
+        return;
+    };
+    let raised: Vec<HeaderValue> = res
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .map_or_else(|_| v.clone(), |text| raise_max_age(text, age))
+        })
+        .collect();
+    if raised.is_empty() {
+        return;
+    }
+    let headers = res.headers_mut();
+    headers.remove(header::CACHE_CONTROL);
+    for v in raised {
+        headers.append(header::CACHE_CONTROL, v);
+    }
+}
+
+/// `text` with every `max-age=N` and `s-maxage=N` raised by `age`.
+fn raise_max_age(text: &str, age: u64) -> HeaderValue {
+    let parts: Vec<String> = text
+        .split(',')
+        .map(|d| {
+            let d = d.trim();
+            let Some((name, value)) = d.split_once('=') else {
+                return d.to_owned();
+            };
+            let name = name.trim();
+            let n = value.trim().trim_matches('"').parse::<u64>();
+            match n {
+                Ok(n)
+                    if name.eq_ignore_ascii_case("max-age")
+                        || name.eq_ignore_ascii_case("s-maxage") =>
+                {
+                    format!("{name}={}", n.saturating_add(age))
+                }
+                _ => d.to_owned(),
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&parts.join(", ")).unwrap_or(HeaderValue::from_static("no-cache"))
+}
+
 /// Whether the client's validators match the stored response.
 fn not_modified(req: &HeaderMap, stored: &StoredHeaders) -> bool {
     if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
@@ -204,6 +271,16 @@ mod tests {
             &stored
         ));
         assert!(!not_modified(&h(&[("if-none-match", "\"v2\"")]), &stored));
+    }
+
+    /// max-age and s-maxage are raised by the answer's age; the rest stays.
+    #[test]
+    fn max_age_raised_by_age() {
+        assert_eq!(
+            raise_max_age("public, max-age=60, S-MaxAge=\"30\", no-transform", 100),
+            "public, max-age=160, S-MaxAge=130, no-transform"
+        );
+        assert_eq!(raise_max_age("no-cache", 5), "no-cache");
     }
 
     /// If-Modified-Since at or after Last-Modified gives 304; before does not.

@@ -117,6 +117,9 @@ pub struct Rule {
     pub triggers: Vec<Trigger>,
     /// Requests per client key allowed through this rule.
     pub rate_limit: Option<RateLimit>,
+    /// The `Cache-Control` clients get on answers from the cache path,
+    /// instead of the backend's (`downstream.cache_control`).
+    pub downstream: Option<http::HeaderValue>,
 }
 
 /// A rule's `rate_limit:`: GCRA, `interval` between requests on average,

@@ -28,6 +28,7 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         write_through: None,
         triggers: vec![],
         rate_limit: None,
+        downstream: None,
     }
 }
 
