@@ -50,9 +50,14 @@ pub const RELOADS: &str = "sidecache_config_reloads_total";
 /// Always 1, labelled with the `version` (gauge).
 pub const BUILD_INFO: &str = "sidecache_build_info";
 
-/// Buckets of the backend latency histogram: 1 ms to 30 s.
-const UPSTREAM_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+/// Buckets of the backend latency histogram: 1 ms to 30 s, each at most a
+/// third wider than the one before, so a quantile read from them (the
+/// dashboard interpolates within a bucket) is off by at most a third of a
+/// bucket: 51 ms reads as 51 to 60 ms, not as the middle of 50 to 100 ms.
+const UPSTREAM_BUCKETS: [f64; 46] = [
+    0.001, 0.00125, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.006, 0.0075, 0.01, 0.0125, 0.015,
+    0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6,
+    0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.5, 10.0, 12.5, 15.0, 20.0, 25.0, 30.0,
 ];
 /// Buckets of the Redis latency histogram: 50 µs to 1 s.
 const REDIS_BUCKETS: [f64; 12] = [

@@ -275,3 +275,47 @@ async fn redis_state_follows_redis_on_an_idle_replica() {
     eventually("up again", || async { redis_state().await == "up" }).await;
     assert_eq!(backend.hits(), 0, "no request was needed");
 }
+
+/// The median backend latency read from the histogram, as the dashboard
+/// reads it (interpolating within a bucket), is close to the true one: a
+/// backend taking 51 ms reads as 51 to 60 ms.
+#[tokio::test]
+async fn latency_quantiles_are_close() {
+    let backend = Backend::start(std::time::Duration::from_millis(51), |_| {
+        (StatusCode::OK, vec![], bytes::Bytes::from_static(b"ok"))
+    })
+    .await;
+    let proxy = Proxy::start(&config(&backend.url()), &backend.url(), None).await;
+    let requests = (0..10).map(|i| {
+        let url = proxy.url(&format!("/about/{i}"));
+        async move { get(&url, &[]).await }
+    });
+    futures_util::future::join_all(requests).await;
+    let text = scrape(&proxy).await;
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("sidecache_upstream_duration_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, n) = l.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().unwrap().1;
+    assert!(total >= 10.0, "{text}");
+    let rank = total / 2.0;
+    let i = buckets.iter().position(|(_, n)| *n >= rank).unwrap();
+    let (lo, below) = if i == 0 { (0.0, 0.0) } else { buckets[i - 1] };
+    let (hi, n) = buckets[i];
+    let p50 = lo + (hi - lo) * (rank - below) / (n - below);
+    assert!(
+        (0.051..=0.060).contains(&p50),
+        "p50 read as {:.1} ms",
+        p50 * 1e3
+    );
+}

@@ -146,7 +146,7 @@ async fn file_change_is_watched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sidecache.yaml");
     std::fs::write(&path, config(&backend.url(), "", "product:{id}")).unwrap();
-    let proxy = Proxy::start_file(&path).await;
+    let proxy = Proxy::start_file_watched(&path).await;
     assert!(
         get(&proxy.url("/new/2"), &[])
             .await

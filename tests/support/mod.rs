@@ -325,21 +325,34 @@ impl Proxy {
         Self::launch(loaded.config).await
     }
 
-    /// Starts a proxy from a config file (so reloads read it again).
+    /// Starts a proxy from a config file (so reloads read it again), with
+    /// the file watch off: a test that writes the file reloads when it says.
     pub async fn start_file(path: &Path) -> Self {
         let loaded =
             sidecache::Config::load(path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        Self::launch(loaded.config).await
+        Self::launch_with(loaded.config, false).await
+    }
+
+    /// Like [`start_file`](Self::start_file), with the file watch on.
+    pub async fn start_file_watched(path: &Path) -> Self {
+        let loaded =
+            sidecache::Config::load(path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Self::launch_with(loaded.config, true).await
     }
 
     async fn launch(config: sidecache::Config) -> Self {
+        Self::launch_with(config, false).await
+    }
+
+    async fn launch_with(config: sidecache::Config, watch_config: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin) = (
             listener.local_addr().unwrap(),
             admin_listener.local_addr().unwrap(),
         );
-        let app = sidecache::App::build(config).unwrap();
+        let mut app = sidecache::App::build(config).unwrap();
+        app.watch_config = watch_config;
         let proxy = app.proxy.clone();
         let stop = CancellationToken::new();
         let token = stop.clone();
