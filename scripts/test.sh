@@ -1,29 +1,52 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian machine: installs redis-server
-# and chromium when they are missing (tests start their own Redis servers,
-# and load the dashboard in headless Chromium), then runs the formatting
-# and lint checks and every test.
+# The whole test suite, from a fresh Debian machine: installs what the
+# tests need when it is missing (redis-server, which tests start their own
+# servers of; chromium, which loads the dashboard; a C linker for the
+# build; procps for `kill` and `ps`), then runs the formatting and lint
+# checks, the doc tests and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null 2>&1 || {
+  echo "cargo is missing: install Rust (https://rustup.rs), then run this again" >&2
+  exit 1
+}
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+{ command -v ps >/dev/null 2>&1 && { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; }; } || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || {
+      echo "missing ${missing[*]}, and not root without sudo: install them with apt-get" >&2
+      exit 1
+    }
+    sudo=(sudo)
+  fi
+  # `env` keeps DEBIAN_FRONTEND past sudo, which drops the caller's variables.
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+for tool in fmt clippy; do
+  cargo "$tool" --version >/dev/null 2>&1 || {
+    echo "cargo $tool is missing: rustup component add $([ $tool = fmt ] && echo rustfmt || echo clippy)" >&2
+    exit 1
+  }
+done
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
+echo "== doc tests"
+cargo test --doc --quiet
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo test --doc --quiet
   # Last, so its summary closes the output.
   cargo nextest run --lib --bins --tests --no-fail-fast
 else
