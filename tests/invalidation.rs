@@ -323,6 +323,34 @@ async fn purge_method_on_proxy_port() {
     assert!(!hit(&a, "/products/3").await);
 }
 
+/// With `admin.purge_on_proxy_port: false` a PURGE on the proxy port is
+/// refused even with the token, and the entry stays; the admin API still
+/// purges it.
+#[tokio::test]
+async fn purge_method_can_be_turned_off() {
+    let backend = shop().await;
+    let rules = RULES
+        .replace(
+            "admin: { token: \"s3cret\" }",
+            "admin: { token: \"s3cret\", purge_on_proxy_port: false }",
+        )
+        .replace(
+            "redis: { url: \"REDIS\", key_prefix: \"inv:\", disconnect_grace: 1s }\n",
+            "",
+        );
+    assert!(rules.contains("purge_on_proxy_port: false"), "{rules}");
+    let a = Proxy::start(&rules, &backend.url(), None).await;
+    get(&a.url("/products/3"), &[]).await;
+    eventually("cached", || hit(&a, "/products/3")).await;
+    let auth = [("authorization", "Bearer s3cret")];
+    let res = send("PURGE", &a.url("/products/3"), &auth, "").await;
+    assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(hit(&a, "/products/3").await);
+    let res = admin_purge(&a, r#"{"keys": ["product:3"]}"#, Some("s3cret")).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(!hit(&a, "/products/3").await);
+}
+
 /// A successful POST purges its own URL and its Location (RFC 9111 4.4),
 /// without any rule saying so; a failed one purges nothing.
 #[tokio::test]

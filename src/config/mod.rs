@@ -102,6 +102,8 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Bearer token for purge and reload.
     pub token: Option<String>,
+    /// Whether `PURGE /url` is answered on the proxy port.
+    pub purge_on_proxy_port: bool,
 }
 
 impl Admin {

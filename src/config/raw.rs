@@ -108,6 +108,8 @@ pub struct RawAdmin {
     pub listen: Option<Sp<String>>,
     /// Bearer token for purge and reload; `${VAR}` reads it from the environment.
     pub token: Option<Sp<String>>,
+    /// Whether `PURGE /url` with the token is answered on the proxy port (default true); turn it off when that port is public.
+    pub purge_on_proxy_port: Option<Sp<bool>>,
 }
 
 /// `memory:` — the L1 bounds.

@@ -316,5 +316,8 @@ fn admin(c: &mut Check, raw: &RawConfig) -> Option<Admin> {
     Some(Admin {
         listen,
         token: token.map(|t| t.value.clone()),
+        purge_on_proxy_port: a
+            .and_then(|a| a.purge_on_proxy_port.as_ref())
+            .is_none_or(|v| v.value),
     })
 }

@@ -315,6 +315,10 @@ impl Proxy {
     /// `PURGE /url` with the admin token: purges that URL's entry.
     pub(super) async fn purge_request(&self, ctx: &Ctx) -> Answer {
         let answer = |code, message| (respond::error(code, message), Outcome::Purge);
+        if !ctx.config.admin.purge_on_proxy_port {
+            let message = "PURGE is turned off on this port; purge on the admin listener";
+            return answer(StatusCode::METHOD_NOT_ALLOWED, message);
+        }
         if !ctx.config.admin.authorizes(&ctx.parts.headers) {
             let message = "PURGE needs the admin token as a bearer token";
             return answer(StatusCode::UNAUTHORIZED, message);
