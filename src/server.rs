@@ -70,7 +70,11 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = service_fn(move |req| {
-            let response = handler(req, peer.ip());
+            // Boxed: hyper keeps the service's future inside each
+            // connection's own state, so an unboxed one (the whole request
+            // pipeline) would cost every idle keep-alive connection its
+            // size; boxed, it costs one allocation per request instead.
+            let response = Box::pin(handler(req, peer.ip()));
             async move { Ok::<_, Infallible>(response.await) }
         });
         let (builder, watcher, first_byte) =

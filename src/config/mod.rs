@@ -134,6 +134,8 @@ pub struct Limits {
     /// Largest request body; a larger one gets 413.
     pub max_body: u64,
     /// Most client connections at once; further ones wait to be accepted.
+    /// Each idle keep-alive connection holds about 22 KiB
+    /// (`bench/connections.sh`), so the default bounds them to about 90 MiB.
     pub max_connections: usize,
     /// How long in-flight requests may take after a shutdown signal.
     pub shutdown_grace: Duration,
@@ -146,7 +148,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_body: 10 * 1024 * 1024,
-            max_connections: 10_000,
+            max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
         }
     }
