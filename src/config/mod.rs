@@ -134,7 +134,7 @@ pub struct Limits {
     /// Largest request body; a larger one gets 413.
     pub max_body: u64,
     /// Most client connections at once; further ones wait to be accepted.
-    /// Each idle keep-alive connection holds about 22 KiB
+    /// Each idle keep-alive connection holds about 21 KiB
     /// (`bench/connections.sh`), so the default bounds them to about 90 MiB.
     pub max_connections: usize,
     /// How long in-flight requests may take after a shutdown signal.

@@ -327,7 +327,7 @@ impl Invalidator {
                     && let Some(redis) = &self.redis
                 {
                     let names: Vec<&str> = tags.iter().map(String::as_str).collect();
-                    let Ok(times) = shared::tag_times(redis, &names).await else {
+                    let Ok(times) = Box::pin(shared::tag_times(redis, &names)).await else {
                         // Cannot tell whether a tag was purged: do not serve it.
                         return false;
                     };

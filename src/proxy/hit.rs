@@ -69,9 +69,10 @@ impl Proxy {
         };
         if ranged {
             // Nothing fresh to cut it from: the backend answers it, as asked.
-            return self.pass(ctx, empty(), Pass::Range(fwd)).await;
+            return Box::pin(self.pass(ctx, empty(), Pass::Range(fwd))).await;
         }
-        self.miss(ctx, keyed, key, fwd, prior).await
+        // Boxed: the miss path's future is large, and a hit needs none of it.
+        Box::pin(self.miss(ctx, keyed, key, fwd, prior)).await
     }
 
     /// Answers from a fresh entry; on a `sliding` rule the entry is stored
@@ -99,7 +100,7 @@ impl Proxy {
                 ttl: entry.age(now) + window,
                 ..(**entry).clone()
             });
-            self.cache.put(key, renewed, keyed.rule.tier).await;
+            Box::pin(self.cache.put(key, renewed, keyed.rule.tier)).await;
         }
         let outcome = Outcome::Hit {
             layer: found.layer,
@@ -115,7 +116,9 @@ impl Proxy {
                 respond::from_entry_part(parts, entry, stored, now, Some((start, end)))
             }
             Ranged::Unsatisfiable => respond::from_entry_part(parts, entry, stored, now, None),
-            Ranged::Forward => return self.pass(ctx, empty(), Pass::Range(Fwd::Request)).await,
+            Ranged::Forward => {
+                return Box::pin(self.pass(ctx, empty(), Pass::Range(Fwd::Request))).await;
+            }
         };
         (res, outcome)
     }

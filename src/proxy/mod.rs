@@ -230,17 +230,19 @@ impl Proxy {
         let plan = Plan::of(config, &ctx.parts, &ctx.host, client);
         // The rule's rate limit, before any cache or backend work.
         if let (Some(rule), Some(key)) = (&plan.rule, &plan.limit)
-            && let Some(wait) = self.limits.check(rule, key).await
+            && let Some(wait) = Box::pin(self.limits.check(rule, key)).await
         {
             return (
                 plan.rule,
                 (respond::rate_limited(wait), Outcome::RateLimited),
             );
         }
+        // The paths that reach the backend are boxed: their futures are
+        // large, and a hit, which needs none of them, allocates this one.
         let answer = match plan.action {
-            Action::Purge => self.purge_request(&ctx).await,
-            Action::Write => self.write(ctx, body).await,
-            Action::Pass(why) => self.pass(ctx, body, why).await,
+            Action::Purge => Box::pin(self.purge_request(&ctx)).await,
+            Action::Write => Box::pin(self.write(ctx, body)).await,
+            Action::Pass(why) => Box::pin(self.pass(ctx, body, why)).await,
             Action::Reject(why) => {
                 let res = respond::error(http::StatusCode::BAD_REQUEST, why);
                 (res, Outcome::Rejected(Rejected::BadRequest))

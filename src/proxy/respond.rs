@@ -118,10 +118,11 @@ fn finish(
 
 /// What clients are told about caching an answer from the cache path: the
 /// rule's `downstream.cache_control` when it sets one. Otherwise, under a
-/// fixed TTL (which overrides the backend's freshness here), the backend's
-/// `max-age` and `s-maxage` are raised by the answer's `Age`: a browser or
-/// CDN in front then keeps it for the backend's max-age from when it gets
-/// it, and `Age` never exceeds the `max-age` it is sent with.
+/// fixed TTL (which overrides the backend's freshness here), once the
+/// answer's `Age` exceeds the backend's `max-age` or `s-maxage`, both are
+/// raised by the `Age`: a browser or CDN in front then keeps it for the
+/// backend's max-age from when it gets it, and `Age` never exceeds the
+/// `max-age` it is sent with.
 pub fn for_clients(res: &mut Response<ProxyBody>, rule: &crate::rules::Rule) {
     if let Some(cc) = &rule.downstream {
         res.headers_mut().insert(header::CACHE_CONTROL, cc.clone());
@@ -139,6 +140,26 @@ pub fn for_clients(res: &mut Response<ProxyBody>, rule: &crate::rules::Rule) {
     let Some(age) = age else {
         return;
     };
+    // Most answers are younger than their max-age: nothing to change.
+    let stale_downstream = res
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|d| d.split_once('='))
+        .filter(|(n, _)| {
+            n.trim().eq_ignore_ascii_case("max-age") || n.trim().eq_ignore_ascii_case("s-maxage")
+        })
+        .any(|(_, v)| {
+            v.trim()
+                .trim_matches('"')
+                .parse::<u64>()
+                .is_ok_and(|n| n < age)
+        });
+    if !stale_downstream {
+        return;
+    }
     let raised: Vec<HeaderValue> = res
         .headers()
         .get_all(header::CACHE_CONTROL)
@@ -148,9 +169,6 @@ pub fn for_clients(res: &mut Response<ProxyBody>, rule: &crate::rules::Rule) {
                 .map_or_else(|_| v.clone(), |text| raise_max_age(text, age))
         })
         .collect();
-    if raised.is_empty() {
-        return;
-    }
     let headers = res.headers_mut();
     headers.remove(header::CACHE_CONTROL);
     for v in raised {
