@@ -115,7 +115,11 @@ async fn conditional_304_from_cache() {
     })
     .await;
     let proxy = Proxy::start(MEMORY, &backend.url(), None).await;
-    get(&proxy.url("/products/1"), &[]).await;
+    // The miss carries the client's validators; the backend must not see
+    // them (it would answer 304, and there would be nothing to store).
+    let first = get(&proxy.url("/products/1"), &[("if-none-match", "\"v1\"")]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body, "body");
     eventually("a hit", || async {
         get(&proxy.url("/products/1"), &[]).await.is_hit()
     })

@@ -60,7 +60,13 @@ async fn unstorable_releases_followers() {
         )
     })
     .await;
-    let proxy = Proxy::start(RULES, &backend.url(), None).await;
+    // Followers wait at most the upstream timeout for a leader; with 60 s,
+    // a burst that ends within 20 s was released, not timed out.
+    let rules = RULES.replace(
+        "upstream: { url: UPSTREAM }",
+        "upstream: { url: UPSTREAM, timeout: 60s }",
+    );
+    let proxy = Proxy::start(&rules, &backend.url(), None).await;
     let url = proxy.url("/private/1");
     let tasks: Vec<_> = (0..10)
         .map(|_| {
@@ -70,8 +76,16 @@ async fn unstorable_releases_followers() {
             })
         })
         .collect();
-    for t in tasks {
-        let res = t.await.unwrap();
+    let answers = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        answers
+    })
+    .await
+    .expect("followers waited for their timeout instead of being released");
+    for res in answers {
         assert_eq!(res.status, StatusCode::OK);
         assert_eq!(res.body, "mine");
     }

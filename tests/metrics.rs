@@ -153,10 +153,11 @@ async fn metrics_count_a_known_sequence() {
     assert!(text.contains("# TYPE sidecache_upstream_duration_seconds histogram"));
     assert!(text.contains(r#"sidecache_upstream_duration_seconds_bucket{le="0.001"}"#));
     assert!(text.contains("# TYPE sidecache_requests_total counter"));
-    assert!(text.contains(&format!(
+    let build_info = format!(
         r#"sidecache_build_info{{version="{}"}} 1"#,
         env!("CARGO_PKG_VERSION")
-    )));
+    );
+    assert!(text.lines().any(|l| l == build_info), "{text}");
 
     // Gauges are read from the stores once a second.
     eventually("L1 gauges", || async {

@@ -52,11 +52,13 @@ async fn local_limit_refuses_over_the_burst() {
     let text = get(&format!("http://{}/metrics", proxy.admin), &[]).await;
     let text = String::from_utf8_lossy(&text.body);
     assert!(
-        text.contains(r#"sidecache_rate_limited_total{rule="inventory",scope="local"} 1"#),
+        text.lines()
+            .any(|l| l == r#"sidecache_rate_limited_total{rule="inventory",scope="local"} 1"#),
         "{text}"
     );
     assert!(
-        text.contains(r#"sidecache_requests_total{rule="inventory",outcome="rate-limited"} 1"#)
+        text.lines()
+            .any(|l| l == r#"sidecache_requests_total{rule="inventory",outcome="rate-limited"} 1"#)
     );
 }
 

@@ -28,6 +28,18 @@ async fn sigterm_lets_in_flight_request_finish() {
     })
     .await;
     signal(&child, "TERM");
+    // New connections are refused at once, while the request in flight is
+    // still being answered (the backend takes 1.5 s).
+    eventually("the listener closed", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(
+        !request.is_finished(),
+        "the listener closed only after the request in flight"
+    );
     let res = request.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.body, "slow answer");
@@ -43,10 +55,4 @@ async fn sigterm_lets_in_flight_request_finish() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
-    // New connections are refused once it has stopped.
-    assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-    );
 }
