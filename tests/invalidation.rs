@@ -61,6 +61,11 @@ async fn shop() -> Backend {
         let path = s.uri.split('?').next().unwrap_or("").to_owned();
         let json = vec![("content-type", "application/json".to_owned())];
         match s.method.as_str() {
+            "PUT" | "POST" if path.ends_with("/fail") => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                vec![("location", "/things/1".into())],
+                Bytes::new(),
+            ),
             "PUT" | "POST" if path.starts_with("/things") => (
                 StatusCode::CREATED,
                 vec![("location", "/things/1".into())],
@@ -362,6 +367,19 @@ async fn unsafe_method_purges_own_url_and_location() {
         get(&a.url(path), &[]).await;
         eventually("cached", || hit(&a, path)).await;
     }
+    // A failed write first: its own URL and Location stay cached.
+    get(&a.url("/things/fail"), &[]).await;
+    eventually("cached", || hit(&a, "/things/fail")).await;
+    let res = send("POST", &a.url("/things/fail"), &[], "{}").await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        hit(&a, "/things/fail").await,
+        "a failed write purged its URL"
+    );
+    assert!(
+        hit(&a, "/things/1").await,
+        "a failed write purged its Location"
+    );
     let res = send("POST", &a.url("/things/new"), &[], "{}").await;
     assert_eq!(res.status, StatusCode::CREATED);
     assert!(!hit(&a, "/things/new").await, "own URL not purged");
@@ -480,14 +498,44 @@ async fn cart_write_through_and_event() {
     assert_eq!(event["method"], "PUT");
     assert_eq!(event["status"], 200);
     assert!(event["at"].as_u64().unwrap() > 0);
-    // DELETE re-fetches: the cart is then the backend's default again.
+    assert_eq!(event["stored"], true);
+    // DELETE answers no body, so the cart is fetched again and stored: B
+    // then answers the backend's default cart from Redis.
+    let gets = || {
+        backend
+            .seen()
+            .iter()
+            .filter(|s| s.method == http::Method::GET)
+            .count()
+    };
+    let before_delete = gets();
     send("DELETE", &a.url("/cart/9"), &[], "").await;
+    assert_eq!(gets(), before_delete + 1, "the DELETE did not re-fetch");
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut sub.on_message()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let event: serde_json::Value =
+        serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+    assert_eq!(
+        (event["method"].as_str(), event["stored"].as_bool()),
+        (Some("DELETE"), Some(true))
+    );
     let after = get(&b.url("/cart/9"), &[]).await;
+    assert!(
+        after.cache_status().contains("detail=redis"),
+        "{}",
+        after.cache_status()
+    );
     assert!(
         String::from_utf8_lossy(&after.body).contains("\"v\":0"),
         "{:?}",
         after.body
     );
+    assert_eq!(gets(), before_delete + 1);
 }
 
 /// Cut off from Redis, a replica misses a purge; it stops serving the stale
@@ -558,11 +606,17 @@ async fn purge_during_fetch_keeps_answer_out() {
     .await;
     let res = admin_purge(&a, r#"{"keys": ["product:8"]}"#, Some("s3cret")).await;
     assert_eq!(res.status, StatusCode::OK);
+    let counts: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    assert_eq!(counts["purged"]["redis_errors"], 0, "{counts}");
     let first = fetch.await.unwrap();
     assert_eq!(first.status, StatusCode::OK);
+    // The purge came before the answer's head: it is passed on, not stored.
+    assert!(
+        first.cache_status().contains("detail=purged") && !first.cache_status().contains("stored"),
+        "{}",
+        first.cache_status()
+    );
     backend.set_delay(Duration::ZERO);
-    // Give a (wrong) store every chance to land, then look.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         !hit(&a, "/products/8").await,
         "an answer fetched before the purge was stored"

@@ -45,13 +45,11 @@ async fn slowloris_is_cut_off() {
             break;
         }
         let mut buf = [0u8; 256];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
-            // 0 = closed; otherwise hyper's 408 before closing.
-            assert!(
-                n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
-                "{:?}",
-                &buf[..n]
-            );
+        if let Ok(read) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+            // Closed without an answer, as the README says (hyper sends none
+            // for a header timeout); a reset counts as closed too.
+            let n = read.unwrap_or(0);
+            assert_eq!(n, 0, "answered: {:?}", String::from_utf8_lossy(&buf[..n]));
             closed = true;
             break;
         }
@@ -59,6 +57,12 @@ async fn slowloris_is_cut_off() {
     assert!(
         closed,
         "slow client still connected after {:?}",
+        started.elapsed()
+    );
+    // Not before its header timeout (1 s) had passed.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
         started.elapsed()
     );
 }

@@ -4,7 +4,7 @@
 mod support;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -98,11 +98,8 @@ rules:
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 
     signal(&child, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert!(Instant::now() < deadline && out.status.success());
+    let out = exit_output(child, Duration::from_secs(10)).await;
+    assert!(out.status.success(), "{:?}", out.status);
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -202,9 +199,7 @@ rules:
         assert_eq!(got.status, StatusCode::OK);
     }
     signal(&child, "TERM");
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = exit_output(child, Duration::from_secs(10)).await;
     let logs = String::from_utf8(out.stderr).unwrap();
     let warnings = logs.lines().filter(|l| l.contains("WARN")).count();
     assert!(logs.contains("redis does not answer"), "{logs}");

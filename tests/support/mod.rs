@@ -530,6 +530,22 @@ pub async fn start_binary(
 }
 
 /// Sends `signal` (`TERM`, `HUP`) to `child`.
+/// Waits for `child` to exit and answers its output; kills it and fails
+/// the test if it is still running after `limit`.
+pub async fn exit_output(child: Child, limit: Duration) -> std::process::Output {
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(limit, waiting).await {
+        Ok(out) => out.unwrap().unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("the process did not exit within {limit:?}");
+        }
+    }
+}
+
 pub fn signal(child: &Child, signal: &str) {
     let sent = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
