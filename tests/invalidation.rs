@@ -101,6 +101,18 @@ async fn shop() -> Backend {
     .await
 }
 
+/// The next write-through event on `sub`, as JSON (within 5 s).
+async fn next_event(sub: &mut redis::aio::PubSub) -> serde_json::Value {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut sub.on_message()),
+    )
+    .await
+    .expect("no event within 5 s")
+    .expect("the subscription ended");
+    serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap()
+}
+
 async fn hit(proxy: &Proxy, path: &str) -> bool {
     get(&proxy.url(path), &[]).await.is_hit()
 }
@@ -484,15 +496,7 @@ async fn cart_write_through_and_event() {
             .count(),
         reads_before
     );
-    let msg = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::StreamExt::next(&mut sub.on_message()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let event: serde_json::Value =
-        serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+    let event = next_event(&mut sub).await;
     assert_eq!(event["key"], "cart:9");
     assert_eq!(event["rule"], "cart");
     assert_eq!(event["method"], "PUT");
@@ -511,15 +515,7 @@ async fn cart_write_through_and_event() {
     let before_delete = gets();
     send("DELETE", &a.url("/cart/9"), &[], "").await;
     assert_eq!(gets(), before_delete + 1, "the DELETE did not re-fetch");
-    let msg = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::StreamExt::next(&mut sub.on_message()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let event: serde_json::Value =
-        serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+    let event = next_event(&mut sub).await;
     assert_eq!(
         (event["method"].as_str(), event["stored"].as_bool()),
         (Some("DELETE"), Some(true))
