@@ -160,8 +160,12 @@ async fn global_collapse_keeps_vary_variants_apart() {
     let b = support::Proxy::start(GLOBAL, &backend.url(), Some(&redis.url())).await;
     let de = [("accept-language", "de")];
     let (ua, ub) = (a.url("/global/7"), b.url("/global/7"));
+    // B asks once A's fetch is at the backend, so A holds the lock.
     let (ra, rb) = tokio::join!(get(&ua, &de), async {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        eventually("A's fetch reached the backend", || async {
+            backend.hits() >= 1
+        })
+        .await;
         get(&ub, &de).await
     });
     assert_eq!(ra.body, "lang=de");
