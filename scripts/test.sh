@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the
 # tests need when it is missing (redis-server, which tests start their own
-# servers of; chromium, which loads the dashboard; a C linker for the
-# build; procps for `kill` and `ps`), then runs the formatting and lint
-# checks, the doc tests and every test.
+# servers of; chromium, which loads the dashboard; openssl, which makes the
+# TLS tests' certificates; a C linker for the build; procps for `kill` and
+# `ps`), then runs the formatting and lint checks, the doc tests and every
+# test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ command -v cargo >/dev/null 2>&1 || {
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 { command -v ps >/dev/null 2>&1 && { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; }; } || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -37,7 +37,7 @@ impl App {
         // One connection, handed to every feature that speaks to Redis.
         let redis = match &config.redis {
             Some(r) => Some(
-                Redis::new(&r.url, &r.key_prefix, r.timeout)
+                Redis::new(&r.url, &r.key_prefix, r.timeout, r.ca.as_deref())
                     .map_err(|e| anyhow::anyhow!("redis: {e}"))?,
             ),
             None => None,

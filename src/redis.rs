@@ -116,8 +116,25 @@ impl Redis {
     /// Prepares a connection to `url`; nothing is sent until the first
     /// command, so a Redis that is down at start-up does not stop the proxy.
     /// Every key sidecache writes starts with `prefix`.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, Error> {
-        let client = redis::Client::open(url)?;
+    ///
+    /// A `rediss://` URL speaks TLS, checking the server against the
+    /// system's root certificates, or against `ca` (PEM) when given.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        ca: Option<&[u8]>,
+    ) -> Result<Self, Error> {
+        let client = match ca {
+            Some(ca) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.to_vec()),
+                },
+            )?,
+            None => redis::Client::open(url)?,
+        };
         let manager_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

@@ -291,3 +291,56 @@ rules:
     })
     .await;
 }
+
+/// L2 over TLS (`rediss://`), checked against a configured CA: a miss on A
+/// is a Redis hit on B, and purges reach B through the TLS connection.
+#[tokio::test]
+async fn redis_over_tls_with_a_configured_ca() {
+    let redis = Redis::start_tls();
+    let backend = Backend::json(vec![]).await;
+    let rules = RULES.replace(
+        "redis: { url: \"REDIS\", key_prefix: \"sc:\", timeout: 100ms }",
+        &format!(
+            "redis: {{ url: \"REDIS\", key_prefix: \"sc:\", timeout: 1s, ca: \"{}\" }}",
+            redis.ca().display()
+        ),
+    );
+    assert!(rules.contains("ca:"), "{rules}");
+    let a = Proxy::start(&rules, &backend.url(), Some(&redis.url())).await;
+    let b = Proxy::start(&rules, &backend.url(), Some(&redis.url())).await;
+    assert!(
+        get(&a.url("/products/7"), &[])
+            .await
+            .cache_status()
+            .contains("stored")
+    );
+    eventually("stored in Redis", || redis_has(&redis, "sc:product:7")).await;
+    let from_l2 = get(&b.url("/products/7"), &[]).await;
+    assert!(
+        from_l2.cache_status().contains("detail=redis"),
+        "{}",
+        from_l2.cache_status()
+    );
+    assert_eq!(backend.hits(), 1);
+    assert_eq!(b.app.redis_state(), "up");
+
+    // A server whose certificate another CA signed is not trusted: Redis
+    // stays unused, and requests are still answered.
+    let other = Redis::start_tls();
+    let wrong = rules.replace(
+        &redis.ca().display().to_string(),
+        &other.ca().display().to_string(),
+    );
+    let c = Proxy::start(&wrong, &backend.url(), Some(&redis.url())).await;
+    eventually("the untrusted Redis is degraded", || async {
+        c.app.redis_state() == "degraded"
+    })
+    .await;
+    let got = get(&c.url("/products/7"), &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(
+        !got.cache_status().contains("detail=redis"),
+        "{}",
+        got.cache_status()
+    );
+}

@@ -175,6 +175,9 @@ pub struct RedisConfig {
     /// How long L1 entries are still served after this replica loses its
     /// connection to Redis (and so may miss purges). On reconnect L1 is dropped.
     pub disconnect_grace: Duration,
+    /// For `rediss://`: the PEM of the CA certificates trusted instead of
+    /// the system's (read when the config is).
+    pub ca: Option<Vec<u8>>,
 }
 
 /// A place in the config file.

@@ -134,6 +134,8 @@ pub struct RawRedis {
     pub timeout: Option<Sp<String>>,
     /// How long L1 entries are trusted once cut off from purge announcements.
     pub disconnect_grace: Option<Sp<String>>,
+    /// For `rediss://`: a PEM file of the CA certificates to trust instead of the system's.
+    pub ca: Option<Sp<String>>,
 }
 
 /// One rule, or `defaults:` (which may carry every field but `name` and `match`).

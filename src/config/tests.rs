@@ -232,3 +232,32 @@ fn defaults_merge_every_field() {
         .collect();
     assert_eq!(warm.len(), 1, "{:?}", l.warnings);
 }
+
+/// `redis.ca` needs a rediss:// URL and a readable PEM file with a
+/// certificate; each problem is reported at its place.
+#[test]
+fn redis_ca_is_checked() {
+    let yaml = |url: &str, ca: &str| {
+        format!("{BASE}redis: {{ url: \"{url}\", ca: \"{ca}\" }}\nrules: []\n")
+    };
+    let e = errors(&yaml("redis://127.0.0.1:6379", "/etc/hostname"));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("redis.ca") && l.contains("rediss://")),
+        "{e:?}"
+    );
+    let e = errors(&yaml("rediss://127.0.0.1:6379", "/no/such/ca.pem"));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("redis.ca") && l.contains("cannot read")),
+        "{e:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let e = errors(&yaml(
+        "rediss://127.0.0.1:6379",
+        &not_pem.display().to_string(),
+    ));
+    assert!(e.iter().any(|l| l.contains("no PEM certificate")), "{e:?}");
+}

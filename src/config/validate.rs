@@ -64,12 +64,21 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
             .as_ref()
             .and_then(|t| c.duration(t, "redis.disconnect_grace"))
             .unwrap_or(DEFAULT_DISCONNECT_GRACE),
+        ca: None,
     });
     if let Some(r) = &raw.redis
         && let Err(e) = redis::Client::open(r.url.value.trim())
     {
         c.error(&r.url, "redis.url", format!("not a Redis URL: {e}"));
     }
+    let redis = redis.map(|mut cfg| {
+        cfg.ca = raw
+            .redis
+            .as_ref()
+            .and_then(|r| r.ca.as_ref())
+            .and_then(|ca| redis_ca(&mut c, ca, &cfg.url));
+        cfg
+    });
 
     let empty = RawRule::default();
     let defaults = match &raw.defaults {
@@ -160,6 +169,32 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
         }
         _ => Err(c.errors),
     }
+}
+
+/// `redis.ca`: a readable PEM file holding at least one certificate, for a
+/// `rediss://` URL.
+fn redis_ca(c: &mut Check, ca: &Sp<String>, url: &str) -> Option<Vec<u8>> {
+    if !url.starts_with("rediss://") {
+        c.error(ca, "redis.ca", "only a rediss:// URL uses TLS");
+        return None;
+    }
+    let pem = match std::fs::read(ca.value.trim()) {
+        Ok(pem) => pem,
+        Err(e) => {
+            c.error(ca, "redis.ca", format!("cannot read `{}`: {e}", ca.value));
+            return None;
+        }
+    };
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .filter(Result::is_ok)
+        .count();
+    if certs == 0 {
+        c.error(ca, "redis.ca", "holds no PEM certificate");
+        return None;
+    }
+    Some(pem)
 }
 
 fn limits(c: &mut Check, raw: &RawConfig) -> Limits {

@@ -29,6 +29,8 @@ pub struct Redis {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: Option<u16>,
+    /// Serves TLS on `port` (with a CA made for it), plain on the socket.
+    tls: bool,
 }
 
 impl Redis {
@@ -39,9 +41,31 @@ impl Redis {
             child: None,
             dir,
             port: None,
+            tls: false,
         };
         r.spawn();
         r
+    }
+
+    /// Starts a server speaking TLS on a free TCP port, with a certificate
+    /// for `127.0.0.1` and `localhost` signed by a CA made for it
+    /// ([`Redis::ca`]); the unix socket stays plain, for looking inside.
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        make_certificates(dir.path());
+        let mut r = Self {
+            child: None,
+            dir,
+            port: Some(free_port()),
+            tls: true,
+        };
+        r.spawn();
+        r
+    }
+
+    /// The PEM file of the CA that signed a TLS server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Starts a server on a free TCP port (for tests that restart it).
@@ -56,6 +80,7 @@ impl Redis {
             child: None,
             dir,
             port: Some(port),
+            tls: false,
         };
         r.spawn();
         r
@@ -68,8 +93,28 @@ impl Redis {
     fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.socket());
         let port = self.port.map_or("0".to_owned(), |p| p.to_string());
-        let child = Command::new("redis-server")
-            .args(["--port", &port, "--bind", "127.0.0.1", "--unixsocket"])
+        let mut cmd = Command::new("redis-server");
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            cmd.args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(file("server.pem"))
+            .arg("--tls-key-file")
+            .arg(file("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(file("ca.pem"));
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--unixsocket"])
             .arg(self.socket())
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
@@ -93,6 +138,7 @@ impl Redis {
     /// The URL the proxy connects with.
     pub fn url(&self) -> String {
         match self.port {
+            Some(p) if self.tls => format!("rediss://127.0.0.1:{p}/0"),
             Some(p) => format!("redis://127.0.0.1:{p}/0"),
             None => format!("redis+unix://{}", self.socket().display()),
         }
@@ -100,7 +146,11 @@ impl Redis {
 
     /// A direct connection, for looking at or tampering with what is stored.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
+        let url = match self.tls {
+            true => format!("redis+unix://{}", self.socket().display()),
+            false => self.url(),
+        };
+        redis::Client::open(url)
             .unwrap()
             .get_multiplexed_async_connection()
             .await
@@ -126,6 +176,80 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A CA (`ca.pem`) and a server certificate it signed for `127.0.0.1` and
+/// `localhost` (`server.pem`, `server.key`) in `dir`, made with openssl.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed (the README's test command installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sidecache test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 /// What the backend answers: status, headers, body.
