@@ -12,6 +12,7 @@ mod across;
 mod check;
 pub mod raw;
 mod rule;
+pub mod tls;
 mod validate;
 
 use std::fmt;
@@ -83,7 +84,7 @@ impl Config {
 /// `upstream:`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
-    /// Scheme and authority of the backend (`http://host:port`).
+    /// Scheme and authority of the backend (`http://host:port` or `https://...`).
     pub url: http::Uri,
     /// Time to open a connection.
     pub connect_timeout: Duration,
@@ -93,6 +94,8 @@ pub struct Upstream {
     pub max_concurrency: usize,
     /// Most requests waiting for one of those places; beyond, 503.
     pub queue: usize,
+    /// For an `https://` URL: how the backend is reached over TLS.
+    pub tls: Option<tls::UpstreamTls>,
 }
 
 /// `admin:`.

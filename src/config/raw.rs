@@ -70,7 +70,7 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// Base URL of the backend, `http://host:port`.
+    /// Base URL of the backend, `http://host:port` or `https://host:port`.
     pub url: Sp<String>,
     /// Duration, e.g. `1s`.
     pub connect_timeout: Option<Sp<String>>,
@@ -80,6 +80,12 @@ pub struct RawUpstream {
     pub max_concurrency: Option<Sp<u64>>,
     /// Requests that may wait for a backend slot; beyond it the client gets 503.
     pub queue: Option<Sp<u64>>,
+    /// For `https://`: a PEM file of the CA certificates to trust instead of the system's.
+    pub ca: Option<Sp<String>>,
+    /// For `https://`: a PEM certificate chain to present to the backend.
+    pub client_cert: Option<Sp<String>>,
+    /// For `https://`: the PEM private key of `client_cert`.
+    pub client_key: Option<Sp<String>>,
 }
 
 /// `limits:` — what one client may ask of the proxy.

@@ -261,3 +261,38 @@ fn redis_ca_is_checked() {
     ));
     assert!(e.iter().any(|l| l.contains("no PEM certificate")), "{e:?}");
 }
+
+/// TLS files of the upstream need an https:// URL, and a client certificate
+/// needs its key; an https:// upstream with a CA loads.
+#[test]
+fn upstream_tls_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.pem").display().to_string();
+    let e = errors(&format!(
+        "upstream: {{ url: \"http://127.0.0.1:3000\", ca: \"{missing}\" }}\nrules: []\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("upstream.ca") && l.contains("https://")),
+        "{e:?}"
+    );
+    let e = errors(&format!(
+        "upstream: {{ url: \"https://127.0.0.1:3000\", ca: \"{missing}\" }}\nrules: []\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("upstream.ca") && l.contains("cannot read")),
+        "{e:?}"
+    );
+    let not_pem = dir.path().join("bad.pem");
+    std::fs::write(&not_pem, "nothing").unwrap();
+    let bad = not_pem.display().to_string();
+    let e = errors(&format!(
+        "upstream: {{ url: \"https://127.0.0.1:3000\", client_cert: \"{bad}\" }}\nrules: []\n"
+    ));
+    assert!(e.iter().any(|l| l.contains("go together")), "{e:?}");
+    let e = errors(&format!(
+        "upstream: {{ url: \"https://127.0.0.1:3000\", ca: \"{bad}\" }}\nrules: []\n"
+    ));
+    assert!(e.iter().any(|l| l.contains("no PEM certificate")), "{e:?}");
+}

@@ -253,7 +253,9 @@ fn limits(c: &mut Check, raw: &RawConfig) -> Limits {
 fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
     let u = &raw.upstream;
     let url = match u.url.value.trim().parse::<http::Uri>() {
-        Ok(url) if url.scheme_str() == Some("http") && url.authority().is_some() => {
+        Ok(url)
+            if matches!(url.scheme_str(), Some("http" | "https")) && url.authority().is_some() =>
+        {
             if url.query().is_some() || url.authority().is_some_and(|a| a.as_str().contains('@')) {
                 c.error(
                     &u.url,
@@ -274,7 +276,7 @@ fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
             c.error(
                 &u.url,
                 "upstream.url",
-                "must be an http:// URL with a host, e.g. http://127.0.0.1:3000",
+                "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:3000",
             );
             None
         }
@@ -321,13 +323,80 @@ fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
         }
         usize::try_from(n.value.min(MAX_COUNT)).unwrap_or(usize::MAX)
     });
+    let url = url?;
+    let tls = upstream_tls(c, u, url.scheme_str() == Some("https"));
     Some(Upstream {
-        url: url?,
+        url,
         connect_timeout: connect_timeout?,
         timeout: timeout?,
         max_concurrency: max_concurrency?,
         queue,
+        tls: tls?,
     })
+}
+
+/// `upstream.ca`, `client_cert` and `client_key`, for an `https://` URL:
+/// `Some(None)` for plain HTTP, `None` when something is wrong (reported).
+fn upstream_tls(
+    c: &mut Check,
+    u: &super::raw::RawUpstream,
+    https: bool,
+) -> Option<Option<super::tls::UpstreamTls>> {
+    let files = [
+        ("ca", &u.ca),
+        ("client_cert", &u.client_cert),
+        ("client_key", &u.client_key),
+    ];
+    if !https {
+        for (name, v) in files {
+            if let Some(v) = v {
+                c.error(
+                    v,
+                    &format!("upstream.{name}"),
+                    "only an https:// URL uses TLS",
+                );
+            }
+        }
+        return Some(None);
+    }
+    let mut read = |name: &str, v: &Option<Sp<String>>| -> Result<Option<Vec<u8>>, ()> {
+        let Some(v) = v else { return Ok(None) };
+        std::fs::read(v.value.trim()).map(Some).map_err(|e| {
+            c.error(
+                v,
+                &format!("upstream.{name}"),
+                format!("cannot read `{}`: {e}", v.value),
+            );
+        })
+    };
+    let (ca, cert, key) = (
+        read("ca", &u.ca),
+        read("client_cert", &u.client_cert),
+        read("client_key", &u.client_key),
+    );
+    let (Ok(ca), Ok(cert), Ok(key)) = (ca, cert, key) else {
+        return None;
+    };
+    let client = match (&cert, &key) {
+        (Some(cert), Some(key)) => Some((cert.as_slice(), key.as_slice())),
+        (None, None) => None,
+        _ => {
+            c.error(
+                &u.url,
+                "upstream.client_cert",
+                "client_cert and client_key go together",
+            );
+            return None;
+        }
+    };
+    match super::tls::upstream_tls(ca.as_deref(), client) {
+        Ok(tls) => Some(Some(tls)),
+        Err(e) => {
+            let at = u.ca.as_ref().or(u.client_cert.as_ref()).unwrap_or(&u.url);
+            c.error(at, "upstream", e);
+            None
+        }
+    }
 }
 
 fn admin(c: &mut Check, raw: &RawConfig) -> Option<Admin> {

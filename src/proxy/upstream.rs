@@ -1,6 +1,7 @@
-//! The pooled HTTP/1.1 client toward the backend, with connect and
-//! response-header timeouts, and errors sorted into the status the client
-//! should get (502 for a refused or broken connection, 504 for a timeout).
+//! The pooled HTTP/1.1 client toward the backend (plain, or TLS for an
+//! `https://` upstream), with connect and response-header timeouts, and
+//! errors sorted into the status the client should get (502 for a refused
+//! or broken connection, 504 for a timeout).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -97,7 +99,7 @@ fn client_body_error(e: &super::BoxError) -> UpstreamError {
 /// The backend client.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     scheme: Scheme,
     authority: Authority,
     timeout: Duration,
@@ -111,10 +113,25 @@ pub struct Upstream {
 impl Upstream {
     /// A client for the configured backend.
     pub fn new(cfg: &config::Upstream) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.enforce_http(true);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.enforce_http(false);
+        // A plain upstream never uses the TLS config: an empty one will do,
+        // and the system's roots are not read.
+        let tls = cfg.tls.as_ref().map_or_else(
+            || {
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            },
+            |t| (*t.config).clone(),
+        );
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))

@@ -178,78 +178,74 @@ impl Drop for Redis {
     }
 }
 
-/// A CA (`ca.pem`) and a server certificate it signed for `127.0.0.1` and
-/// `localhost` (`server.pem`, `server.key`) in `dir`, made with openssl.
-fn make_certificates(dir: &Path) {
+/// A CA (`ca.pem`), a server certificate it signed for `127.0.0.1` and
+/// `localhost` (`server.pem`, `server.key`) and a client certificate
+/// (`client.pem`, `client.key`) in `dir`, made with openssl.
+pub fn make_certificates(dir: &Path) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
             .current_dir(dir)
             .output()
             .expect("openssl must be installed (the README's test command installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "openssl {args:?}: {err}");
     };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
+    // An EC key and a request (or, for the CA, a self-signed certificate).
+    let new_key = |first: &[&str], name: &str, subject: &str| {
+        let (key, out) = (
+            format!("{name}.key"),
+            format!("{name}.{}", if first.len() > 1 { "pem" } else { "csr" }),
+        );
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let rest = [
+            "-keyout", &key, "-out", &out, "-days", "2", "-subj", subject,
+        ];
+        run(&[first, &ec[..], &rest[..]].concat());
+    };
+    // A certificate for `name`'s request, signed by the CA, with `ext`.
+    let sign = |name: &str, ext: &str| {
+        let (csr, pem, cnf) = (
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.cnf"),
+        );
+        std::fs::write(dir.join(&cnf), ext).unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
             "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
             "-days",
             "2",
-            "-subj",
-            "/CN=sidecache test CA",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("ext.cnf"),
+            "-extfile",
+            &cnf,
+        ]);
+    };
+    new_key(&["req", "-x509"], "ca", "/CN=sidecache test CA");
+    new_key(&["req"], "server", "/CN=localhost");
+    sign(
+        "server",
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
+    );
+    new_key(&["req"], "client", "/CN=sidecache");
+    sign(
+        "client",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    );
 }
 
 /// What the backend answers: status, headers, body.
