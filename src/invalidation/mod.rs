@@ -468,6 +468,15 @@ impl Invalidator {
         }
     }
 
+    /// Whether a heartbeat has read Redis's mark yet: from then on a flush
+    /// of Redis is noticed (see [`Invalidator::heartbeat`]).
+    pub fn knows_mark(&self) -> bool {
+        self.mark
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     /// State of the announcement channel, as `/readyz` reports it.
     pub fn channel_state(&self) -> &'static str {
         match (&self.redis, self.cut_off_since.load(Ordering::Relaxed)) {
