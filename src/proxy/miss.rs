@@ -251,15 +251,15 @@ impl Proxy {
         };
         let head = revalidate::updated_head(old, &not_modified.headers);
         let now = SystemTime::now();
-        let response = |headers: &http::HeaderMap| {
-            Payload::Response(CachedResponse {
-                headers: StoredHeaders::from_map(headers),
-                ..old.clone()
-            })
+        // The stored answer with the 304's headers: what is kept and served.
+        let updated = CachedResponse {
+            headers: StoredHeaders::from_map(&head.headers),
+            ..old.clone()
         };
+        let payload = Payload::Response(updated.clone());
         let (entry, stored) = match storable::decide(&keyed.rule, &ctx.parts, &head, now) {
             Ok(fresh) => {
-                let entry = fresh.entry(fetched, response(&head.headers));
+                let entry = fresh.entry(fetched, payload);
                 let ttl = ttl_left(&entry, now);
                 let fill = self.fill_job(&ctx, keyed, &head, fresh, claim, fetched);
                 fill.finish(Ok(old.body.clone()));
@@ -267,30 +267,27 @@ impl Proxy {
             }
             Err(reason) => {
                 drop(claim);
+                // Answered once, as stale as the backend says; not kept.
                 let entry = Entry {
                     stored_at: now,
                     ttl: Duration::ZERO,
-                    payload: response(&head.headers),
-                    ..(*prior.entry).clone()
+                    grace: prior.entry.grace,
+                    stale_while_revalidate: prior.entry.stale_while_revalidate,
+                    stale_if_error: prior.entry.stale_if_error,
+                    fetched_ms: prior.entry.fetched_ms,
+                    payload,
                 };
                 (entry, Stored::No(reason))
             }
-        };
-        let Payload::Response(r) = &entry.payload else {
-            let res = respond::error(http::StatusCode::BAD_GATEWAY, "no entry");
-            return (
-                res,
-                Outcome::Error {
-                    fwd: Fwd::Stale,
-                    status: Some(304),
-                },
-            );
         };
         let outcome = Outcome::Revalidated {
             ttl: ttl_left(&entry, now),
             stored,
         };
-        (respond::from_entry(&ctx.parts, &entry, r, now), outcome)
+        (
+            respond::from_entry(&ctx.parts, &entry, &updated, now),
+            outcome,
+        )
     }
 }
 
