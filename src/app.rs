@@ -10,10 +10,10 @@ use crate::admin::Admin;
 use crate::cache::memory::MemoryStore;
 use crate::cache::redis::RedisStore;
 use crate::cache::tiered::Tiered;
-use crate::config::Config;
+use crate::config::{Config, RedisServers};
 use crate::metrics;
 use crate::proxy::Proxy;
-use crate::redis::Redis;
+use crate::redis::{Redis, Target};
 
 /// The proxy and admin state built from one config.
 pub struct App {
@@ -37,8 +37,16 @@ impl App {
         // One connection, handed to every feature that speaks to Redis.
         let redis = match &config.redis {
             Some(r) => Some(
-                Redis::new(&r.url, &r.key_prefix, r.timeout, r.ca.as_deref())
-                    .map_err(|e| anyhow::anyhow!("redis: {e}"))?,
+                Redis::new(
+                    match &r.servers {
+                        RedisServers::Url(url) => Target::Server(url),
+                        RedisServers::Cluster(seeds) => Target::Cluster(seeds),
+                    },
+                    &r.key_prefix,
+                    r.timeout,
+                    r.ca.as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!("redis: {e}"))?,
             ),
             None => None,
         };

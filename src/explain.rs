@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
-use crate::config::Config;
+use crate::config::{Config, RedisServers};
 use crate::invalidation::triggers::{Triggered, key_for_get};
 use crate::proxy::outcome::Pass;
 use crate::proxy::plan::{Action, Plan, request_host};
@@ -163,7 +163,21 @@ fn explain_entry(config: &Config, rule: &Rule, view: &RequestView<'_>, out: &mut
              answers would share one entry"
         );
     }
-    let _ = writeln!(out, "tier:  {}", rule.tier.as_str());
+    let _ = write!(out, "tier:  {}", rule.tier.as_str());
+    if rule.tier.uses_redis()
+        && let Some(redis) = &config.redis
+    {
+        let _ = match &redis.servers {
+            RedisServers::Url(_) => write!(out, " (L2 on one Redis server)"),
+            RedisServers::Cluster(seeds) => write!(
+                out,
+                " (L2 on a Redis Cluster, reached through {} seed node{})",
+                seeds.len(),
+                if seeds.len() == 1 { "" } else { "s" }
+            ),
+        };
+    }
+    let _ = writeln!(out);
     let _ = write!(out, "ttl:   {}", rule.ttl);
     if rule.ttl == Ttl::Origin {
         let _ = write!(out, " (from the backend's Cache-Control / Expires)");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sidecache::config::RedisServers;
 use sidecache::{App, Config};
 use tokio_util::sync::CancellationToken;
 
@@ -104,8 +105,15 @@ fn check(path: &std::path::Path) -> ExitCode {
             for w in &loaded.warnings {
                 eprintln!("warning: {}", w.display(path));
             }
+            let redis = match loaded.config.redis.as_ref().map(|r| &r.servers) {
+                None => "no Redis".to_owned(),
+                Some(RedisServers::Url(_)) => "one Redis server".to_owned(),
+                Some(RedisServers::Cluster(seeds)) => {
+                    format!("a Redis Cluster through {} seed nodes", seeds.len())
+                }
+            };
             println!(
-                "{}: ok ({} rules)",
+                "{}: ok ({} rules, {redis})",
                 path.display(),
                 loaded.config.rules.rules().len()
             );

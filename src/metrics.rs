@@ -36,6 +36,10 @@ pub const PURGE_MEMORY_NAMES: &str = "sidecache_purge_memory_names";
 pub const PURGE_MEMORY_BYTES: &str = "sidecache_purge_memory_bytes";
 /// Keys, tags and prefixes purged, by `kind` and `source` (counter).
 pub const PURGES: &str = "sidecache_purges_total";
+/// Purges on a Redis Cluster that no replica had copied within half of
+/// `redis.timeout` (counter): a failover of their master right then could
+/// lose them.
+pub const PURGES_UNCOPIED: &str = "sidecache_purges_uncopied_total";
 /// Requests refused by a rule's rate limit, by `rule` and `scope` (counter).
 pub const RATE_LIMITED: &str = "sidecache_rate_limited_total";
 /// Answers that were admitted for storing but not stored in the end, by
@@ -212,6 +216,10 @@ fn describe() {
         "Bytes counted for remembered purges."
     );
     describe_counter!(PURGES, "Keys, tags and prefixes purged.");
+    describe_counter!(
+        PURGES_UNCOPIED,
+        "Purges on a Redis Cluster not yet copied to a replica when answered."
+    );
     describe_counter!(RATE_LIMITED, "Requests refused by a rule's rate limit.");
     describe_counter!(REJECTED, "Requests refused before reaching the backend.");
     describe_counter!(

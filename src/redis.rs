@@ -12,8 +12,16 @@
 //! (`sidecache_redis_duration_seconds`) and its failures counted.
 //!
 //! Scripts run by their SHA1 and are sent whole only when Redis does not
-//! know them yet; a connection to a cluster would stand behind the same
-//! `run` and `run_script`.
+//! know them yet.
+//!
+//! The same connection speaks to one server or to a Redis Cluster
+//! ([`Target`]): the cluster client follows `MOVED` and `ASK`, splits a
+//! multi-key command (`MGET`, `UNLINK`) per slot and sends the parts at once,
+//! and runs a script on the node of its keys (loading it there on
+//! `NOSCRIPT`). Its own waits are made explicit and short: each node's
+//! connect and response time is `redis.timeout`, and it retries
+//! [`CLUSTER_RETRIES`] times between 10 and 100 ms apart, all inside the
+//! one timeout every command gets here. Reads go to masters only.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -21,6 +29,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 
 use crate::metrics;
 
@@ -28,6 +39,18 @@ use crate::metrics;
 pub const BREAKER_FAILURES: u32 = 3;
 /// How long an open breaker refuses commands before a probe.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+/// How often the cluster client retries a command (after `MOVED`, `TRYAGAIN`
+/// or a lost node) before it gives up; all within the command's timeout.
+pub const CLUSTER_RETRIES: u32 = 2;
+
+/// Where Redis is.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// One server: `redis://`, `rediss://` or `redis+unix://`.
+    Server(&'a str),
+    /// A Redis Cluster, by some of its nodes (the rest is discovered).
+    Cluster(&'a [String]),
+}
 
 /// The time on Redis's clock, in ms, as Lua sees it: scripts that start
 /// with it have `now`.
@@ -85,11 +108,22 @@ struct Breaker {
     open_until: AtomicU64,
 }
 
+/// The connection itself: one server's, or the cluster client's (one
+/// connection per node, behind one handle).
+#[derive(Clone)]
+enum Conn {
+    Server(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
 /// The shared connection: cheap to clone, every clone the same connection.
 #[derive(Clone)]
 pub struct Redis {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// What the purge bus subscribes with: the server, or each seed node of
+    /// a cluster in turn (a cluster broadcasts `PUBLISH` to every node, so
+    /// any node hears every announcement).
+    subscribe_to: Arc<[redis::Client]>,
+    conn: Conn,
     prefix: Arc<str>,
     timeout: Duration,
     health: Arc<Health>,
@@ -113,42 +147,83 @@ const UP: u8 = 1;
 const DOWN: u8 = 2;
 
 impl Redis {
-    /// Prepares a connection to `url`; nothing is sent until the first
+    /// Prepares a connection to `target`; nothing is sent until the first
     /// command, so a Redis that is down at start-up does not stop the proxy.
     /// Every key sidecache writes starts with `prefix`.
     ///
     /// A `rediss://` URL speaks TLS, checking the server against the
     /// system's root certificates, or against `ca` (PEM) when given.
     pub fn new(
-        url: &str,
+        target: Target<'_>,
         prefix: &str,
         timeout: Duration,
         ca: Option<&[u8]>,
     ) -> Result<Self, Error> {
-        let client = match ca {
-            Some(ca) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.to_vec()),
-                },
-            )?,
-            None => redis::Client::open(url)?,
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca.map(<[u8]>::to_vec),
         };
-        let manager_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = client.clone().get_connection_manager_lazy(manager_cfg)?;
+        let client = |url: &str| match ca {
+            Some(_) => redis::Client::build_with_tls(url, certs()),
+            None => redis::Client::open(url),
+        };
+        let (subscribe_to, conn) = match target {
+            Target::Server(url) => {
+                let client = client(url)?;
+                let manager_cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(2));
+                let conn = client.clone().get_connection_manager_lazy(manager_cfg)?;
+                (vec![client], Conn::Server(conn))
+            }
+            Target::Cluster(seeds) => {
+                let subscribe_to = seeds
+                    .iter()
+                    .map(|url| client(url))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(CLUSTER_RETRIES)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100);
+                if ca.is_some() {
+                    builder = builder.certs(certs());
+                }
+                // The config's timeouts replace the builder's (a missing
+                // response timeout would mean none), so both are set again.
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout);
+                let conn = builder
+                    .build()?
+                    .get_pending_async_connection_with_config(config);
+                (subscribe_to, Conn::Cluster(conn))
+            }
+        };
         Ok(Self {
-            client,
+            subscribe_to: subscribe_to.into(),
             conn,
             prefix: prefix.into(),
             timeout,
             health: Arc::default(),
             breaker: Arc::default(),
         })
+    }
+
+    /// `server` or `cluster`, as `/readyz` and `explain` say it.
+    pub fn mode(&self) -> &'static str {
+        match self.conn {
+            Conn::Server(_) => "server",
+            Conn::Cluster(_) => "cluster",
+        }
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
     }
 
     /// Whether the last command got an answer.
@@ -207,9 +282,11 @@ impl Redis {
         self.timeout
     }
 
-    /// A client for opening a pub/sub connection.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// A client for the purge bus's pub/sub connection at its `attempt`-th
+    /// try: the server, or the cluster's seed nodes in turn, so a dead node
+    /// is passed over at the next try.
+    pub fn subscriber(&self, attempt: usize) -> &redis::Client {
+        &self.subscribe_to[attempt % self.subscribe_to.len()]
     }
 
     /// Publishes `payload` on `channel` (used as given, without the prefix).
@@ -226,12 +303,8 @@ impl Redis {
         command: &'static str,
         cmd: redis::Cmd,
     ) -> Result<T, Error> {
-        let result = self.run_timed(command, cmd).await;
-        if let Err(e) = &result {
-            ::metrics::counter!(metrics::REDIS_ERRORS, "command" => command).increment(1);
-            tracing::debug!(command, error = %e, "redis command failed");
-        }
-        result
+        self.counted(command, self.run_timed(command, cmd, Route::Auto))
+            .await
     }
 
     /// Runs `script` on `keys` by its SHA1 (EVALSHA), so the script's text
@@ -262,19 +335,99 @@ impl Redis {
         }
     }
 
+    /// Runs `cmd` on every master (on the one server when not a cluster),
+    /// within one timeout; answers each node's address (`host:port`, or
+    /// `server`) with its reply, an error reply included as
+    /// [`redis::Value::ServerError`].
+    pub async fn on_masters(
+        &self,
+        command: &'static str,
+        cmd: redis::Cmd,
+    ) -> Result<Vec<(String, redis::Value)>, Error> {
+        let value: redis::Value = self
+            .counted(command, self.run_timed(command, cmd, Route::Masters))
+            .await?;
+        Ok(match (&self.conn, value) {
+            (Conn::Cluster(_), redis::Value::Map(nodes)) => nodes
+                .into_iter()
+                .map(|(addr, v)| {
+                    let addr = match addr {
+                        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                        other => format!("{other:?}"),
+                    };
+                    (addr, v)
+                })
+                .collect(),
+            (_, v) => vec![("server".to_owned(), v)],
+        })
+    }
+
+    /// Runs `cmd` on the node at `addr`, as [`on_masters`](Self::on_masters)
+    /// named it (on the one server when not a cluster).
+    pub async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        command: &'static str,
+        addr: &str,
+        cmd: redis::Cmd,
+    ) -> Result<T, Error> {
+        self.counted(command, self.run_timed(command, cmd, Route::Node(addr)))
+            .await
+    }
+
+    /// Counts and logs a failed command.
+    async fn counted<T>(
+        &self,
+        command: &'static str,
+        run: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let result = run.await;
+        if let Err(e) = &result {
+            ::metrics::counter!(metrics::REDIS_ERRORS, "command" => command).increment(1);
+            tracing::debug!(command, error = %e, "redis command failed");
+        }
+        result
+    }
+
     /// [`run`](Self::run) before the error count: the breaker, the timeout,
     /// and the round trip's duration.
     async fn run_timed<T: redis::FromRedisValue>(
         &self,
         command: &'static str,
         cmd: redis::Cmd,
+        route: Route<'_>,
     ) -> Result<T, Error> {
         if !self.breaker.admits() {
             return Err(Error::Disconnected);
         }
-        let mut conn = self.conn.clone();
         let start = std::time::Instant::now();
-        let answer = tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await;
+        let answer = tokio::time::timeout(self.timeout, async {
+            let conn = match &self.conn {
+                Conn::Server(conn) => return cmd.query_async::<T>(&mut conn.clone()).await,
+                Conn::Cluster(conn) => conn,
+            };
+            let routing = match route {
+                Route::Auto => return cmd.query_async::<T>(&mut conn.clone()).await,
+                Route::Masters => {
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None))
+                }
+                Route::Node(addr) => {
+                    let (host, port) = addr
+                        .rsplit_once(':')
+                        .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+                        .ok_or_else(|| {
+                            redis::RedisError::from((
+                                redis::ErrorKind::Client,
+                                "not a node address",
+                                addr.to_owned(),
+                            ))
+                        })?;
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port })
+                }
+            };
+            let value = conn.clone().route_command(cmd, routing).await?;
+            T::from_redis_value(value).map_err(redis::RedisError::from)
+        })
+        .await;
         ::metrics::histogram!(metrics::REDIS_DURATION, "command" => command)
             .record(start.elapsed());
         let result = match answer {
@@ -298,6 +451,17 @@ impl Redis {
         self.breaker.record(unreachable);
         result
     }
+}
+
+/// Where a command goes on a cluster.
+#[derive(Clone, Copy)]
+enum Route<'a> {
+    /// By its keys (or any node for a command without keys).
+    Auto,
+    /// To every master, each answer kept.
+    Masters,
+    /// To one node, by address.
+    Node(&'a str),
 }
 
 impl Breaker {

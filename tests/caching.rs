@@ -239,11 +239,11 @@ async fn tiers_store_where_they_say() {
         get(&proxy.url("/mem/1"), &[]).await.is_hit()
     })
     .await;
-    assert!(!redis_has(&redis, "t:mem:1").await);
+    assert!(!redis_has(&redis, "t:{mem:1}").await);
 
     get(&proxy.url("/red/1"), &[]).await;
     eventually("red in redis", || async {
-        redis_has(&redis, "t:red:1").await
+        redis_has(&redis, "t:{red:1}").await
     })
     .await;
     let hit = get(&proxy.url("/red/1"), &[]).await;
@@ -261,7 +261,7 @@ async fn tiers_store_where_they_say() {
 
     get(&proxy.url("/both/1"), &[]).await;
     eventually("both in redis", || async {
-        redis_has(&redis, "t:both:1").await
+        redis_has(&redis, "t:{both:1}").await
     })
     .await;
     let hit = get(&proxy.url("/both/1"), &[]).await;

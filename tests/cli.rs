@@ -25,7 +25,7 @@ fn write(dir: &tempfile::TempDir, text: &str) -> String {
 fn demo_config_checks() {
     let (code, out, err) = sidecache(&["check", "--config", "config/demo.yaml"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok (6 rules)"), "{out}");
+    assert!(out.contains("ok (6 rules, "), "{out}");
 }
 
 /// check prints every error with file:line:column and exits 1; run refuses to start.

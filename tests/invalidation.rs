@@ -441,7 +441,7 @@ async fn sliding_ttl() {
     );
     let mut c = redis.conn().await;
     let pttl: i64 = redis::cmd("PTTL")
-        .arg("inv:session:touched")
+        .arg("inv:{session:touched}")
         .query_async(&mut c)
         .await
         .unwrap();

@@ -201,7 +201,7 @@ async fn readiness_and_redis_metrics_follow_redis() {
     let b = Proxy::start(REDIS_RULES, &backend.url(), Some(&redis.url())).await;
 
     get(&a.url("/products/1"), &[]).await;
-    eventually("stored in Redis", || redis_has(&redis, "mx:product:1")).await;
+    eventually("stored in Redis", || redis_has(&redis, "mx:{product:1}")).await;
     let from_redis = get(&b.url("/products/1"), &[]).await;
     assert!(from_redis.cache_status().contains("detail=redis"));
     let ready = get(&format!("http://{}/readyz", a.admin), &[]).await;

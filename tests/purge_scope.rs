@@ -318,7 +318,7 @@ async fn refused_l1_entry_falls_through_to_l2() {
     let stored = || async {
         let mut c = redis.conn().await;
         redis::cmd("GET")
-            .arg("scope:product:12")
+            .arg("scope:{product:12}")
             .query_async::<Option<Vec<u8>>>(&mut c)
             .await
             .unwrap()

@@ -29,7 +29,7 @@ async fn two_replicas_share_l2() {
     let first = get(&a.url("/products/5"), &[]).await;
     assert!(first.cache_status().contains("stored"));
     eventually("entry in redis", || async {
-        redis_has(&redis, "sc:product:5").await
+        redis_has(&redis, "sc:{product:5}").await
     })
     .await;
     let from_l2 = get(&b.url("/products/5"), &[]).await;
@@ -49,7 +49,7 @@ async fn two_replicas_share_l2() {
     // The TTL in Redis is the entry's.
     let mut c = redis.conn().await;
     let pttl: i64 = redis::cmd("PTTL")
-        .arg("sc:product:5")
+        .arg("sc:{product:5}")
         .query_async(&mut c)
         .await
         .unwrap();
@@ -72,7 +72,7 @@ async fn garbage_in_redis_is_a_miss() {
     .iter()
     .enumerate()
     {
-        let key = format!("sc:product:{i}");
+        let key = format!("sc:{{product:{i}}}");
         let _: () = redis::cmd("SET")
             .arg(&key)
             .arg(*junk)
@@ -89,7 +89,7 @@ async fn garbage_in_redis_is_a_miss() {
     }
     // A wrong type under the key (a list) is a miss too.
     let _: () = redis::cmd("RPUSH")
-        .arg("sc:product:9")
+        .arg("sc:{product:9}")
         .arg("x")
         .query_async(&mut c)
         .await
@@ -126,7 +126,7 @@ async fn redis_killed_mid_run() {
         n += 1;
         let url = proxy.url(&format!("/products/{n}"));
         let redis = &redis;
-        let key = format!("sc:product:{n}");
+        let key = format!("sc:{{product:{n}}}");
         async move {
             get(&url, &[]).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -145,7 +145,7 @@ async fn slow_redis_never_fails_a_request() {
     let proxy = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     get(&proxy.url("/products/1"), &[]).await;
     eventually("entry in redis", || async {
-        redis_has(&redis, "sc:product:1").await
+        redis_has(&redis, "sc:{product:1}").await
     })
     .await;
     let mut c = redis.conn().await;
@@ -188,7 +188,7 @@ async fn breaker_stops_waiting_on_dead_redis() {
     let proxy = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     get(&proxy.url("/products/0"), &[]).await;
     eventually("redis in use", || async {
-        redis_has(&redis, "sc:product:0").await
+        redis_has(&redis, "sc:{product:0}").await
     })
     .await;
     // GETs actually sent to Redis (a command the breaker skips is not).
@@ -232,7 +232,7 @@ async fn breaker_stops_waiting_on_dead_redis() {
     );
     eventually("L2 used again after the pause", || async {
         get(&proxy.url("/products/999"), &[]).await;
-        redis_has(&redis, "sc:product:999").await
+        redis_has(&redis, "sc:{product:999}").await
     })
     .await;
 }
@@ -316,7 +316,7 @@ async fn redis_over_tls_with_a_configured_ca() {
             .cache_status()
             .contains("stored")
     );
-    eventually("stored in Redis", || redis_has(&redis, "sc:product:7")).await;
+    eventually("stored in Redis", || redis_has(&redis, "sc:{product:7}")).await;
     let from_l2 = get(&b.url("/products/7"), &[]).await;
     assert!(
         from_l2.cache_status().contains("detail=redis"),

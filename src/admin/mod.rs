@@ -69,6 +69,7 @@ impl Admin {
                 let body = serde_json::json!({
                     "ready": ready,
                     "redis": self.proxy.redis_state(),
+                    "redis_mode": self.proxy.redis().map(crate::redis::Redis::mode),
                     "purges": self.proxy.invalidator().channel_state(),
                 });
                 let code = if ready {

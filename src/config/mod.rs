@@ -169,8 +169,8 @@ pub struct Memory {
 /// `redis:`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisConfig {
-    /// Connection URL (`redis://`, `rediss://`, `redis+unix://`).
-    pub url: String,
+    /// One server, or a cluster.
+    pub servers: RedisServers,
     /// Prefix of every key and channel sidecache uses.
     pub key_prefix: String,
     /// Time one command may take.
@@ -181,6 +181,25 @@ pub struct RedisConfig {
     /// For `rediss://`: the PEM of the CA certificates trusted instead of
     /// the system's (read when the config is).
     pub ca: Option<Vec<u8>>,
+}
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisServers {
+    /// One server's URL (`redis://`, `rediss://`, `redis+unix://`).
+    Url(String),
+    /// Seed nodes of a Redis Cluster (`redis://` or `rediss://`).
+    Cluster(Vec<String>),
+}
+
+impl RedisServers {
+    /// Whether the connection speaks TLS (`rediss://`).
+    pub fn tls(&self) -> bool {
+        match self {
+            Self::Url(u) => u.starts_with("rediss://"),
+            Self::Cluster(seeds) => seeds.iter().all(|u| u.starts_with("rediss://")),
+        }
+    }
 }
 
 /// A place in the config file.

@@ -54,7 +54,7 @@ pub struct RawConfig {
     /// L1, the in-process memory tier.
     pub memory: Option<RawMemory>,
     /// L2, Redis shared by every replica. Without it every replica has its own L1 and purges stay local.
-    pub redis: Option<RawRedis>,
+    pub redis: Option<Sp<RawRedis>>,
     /// What one client may ask of the proxy.
     pub limits: Option<RawLimits>,
     /// Addresses (CIDRs, e.g. `10.0.0.0/8`) of proxies in front whose `X-Forwarded-Proto` / `X-Forwarded-Host` are kept; from anyone else they are replaced.
@@ -132,8 +132,11 @@ pub struct RawMemory {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    /// `redis://host:port`, `rediss://...` or `redis+unix:///path`.
-    pub url: Sp<String>,
+    /// One server: `redis://host:port`, `rediss://...` or `redis+unix:///path`.
+    pub url: Option<Sp<String>>,
+    /// A Redis Cluster instead of `url`: some of its nodes (`redis://host:port`
+    /// or `rediss://...`); the rest are discovered.
+    pub cluster: Option<Sp<Vec<Sp<String>>>>,
     /// Prefix of every key sidecache writes.
     pub key_prefix: Option<Sp<String>>,
     /// Time allowed per Redis command, e.g. `50ms`; then it counts as a miss.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::across::{cross_rule_checks, host_warnings};
 use super::check::{Check, MAX_COUNT};
-use super::raw::{RawConfig, RawRule, Sp};
+use super::raw::{RawConfig, RawRedis, RawRule, Sp};
 use super::rule::{pending_fields, rule, with_defaults};
 use super::*;
 use crate::rules::RuleSet;
@@ -40,46 +40,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
             .unwrap_or(DEFAULT_MAX_OBJECT_SIZE),
     };
     let limits = limits(&mut c, &raw);
-    let redis = raw.redis.as_ref().map(|r| RedisConfig {
-        url: r.url.value.trim().to_owned(),
-        key_prefix: r.key_prefix.as_ref().map_or(DEFAULT_KEY_PREFIX.to_owned(), |p| {
-            // An empty prefix would let a prefix purge reach every key of
-            // the database, other applications' included.
-            if p.value.is_empty() || p.value.contains('#') {
-                c.error(
-                    p,
-                    "redis.key_prefix",
-                    "must not be empty or hold `#`: sidecache's keys must be told apart from others'",
-                );
-            }
-            p.value.clone()
-        }),
-        timeout: r
-            .timeout
-            .as_ref()
-            .and_then(|t| c.positive(t, "redis.timeout"))
-            .unwrap_or(DEFAULT_REDIS_TIMEOUT),
-        disconnect_grace: r
-            .disconnect_grace
-            .as_ref()
-            .and_then(|t| c.duration(t, "redis.disconnect_grace"))
-            .unwrap_or(DEFAULT_DISCONNECT_GRACE),
-        ca: None,
-    });
-    if let Some(r) = &raw.redis
-        && let Err(e) = redis::Client::open(r.url.value.trim())
-    {
-        c.error(&r.url, "redis.url", format!("not a Redis URL: {e}"));
-    }
-    let redis = redis.map(|mut cfg| {
-        cfg.ca = raw
-            .redis
-            .as_ref()
-            .and_then(|r| r.ca.as_ref())
-            .and_then(|ca| redis_ca(&mut c, ca, &cfg.url));
-        cfg
-    });
-
+    let redis = raw.redis.as_ref().and_then(|r| redis(&mut c, r));
     let empty = RawRule::default();
     let defaults = match &raw.defaults {
         Some(d) => {
@@ -171,10 +132,126 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
     }
 }
 
+/// `redis:`: one server's `url` or a `cluster`'s seed nodes, and the
+/// settings both share.
+fn redis(c: &mut Check, r: &Sp<RawRedis>) -> Option<RedisConfig> {
+    let servers = match (&r.value.url, &r.value.cluster) {
+        (Some(url), None) => {
+            let url = url_or_error(c, url, "redis.url")?;
+            RedisServers::Url(url)
+        }
+        (None, Some(seeds)) => {
+            if seeds.value.is_empty() {
+                c.error(seeds, "redis.cluster", "lists no node: give at least one");
+                return None;
+            }
+            let mut urls = Vec::with_capacity(seeds.value.len());
+            for seed in &seeds.value {
+                let url = url_or_error(c, seed, "redis.cluster")?;
+                if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    c.error(
+                        seed,
+                        "redis.cluster",
+                        "a cluster node is reached over TCP: redis://host:port or rediss://host:port",
+                    );
+                    return None;
+                }
+                urls.push(url);
+            }
+            if urls.iter().any(|u| u.starts_with("rediss://"))
+                && !urls.iter().all(|u| u.starts_with("rediss://"))
+            {
+                c.error(
+                    seeds,
+                    "redis.cluster",
+                    "mixes rediss:// and redis://: a cluster's nodes speak TLS or none do",
+                );
+                return None;
+            }
+            RedisServers::Cluster(urls)
+        }
+        (Some(url), Some(_)) => {
+            c.error(
+                url,
+                "redis.url",
+                "give `url` (one server) or `cluster` (its nodes), not both",
+            );
+            return None;
+        }
+        (None, None) => {
+            c.error(
+                r,
+                "redis",
+                "needs `url` (one server) or `cluster` (a Redis Cluster's nodes)",
+            );
+            return None;
+        }
+    };
+    let cluster = matches!(servers, RedisServers::Cluster(_));
+    let key_prefix = r
+        .value
+        .key_prefix
+        .as_ref()
+        .map_or(DEFAULT_KEY_PREFIX.to_owned(), |p| {
+            // An empty prefix would let a prefix purge reach every key of
+            // the database, other applications' included.
+            if p.value.is_empty() || p.value.contains('#') {
+                c.error(
+                    p,
+                    "redis.key_prefix",
+                    "must not be empty or hold `#`: sidecache's keys must be told apart from others'",
+                );
+            }
+            // Braces in the prefix would decide every key's cluster slot.
+            if cluster && p.value.contains(['{', '}']) {
+                c.error(
+                    p,
+                    "redis.key_prefix",
+                    "must not hold `{` or `}` on a cluster: they would put every key in one slot",
+                );
+            }
+            p.value.clone()
+        });
+    let ca = r
+        .value
+        .ca
+        .as_ref()
+        .and_then(|ca| redis_ca(c, ca, servers.tls()));
+    Some(RedisConfig {
+        servers,
+        key_prefix,
+        timeout: r
+            .value
+            .timeout
+            .as_ref()
+            .and_then(|t| c.positive(t, "redis.timeout"))
+            .unwrap_or(DEFAULT_REDIS_TIMEOUT),
+        disconnect_grace: r
+            .value
+            .disconnect_grace
+            .as_ref()
+            .and_then(|t| c.duration(t, "redis.disconnect_grace"))
+            .unwrap_or(DEFAULT_DISCONNECT_GRACE),
+        ca,
+    })
+}
+
+/// A Redis URL the client accepts, trimmed.
+fn url_or_error(c: &mut Check, url: &Sp<String>, field: &str) -> Option<String> {
+    let trimmed = url.value.trim();
+    match redis::Client::open(trimmed) {
+        Ok(_) => Some(trimmed.to_owned()),
+        Err(e) => {
+            c.error(url, field, format!("not a Redis URL: {e}"));
+            None
+        }
+    }
+}
+
 /// `redis.ca`: a readable PEM file holding at least one certificate, for a
 /// `rediss://` URL.
-fn redis_ca(c: &mut Check, ca: &Sp<String>, url: &str) -> Option<Vec<u8>> {
-    if !url.starts_with("rediss://") {
+fn redis_ca(c: &mut Check, ca: &Sp<String>, tls: bool) -> Option<Vec<u8>> {
+    if !tls {
         c.error(ca, "redis.ca", "only a rediss:// URL uses TLS");
         return None;
     }

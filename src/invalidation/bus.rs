@@ -2,7 +2,9 @@
 //! to Redis, applies what other replicas announce, and tells the
 //! [`Invalidator`] when the connection is lost (a heartbeat PING every
 //! second, allowed 5 × `redis.timeout`, notices a silent cut within the sum)
-//! and when it is back. Each heartbeat also reads Redis's clock and checks
+//! and when it is back. On a cluster it subscribes on one seed node (every
+//! node hears every `PUBLISH`) and moves to the next one when that one
+//! fails. Each heartbeat also reads Redis's clock and checks
 //! that Redis was not flushed (`Invalidator::heartbeat`).
 
 use std::sync::Arc;
@@ -22,11 +24,13 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
         return;
     };
     let mut backoff = Duration::from_millis(100);
+    // Which try this is: picks the node to subscribe on.
+    let mut attempt = 0usize;
     loop {
         let connected = tokio::select! {
             () = shutdown.cancelled() => return,
             r = tokio::time::timeout(redis.timeout() * 10, async {
-                let mut pubsub = redis.client().get_async_pubsub().await?;
+                let mut pubsub = redis.subscriber(attempt).get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             }) => r,
@@ -34,6 +38,7 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
         let pubsub = match connected {
             Ok(Ok(p)) => p,
             _ => {
+                attempt = attempt.wrapping_add(1);
                 redis.mark_unreachable();
                 inv.cut_off();
                 tokio::select! {
@@ -86,6 +91,7 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
             }
         }
         tracing::warn!("lost the purge announcement channel; reconnecting");
+        attempt = attempt.wrapping_add(1);
         redis.mark_unreachable();
         inv.cut_off();
     }

@@ -381,6 +381,15 @@ impl Invalidator {
             counts.at_ms = counts.at_ms.max(time);
             msg.prefixes.push((prefix.clone(), time));
         }
+        if let Some(r) = &self.redis
+            && r.is_cluster()
+            && !matches!(shared::copied(r).await, Ok(true))
+        {
+            metrics::counter!(crate::metrics::PURGES_UNCOPIED).increment(1);
+            tracing::debug!(
+                "a purge was not copied to a replica in time; a failover now could lose it"
+            );
+        }
         if let (Some(r), Some(channel)) = (&self.redis, self.channel())
             && let Ok(text) = serde_json::to_string(&msg)
             && let Err(e) = r.publish(&channel, &text).await
@@ -524,7 +533,16 @@ impl Invalidator {
         let Ok((mark, redis_ms)) = shared::mark_and_time(redis, &id, MARK_KEEP).await else {
             return;
         };
-        self.clock.sync(redis_ms, sent, now_ms());
+        if redis.is_cluster() {
+            // Each master has its own clock: follow the slowest.
+            let sent = now_ms();
+            let Ok(slowest) = shared::slowest_time(redis).await else {
+                return;
+            };
+            self.clock.sync(slowest, sent, now_ms());
+        } else {
+            self.clock.sync(redis_ms, sent, now_ms());
+        }
         let mut seen = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
         let changed = seen.as_ref().is_some_and(|m| *m != mark);
         *seen = Some(mark);

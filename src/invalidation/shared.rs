@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::cache::redis::{TOMBSTONE, tag_key, tombstone_key};
+use crate::cache::redis::{TOMBSTONE, entry_key, tag_key, tombstone_key};
 use crate::redis::{Error, LUA_NOW, Redis, Script, millis};
 
 /// Records a purge of `tag` at Redis's time (later than any earlier purge
@@ -49,8 +49,9 @@ pub async fn purge_key(
             return {{redis.call('DEL', KEYS[1]), now}}"
         ))
     });
+    // One slot: see `cache::redis`.
     let keys = [
-        redis.key(key),
+        entry_key(redis, key),
         tombstone_key(redis, key),
         tag_key(redis, variants_tag),
     ];
@@ -103,4 +104,37 @@ pub async fn mark_and_time(
     });
     let args = [id.to_owned(), millis(keep).to_string()];
     redis.run_script(&MARK, &[redis.key("#mark")], &args).await
+}
+
+/// The earliest of the masters' clocks, in ms: every master's `TIME`,
+/// read at once. On a cluster each master stamps the purges of its own
+/// keys with its own clock; a fetch placed on the slowest of them is placed
+/// at or before its start on every one, so a purge on any master during
+/// the fetch is never taken for an earlier one. (On one server: its time.)
+pub async fn slowest_time(redis: &Redis) -> Result<u64, Error> {
+    let answers = redis.on_masters("TIME", redis::cmd("TIME")).await?;
+    answers
+        .into_iter()
+        .filter_map(|(_, v)| {
+            let (secs, micros): (u64, u64) = redis::FromRedisValue::from_redis_value(v).ok()?;
+            Some(secs * 1000 + micros / 1000)
+        })
+        .min()
+        .ok_or(Error::Disconnected)
+}
+
+/// Waits (at most half the command timeout) until the purges sent before
+/// on this connection are copied to a replica of their master; answers
+/// whether they are, on every master.
+///
+/// Why: a failover loses what a master acknowledged but had not yet
+/// copied. A purge's time that went that way would leave the older time
+/// behind (times only grow, so a later purge still works, but an entry
+/// fetched between the two would be valid again on a replica that did not
+/// hear the announcement), and a key purge's delete would be undone. Once a
+/// replica has it, the promoted replica keeps it.
+pub async fn copied(redis: &Redis) -> Result<bool, Error> {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(1).arg(millis(redis.timeout() / 2).max(1));
+    redis.run::<u64>("WAIT", wait).await.map(|n| n >= 1)
 }
