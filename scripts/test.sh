@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the
 # tests need when it is missing (redis-server, which tests start their own
-# servers of; chromium, which loads the dashboard; openssl, which makes the
+# servers of, and redis-cli, which joins six of them into a cluster; chromium, which loads the dashboard; openssl, which makes the
 # TLS tests' certificates; a C linker for the build; procps for `kill` and
 # `ps`), then runs the formatting and lint checks, the doc tests and every
 # test.
@@ -15,6 +15,7 @@ command -v cargo >/dev/null 2>&1 || {
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)

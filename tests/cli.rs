@@ -25,7 +25,7 @@ fn write(dir: &tempfile::TempDir, text: &str) -> String {
 fn demo_config_checks() {
     let (code, out, err) = sidecache(&["check", "--config", "config/demo.yaml"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok (6 rules, "), "{out}");
+    assert!(out.contains("ok (6 rules, no Redis)"), "{out}");
 }
 
 /// check prints every error with file:line:column and exits 1; run refuses to start.
@@ -117,4 +117,35 @@ fn schema_validates_configs() {
     let mut tier = demo.clone();
     tier["rules"][0]["tier"] = "disk".into();
     assert!(!errors(&tier).is_empty());
+}
+
+/// check and explain say which Redis a config uses: one server or a
+/// cluster (neither needs to be reachable).
+#[test]
+fn check_and_explain_name_the_redis_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "rules:\n  - name: p\n    match: { path: \"/p/{id}\" }\n    key: \"p:{id}\"\n    tier: both\n";
+    for (redis, check_says, explain_says) in [
+        (
+            r#"{ cluster: ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001", "redis://127.0.0.1:7002"] }"#,
+            "ok (1 rules, a Redis Cluster through 3 seed nodes)",
+            "tier:  both (L2 on a Redis Cluster, reached through 3 seed nodes)",
+        ),
+        (
+            r#"{ url: "redis://127.0.0.1:6379" }"#,
+            "ok (1 rules, one Redis server)",
+            "tier:  both (L2 on one Redis server)",
+        ),
+    ] {
+        let path = write(
+            &dir,
+            &format!("upstream: {{ url: \"http://127.0.0.1:1\" }}\nredis: {redis}\n{rules}"),
+        );
+        let (code, out, err) = sidecache(&["check", "--config", &path]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(check_says), "{out}");
+        let (code, out, err) = sidecache(&["explain", "--config", &path, "GET", "/p/1"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(explain_says), "{out}");
+    }
 }

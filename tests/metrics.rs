@@ -208,6 +208,7 @@ async fn readiness_and_redis_metrics_follow_redis() {
     assert_eq!(ready.status, StatusCode::OK);
     let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
     assert_eq!(body["redis"], "up");
+    assert_eq!(body["redis_mode"], "server");
     let text = scrape(&b).await;
     assert_eq!(
         value(

@@ -296,3 +296,62 @@ fn upstream_tls_is_checked() {
     ));
     assert!(e.iter().any(|l| l.contains("no PEM certificate")), "{e:?}");
 }
+
+/// `redis.cluster` takes seed nodes instead of `url`; each form is checked
+/// and the two never mix.
+#[test]
+fn redis_cluster_is_checked() {
+    let yaml = |redis: &str| format!("{BASE}redis: {redis}\nrules: []\n");
+    let l = load(&yaml(
+        r#"{ cluster: ["redis://10.0.0.1:6379", " redis://10.0.0.2:6379 "], key_prefix: "s:" }"#,
+    ))
+    .unwrap();
+    let r = l.config.redis.unwrap();
+    assert_eq!(
+        r.servers,
+        RedisServers::Cluster(vec![
+            "redis://10.0.0.1:6379".into(),
+            "redis://10.0.0.2:6379".into()
+        ])
+    );
+    assert_eq!(r.key_prefix, "s:");
+    // The single-server form is unchanged.
+    let l = load(&yaml(r#"{ url: "redis://10.0.0.1:6379" }"#)).unwrap();
+    assert_eq!(
+        l.config.redis.unwrap().servers,
+        RedisServers::Url("redis://10.0.0.1:6379".into())
+    );
+    for (redis, says) in [
+        (r#"{ key_prefix: "s:" }"#, "needs `url`"),
+        (
+            r#"{ url: "redis://a:1", cluster: ["redis://b:1"] }"#,
+            "not both",
+        ),
+        ("{ cluster: [] }", "lists no node"),
+        (r#"{ cluster: ["nonsense"] }"#, "not a Redis URL"),
+        (
+            r#"{ cluster: ["redis+unix:///tmp/r.sock"] }"#,
+            "reached over TCP",
+        ),
+        (
+            r#"{ cluster: ["redis://a:1", "rediss://b:1"] }"#,
+            "mixes rediss://",
+        ),
+        (
+            r#"{ cluster: ["redis://a:1"], key_prefix: "{s}:" }"#,
+            "one slot",
+        ),
+        (
+            r#"{ cluster: ["redis://a:1"], ca: "/etc/hostname" }"#,
+            "only a rediss://",
+        ),
+    ] {
+        let e = errors(&yaml(redis));
+        assert!(
+            e.iter().any(|l| l.contains("redis") && l.contains(says)),
+            "{redis}: {e:?}"
+        );
+    }
+    // Braces in the prefix only matter on a cluster.
+    assert!(load(&yaml(r#"{ url: "redis://a:1", key_prefix: "{s}:" }"#)).is_ok());
+}

@@ -130,6 +130,12 @@ struct Announcement {
     prefixes: Vec<(String, u64)>,
     #[serde(default)]
     tags: Vec<(String, u64)>,
+    /// Whether the key and tag times were read off the purge clock (made
+    /// in Redis), so every fetch that starts after they arrive started
+    /// after them. (A time made up while Redis failed is placed late, and
+    /// prefix times are made up.)
+    #[serde(default)]
+    exact: bool,
 }
 
 /// The purge engine of one replica.
@@ -359,6 +365,7 @@ impl Invalidator {
             keys: Vec::with_capacity(purge.keys.len()),
             prefixes: Vec::with_capacity(purge.prefixes.len()),
             tags: Vec::with_capacity(purge.tags.len()),
+            exact: false,
         };
         // Each time is recorded here before anything is deleted, so a store
         // racing the purge is refused whichever comes first.
@@ -370,6 +377,7 @@ impl Invalidator {
             let time = self.purge_key(key, &mut counts).await;
             msg.keys.push((key.clone(), time));
         }
+        msg.exact = self.redis.is_some() && counts.redis_errors == 0;
         for prefix in &purge.prefixes {
             let time = self.clock.purge_time();
             self.times.record_prefix(prefix, time);
@@ -463,6 +471,11 @@ impl Invalidator {
             &names(&msg.tags),
             &names(&msg.prefixes),
         );
+        if msg.exact {
+            for (_, time) in msg.tags.iter().chain(&msg.keys) {
+                self.clock.observe(*time);
+            }
+        }
         let (now, horizon) = (self.clock.now(), self.horizon_ms());
         for (tag, time) in &msg.tags {
             self.times.record(Kind::Tag, tag, *time, now, horizon);
@@ -528,10 +541,21 @@ impl Invalidator {
         };
         // A new value each beat, so a mark made again after a flush never
         // equals the one seen before, even when this replica made both.
-        let sent = now_ms();
-        let id = format!("{:016x}-{sent}", self.instance);
-        let Ok((mark, redis_ms)) = shared::mark_and_time(redis, &id, MARK_KEEP).await else {
-            return;
+        // Until the first answer the clock is unsynced (fetches placed a
+        // whole second early), so a first beat that fails (a cluster
+        // connection still finding its nodes) tries again soon.
+        let mut tries = 0;
+        let (sent, mark, redis_ms) = loop {
+            let sent = now_ms();
+            let id = format!("{:016x}-{sent}", self.instance);
+            match shared::mark_and_time(redis, &id, MARK_KEEP).await {
+                Ok((mark, redis_ms)) => break (sent, mark, redis_ms),
+                Err(_) if tries < 5 && !self.knows_mark() => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => return,
+            }
         };
         if redis.is_cluster() {
             // Each master has its own clock: follow the slowest.

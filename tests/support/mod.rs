@@ -2,6 +2,7 @@
 //! counts what it gets, and the proxy itself on port 0.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod relay;
 
 use std::collections::HashMap;
@@ -542,6 +543,34 @@ pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str)
         headers: parts.headers,
         body,
     }
+}
+
+/// GET through `client`, within 5 s; an error instead of a panic, for load
+/// that counts failures.
+pub async fn try_get(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+) -> Result<Got, String> {
+    let req = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        let res = client.request(req).await.map_err(|e| e.to_string())?;
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Got {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    })
+    .await;
+    answer.unwrap_or_else(|_| Err("no answer within 5 s".to_owned()))
+}
+
+/// A client for [`try_get`].
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// GET with headers.
