@@ -14,6 +14,14 @@
 //! Scripts run by their SHA1 and are sent whole only when Redis does not
 //! know them yet.
 //!
+//! Entry reads ([`Redis::get`]) from concurrent requests share round trips
+//! on one server: while [`GET_ROUND_TRIPS`] reads are in flight, the next
+//! ones wait in a queue and go together as one `MGET` of up to
+//! [`GET_BATCH`] keys. Under load that is one socket write and one Redis
+//! command for many hits instead of one each; alone, a read goes at once.
+//! (A cluster client cannot send one command to several slots, so there
+//! each read is its own `GET`.)
+//!
 //! The same connection speaks to one server or to a Redis Cluster
 //! ([`Target`]): the cluster client follows `MOVED` and `ASK`, splits a
 //! multi-key command (`MGET`, `UNLINK`) per slot and sends the parts at once,
@@ -27,6 +35,8 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClientBuilder, ClusterConfig};
@@ -43,6 +53,17 @@ pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 /// or a lost node) before it gives up; all within the command's timeout.
 pub const CLUSTER_RETRIES: u32 = 2;
 
+/// Entry reads in flight at once on one server; more wait and go together.
+pub const GET_ROUND_TRIPS: usize = 2;
+/// The most keys one gathered `MGET` asks for.
+pub const GET_BATCH: usize = 64;
+
+/// A read waiting for its share of a gathered `MGET`.
+type Waiting = (
+    String,
+    tokio::sync::oneshot::Sender<Result<Option<Bytes>, Error>>,
+);
+
 /// Where Redis is.
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
@@ -58,7 +79,7 @@ pub const LUA_NOW: &str = "local t = redis.call('TIME') \
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
 
 /// A Redis command that did not give an answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// Not connected (yet, or any more), or the breaker is open.
     #[error("redis is not connected")]
@@ -124,6 +145,9 @@ pub struct Redis {
     /// any node hears every announcement).
     subscribe_to: Arc<[redis::Client]>,
     conn: Conn,
+    /// The queue of entry reads to gather, started on the first read (one
+    /// server only).
+    gets: Arc<OnceLock<tokio::sync::mpsc::UnboundedSender<Waiting>>>,
     prefix: Arc<str>,
     timeout: Duration,
     health: Arc<Health>,
@@ -206,6 +230,7 @@ impl Redis {
         Ok(Self {
             subscribe_to: subscribe_to.into(),
             conn,
+            gets: Arc::default(),
             prefix: prefix.into(),
             timeout,
             health: Arc::default(),
@@ -287,6 +312,35 @@ impl Redis {
     /// is passed over at the next try.
     pub fn subscriber(&self, attempt: usize) -> &redis::Client {
         &self.subscribe_to[attempt % self.subscribe_to.len()]
+    }
+
+    /// Reads the string at `key` (a whole Redis key); on one server,
+    /// together with the reads of other requests made meanwhile.
+    pub async fn get(&self, key: String) -> Result<Option<Bytes>, Error> {
+        if self.is_cluster() {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(key);
+            return self.run("GET", cmd).await;
+        }
+        let queue = self.gets.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            // The gatherer holds a copy without the queue, so it ends when
+            // the last copy of this connection goes.
+            let gatherer = Self {
+                gets: Arc::default(),
+                ..self.clone()
+            };
+            tokio::spawn(gather(gatherer, rx));
+            tx
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        queue.send((key, tx)).map_err(|_| Error::Disconnected)?;
+        // Waiting for a free round trip counts too: never more than twice
+        // the timeout in all.
+        match tokio::time::timeout(self.timeout * 2, rx).await {
+            Ok(answer) => answer.unwrap_or(Err(Error::Disconnected)),
+            Err(_) => Err(Error::Timeout(self.timeout * 2)),
+        }
     }
 
     /// Publishes `payload` on `channel` (used as given, without the prefix).
@@ -450,6 +504,49 @@ impl Redis {
         self.set_up(!unreachable);
         self.breaker.record(unreachable);
         result
+    }
+}
+
+/// Sends the reads queued on `rx` as `MGET`s, at most [`GET_ROUND_TRIPS`]
+/// at a time; each takes what has queued up meanwhile.
+async fn gather(redis: Redis, mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiting>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(GET_ROUND_TRIPS));
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(8);
+        batch.push(first);
+        while batch.len() < GET_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let redis = redis.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut cmd = redis::cmd("MGET");
+            for (key, _) in &batch {
+                cmd.arg(key.as_str());
+            }
+            // MGET answers nil for a key that holds no string (never
+            // WRONGTYPE), so one odd key cannot fail the others.
+            let answer = redis.run::<Vec<Option<Bytes>>>("GET", cmd).await;
+            match answer {
+                Ok(values) if values.len() == batch.len() => {
+                    for ((_, tx), value) in batch.into_iter().zip(values) {
+                        let _ = tx.send(Ok(value));
+                    }
+                }
+                other => {
+                    let e = other.err().unwrap_or(Error::Disconnected);
+                    for (_, tx) in batch {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -346,3 +346,82 @@ async fn redis_over_tls_with_a_configured_ca() {
         got.cache_status()
     );
 }
+
+const L2_ONLY: &str = r#"
+upstream: { url: UPSTREAM }
+redis: { url: "REDIS", key_prefix: "sc:", timeout: 500ms }
+rules:
+  - name: product
+    match: { path: "/products/{id}" }
+    key: "product:{id}"
+    tier: redis
+    ttl: 1h
+"#;
+
+/// Concurrent L2 hits of different keys share round trips (their reads go
+/// together), and each still gets its own entry; a key holding a list in
+/// the same round trip is a miss for that request alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_l2_reads_share_round_trips() {
+    let redis = Redis::start();
+    let backend = Backend::json(vec![]).await;
+    let a = Proxy::start(L2_ONLY, &backend.url(), Some(&redis.url())).await;
+    let b = Proxy::start(L2_ONLY, &backend.url(), Some(&redis.url())).await;
+    let mut bodies = Vec::new();
+    for i in 0..60 {
+        bodies.push(get(&a.url(&format!("/products/{i}")), &[]).await.body);
+    }
+    eventually("the 60 entries are in Redis", || async {
+        let mut c = redis.conn().await;
+        let n: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+        n >= 60
+    })
+    .await;
+    let mut c = redis.conn().await;
+    let _: () = redis::cmd("RPUSH")
+        .arg("sc:{product:odd}")
+        .arg("x")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let round_trips = || async {
+        let text = get(&format!("http://{}/metrics", b.admin), &[]).await;
+        String::from_utf8_lossy(&text.body)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"sidecache_redis_duration_seconds_count{command="GET"} "#)
+            })
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let before = round_trips().await;
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let url = b.url(&format!("/products/{i}"));
+            tokio::spawn(async move { get(&url, &[]).await })
+        })
+        .chain(std::iter::once({
+            let url = b.url("/products/odd");
+            tokio::spawn(async move { get(&url, &[]).await })
+        }))
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let odd = answers.pop().unwrap();
+    assert_eq!(odd.status, StatusCode::OK);
+    assert!(!odd.is_hit(), "a list served as an entry");
+    for (i, got) in answers.iter().enumerate() {
+        assert!(
+            got.cache_status().contains("detail=redis"),
+            "{i}: {}",
+            got.cache_status()
+        );
+        assert_eq!(got.body, bodies[i], "product {i} got another's entry");
+    }
+    let used = round_trips().await - before;
+    assert!(
+        used < 61,
+        "61 concurrent reads took {used} round trips: none were shared"
+    );
+}

@@ -23,8 +23,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-
 use super::vary::primary_key;
 use super::{Entry, Store, StoreError, StoreFuture, codec};
 use crate::redis::{Redis, Script, millis};
@@ -113,9 +111,7 @@ impl RedisStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Arc<Entry>>, StoreError> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(entry_key(&self.redis, key));
-        let Some(bytes) = self.redis.run::<Option<Bytes>>("GET", cmd).await? else {
+        let Some(bytes) = self.redis.get(entry_key(&self.redis, key)).await? else {
             return Ok(None);
         };
         let entry = codec::decode(bytes)?;
