@@ -4,8 +4,9 @@
 # about 2 KB of JSON, 50 category listings of about 8 KB).
 #
 # Targets: the origin served directly (the yardstick), sidecache answering
-# from memory (L1), sidecache answering from Redis only (L2, `tier: redis`),
-# nginx proxy_cache, Varnish. Every cache is warmed with the whole catalog
+# from memory (L1), sidecache answering from Redis only (L2, `tier: redis`)
+# on one Redis (unix socket) and on a three-master Redis Cluster (TCP, no
+# replicas), nginx proxy_cache, Varnish. Every cache is warmed with the whole catalog
 # first. Scenarios, each a wrk run per target (see bench/compare/keys.lua):
 #   hot      one product
 #   uniform  products uniform over 10,000, 10 % category listings
@@ -25,8 +26,10 @@
 #                                    # compare two builds in the same run
 #
 # Other knobs: SIDECACHE_BIN (default target/release/sidecache), SCENARIOS
-# ("hot uniform zipf miss"), BASE_PORT (17400: ports BASE..BASE+4, BASE+11,
-# BASE+12), SERVER_CPU (0), CLIENT_CPU (1).
+# ("hot uniform zipf miss"), TARGETS (a subset of "origin sc_l1 sc_l2
+# sc_cluster nginx varnish"; origin is always measured), BASE_PORT (17400:
+# ports BASE..BASE+6, BASE+11..BASE+16, BASE+20..BASE+22 and those + 10000
+# for the cluster bus), SERVER_CPU (0), CLIENT_CPU (1).
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,6 +40,7 @@ DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 SCENARIOS=${SCENARIOS:-hot uniform zipf miss}
+TARGETS=${TARGETS:-origin sc_l1 sc_l2 sc_cluster nginx varnish}
 SKIP_SIDECACHE=${SKIP_SIDECACHE:-0}
 SIDECACHE_BIN=${SIDECACHE_BIN:-$repo/target/release/sidecache}
 BASELINE_BIN=${BASELINE_BIN:-}
@@ -81,8 +85,11 @@ SC_L2_PORT=$((BASE_PORT + 2)) SC_L2_ADMIN_PORT=$((BASE_PORT + 12))
 NGINX_PORT=$((BASE_PORT + 3))
 VARNISH_PORT=$((BASE_PORT + 4))
 SC_BASE_PORT=$((BASE_PORT + 5)) SC_BASE_ADMIN_PORT=$((BASE_PORT + 15))
+SC_CL_PORT=$((BASE_PORT + 6)) SC_CL_ADMIN_PORT=$((BASE_PORT + 16))
+CL_PORTS=($((BASE_PORT + 20)) $((BASE_PORT + 21)) $((BASE_PORT + 22)))
 for p in $ORIGIN_PORT $SC_L1_PORT $SC_L1_ADMIN_PORT $SC_L2_PORT $SC_L2_ADMIN_PORT $NGINX_PORT $VARNISH_PORT \
-  $SC_BASE_PORT $SC_BASE_ADMIN_PORT; do
+  $SC_BASE_PORT $SC_BASE_ADMIN_PORT $SC_CL_PORT $SC_CL_ADMIN_PORT "${CL_PORTS[@]}" \
+  $((CL_PORTS[0] + 10000)) $((CL_PORTS[1] + 10000)) $((CL_PORTS[2] + 10000)); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use (set BASE_PORT)"; fi
 done
 
@@ -139,15 +146,20 @@ log "== catalog ($work)"
 catalog_info=$(python3 "$here/gen_catalog.py" "$work/catalog" 10000 50)
 log "$catalog_info"
 
+wanted() { [[ " $TARGETS " == *" $1 "* ]]; }
 targets=(origin)
-[ "$SKIP_SIDECACHE" = 1 ] || targets+=(sc_l1 sc_l2)
+for t in sc_l1 sc_l2 sc_cluster; do
+  [ "$SKIP_SIDECACHE" != 1 ] && wanted $t && targets+=($t)
+done
 [ -z "$BASELINE_BIN" ] || targets+=(sc_base)
-targets+=(nginx varnish)
+for t in nginx varnish; do wanted $t && targets+=($t); done
 declare -A LABEL=([origin]="origin, direct" [sc_l1]="sidecache, L1 (memory)"
-  [sc_l2]="sidecache, L2 (Redis)" [sc_base]="sidecache baseline, L1 (memory)"
+  [sc_l2]="sidecache, L2 (Redis)" [sc_cluster]="sidecache, L2 (Redis Cluster, 3 masters)"
+  [sc_base]="sidecache baseline, L1 (memory)"
   [nginx]="nginx proxy_cache" [varnish]="Varnish")
 declare -A PORT=([origin]=$ORIGIN_PORT [sc_l1]=$SC_L1_PORT [sc_l2]=$SC_L2_PORT
-  [sc_base]=$SC_BASE_PORT [nginx]=$NGINX_PORT [varnish]=$VARNISH_PORT)
+  [sc_cluster]=$SC_CL_PORT [sc_base]=$SC_BASE_PORT [nginx]=$NGINX_PORT [varnish]=$VARNISH_PORT)
+has() { [[ " ${targets[*]} " == *" $1 "* ]]; }
 
 log "== starting servers on core $SERVER_CPU"
 for d in origin nginx; do mkdir -p "$work/$d"/{body,proxy,fastcgi,uwsgi,scgi}; done
@@ -163,10 +175,35 @@ if [ "$SKIP_SIDECACHE" != 1 ]; then
     --save "" --appendonly no --dir "$work/redis"
   for _ in $(seq 100); do redis-cli -s "$REDIS_SOCKET" ping >/dev/null 2>&1 && break; sleep 0.05; done
   redis-cli -s "$REDIS_SOCKET" ping >/dev/null || { tail "$work/redis.log" >&2; die "redis did not come up"; }
-  RUST_LOG=warn start sc_l1 "$SIDECACHE_BIN" run --config "$here/sidecache-l1.yaml" --watch false
-  RUST_LOG=warn start sc_l2 "$SIDECACHE_BIN" run --config "$here/sidecache-l2.yaml" --watch false
-  wait_for sc_l1 "http://127.0.0.1:$SC_L1_ADMIN_PORT/readyz"
-  wait_for sc_l2 "http://127.0.0.1:$SC_L2_ADMIN_PORT/readyz"
+  if has sc_l1 || [ -n "$BASELINE_BIN" ]; then
+    RUST_LOG=warn start sc_l1 "$SIDECACHE_BIN" run --config "$here/sidecache-l1.yaml" --watch false
+    wait_for sc_l1 "http://127.0.0.1:$SC_L1_ADMIN_PORT/readyz"
+  fi
+  if has sc_l2; then
+    RUST_LOG=warn start sc_l2 "$SIDECACHE_BIN" run --config "$here/sidecache-l2.yaml" --watch false
+    wait_for sc_l2 "http://127.0.0.1:$SC_L2_ADMIN_PORT/readyz"
+  fi
+  if has sc_cluster; then
+    # Three masters, no replicas (a replica would share the core and copy
+    # every write), joined into one cluster.
+    for i in 0 1 2; do
+      p=${CL_PORTS[$i]}
+      mkdir -p "$work/cluster/$p"
+      start "cluster$i" redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file nodes.conf --save "" --appendonly no --dir "$work/cluster/$p"
+    done
+    for p in "${CL_PORTS[@]}"; do
+      for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.05; done
+    done
+    redis-cli --cluster create "${CL_PORTS[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes \
+      >"$work/cluster-create.log" 2>&1 || { cat "$work/cluster-create.log" >&2; die "cluster create failed"; }
+    for _ in $(seq 100); do
+      redis-cli -p "${CL_PORTS[0]}" cluster info | grep -q cluster_state:ok && break; sleep 0.1
+    done
+    export SC_CL_PORT SC_CL_ADMIN_PORT CL_PORT_0=${CL_PORTS[0]} CL_PORT_1=${CL_PORTS[1]} CL_PORT_2=${CL_PORTS[2]}
+    RUST_LOG=warn start sc_cluster "$SIDECACHE_BIN" run --config "$here/sidecache-cluster.yaml" --watch false
+    wait_for sc_cluster "http://127.0.0.1:$SC_CL_ADMIN_PORT/readyz"
+  fi
   if [ -n "$BASELINE_BIN" ]; then
     # The same L1 config, on its own ports.
     RUST_LOG=warn start sc_base env SC_L1_PORT="$SC_BASE_PORT" SC_L1_ADMIN_PORT="$SC_BASE_ADMIN_PORT" \
@@ -198,6 +235,10 @@ rss_kib() { # name -> "kib processes": VmRSS summed over the process and its des
 mem_servers=("${targets[@]}")
 [ "$SKIP_SIDECACHE" = 1 ] || mem_servers+=(redis)
 LABEL[redis]="redis-server (the L2 store)"
+if has sc_cluster; then
+  mem_servers+=(cluster0 cluster1 cluster2)
+  for i in 0 1 2; do LABEL[cluster$i]="redis-server, cluster master $((i + 1))"; done
+fi
 declare -A RSS_IDLE RSS_WARM RSS_AFTER NPROC
 snapshot() { # array-name
   local -n into=$1
@@ -219,7 +260,7 @@ paths=$work/paths
 is_hit() { # target headers -> 0 if the headers show a cache hit
   case $1 in
     sc_l1|sc_base) grep -qiE '^cache-status: .*; hit.*detail=memory' <<<"$2" ;;
-    sc_l2) grep -qiE '^cache-status: .*; hit.*detail=redis' <<<"$2" ;;
+    sc_l2|sc_cluster) grep -qiE '^cache-status: .*; hit.*detail=redis' <<<"$2" ;;
     nginx) grep -qiE '^x-cache-status: HIT' <<<"$2" ;;
     varnish) grep -qiE '^x-varnish: [0-9]+ [0-9]+' <<<"$2" && grep -qiE '^x-cache: HIT' <<<"$2" ;;
   esac
@@ -295,6 +336,7 @@ listing_mean=$(sed -n 's/.*listings, mean \([0-9]*\) B.*/\1/p' <<<"$catalog_info
 cmd="ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS"
 [ "$THREADS" = 2 ] || cmd+=" THREADS=$THREADS"
 [ "$SCENARIOS" = "hot uniform zipf miss" ] || cmd+=" SCENARIOS=\"$SCENARIOS\""
+[ "$TARGETS" = "origin sc_l1 sc_l2 sc_cluster nginx varnish" ] || cmd+=" TARGETS=\"$TARGETS\""
 [ "$SKIP_SIDECACHE" = 1 ] && cmd+=" SKIP_SIDECACHE=1"
 [ -z "$BASELINE_BIN" ] || cmd+=" BASELINE_BIN=$BASELINE_BIN"
 cmd+=" bash bench/compare.sh"
@@ -311,7 +353,7 @@ echo
 echo "- Origin: nginx $(nginx -v 2>&1 | sed 's#.*nginx/##') serving 10,000 product files (mean $(fmt_int "$product_mean") B) and 50 category listings (mean $(fmt_int "$listing_mean") B) as static JSON, \`Cache-Control: max-age=3600\`."
 sc_version=""
 if [ "$SKIP_SIDECACHE" != 1 ]; then
-  sc_version="sidecache $("$SIDECACHE_BIN" --version 2>/dev/null | awk '{print $2}') (L2: Redis $(redis-server --version | sed 's/.*v=\([0-9.]*\).*/\1/'), unix socket), "
+  sc_version="sidecache $("$SIDECACHE_BIN" --version 2>/dev/null | awk '{print $2}') (L2: Redis $(redis-server --version | sed 's/.*v=\([0-9.]*\).*/\1/'), one server on a unix socket, or a three-master cluster over TCP), "
 fi
 echo "- Proxies: ${sc_version}nginx $(nginx -v 2>&1 | sed 's#.*nginx/##') \`proxy_cache\`, Varnish $(varnishd -V 2>&1 | sed -n 's/.*varnish-\([0-9.]*\).*/\1/p;q'); configs in \`bench/compare/\`. Every server on core $SERVER_CPU (one nginx worker each), wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}') on core $CLIENT_CPU: \`-t$THREADS -c$CONNECTIONS -d$DURATION\`."
 echo "- $ROUNDS round(s); in each, every scenario on every target in turn (order rotated per round). Medians over rounds; ratios are of the medians. Every cache warmed with the whole catalog first."
@@ -339,7 +381,7 @@ for s in $SCENARIOS; do
     row="| ${SCEN[$s]} | ${LABEL[$t]} | $(fmt_int "$rps") | $ratio |"
     if [ $has_l1 = 1 ]; then
       vs_l1="—"
-      [ "$t" = sc_l2 ] || [ "$t" = sc_base ] && vs_l1=$(awk -v a="$rps" -v b="$l1" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+      [ "$t" = sc_l2 ] || [ "$t" = sc_cluster ] || [ "$t" = sc_base ] && vs_l1=$(awk -v a="$rps" -v b="$l1" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
       row+=" $vs_l1 |"
     fi
     row+=" $p50 ms | $p99 ms | $err |"
@@ -355,7 +397,9 @@ for s in "${mem_servers[@]}"; do
   echo "| ${LABEL[$s]} | ${NPROC[$s]} | $(mib "${RSS_IDLE[$s]}") | $(mib "${RSS_WARM[$s]}") | $(mib "${RSS_AFTER[$s]}") |"
 done
 echo
-echo "nginx keeps its cache on disk: $(du -sm "$work/nginx/cache" | cut -f1) MiB under \`proxy_cache_path\` after the run (page cache, not in its RSS)."
+if has nginx; then
+  echo "nginx keeps its cache on disk: $(du -sm "$work/nginx/cache" | cut -f1) MiB under \`proxy_cache_path\` after the run (page cache, not in its RSS)."
+fi
 if [[ " $SCENARIOS " == *" miss "* ]]; then
   echo "The miss scenario stores every unique URL it asks for, so \"after the run\" includes those entries; \"warm\" is the catalog alone."
 fi

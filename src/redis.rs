@@ -17,8 +17,9 @@
 //! Entry reads ([`Redis::get`]) from concurrent requests share round trips
 //! on one server: while [`GET_ROUND_TRIPS`] reads are in flight, the next
 //! ones wait in a queue and go together as one `MGET` of up to
-//! [`GET_BATCH`] keys. Under load that is one socket write and one Redis
-//! command for many hits instead of one each; alone, a read goes at once.
+//! [`GET_BATCH`] reads, each key once. Under load that is one socket write
+//! and one Redis command for many hits instead of one each (and one copy of
+//! a hot key's entry); alone, a read goes at once.
 //! (A cluster client cannot send one command to several slots, so there
 //! each read is its own `GET`.)
 //!
@@ -526,17 +527,29 @@ async fn gather(redis: Redis, mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiti
         let redis = redis.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let mut cmd = redis::cmd("MGET");
+            // Each key once: a hot key read by many requests at a time is
+            // sent, and copied back, once.
+            let mut keys: Vec<&str> = Vec::with_capacity(batch.len());
+            let mut index = Vec::with_capacity(batch.len());
             for (key, _) in &batch {
-                cmd.arg(key.as_str());
+                match keys.iter().position(|k| *k == key) {
+                    Some(i) => index.push(i),
+                    None => {
+                        index.push(keys.len());
+                        keys.push(key);
+                    }
+                }
             }
+            let mut cmd = redis::cmd("MGET");
+            cmd.arg(&keys);
+            let asked = keys.len();
             // MGET answers nil for a key that holds no string (never
             // WRONGTYPE), so one odd key cannot fail the others.
             let answer = redis.run::<Vec<Option<Bytes>>>("GET", cmd).await;
             match answer {
-                Ok(values) if values.len() == batch.len() => {
-                    for ((_, tx), value) in batch.into_iter().zip(values) {
-                        let _ = tx.send(Ok(value));
+                Ok(values) if values.len() == asked => {
+                    for ((_, tx), i) in batch.into_iter().zip(index) {
+                        let _ = tx.send(Ok(values[i].clone()));
                     }
                 }
                 other => {
