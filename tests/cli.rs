@@ -149,3 +149,45 @@ fn check_and_explain_name_the_redis_mode() {
         assert!(out.contains(explain_says), "{out}");
     }
 }
+
+/// The Kubernetes config's documented switch to an existing Redis Cluster
+/// (its commented `cluster:` line in place of `url`) checks clean.
+#[test]
+fn kubernetes_config_switches_to_a_cluster() {
+    let k8s = std::fs::read_to_string("deploy/kubernetes/sidecache-config.yaml").unwrap();
+    let map: serde_json::Value = serde_saphyr::from_str(&k8s).unwrap();
+    let config = map["data"]["sidecache.yaml"].as_str().unwrap();
+    let cluster_line = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("# cluster: "))
+        .expect("the config shows the cluster form");
+    let switched: String = config
+        .lines()
+        .map(|l| {
+            if let Some(url) = l.find("url: redis://") {
+                format!("{}cluster: {cluster_line}", &l[..url])
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(switched, config);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, &switched);
+    let out = Command::new(env!("CARGO_BIN_EXE_sidecache"))
+        .args(["check", "--config", &path])
+        .env("SIDECACHE_ADMIN_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("a Redis Cluster through 3 seed nodes"),
+        "{stdout}"
+    );
+}
