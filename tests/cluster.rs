@@ -439,3 +439,48 @@ async fn redis_errors(p: &Proxy) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+/// A replica started while the whole cluster is down answers from the
+/// backend at once, says Redis is degraded, and uses the cluster once it
+/// is back, by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_without_the_cluster_and_joins_it_later() {
+    let mut cluster = tokio::task::block_in_place(Cluster::start);
+    tokio::task::block_in_place(|| cluster.kill_all());
+    let backend = shop().await;
+    let yaml = RULES.replace("SEEDS", &cluster.seeds_yaml());
+    let a = Proxy::start(&yaml, &backend.url(), None).await;
+    let got = get(&a.url("/products/1"), &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert!(!got.is_hit());
+    eventually("readyz says degraded", || async {
+        let ready = get(&format!("http://{}/readyz", a.admin), &[]).await;
+        let ready: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+        ready["redis"] == "degraded" && ready["ready"] == true
+    })
+    .await;
+
+    tokio::task::block_in_place(|| cluster.restart_all());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // A product stored through the cluster is an L2 hit for a second
+        // replica: the first one reaches the cluster now.
+        get(&a.url("/products/2"), &[]).await;
+        let entry = "cl:{product:2}";
+        if !cluster.keys(cluster.master_of(entry), entry).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never used the cluster after it came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let b = proxy(&cluster, &backend).await;
+    let on_b = get(&b.url("/products/2"), &[]).await;
+    assert!(
+        on_b.cache_status().contains("detail=redis"),
+        "{}",
+        on_b.cache_status()
+    );
+}

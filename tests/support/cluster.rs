@@ -15,7 +15,26 @@ struct Node {
 /// Six nodes joined by `redis-cli --cluster create`.
 pub struct Cluster {
     nodes: Vec<Node>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+/// One cluster node on `port`, keeping its files in `dir`.
+fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", "nodes.conf"])
+        .args(["--cluster-node-timeout", "1000"])
+        .args(["--save", "", "--appendonly", "no"])
+        // Replicas copy their master at once, not after 5 s.
+        .args(["--repl-diskless-sync", "yes"])
+        .args(["--repl-diskless-sync-delay", "0"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (the README's test command installs it)")
 }
 
 /// A port whose cluster bus port (+10000) is free too.
@@ -61,27 +80,12 @@ impl Cluster {
             let port = cluster_port();
             let node_dir: PathBuf = dir.path().join(port.to_string());
             std::fs::create_dir_all(&node_dir).expect("node dir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "1000"])
-                .args(["--save", "", "--appendonly", "no"])
-                // Replicas copy their master at once, not after 5 s.
-                .args(["--repl-diskless-sync", "yes"])
-                .args(["--repl-diskless-sync-delay", "0"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (the README's test command installs it)");
             nodes.push(Node {
                 port,
-                child: Some(child),
+                child: Some(spawn(port, &node_dir)),
             });
         }
-        let cluster = Self { nodes, _dir: dir };
+        let cluster = Self { nodes, dir };
         for n in &cluster.nodes {
             wait_for(&format!("node {} answers", n.port), || {
                 cli(n.port, &["PING"]) == "PONG"
@@ -185,6 +189,25 @@ impl Cluster {
         wait_for("the replica took over", || {
             cli(replica, &["ROLE"]).starts_with("master")
         });
+        self.wait_ok();
+    }
+
+    /// Kills every node (their cluster config stays in their directories).
+    pub fn kill_all(&mut self) {
+        let ports: Vec<u16> = self.nodes.iter().map(|n| n.port).collect();
+        for p in ports {
+            self.kill(p);
+        }
+    }
+
+    /// Starts every killed node again from its directory: the cluster
+    /// comes back with the same slots, without data.
+    pub fn restart_all(&mut self) {
+        for n in &mut self.nodes {
+            if n.child.is_none() {
+                n.child = Some(spawn(n.port, &self.dir.path().join(n.port.to_string())));
+            }
+        }
         self.wait_ok();
     }
 
