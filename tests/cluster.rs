@@ -297,15 +297,7 @@ async fn locks_limits_and_events_on_a_cluster() {
         on_b.cache_status()
     );
     assert_eq!(on_b.body, cart);
-    let msg = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::StreamExt::next(&mut sub.on_message()),
-    )
-    .await
-    .expect("no event within 5 s")
-    .expect("the subscription ended");
-    let event: serde_json::Value =
-        serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap();
+    let event = next_event(&mut sub).await;
     assert_eq!(event["key"], "cart:9");
     assert_eq!(event["stored"], true);
 }

@@ -101,18 +101,6 @@ async fn shop() -> Backend {
     .await
 }
 
-/// The next write-through event on `sub`, as JSON (within 5 s).
-async fn next_event(sub: &mut redis::aio::PubSub) -> serde_json::Value {
-    let msg = tokio::time::timeout(
-        Duration::from_secs(5),
-        futures_util::StreamExt::next(&mut sub.on_message()),
-    )
-    .await
-    .expect("no event within 5 s")
-    .expect("the subscription ended");
-    serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap()
-}
-
 async fn hit(proxy: &Proxy, path: &str) -> bool {
     get(&proxy.url(path), &[]).await.is_hit()
 }

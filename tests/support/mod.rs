@@ -604,6 +604,18 @@ where
     }
 }
 
+/// The next message on `sub`, as JSON (within 5 s): a write-through event.
+pub async fn next_event(sub: &mut redis::aio::PubSub) -> serde_json::Value {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut sub.on_message()),
+    )
+    .await
+    .expect("no event within 5 s")
+    .expect("the subscription ended");
+    serde_json::from_str(&msg.get_payload::<String>().unwrap()).unwrap()
+}
+
 /// Counts of requests by path, for assertions on many paths at once.
 pub fn by_uri(seen: &[Seen]) -> HashMap<String, usize> {
     let mut m = HashMap::new();
