@@ -173,7 +173,7 @@ async fn main() {
     // Let the buses subscribe and the clocks sync.
     for r in &replicas {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !r.proxy.invalidator().knows_mark() {
+        while !r.proxy.invalidator().clock_synced() {
             assert!(Instant::now() < deadline, "a replica never reached Redis");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

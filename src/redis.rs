@@ -146,6 +146,10 @@ pub struct Redis {
     /// any node hears every announcement).
     subscribe_to: Arc<[redis::Client]>,
     conn: Conn,
+    /// On a cluster, a second connection for purges: `WAIT` after a purge
+    /// holds its connection until a replica has copied the purge, and
+    /// must not hold the reads behind it.
+    purges: Option<ClusterConnection>,
     /// The queue of entry reads to gather, started on the first read (one
     /// server only).
     gets: Arc<OnceLock<tokio::sync::mpsc::UnboundedSender<Waiting>>>,
@@ -192,7 +196,7 @@ impl Redis {
             Some(_) => redis::Client::build_with_tls(url, certs()),
             None => redis::Client::open(url),
         };
-        let (subscribe_to, conn) = match target {
+        let (subscribe_to, conn, purges) = match target {
             Target::Server(url) => {
                 let client = client(url)?;
                 let manager_cfg = ConnectionManagerConfig::new()
@@ -201,7 +205,7 @@ impl Redis {
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(2));
                 let conn = client.clone().get_connection_manager_lazy(manager_cfg)?;
-                (vec![client], Conn::Server(conn))
+                (vec![client], Conn::Server(conn), None)
             }
             Target::Cluster(seeds) => {
                 let subscribe_to = seeds
@@ -222,15 +226,16 @@ impl Redis {
                 let config = ClusterConfig::new()
                     .set_connection_timeout(timeout)
                     .set_response_timeout(timeout);
-                let conn = builder
-                    .build()?
-                    .get_pending_async_connection_with_config(config);
-                (subscribe_to, Conn::Cluster(conn))
+                let client = builder.build()?;
+                let conn = client.get_pending_async_connection_with_config(config.clone());
+                let purges = client.get_pending_async_connection_with_config(config);
+                (subscribe_to, Conn::Cluster(conn), Some(purges))
             }
         };
         Ok(Self {
             subscribe_to: subscribe_to.into(),
             conn,
+            purges,
             gets: Arc::default(),
             prefix: prefix.into(),
             timeout,
@@ -244,6 +249,19 @@ impl Redis {
         match self.conn {
             Conn::Server(_) => "server",
             Conn::Cluster(_) => "cluster",
+        }
+    }
+
+    /// The connection purges are applied and waited on: on a cluster its
+    /// own, so a purge's `WAIT` never holds entry reads back; on one server
+    /// this one.
+    pub fn for_purges(&self) -> Self {
+        match &self.purges {
+            Some(purges) => Self {
+                conn: Conn::Cluster(purges.clone()),
+                ..self.clone()
+            },
+            None => self.clone(),
         }
     }
 
@@ -516,13 +534,18 @@ async fn gather(redis: Redis, mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiti
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        // Reads whose requests gave up waiting are not sent.
         let mut batch = Vec::with_capacity(8);
-        batch.push(first);
+        batch.extend(Some(first).filter(|(_, tx)| !tx.is_closed()));
         while batch.len() < GET_BATCH {
             match rx.try_recv() {
+                Ok(next) if next.1.is_closed() => {}
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let redis = redis.clone();
         tokio::spawn(async move {

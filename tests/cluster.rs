@@ -79,7 +79,7 @@ async fn proxy(cluster: &Cluster, backend: &Backend) -> Proxy {
     let yaml = RULES.replace("SEEDS", &cluster.seeds_yaml());
     let p = Proxy::start(&yaml, &backend.url(), None).await;
     eventually("the replica read the cluster's clock", || async {
-        p.app.invalidator().knows_mark()
+        p.app.invalidator().knows_mark() && p.app.invalidator().clock_synced()
     })
     .await;
     p
@@ -129,6 +129,10 @@ async fn shared_tier_and_purges_across_masters() {
         })
         .expect("some product's tags span the three masters");
     let path = format!("/products/{id}");
+    // A product no purge below concerns (another category, outside the
+    // prefix), stored first.
+    let other = format!("/products/{}", 8000 + (id + 1) % 4);
+    get(&a.url(&other), &[]).await;
     let first = get(&a.url(&path), &[]).await;
     assert!(
         first.cache_status().contains("stored"),
@@ -211,8 +215,9 @@ async fn shared_tier_and_purges_across_masters() {
     let before = backend.hits_for("/products/7005");
     assert!(!get(&b.url("/products/7005"), &[]).await.is_hit());
     assert_eq!(backend.hits_for("/products/7005"), before + 1);
-    // Entries the prefix does not cover stay.
-    assert!(get(&b.url(&path), &[]).await.is_hit());
+    // Entries the purges do not cover stay.
+    let kept = get(&b.url(&other), &[]).await;
+    assert!(kept.is_hit(), "{}", kept.cache_status());
 
     // L1 entries hear purges over the bus, which a cluster broadcasts.
     get(&b.url("/pages/1"), &[]).await;
@@ -475,4 +480,37 @@ async fn starts_without_the_cluster_and_joins_it_later() {
         "{}",
         on_b.cache_status()
     );
+}
+
+/// A master restarted in place without its data (the purge times of its
+/// keys gone) makes every replica drop its L1, even when the heartbeat's
+/// mark and the purge bus live on other nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restarted_empty_drops_l1() {
+    let mut cluster = tokio::task::block_in_place(Cluster::start);
+    let backend = shop().await;
+    let b = proxy(&cluster, &backend).await;
+    get(&b.url("/pages/1"), &[]).await;
+    eventually("B holds the page in memory", || async {
+        get(&b.url("/pages/1"), &[])
+            .await
+            .cache_status()
+            .contains("detail=memory")
+    })
+    .await;
+    let mark_home = cluster.master_of("cl:#mark");
+    let victim = cluster
+        .masters()
+        .into_iter()
+        .find(|m| *m != mark_home && *m != cluster.first_seed())
+        .expect("a master holding neither the mark nor the bus");
+    tokio::task::block_in_place(|| cluster.restart(victim));
+    eventually("B dropped its L1", || async {
+        !get(&b.url("/pages/1"), &[])
+            .await
+            .cache_status()
+            .contains("detail=memory")
+    })
+    .await;
+    assert_eq!(b.app.invalidator().channel_state(), "subscribed");
 }

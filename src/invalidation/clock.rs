@@ -38,6 +38,12 @@ pub struct Clock {
     /// The latest purge time made up here by [`Clock::purge_time`]; kept
     /// apart from `seen`, since it is an estimate placed late.
     made: AtomicU64,
+    /// How far the fastest of a Redis Cluster's masters ran ahead of the
+    /// slowest at the last sync (0 on one server). A purge time seen was
+    /// stamped by some master; the fetches placed after it must still sit
+    /// at or before their start on the slowest master's clock, so a seen
+    /// time counts this much earlier.
+    spread: AtomicU64,
 }
 
 impl Clock {
@@ -49,6 +55,7 @@ impl Clock {
             slack: AtomicU64::new(UNSYNCED_SLACK_MS),
             seen: AtomicU64::new(0),
             made: AtomicU64::new(0),
+            spread: AtomicU64::new(UNSYNCED_SLACK_MS),
         }
     }
 
@@ -59,6 +66,7 @@ impl Clock {
             slack: AtomicU64::new(0),
             seen: AtomicU64::new(0),
             made: AtomicU64::new(0),
+            spread: AtomicU64::new(0),
         }
     }
 
@@ -89,15 +97,22 @@ impl Clock {
             .max(estimate)
     }
 
-    /// Notes a purge time read off the clock (from Redis or an announcement).
+    /// Notes a purge time read off the clock (from Redis or an
+    /// announcement), less the spread between masters' clocks.
     pub fn observe(&self, time: u64) {
+        let time = time.saturating_sub(self.spread.load(Ordering::Relaxed));
         self.seen.fetch_max(time, Ordering::Relaxed);
     }
 
-    /// Takes a reading of Redis's clock: `redis_ms` was read between
-    /// `sent_ms` and `received_ms` of this replica's clock.
-    pub fn sync(&self, redis_ms: u64, sent_ms: u64, received_ms: u64) {
+    /// Takes a reading of Redis's clock: `redis_ms` (on a cluster the
+    /// slowest master's, its masters' clocks read `spread` ms apart) was
+    /// read between `sent_ms` and `received_ms` of this replica's clock.
+    pub fn sync(&self, redis_ms: u64, spread: Option<u64>, sent_ms: u64, received_ms: u64) {
         let rtt = received_ms.saturating_sub(sent_ms);
+        // The masters answered at different moments within the round
+        // trip, so their clocks may be up to that much further apart.
+        let spread = spread.map_or(0, |s| s + rtt);
+        self.spread.store(spread, Ordering::Relaxed);
         let mid = sent_ms + rtt / 2;
         let offset = i64::try_from(redis_ms)
             .unwrap_or(i64::MAX)
@@ -105,6 +120,12 @@ impl Clock {
         self.offset.store(offset, Ordering::Relaxed);
         self.slack.store(rtt / 2 + MARGIN_MS, Ordering::Relaxed);
         self.observe(redis_ms);
+    }
+
+    /// Whether a reading of Redis's clock has been taken (always, without
+    /// Redis).
+    pub fn is_synced(&self) -> bool {
+        self.slack.load(Ordering::Relaxed) < UNSYNCED_SLACK_MS
     }
 
     /// The current slack, for tests and logs.
@@ -142,10 +163,27 @@ mod tests {
         let c = Clock::shared();
         let here = now_ms();
         // Redis runs 10 s ahead; the reading took 20 ms.
-        c.sync(here + 10_000, here - 10, here + 10);
+        c.sync(here + 10_000, None, here - 10, here + 10);
         let start = c.fetch_start();
         assert!(start <= here + 10_000 + 50, "{start}");
         assert!(start >= here + 10_000 - 10 - MARGIN_MS - 50, "{start}");
         assert_eq!(c.slack(), Duration::from_millis(10 + MARGIN_MS));
+    }
+
+    /// On a cluster whose masters' clocks are 200 ms apart, a purge time
+    /// seen (stamped by the fastest) moves fetch starts only as far as the
+    /// slowest master's clock allows.
+    #[test]
+    fn seen_times_count_the_spread() {
+        let c = Clock::shared();
+        let here = now_ms();
+        c.sync(here, Some(200), here, here);
+        // A purge stamped by a master 200 ms ahead, just now.
+        c.observe(here + 200);
+        assert!(c.fetch_start() <= here + 1, "{}", c.fetch_start());
+        // Before any sync the spread is unknown: counted as the unsynced slack.
+        let fresh = Clock::shared();
+        fresh.observe(here + 200);
+        assert!(fresh.fetch_start() <= here + 200 - UNSYNCED_SLACK_MS + 1);
     }
 }

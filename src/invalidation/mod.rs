@@ -156,6 +156,10 @@ pub struct Invalidator {
     /// The mark found on Redis at the last heartbeat (see
     /// [`Invalidator::heartbeat`]). A plain mutex: held to compare and swap.
     mark: Mutex<Option<String>>,
+    /// On a cluster, each master's `run_id` at the last heartbeat, by
+    /// address: a master that restarted without its data took the purge
+    /// times of its keys with it, wherever the mark lives.
+    runs: Mutex<std::collections::HashMap<String, String>>,
     /// The last [`RECENT`] purges, newest last, for the dashboard. A plain
     /// mutex: held only to push or copy, never across an await.
     recent: Mutex<VecDeque<Recorded>>,
@@ -212,6 +216,7 @@ impl Invalidator {
             instance,
             grace,
             mark: Mutex::new(None),
+            runs: Mutex::default(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
         }
     }
@@ -499,6 +504,12 @@ impl Invalidator {
             .is_some()
     }
 
+    /// Whether this replica has read Redis's clock (on a cluster, every
+    /// master's), so fetches are placed by it rather than a second early.
+    pub fn clock_synced(&self) -> bool {
+        self.clock.is_synced()
+    }
+
     /// State of the announcement channel, as `/readyz` reports it.
     pub fn channel_state(&self) -> &'static str {
         match (&self.redis, self.cut_off_since.load(Ordering::Relaxed)) {
@@ -558,14 +569,26 @@ impl Invalidator {
             }
         };
         if redis.is_cluster() {
-            // Each master has its own clock: follow the slowest.
+            // Each master has its own clock: follow the slowest. Without a
+            // reading of all of them the clock stays where it was.
             let sent = now_ms();
-            let Ok(slowest) = shared::slowest_time(redis).await else {
-                return;
-            };
-            self.clock.sync(slowest, sent, now_ms());
+            if let Ok((slowest, spread)) = shared::slowest_time(redis).await {
+                self.clock.sync(slowest, Some(spread), sent, now_ms());
+            }
+            if let Ok(runs) = shared::master_runs(redis).await {
+                let mut known = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+                let restarted = runs
+                    .iter()
+                    .any(|(addr, run)| known.get(addr).is_some_and(|r| r != run));
+                *known = runs.into_iter().collect();
+                drop(known);
+                if restarted {
+                    tracing::warn!("a Redis Cluster master restarted; dropping L1");
+                    self.start_over();
+                }
+            }
         } else {
-            self.clock.sync(redis_ms, sent, now_ms());
+            self.clock.sync(redis_ms, None, sent, now_ms());
         }
         let mut seen = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
         let changed = seen.as_ref().is_some_and(|m| *m != mark);

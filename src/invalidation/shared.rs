@@ -21,6 +21,7 @@ pub async fn purge_tag(redis: &Redis, tag: &str, keep: Duration) -> Result<u64, 
         ))
     });
     redis
+        .for_purges()
         .run_script::<u64>(&PURGE_TAG, &[tag_key(redis, tag)], &[millis(keep)])
         .await
 }
@@ -56,7 +57,10 @@ pub async fn purge_key(
         tag_key(redis, variants_tag),
     ];
     let args = [millis(TOMBSTONE), millis(keep)];
-    let (deleted, time): (u64, u64) = redis.run_script(&PURGE_KEY, &keys, &args).await?;
+    let (deleted, time): (u64, u64) = redis
+        .for_purges()
+        .run_script(&PURGE_KEY, &keys, &args)
+        .await?;
     Ok((deleted > 0, time))
 }
 
@@ -106,26 +110,54 @@ pub async fn mark_and_time(
     redis.run_script(&MARK, &[redis.key("#mark")], &args).await
 }
 
-/// The earliest of the masters' clocks, in ms: every master's `TIME`,
-/// read at once. On a cluster each master stamps the purges of its own
-/// keys with its own clock; a fetch placed on the slowest of them is placed
-/// at or before its start on every one, so a purge on any master during
-/// the fetch is never taken for an earlier one. (On one server: its time.)
-pub async fn slowest_time(redis: &Redis) -> Result<u64, Error> {
+/// The earliest of the masters' clocks, in ms, and how far the latest runs
+/// ahead of it: every master's `TIME`, read at once. On a cluster each
+/// master stamps the purges of its own keys with its own clock; a fetch
+/// placed on the slowest of them is placed at or before its start on every
+/// one, so a purge on any master during the fetch is never taken for an
+/// earlier one. (On one server: its time, and 0.) A master that does not
+/// answer fails the reading: it might be the slowest.
+pub async fn slowest_time(redis: &Redis) -> Result<(u64, u64), Error> {
     let answers = redis.on_masters("TIME", redis::cmd("TIME")).await?;
-    answers
+    let mut times = Vec::with_capacity(answers.len());
+    for (_, v) in answers {
+        let (secs, micros): (u64, u64) =
+            redis::FromRedisValue::from_redis_value(v).map_err(|e| Error::Command(e.into()))?;
+        times.push(secs * 1000 + micros / 1000);
+    }
+    match (times.iter().min(), times.iter().max()) {
+        (Some(min), Some(max)) => Ok((*min, max - min)),
+        _ => Err(Error::Disconnected),
+    }
+}
+
+/// Each master's address and `run_id` (new whenever the process
+/// restarts). A master that comes back at its address with a new run id
+/// and without persistence has lost the purge times it held, which the
+/// heartbeat's mark cannot tell unless it lived there.
+pub async fn master_runs(redis: &Redis) -> Result<Vec<(String, String)>, Error> {
+    let mut info = redis::cmd("INFO");
+    info.arg("server");
+    let answers = redis.on_masters("INFO", info).await?;
+    Ok(answers
         .into_iter()
-        .filter_map(|(_, v)| {
-            let (secs, micros): (u64, u64) = redis::FromRedisValue::from_redis_value(v).ok()?;
-            Some(secs * 1000 + micros / 1000)
+        .filter_map(|(addr, v)| {
+            let text: String = redis::FromRedisValue::from_redis_value(v).ok()?;
+            let run = text
+                .lines()
+                .find_map(|l| l.strip_prefix("run_id:"))?
+                .trim()
+                .to_owned();
+            Some((addr, run))
         })
-        .min()
-        .ok_or(Error::Disconnected)
+        .collect())
 }
 
 /// Waits (at most half the command timeout) until the purges sent before
-/// on this connection are copied to a replica of their master; answers
-/// whether they are, on every master.
+/// on the purge connection ([`Redis::for_purges`]) are copied to a replica
+/// of their master; answers whether they are, on every master. (A master
+/// without a replica makes every purge wait the whole half timeout, and
+/// count as not copied, which it is not.)
 ///
 /// Why: a failover loses what a master acknowledged but had not yet
 /// copied. A purge's time that went that way would leave the older time
@@ -136,5 +168,9 @@ pub async fn slowest_time(redis: &Redis) -> Result<u64, Error> {
 pub async fn copied(redis: &Redis) -> Result<bool, Error> {
     let mut wait = redis::cmd("WAIT");
     wait.arg(1).arg(millis(redis.timeout() / 2).max(1));
-    redis.run::<u64>("WAIT", wait).await.map(|n| n >= 1)
+    redis
+        .for_purges()
+        .run::<u64>("WAIT", wait)
+        .await
+        .map(|n| n >= 1)
 }

@@ -37,26 +37,25 @@ fn spawn(port: u16, dir: &std::path::Path) -> Child {
         .expect("redis-server must be installed (the README's test command installs it)")
 }
 
-/// A port whose cluster bus port (+10000) is free too.
-fn cluster_port() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        drop(l);
-        if port < 55_536
-            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-        {
-            return port;
-        }
-        // Ephemeral ports are often above 55536: try one well below.
-        let low = 20_000 + (port % 30_000);
-        if std::net::TcpListener::bind(("127.0.0.1", low)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", low + 10_000)).is_ok()
-        {
-            return low;
+/// `n` distinct free ports whose cluster bus ports (+10000) are free too.
+/// Each is held until all are chosen, so no two nodes get the same one.
+fn cluster_ports(n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let any = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        // Ephemeral ports are often above 55536: move one well below.
+        let port = 20_000 + any.local_addr().expect("addr").port() % 30_000;
+        drop(any);
+        if let (Ok(a), Ok(b)) = (
+            std::net::TcpListener::bind(("127.0.0.1", port)),
+            std::net::TcpListener::bind(("127.0.0.1", port + 10_000)),
+        ) {
+            held.push((a, b));
+            ports.push(port);
         }
     }
+    ports
 }
 
 /// Runs `redis-cli -p port args...`; answers its output.
@@ -76,8 +75,7 @@ impl Cluster {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
-        for _ in 0..6 {
-            let port = cluster_port();
+        for port in cluster_ports(6) {
             let node_dir: PathBuf = dir.path().join(port.to_string());
             std::fs::create_dir_all(&node_dir).expect("node dir");
             nodes.push(Node {
@@ -209,6 +207,25 @@ impl Cluster {
             }
         }
         self.wait_ok();
+    }
+
+    /// Kills the node at `port` and starts it again at once from its
+    /// directory: back with its slots (within the node timeout, so its
+    /// replica does not take over) and without its data.
+    pub fn restart(&mut self, port: u16) {
+        self.kill(port);
+        let dir = self.dir.path().join(port.to_string());
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.port == port) {
+            n.child = Some(spawn(port, &dir));
+        }
+        wait_for("the restarted node answers", || {
+            cli(port, &["PING"]) == "PONG"
+        });
+    }
+
+    /// The first node in the seed list (where the purge bus subscribes first).
+    pub fn first_seed(&self) -> u16 {
+        self.nodes[0].port
     }
 
     /// Kills the node at `port` with SIGKILL.
