@@ -14,14 +14,14 @@
 //! Scripts run by their SHA1 and are sent whole only when Redis does not
 //! know them yet.
 //!
-//! Entry reads ([`Redis::get`]) from concurrent requests share round trips
-//! on one server: while [`GET_ROUND_TRIPS`] reads are in flight, the next
-//! ones wait in a queue and go together as one `MGET` of up to
-//! [`GET_BATCH`] reads, each key once. Under load that is one socket write
-//! and one Redis command for many hits instead of one each (and one copy of
-//! a hot key's entry); alone, a read goes at once.
-//! (A cluster client cannot send one command to several slots, so there
-//! each read is its own `GET`.)
+//! Entry reads ([`Redis::get`]) from concurrent requests share round trips:
+//! while [`GET_ROUND_TRIPS`] reads are in flight, the next ones wait in a
+//! queue and go together, each key once, up to [`GET_BATCH`] reads. On one
+//! server they go as one `MGET`: under load one socket write and one Redis
+//! command for many hits instead of one each (and one copy of a hot key's
+//! entry). A cluster client cannot send one command to several slots, so
+//! there each distinct key is one `GET`, all sent at once; concurrent reads
+//! of a hot key still share one. Alone, a read goes at once.
 //!
 //! The same connection speaks to one server or to a Redis Cluster
 //! ([`Target`]): the cluster client follows `MOVED` and `ASK`, splits a
@@ -336,11 +336,6 @@ impl Redis {
     /// Reads the string at `key` (a whole Redis key); on one server,
     /// together with the reads of other requests made meanwhile.
     pub async fn get(&self, key: String) -> Result<Option<Bytes>, Error> {
-        if self.is_cluster() {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(key);
-            return self.run("GET", cmd).await;
-        }
         let queue = self.gets.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             // The gatherer holds a copy without the queue, so it ends when
@@ -563,26 +558,35 @@ async fn gather(redis: Redis, mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiti
                     }
                 }
             }
-            let mut cmd = redis::cmd("MGET");
-            cmd.arg(&keys);
-            let asked = keys.len();
-            // MGET answers nil for a key that holds no string (never
-            // WRONGTYPE), so one odd key cannot fail the others.
-            let answer = redis.run::<Vec<Option<Bytes>>>("GET", cmd).await;
-            match answer {
-                Ok(values) if values.len() == asked => {
-                    for ((_, tx), i) in batch.into_iter().zip(index) {
-                        let _ = tx.send(Ok(values[i].clone()));
-                    }
-                }
-                other => {
-                    let e = other.err().unwrap_or(Error::Disconnected);
-                    for (_, tx) in batch {
-                        let _ = tx.send(Err(e.clone()));
-                    }
-                }
+            let values = read_all(&redis, &keys).await;
+            for ((_, tx), i) in batch.into_iter().zip(index) {
+                let value = values.get(i).cloned().unwrap_or(Err(Error::Disconnected));
+                let _ = tx.send(value);
             }
         });
+    }
+}
+
+/// The values at `keys`, one answer per key: one `MGET` on one server; on
+/// a cluster (which takes no command across slots) one `GET` per key, all
+/// at once.
+async fn read_all(redis: &Redis, keys: &[&str]) -> Vec<Result<Option<Bytes>, Error>> {
+    if redis.is_cluster() {
+        let gets = keys.iter().map(|key| {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(*key);
+            redis.run::<Option<Bytes>>("GET", cmd)
+        });
+        return futures_util::future::join_all(gets).await;
+    }
+    let mut cmd = redis::cmd("MGET");
+    cmd.arg(keys);
+    // MGET answers nil for a key that holds no string (never WRONGTYPE), so
+    // one odd key cannot fail the others.
+    match redis.run::<Vec<Option<Bytes>>>("GET", cmd).await {
+        Ok(values) if values.len() == keys.len() => values.into_iter().map(Ok).collect(),
+        Ok(_) => vec![Err(Error::Disconnected); keys.len()],
+        Err(e) => vec![Err(e); keys.len()],
     }
 }
 

@@ -219,6 +219,34 @@ async fn shared_tier_and_purges_across_masters() {
     let kept = get(&b.url(&other), &[]).await;
     assert!(kept.is_hit(), "{}", kept.cache_status());
 
+    // Concurrent L2 reads of one key share one GET.
+    let gets = || async {
+        let text = get(&format!("http://{}/metrics", b.admin), &[]).await;
+        String::from_utf8_lossy(&text.body)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"sidecache_redis_duration_seconds_count{command="GET"} "#)
+            })
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+    };
+    let before = gets().await;
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let url = b.url(&other);
+            tokio::spawn(async move { get(&url, &[]).await })
+        })
+        .collect();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert!(
+            got.cache_status().contains("detail=redis"),
+            "{}",
+            got.cache_status()
+        );
+    }
+    let used = gets().await - before;
+    assert!(used < 40, "40 concurrent reads of one key took {used} GETs");
+
     // L1 entries hear purges over the bus, which a cluster broadcasts.
     get(&b.url("/pages/1"), &[]).await;
     eventually("B holds the page in memory", || async {
