@@ -220,16 +220,7 @@ async fn shared_tier_and_purges_across_masters() {
     assert!(kept.is_hit(), "{}", kept.cache_status());
 
     // Concurrent L2 reads of one key share one GET.
-    let gets = || async {
-        let text = get(&format!("http://{}/metrics", b.admin), &[]).await;
-        String::from_utf8_lossy(&text.body)
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(r#"sidecache_redis_duration_seconds_count{command="GET"} "#)
-            })
-            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
-    };
-    let before = gets().await;
+    let before = entry_read_round_trips(&b).await;
     let tasks: Vec<_> = (0..40)
         .map(|_| {
             let url = b.url(&other);
@@ -244,18 +235,11 @@ async fn shared_tier_and_purges_across_masters() {
             got.cache_status()
         );
     }
-    let used = gets().await - before;
+    let used = entry_read_round_trips(&b).await - before;
     assert!(used < 40, "40 concurrent reads of one key took {used} GETs");
 
     // L1 entries hear purges over the bus, which a cluster broadcasts.
-    get(&b.url("/pages/1"), &[]).await;
-    eventually("B holds the page in memory", || async {
-        get(&b.url("/pages/1"), &[])
-            .await
-            .cache_status()
-            .contains("detail=memory")
-    })
-    .await;
+    holds_in_memory(&b, "/pages/1").await;
     purge(&a, r#"{"tags": ["site"]}"#).await;
     eventually("B dropped the purged page", || async {
         !get(&b.url("/pages/1"), &[]).await.is_hit()
@@ -457,12 +441,19 @@ async fn purged_everywhere(backend: &Backend, a: &Proxy, b: &Proxy, hot: &str) {
 
 /// `sidecache_redis_errors_total`, summed over commands.
 async fn redis_errors(p: &Proxy) -> u64 {
-    let text = get(&format!("http://{}/metrics", p.admin), &[]).await;
-    String::from_utf8_lossy(&text.body)
-        .lines()
-        .filter(|l| l.starts_with("sidecache_redis_errors_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    metric_sum(p, "sidecache_redis_errors_total", "").await
+}
+
+/// Fetches `path` through `p` until `p` answers it from memory.
+async fn holds_in_memory(p: &Proxy, path: &str) {
+    get(&p.url(path), &[]).await;
+    eventually("the replica holds it in memory", || async {
+        get(&p.url(path), &[])
+            .await
+            .cache_status()
+            .contains("detail=memory")
+    })
+    .await;
 }
 
 /// A replica started while the whole cluster is down answers from the
@@ -518,14 +509,7 @@ async fn a_master_restarted_empty_drops_l1() {
     let mut cluster = tokio::task::block_in_place(Cluster::start);
     let backend = shop().await;
     let b = proxy(&cluster, &backend).await;
-    get(&b.url("/pages/1"), &[]).await;
-    eventually("B holds the page in memory", || async {
-        get(&b.url("/pages/1"), &[])
-            .await
-            .cache_status()
-            .contains("detail=memory")
-    })
-    .await;
+    holds_in_memory(&b, "/pages/1").await;
     let mark_home = cluster.master_of("cl:#mark");
     let victim = cluster
         .masters()

@@ -376,16 +376,7 @@ async fn concurrent_l2_reads_share_round_trips() {
         .query_async(&mut c)
         .await
         .unwrap();
-    let round_trips = || async {
-        let text = get(&format!("http://{}/metrics", b.admin), &[]).await;
-        String::from_utf8_lossy(&text.body)
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(r#"sidecache_redis_duration_seconds_count{command="GET"} "#)
-            })
-            .map_or(0, |v| v.trim().parse::<u64>().unwrap())
-    };
-    let before = round_trips().await;
+    let before = entry_read_round_trips(&b).await;
     let tasks: Vec<_> = (0..60)
         .map(|i| {
             let url = b.url(&format!("/products/{i}"));
@@ -411,7 +402,7 @@ async fn concurrent_l2_reads_share_round_trips() {
         );
         assert_eq!(got.body, bodies[i], "product {i} got another's entry");
     }
-    let used = round_trips().await - before;
+    let used = entry_read_round_trips(&b).await - before;
     assert!(
         used < 61,
         "61 concurrent reads took {used} round trips: none were shared"

@@ -604,6 +604,29 @@ where
     }
 }
 
+/// The sum of the samples of `metric` whose labels start with `labels`
+/// (`""` for all) on `proxy`'s `/metrics`.
+pub async fn metric_sum(proxy: &Proxy, metric: &str, labels: &str) -> u64 {
+    let text = get(&format!("http://{}/metrics", proxy.admin), &[]).await;
+    let prefix = format!("{metric}{{{labels}");
+    String::from_utf8_lossy(&text.body)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Redis round trips `proxy` made for entry reads (`GET` or a gathered
+/// `MGET`), from its duration histogram's count.
+pub async fn entry_read_round_trips(proxy: &Proxy) -> u64 {
+    metric_sum(
+        proxy,
+        "sidecache_redis_duration_seconds_count",
+        r#"command="GET"}"#,
+    )
+    .await
+}
+
 /// The next message on `sub`, as JSON (within 5 s): a write-through event.
 pub async fn next_event(sub: &mut redis::aio::PubSub) -> serde_json::Value {
     let msg = tokio::time::timeout(
