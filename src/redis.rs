@@ -393,13 +393,18 @@ impl Redis {
             cmd.arg(args);
             cmd
         };
-        match self.run("EVALSHA", call("EVALSHA", script.hash())).await {
-            Err(Error::Command(e))
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                self.run("EVAL", call("EVAL", &script.code)).await
-            }
-            other => other,
+        let no_script = |e: &Error| {
+            matches!(e, Error::Command(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+        };
+        // A node that does not know the script yet (new, restarted, or
+        // promoted in a failover) is expected, not an error to count.
+        let first = self
+            .run_timed("EVALSHA", call("EVALSHA", script.hash()), Route::Auto)
+            .await;
+        match first {
+            Err(e) if no_script(&e) => self.run("EVAL", call("EVAL", &script.code)).await,
+            other => self.counted("EVALSHA", std::future::ready(other)).await,
         }
     }
 

@@ -39,6 +39,13 @@ async fn two_replicas_share_l2() {
         from_l2.cache_status()
     );
     assert_eq!(from_l2.body, first.body);
+    // The store's script was new to Redis (NOSCRIPT, then sent whole):
+    // expected, so not counted as a Redis error.
+    assert_eq!(
+        metric_sum(&a, "sidecache_redis_errors_total", "").await,
+        0,
+        "a script Redis did not know yet counted as an error"
+    );
     let from_l1 = get(&b.url("/products/5"), &[]).await;
     assert!(
         from_l1.cache_status().contains("detail=memory"),
