@@ -54,12 +54,12 @@ pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 /// or a lost node) before it gives up; all within the command's timeout.
 pub const CLUSTER_RETRIES: u32 = 2;
 
-/// Entry reads in flight at once on one server; more wait and go together.
+/// Entry reads in flight at once; more wait and go together.
 pub const GET_ROUND_TRIPS: usize = 2;
-/// The most keys one gathered `MGET` asks for.
+/// The most reads that go together.
 pub const GET_BATCH: usize = 64;
 
-/// A read waiting for its share of a gathered `MGET`.
+/// A read waiting for its share of a gathered round trip.
 type Waiting = (
     String,
     tokio::sync::oneshot::Sender<Result<Option<Bytes>, Error>>,
@@ -150,8 +150,7 @@ pub struct Redis {
     /// holds its connection until a replica has copied the purge, and
     /// must not hold the reads behind it.
     purges: Option<ClusterConnection>,
-    /// The queue of entry reads to gather, started on the first read (one
-    /// server only).
+    /// The queue of entry reads to gather, started on the first read.
     gets: Arc<OnceLock<tokio::sync::mpsc::UnboundedSender<Waiting>>>,
     prefix: Arc<str>,
     timeout: Duration,
@@ -333,8 +332,8 @@ impl Redis {
         &self.subscribe_to[attempt % self.subscribe_to.len()]
     }
 
-    /// Reads the string at `key` (a whole Redis key); on one server,
-    /// together with the reads of other requests made meanwhile.
+    /// Reads the string at `key` (a whole Redis key), together with the
+    /// reads of other requests made meanwhile.
     pub async fn get(&self, key: String) -> Result<Option<Bytes>, Error> {
         let queue = self.gets.get_or_init(|| {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

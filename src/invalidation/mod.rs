@@ -569,24 +569,7 @@ impl Invalidator {
             }
         };
         if redis.is_cluster() {
-            // Each master has its own clock: follow the slowest. Without a
-            // reading of all of them the clock stays where it was.
-            let sent = now_ms();
-            if let Ok((slowest, spread)) = shared::slowest_time(redis).await {
-                self.clock.sync(slowest, Some(spread), sent, now_ms());
-            }
-            if let Ok(runs) = shared::master_runs(redis).await {
-                let mut known = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
-                let restarted = runs
-                    .iter()
-                    .any(|(addr, run)| known.get(addr).is_some_and(|r| r != run));
-                *known = runs.into_iter().collect();
-                drop(known);
-                if restarted {
-                    tracing::warn!("a Redis Cluster master restarted; dropping L1");
-                    self.start_over();
-                }
-            }
+            self.cluster_heartbeat(redis).await;
         } else {
             self.clock.sync(redis_ms, None, sent, now_ms());
         }
@@ -596,6 +579,32 @@ impl Invalidator {
         drop(seen);
         if changed {
             tracing::warn!("Redis was flushed or replaced; dropping L1");
+            self.start_over();
+        }
+    }
+}
+
+impl Invalidator {
+    /// The heartbeat's part on a cluster: each master has its own clock,
+    /// so the clock follows the slowest (and stays where it was without a
+    /// reading of all of them); a master back at its address with a new
+    /// `run_id` lost the purge times it held, so L1 starts over.
+    async fn cluster_heartbeat(&self, redis: &Redis) {
+        let sent = now_ms();
+        if let Ok((slowest, spread)) = shared::slowest_time(redis).await {
+            self.clock.sync(slowest, Some(spread), sent, now_ms());
+        }
+        let Ok(runs) = shared::master_runs(redis).await else {
+            return;
+        };
+        let mut known = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        let restarted = runs
+            .iter()
+            .any(|(addr, run)| known.get(addr).is_some_and(|r| r != run));
+        *known = runs.into_iter().collect();
+        drop(known);
+        if restarted {
+            tracing::warn!("a Redis Cluster master restarted; dropping L1");
             self.start_over();
         }
     }
