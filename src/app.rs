@@ -54,7 +54,14 @@ impl App {
             .clone()
             .map(|r| Arc::new(RedisStore::new(r)) as Arc<dyn crate::cache::Store>);
         let cache = Tiered::new(memory, shared);
-        let proxy = Arc::new(Proxy::new(Arc::new(config), cache, redis));
+        let regions = match &config.regions {
+            Some(r) => Some(
+                crate::invalidation::regions::Regions::new(r, config.invalidation.region_log)
+                    .map_err(|e| anyhow::anyhow!("regions: {e}"))?,
+            ),
+            None => None,
+        };
+        let proxy = Arc::new(Proxy::new(Arc::new(config), cache, redis, regions));
         let admin = Arc::new(Admin::new(proxy.clone()));
         Ok(Self {
             proxy,
@@ -97,6 +104,14 @@ impl App {
             self.proxy.invalidator().clone(),
             shutdown.clone(),
         ));
+        let regions = tokio::spawn(crate::invalidation::regions::run(
+            self.proxy.invalidator().clone(),
+            shutdown.clone(),
+        ));
+        let repeats = tokio::spawn(crate::invalidation::repeats(
+            self.proxy.invalidator().clone(),
+            shutdown.clone(),
+        ));
         let hup = tokio::spawn(crate::reload::on_sighup(
             self.proxy.clone(),
             shutdown.clone(),
@@ -112,7 +127,7 @@ impl App {
         let upkeep = tokio::spawn(upkeep(self.proxy.clone(), shutdown.clone()));
         self.admin.set_ready();
         tokio::join!(proxy_task, admin_task);
-        let _ = tokio::join!(bus, hup, watch, upkeep);
+        let _ = tokio::join!(bus, regions, repeats, hup, watch, upkeep);
     }
 }
 

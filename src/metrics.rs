@@ -49,6 +49,14 @@ pub const RATE_LIMITED: &str = "sidecache_rate_limited_total";
 pub const STORE_REFUSED: &str = "sidecache_store_refused_total";
 /// Requests refused before reaching the backend, by `reason` (counter).
 pub const REJECTED: &str = "sidecache_rejected_total";
+/// Purges made in another region and applied here, by that `region` (counter).
+pub const REGION_PURGES: &str = "sidecache_region_purges_total";
+/// Age of the oldest purge made here that a `region` has not applied yet (gauge).
+pub const REGION_LAG: &str = "sidecache_region_purge_lag_seconds";
+/// This replica's link to a `region`'s Redis: 1 for its `state` (up, down) (gauge).
+pub const REGION_LINK: &str = "sidecache_region_link";
+/// 1 while this replica relays a `region`'s purges here (gauge).
+pub const REGION_RELAYING: &str = "sidecache_region_relaying";
 /// Config reloads by `result` (ok, failed) (counter).
 pub const RELOADS: &str = "sidecache_config_reloads_total";
 /// Always 1, labelled with the `version` (gauge).
@@ -148,6 +156,10 @@ pub enum PurgeSource {
     Write,
     /// Announced by another replica.
     Remote,
+    /// Made in another region and relayed here.
+    Region,
+    /// Applied a second time, `invalidation.repeat_after` later.
+    Repeat,
 }
 
 impl PurgeSource {
@@ -158,7 +170,15 @@ impl PurgeSource {
             PurgeSource::Proxy => "proxy",
             PurgeSource::Write => "write",
             PurgeSource::Remote => "remote",
+            PurgeSource::Region => "region",
+            PurgeSource::Repeat => "repeat",
         }
+    }
+
+    /// Whether the purge was made here (and so is logged for the other
+    /// regions) rather than relayed or repeated.
+    pub fn is_origin(self) -> bool {
+        matches!(self, Self::Api | Self::Proxy | Self::Write)
     }
 }
 
@@ -227,6 +247,22 @@ fn describe() {
         "Answers admitted for storing but not stored in the end."
     );
     describe_counter!(RELOADS, "Config reloads.");
+    describe_counter!(
+        REGION_PURGES,
+        "Purges made in another region (label region) and applied here."
+    );
+    describe_gauge!(
+        REGION_LAG,
+        "Age of the oldest purge made in this region that the labelled region has not applied yet."
+    );
+    describe_gauge!(
+        REGION_LINK,
+        "1 for the state (up or down) of this replica's link to the labelled region's Redis."
+    );
+    describe_gauge!(
+        REGION_RELAYING,
+        "1 while this replica brings the labelled region's purges into this one."
+    );
     describe_gauge!(BUILD_INFO, "Version of this build.");
 }
 

@@ -6,8 +6,8 @@
 //! they started with.
 //!
 //! Rules, the admin token and everything under them take effect at once.
-//! Listen addresses, `upstream`, `memory`, `limits` and `redis` take effect
-//! on restart;
+//! Listen addresses, `upstream`, `memory`, `limits`, `redis`, `region`,
+//! `regions` and `invalidation` take effect on restart;
 //! the report says when the new file changes them. L1 entries survive for
 //! rules whose key template and tier are unchanged; those of other rules
 //! are dropped (by the template's literal prefix, or all of L1 when the
@@ -75,6 +75,18 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
     keep_old(&mut not_applied, "memory", &mut new.memory, &old.memory);
     keep_old(&mut not_applied, "limits", &mut new.limits, &old.limits);
     keep_old(&mut not_applied, "redis", &mut new.redis, &old.redis);
+    keep_old(
+        &mut not_applied,
+        "region, regions",
+        &mut new.regions,
+        &old.regions,
+    );
+    keep_old(
+        &mut not_applied,
+        "invalidation",
+        &mut new.invalidation,
+        &old.invalidation,
+    );
     let rules = new.rules.rules().len();
     let new = Arc::new(new);
     proxy.swap_config(new.clone());

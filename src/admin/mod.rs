@@ -6,8 +6,8 @@
 //! | `GET /metrics` | Prometheus text format; names in [`crate::metrics`] |
 //! | `GET /purges` | the last purges applied here (API, `PURGE`, writes, other replicas), newest first, as JSON (bearer token: keys and tags may hold user data) |
 //! | `GET /healthz` | liveness: `ok` while the process serves |
-//! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled`, and whether purge announcements are `subscribed`, `cut-off` or `local` (no Redis) |
-//! | `GET /rules` | the rules as loaded, as JSON |
+//! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled`, and whether purge announcements are `subscribed`, `cut-off` or `local` (no Redis), and with `regions:` each region's link, lag and whether this replica relays its purges |
+//! | `GET /rules` | the rules as loaded, with this replica's region and the other regions, as JSON |
 //! | `POST /reload` | re-read the config file (bearer token); a bad one is refused with its errors and the old one keeps serving |
 //! | `POST /purge` | `{"keys": [], "tags": [], "prefixes": []}` with `Authorization: Bearer <admin.token>`; answers the counts; reaches every replica |
 
@@ -71,6 +71,8 @@ impl Admin {
                     "redis": self.proxy.redis_state(),
                     "redis_mode": self.proxy.redis().map(crate::redis::Redis::mode),
                     "purges": self.proxy.invalidator().channel_state(),
+                    "region": self.proxy.invalidator().regions().map(|r| r.here()),
+                    "regions": self.proxy.invalidator().regions().map(|r| r.states()),
                 });
                 let code = if ready {
                     StatusCode::OK
@@ -192,7 +194,12 @@ impl Admin {
                 })
             })
             .collect();
-        serde_json::Value::Array(rules)
+        let regions = self.proxy.invalidator().regions();
+        serde_json::json!({
+            "rules": rules,
+            "region": regions.map(|r| r.here()),
+            "regions": regions.map(|r| r.names()),
+        })
     }
 }
 

@@ -68,6 +68,10 @@ pub struct Config {
     pub limits: Limits,
     /// L2, when configured.
     pub redis: Option<RedisConfig>,
+    /// This region and the others, when configured.
+    pub regions: Option<Regions>,
+    /// How purges are applied.
+    pub invalidation: Invalidation,
     /// Proxies in front whose forwarding headers are kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The compiled rules, in file order.
@@ -182,6 +186,47 @@ pub struct RedisConfig {
     /// the system's (read when the config is).
     pub ca: Option<Vec<u8>>,
 }
+
+/// `region:` and `regions:`: purges made in any region reach all of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regions {
+    /// This replica's region.
+    pub here: String,
+    /// The other regions, by name.
+    pub others: Vec<Region>,
+}
+
+/// One other region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    /// Its name, as `regions:` gives it.
+    pub name: String,
+    /// Its Redis.
+    pub redis: RedisConfig,
+}
+
+/// `invalidation:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalidation {
+    /// Each purge is applied again after this delay.
+    pub repeat_after: Option<Duration>,
+    /// How many of this region's purges Redis keeps for the other regions.
+    pub region_log: u64,
+}
+
+impl Default for Invalidation {
+    fn default() -> Self {
+        Self {
+            repeat_after: None,
+            region_log: DEFAULT_REGION_LOG,
+        }
+    }
+}
+
+/// Default number of purges kept for other regions to catch up.
+pub const DEFAULT_REGION_LOG: u64 = 100_000;
+/// Default time one command to another region's Redis may take.
+pub const DEFAULT_REGION_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,6 +55,12 @@ pub struct RawConfig {
     pub memory: Option<RawMemory>,
     /// L2, Redis shared by every replica. Without it every replica has its own L1 and purges stay local.
     pub redis: Option<Sp<RawRedis>>,
+    /// This replica's region (e.g. `eu`), with `regions`: every purge made here reaches them.
+    pub region: Option<Sp<String>>,
+    /// The other regions, by name, each with its own Redis; purges made in any region are applied in all of them.
+    pub regions: Option<Sp<std::collections::BTreeMap<String, Sp<RawRegion>>>>,
+    /// How purges are applied.
+    pub invalidation: Option<RawInvalidation>,
     /// What one client may ask of the proxy.
     pub limits: Option<RawLimits>,
     /// Addresses (CIDRs, e.g. `10.0.0.0/8`) of proxies in front whose `X-Forwarded-Proto` / `X-Forwarded-Host` are kept; from anyone else they are replaced.
@@ -145,6 +151,59 @@ pub struct RawRedis {
     pub disconnect_grace: Option<Sp<String>>,
     /// For `rediss://`: a PEM file of the CA certificates to trust instead of the system's.
     pub ca: Option<Sp<String>>,
+}
+
+/// One entry of `regions:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegion {
+    /// That region's Redis: a URL (`redis://host:port`), or the same map as `redis:` (`cluster:` seed nodes, `key_prefix`, `timeout`, `ca`).
+    pub redis: Sp<RawRegionRedis>,
+}
+
+/// A region's Redis: a URL, or a map like `redis:`.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+pub enum RawRegionRedis {
+    /// One server's URL.
+    Url(String),
+    /// The same fields as `redis:`.
+    Map(Box<RawRedis>),
+}
+
+impl<'de> Deserialize<'de> for RawRegionRedis {
+    // By hand rather than `untagged`, which would buffer the map and lose
+    // the places of its fields.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = RawRegionRedis;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Redis URL, or a map with `url` or `cluster`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawRegionRedis::Url(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawRedis::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|r| RawRegionRedis::Map(Box::new(r)))
+            }
+        }
+        d.deserialize_any(Either)
+    }
+}
+
+/// `invalidation:` — how purges are applied.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInvalidation {
+    /// Apply every purge once more after this delay (e.g. `2s`), in every region: undoes a refill from a database replica that had not seen the write yet.
+    pub repeat_after: Option<Sp<String>>,
+    /// With `regions`: how many of this region's purges are kept in Redis for the other regions to catch up (default 100000). A region cut off for longer drops its cache when it is back.
+    pub region_log: Option<Sp<u64>>,
 }
 
 /// One rule, or `defaults:` (which may carry every field but `name` and `match`).

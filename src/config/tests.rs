@@ -355,3 +355,105 @@ fn redis_cluster_is_checked() {
     // Braces in the prefix only matter on a cluster.
     assert!(load(&yaml(r#"{ url: "redis://a:1", key_prefix: "{s}:" }"#)).is_ok());
 }
+
+/// `region:` and `regions:` load in both forms of a region's Redis; what a
+/// region does not say comes from this region's `redis:` (prefix) or the
+/// cross-region default (timeout).
+#[test]
+fn regions_load() {
+    let yaml = format!(
+        "{BASE}redis: {{ url: \"redis://127.0.0.1:6379\", key_prefix: \"s:\" }}\nregion: eu\nregions:\n  us: {{ redis: \"redis://10.1.0.1:6379\" }}\n  ap: {{ redis: {{ cluster: [\"redis://10.2.0.1:6379\"], timeout: 3s }} }}\ninvalidation: {{ repeat_after: 2s, region_log: 500 }}\n"
+    );
+    let c = load(&yaml).unwrap().config;
+    let regions = c.regions.unwrap();
+    assert_eq!(regions.here, "eu");
+    let names: Vec<_> = regions.others.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["ap", "us"]);
+    let (ap, us) = (&regions.others[0].redis, &regions.others[1].redis);
+    assert_eq!(
+        us.servers,
+        RedisServers::Url("redis://10.1.0.1:6379".into())
+    );
+    assert_eq!(us.key_prefix, "s:");
+    assert_eq!(us.timeout, DEFAULT_REGION_TIMEOUT);
+    assert_eq!(
+        ap.servers,
+        RedisServers::Cluster(vec!["redis://10.2.0.1:6379".into()])
+    );
+    assert_eq!(ap.timeout, std::time::Duration::from_secs(3));
+    assert_eq!(
+        c.invalidation.repeat_after,
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert_eq!(c.invalidation.region_log, 500);
+    assert_eq!(
+        load(BASE).unwrap().config.invalidation,
+        Invalidation::default()
+    );
+}
+
+/// Each mistake in `region` / `regions` / `invalidation` is named with
+/// its field.
+#[test]
+fn regions_are_checked() {
+    let redis = "redis: { url: \"redis://127.0.0.1:6379\" }\n";
+    for (rest, field, message) in [
+        (
+            "regions:\n  us: { redis: \"redis://10.1.0.1:6379\" }\n",
+            "regions",
+            "needs `region:`",
+        ),
+        (
+            "region: eu\nregions:\n  eu: { redis: \"redis://10.1.0.1:6379\" }\n",
+            "regions.eu",
+            "own region",
+        ),
+        (
+            "region: eu\nregions:\n  us: { redis: \"nonsense\" }\n",
+            "regions.us.redis",
+            "not a Redis URL",
+        ),
+        (
+            "region: eu\nregions:\n  us: { redis: { cluster: [] } }\n",
+            "regions.us.redis.cluster",
+            "lists no node",
+        ),
+        (
+            "region: eu\nregions:\n  us: { redis: \"redis://127.0.0.1:6379\" }\n",
+            "regions.us.redis",
+            "this region's own Redis",
+        ),
+        (
+            "region: eu\nregions:\n  us: { redis: \"redis+unix:///tmp/r.sock\" }\n",
+            "regions.us.redis",
+            "over TCP",
+        ),
+        (
+            "region: \"e u\"\nregions:\n  us: { redis: \"redis://10.1.0.1:6379\" }\n",
+            "region",
+            "not a region name",
+        ),
+        (
+            "invalidation: { repeat_after: 0s }\n",
+            "invalidation.repeat_after",
+            "",
+        ),
+        (
+            "invalidation: { region_log: 0 }\n",
+            "invalidation.region_log",
+            "at least one",
+        ),
+    ] {
+        let errs = errors(&format!("{BASE}{redis}{rest}")).join("\n");
+        assert!(
+            errs.contains(field) && errs.contains(message),
+            "{rest}: expected `{field}` / `{message}` in:\n{errs}"
+        );
+    }
+    // Regions without this region's own Redis to log purges in.
+    let errs = errors(&format!(
+        "{BASE}region: eu\nregions:\n  us: {{ redis: \"redis://10.1.0.1:6379\" }}\n"
+    ))
+    .join("\n");
+    assert!(errs.contains("needs `redis:`"), "{errs}");
+}

@@ -31,13 +31,14 @@
 
 pub mod bus;
 pub mod clock;
+pub mod regions;
 pub mod shared;
 pub mod times;
 pub mod triggers;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -163,7 +164,22 @@ pub struct Invalidator {
     /// The last [`RECENT`] purges, newest last, for the dashboard. A plain
     /// mutex: held only to push or copy, never across an await.
     recent: Mutex<VecDeque<Recorded>>,
+    /// The other regions, when configured ([`regions`]).
+    regions: Option<regions::Regions>,
+    /// `invalidation.repeat_after`, and the queue of purges to repeat.
+    repeat: Option<Repeat>,
 }
+
+/// Purges waiting to be applied a second time.
+struct Repeat {
+    after: Duration,
+    queue: tokio::sync::mpsc::Sender<(tokio::time::Instant, Purge)>,
+    /// Taken by [`repeats`] when it starts.
+    waiting: Mutex<Option<tokio::sync::mpsc::Receiver<(tokio::time::Instant, Purge)>>>,
+}
+
+/// Most purges waiting for their repeat; beyond, a purge is applied once.
+const REPEAT_QUEUE: usize = 10_000;
 
 /// How many purges [`Invalidator::recent`] remembers.
 pub const RECENT: usize = 20;
@@ -218,7 +234,34 @@ impl Invalidator {
             mark: Mutex::new(None),
             runs: Mutex::default(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            regions: None,
+            repeat: None,
         }
+    }
+
+    /// Relays purges to and from the other `regions` (see [`regions`]), and
+    /// applies every purge again `repeat_after` it was first applied.
+    #[must_use]
+    pub fn with(
+        mut self,
+        regions: Option<regions::Regions>,
+        repeat_after: Option<Duration>,
+    ) -> Self {
+        self.regions = regions;
+        self.repeat = repeat_after.map(|after| {
+            let (queue, waiting) = tokio::sync::mpsc::channel(REPEAT_QUEUE);
+            Repeat {
+                after,
+                queue,
+                waiting: Mutex::new(Some(waiting)),
+            }
+        });
+        self
+    }
+
+    /// The other regions, when configured.
+    pub fn regions(&self) -> Option<&regions::Regions> {
+        self.regions.as_ref()
     }
 
     /// Sets the longest lifetime an entry can have under the rules in
@@ -361,10 +404,33 @@ impl Invalidator {
         self.horizon_ms.load(Ordering::Relaxed)
     }
 
-    /// Purges here and in Redis, and announces it to every replica.
+    /// Purges here and in Redis, and announces it to every replica; a
+    /// purge made in this region is first logged for the other regions.
     pub async fn purge(&self, purge: &Purge, source: PurgeSource) -> Counts {
         self.record(source, &purge.keys, &purge.tags, &purge.prefixes);
         let mut counts = Counts::default();
+        if source.is_origin()
+            && let (Some(regions), Some(redis)) = (&self.regions, &self.redis)
+            && let Err(e) = regions.record(redis, purge, regions::keep(self)).await
+        {
+            counts.redis_errors += 1;
+            tracing::warn!(error = %e, "purge not logged for the other regions; they were not told");
+        }
+        self.apply_purge(purge, &mut counts).await;
+        if source != PurgeSource::Repeat
+            && let Some(repeat) = &self.repeat
+            && repeat
+                .queue
+                .try_send((tokio::time::Instant::now() + repeat.after, purge.clone()))
+                .is_err()
+        {
+            tracing::warn!("too many purges waiting for their repeat; this one is applied once");
+        }
+        counts
+    }
+
+    /// Applies `purge` here, in Redis and on the bus.
+    async fn apply_purge(&self, purge: &Purge, counts: &mut Counts) {
         let mut msg = Announcement {
             from: self.instance,
             keys: Vec::with_capacity(purge.keys.len()),
@@ -375,11 +441,11 @@ impl Invalidator {
         // Each time is recorded here before anything is deleted, so a store
         // racing the purge is refused whichever comes first.
         for tag in &purge.tags {
-            let time = self.purge_tag(tag, &mut counts).await;
+            let time = self.purge_tag(tag, counts).await;
             msg.tags.push((tag.clone(), time));
         }
         for key in &purge.keys {
-            let time = self.purge_key(key, &mut counts).await;
+            let time = self.purge_key(key, counts).await;
             msg.keys.push((key.clone(), time));
         }
         msg.exact = self.redis.is_some() && counts.redis_errors == 0;
@@ -410,7 +476,6 @@ impl Invalidator {
             counts.redis_errors += 1;
             tracing::warn!(error = %e, "purge announcement not sent; other replicas were not told");
         }
-        counts
     }
 
     /// Purges one tag: its time recorded in Redis (Redis's time) and here.
@@ -613,6 +678,30 @@ impl Invalidator {
 impl Admission for Invalidator {
     fn admits(&self, found: &Found, key: &str) -> impl std::future::Future<Output = bool> + Send {
         self.admit(found, key)
+    }
+}
+
+/// Applies each purge again once its `repeat_after` is over, in the
+/// order they were made, until `shutdown`.
+pub async fn repeats(inv: Arc<Invalidator>, shutdown: tokio_util::sync::CancellationToken) {
+    let Some(mut waiting) = inv.repeat.as_ref().and_then(|r| {
+        r.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }) else {
+        return;
+    };
+    loop {
+        let (due, purge) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            next = waiting.recv() => match next { Some(n) => n, None => return },
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep_until(due) => {}
+        }
+        inv.purge(&purge, PurgeSource::Repeat).await;
     }
 }
 

@@ -94,19 +94,27 @@ impl Live {
 impl Proxy {
     /// A proxy over `config`'s rules, the tiers in `cache`, and `redis`
     /// (for purges, locks and global limits) when configured.
-    pub fn new(config: Arc<Config>, cache: Tiered, redis: Option<Redis>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        cache: Tiered,
+        redis: Option<Redis>,
+        regions: Option<crate::invalidation::regions::Regions>,
+    ) -> Self {
         let upstream = Upstream::new(&config.upstream);
         let grace = config
             .redis
             .as_ref()
             .map_or(Duration::ZERO, |r| r.disconnect_grace);
         let budget = crate::invalidation::budget(config.memory.max_size);
-        let invalidator = Arc::new(Invalidator::new(
-            cache.clone(),
-            redis.clone(),
-            grace,
-            usize::try_from(budget).unwrap_or(usize::MAX),
-        ));
+        let invalidator = Arc::new(
+            Invalidator::new(
+                cache.clone(),
+                redis.clone(),
+                grace,
+                usize::try_from(budget).unwrap_or(usize::MAX),
+            )
+            .with(regions, config.invalidation.repeat_after),
+        );
         invalidator.set_horizon(config.rules.longest_lifetime());
         Self {
             limits: RateLimits::new(&config.rules, redis.clone()),

@@ -44,7 +44,10 @@ fn proxy() -> (Arc<Proxy>, Arc<FakeStore>) {
     let fake = Arc::new(FakeStore::default());
     let shared: Arc<dyn Store> = fake.clone();
     let cache = Tiered::new(MemoryStore::new(1 << 24), Some(shared));
-    (Arc::new(Proxy::new(Arc::new(config), cache, None)), fake)
+    (
+        Arc::new(Proxy::new(Arc::new(config), cache, None, None)),
+        fake,
+    )
 }
 
 /// An entry stored `age` ago, fresh for a minute, with the given windows.

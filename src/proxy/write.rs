@@ -162,6 +162,15 @@ impl Proxy {
         }
         purge.tags.sort_unstable();
         purge.tags.dedup();
+        // The key written through is purged too: every other replica and
+        // region drops what it holds, and this one stores the new answer
+        // right after.
+        if let Some((rule, snap)) = &through
+            && let Some(key) = snap.render(&[&rule.key], Bodies::default()).pop()
+            && !purge.keys.contains(&key)
+        {
+            purge.keys.push(key);
+        }
         // What is written through was answered before this purge and
         // reflects it: it counts as fetched after the write's own purge.
         let mut fetched = self.invalidator.fetch_started();

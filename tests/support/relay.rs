@@ -28,6 +28,10 @@ pub struct Relay {
     pub addr: SocketAddr,
     delay_ms: Arc<AtomicU64>,
     stop: CancellationToken,
+    /// While set, connections are closed and new ones refused: a link cut.
+    cut: Arc<AtomicBool>,
+    /// Cancelled on a cut: ends the connections open then.
+    open: Arc<std::sync::Mutex<CancellationToken>>,
 }
 
 impl Relay {
@@ -37,13 +41,20 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let delay_ms = Arc::new(AtomicU64::new(delay.as_millis() as u64));
         let stop = CancellationToken::new();
-        let (d, st) = (delay_ms.clone(), stop.clone());
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(std::sync::Mutex::new(stop.child_token()));
+        let (d, st, c, o) = (delay_ms.clone(), stop.clone(), cut.clone(), open.clone());
         tokio::spawn(async move {
             loop {
                 let (client, _) = tokio::select! {
                     () = st.cancelled() => return,
                     r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
                 };
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let st = o.lock().unwrap().clone();
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
@@ -70,7 +81,23 @@ impl Relay {
             addr,
             delay_ms,
             stop,
+            cut,
+            open,
         }
+    }
+
+    /// Cuts the link: open connections are closed, new ones refused,
+    /// until [`Relay::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        open.cancel();
+        *open = self.stop.child_token();
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 
     /// Changes the delay for chunks read from now on.
