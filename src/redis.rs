@@ -154,6 +154,9 @@ pub struct Redis {
     gets: Arc<OnceLock<tokio::sync::mpsc::UnboundedSender<Waiting>>>,
     prefix: Arc<str>,
     timeout: Duration,
+    /// For another region's Redis, that region's name (its state changes
+    /// are logged as such).
+    region: Option<Arc<str>>,
     health: Arc<Health>,
     breaker: Arc<Breaker>,
 }
@@ -191,9 +194,17 @@ impl Redis {
             client_tls: None,
             root_cert: ca.map(<[u8]>::to_vec),
         };
+        // Commands are small and answers awaited: Nagle's algorithm would
+        // hold a command back behind an unacknowledged one (up to a delayed
+        // ACK, 40 ms on Linux), so every TCP connection sends at once.
+        let nodelay = || redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        let info = |url: &str| {
+            redis::IntoConnectionInfo::into_connection_info(url)
+                .map(|i| i.set_tcp_settings(nodelay()))
+        };
         let client = |url: &str| match ca {
-            Some(_) => redis::Client::build_with_tls(url, certs()),
-            None => redis::Client::open(url),
+            Some(_) => redis::Client::build_with_tls(info(url)?, certs()),
+            None => redis::Client::open(info(url)?),
         };
         let (subscribe_to, conn, purges) = match target {
             Target::Server(url) => {
@@ -212,6 +223,7 @@ impl Redis {
                     .map(|url| client(url))
                     .collect::<Result<Vec<_>, _>>()?;
                 let mut builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                    .tcp_settings(nodelay())
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .retries(CLUSTER_RETRIES)
@@ -238,9 +250,18 @@ impl Redis {
             gets: Arc::default(),
             prefix: prefix.into(),
             timeout,
+            region: None,
             health: Arc::default(),
             breaker: Arc::default(),
         })
+    }
+
+    /// This is region `name`'s Redis, not this region's own: its state
+    /// changes are logged under that name.
+    #[must_use]
+    pub fn of_region(mut self, name: &str) -> Self {
+        self.region = Some(name.into());
+        self
     }
 
     /// `server` or `cluster`, as `/readyz` and `explain` say it.
@@ -291,7 +312,18 @@ impl Redis {
         if !up {
             self.health.failures.fetch_add(1, Ordering::Relaxed);
         }
-        match self.health.state.swap(new, Ordering::Relaxed) {
+        let old = self.health.state.swap(new, Ordering::Relaxed);
+        if let Some(region) = &self.region {
+            match old {
+                old if old == new => {}
+                _ if up => tracing::info!(%region, "that region's Redis answers"),
+                _ => {
+                    tracing::warn!(%region, "that region's Redis does not answer; purges to and from it wait")
+                }
+            }
+            return;
+        }
+        match old {
             old if old == new => {}
             DOWN => tracing::info!("redis answers again"),
             _ if up => tracing::info!("redis answers"),

@@ -230,8 +230,6 @@ async fn relay_from(inv: Arc<Invalidator>, i: usize, shutdown: CancellationToken
     };
     loop {
         if take().await {
-            remote.relaying.store(true, Ordering::Relaxed);
-            tracing::info!(from = %remote.name, "relaying this region's purges here");
             relay(&inv, remote, &take, &shutdown).await;
             remote.relaying.store(false, Ordering::Relaxed);
         }
@@ -261,7 +259,13 @@ where
         return;
     };
     remote.set_link(true);
+    if !remote.relaying.swap(true, Ordering::Relaxed) {
+        tracing::info!(from = %remote.name, "relaying this region's purges here");
+    }
     let mut renewed = tokio::time::Instant::now();
+    // Where the last batch ended, written to the origin while the next read
+    // waits (so it costs no round trip of its own).
+    let mut unacked: Option<String> = None;
     loop {
         if renewed.elapsed() >= BEAT {
             if !renew().await {
@@ -269,19 +273,27 @@ where
             }
             renewed = tokio::time::Instant::now();
         }
-        let read = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = read(remote, &cursor) => r,
+        let acked = async {
+            match &unacked {
+                Some(c) => ack(inv, remote, c).await,
+                None => Ok(()),
+            }
         };
-        let Ok(entries) = read else {
+        let (acked, read) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = async { tokio::join!(acked, read(remote, &cursor)) } => r,
+        };
+        let (Ok(()), Ok(entries)) = (acked, read) else {
             remote.set_link(false);
             return;
         };
+        unacked = None;
         remote.set_link(true);
         if entries.is_empty() {
             continue;
         }
         let full = entries.len() >= BATCH;
+        tracing::debug!(from = %remote.name, purges = entries.len(), after = %cursor, "applying purges from another region");
         for (id, fields) in entries {
             match fields.get("p").map(|p| serde_json::from_str::<Purge>(p)) {
                 Some(Ok(purge)) if purge.check().is_ok() || purge.all => {
@@ -295,62 +307,65 @@ where
             }
             cursor = id;
         }
-        if ack(inv, remote, &cursor).await.is_err() {
-            remote.set_link(false);
-            return;
-        }
         // Behind by a whole batch: make sure the log was not trimmed past us.
-        if full && let Ok(next) = start(inv, remote).await {
-            cursor = next;
+        if full {
+            if ack(inv, remote, &cursor).await.is_err() {
+                remote.set_link(false);
+                return;
+            }
+            match start(inv, remote).await {
+                Ok(next) => cursor = next,
+                Err(_) => {
+                    remote.set_link(false);
+                    return;
+                }
+            }
+        } else {
+            unacked = Some(cursor.clone());
         }
     }
 }
 
-/// Where to read `remote`'s log from: where this region got to, unless
-/// that place is gone from the log (trimmed, or never written while the
-/// log was kept), in which case this region purges everything it holds
-/// and starts at the log's end.
+/// Where to read `remote`'s log from: where this region got to (the start
+/// the first time), unless the log was trimmed past that place, in which
+/// case this region purges everything it holds and starts at the log's end.
 async fn start(inv: &Invalidator, remote: &Remote) -> Result<String, Error> {
     let here = inv.regions.as_ref().map_or("", |r| r.here.as_str());
     let mut get = redis::cmd("GET");
     get.arg(remote.redis.key2("#region:applied:", here));
     let cursor: Option<String> = remote.redis.run("GET", get).await?;
-    let mut xinfo = redis::cmd("XINFO");
-    xinfo.arg("STREAM").arg(log_key(&remote.redis));
-    let info = match remote
+    // Whether the log was trimmed past `cursor`: trimming drops the
+    // oldest entries, so nothing after `cursor` went if `cursor` itself is
+    // still there, or if nothing was ever trimmed (then the log holds
+    // everything since it was made, and what is older no longer concerns
+    // any entry). A missing log is not an error: nothing was purged there
+    // lately.
+    static INFO: Script = Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 0 then return false end \
+        local info = redis.call('XINFO', 'STREAM', KEYS[1]) \
+        local f = {} \
+        for i = 1, #info, 2 do f[info[i]] = info[i + 1] end \
+        local kept = 0 \
+        if ARGV[1] ~= '0-0' and #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then kept = 1 end \
+        return {f['length'], f['entries-added'], f['last-generated-id'], kept}",
+    );
+    // No place yet: the log is read from its start.
+    let cursor = cursor.unwrap_or_else(|| "0-0".to_owned());
+    let info: Option<(u64, u64, String, u8)> = remote
         .redis
-        .run::<HashMap<String, redis::Value>>("XINFO", xinfo)
-        .await
-    {
-        Ok(info) => Some(info),
-        // No log: nothing was purged there within the keep.
-        Err(Error::Command(e))
-            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
-        {
-            None
-        }
-        Err(e) => return Err(e),
+        .run_script(&INFO, &[log_key(&remote.redis)], &[cursor.as_str()])
+        .await?;
+    let Some((length, added, last, kept)) = info else {
+        // The place is recorded, so the lag is counted from it.
+        ack(inv, remote, &cursor).await?;
+        return Ok(cursor);
     };
-    let text = |info: &HashMap<String, redis::Value>, field: &str| match info.get(field) {
-        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-        Some(redis::Value::SimpleString(s)) => s.clone(),
-        _ => "0-0".to_owned(),
-    };
-    let Some(info) = info else {
-        return Ok(cursor.unwrap_or_else(|| "0-0".to_owned()));
-    };
-    let last = text(&info, "last-generated-id");
-    let trimmed = text(&info, "max-deleted-entry-id");
-    let missed = match &cursor {
-        None => id_of(&last) > (0, 0),
-        Some(c) => id_of(&trimmed) > id_of(c),
-    };
-    if !missed {
-        return Ok(cursor.unwrap_or_else(|| "0-0".to_owned()));
+    if added <= length || kept == 1 {
+        return Ok(cursor);
     }
     tracing::warn!(
         from = %remote.name,
-        "purges from this region may have been missed (its log no longer reaches back to where this region got to); purging everything here"
+        "purges from this region were missed (its log was trimmed past where this region got to); purging everything here"
     );
     let all = Purge {
         prefixes: vec![String::new()],

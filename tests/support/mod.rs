@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod regions;
 pub mod relay;
 
 use std::collections::HashMap;
@@ -592,12 +593,21 @@ pub async fn admin_purge(proxy: &Proxy, body: &str, token: Option<&str>) -> Got 
 }
 
 /// Polls `check` every 10 ms until it holds, failing after 5 s.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    eventually_within(Duration::from_secs(5), what, check).await;
+}
+
+/// Polls `check` every 10 ms until it holds, failing after `limit`.
+pub async fn eventually_within<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
