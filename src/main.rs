@@ -112,8 +112,15 @@ fn check(path: &std::path::Path) -> ExitCode {
                     format!("a Redis Cluster through {} seed nodes", seeds.len())
                 }
             };
+            let regions = match &loaded.config.regions {
+                Some(r) if !r.others.is_empty() => {
+                    let others: Vec<&str> = r.others.iter().map(|o| o.name.as_str()).collect();
+                    format!(", region {}; purges reach {}", r.here, others.join(", "))
+                }
+                _ => String::new(),
+            };
             println!(
-                "{}: ok ({} rules, {redis})",
+                "{}: ok ({} rules, {redis}{regions})",
                 path.display(),
                 loaded.config.rules.rules().len()
             );

@@ -120,7 +120,8 @@ fn schema_validates_configs() {
 }
 
 /// check and explain say which Redis a config uses: one server or a
-/// cluster (neither needs to be reachable).
+/// cluster (neither needs to be reachable); check names the regions
+/// purges reach, and explain is the same with them.
 #[test]
 fn check_and_explain_name_the_redis_mode() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,6 +135,11 @@ fn check_and_explain_name_the_redis_mode() {
         (
             r#"{ url: "redis://127.0.0.1:6379" }"#,
             "ok (1 rules, one Redis server)",
+            "tier:  both (L2 on one Redis server)",
+        ),
+        (
+            "{ url: \"redis://127.0.0.1:6379\" }\nregion: eu\nregions:\n  us: { redis: \"redis://10.1.0.1:6379\" }\n  ap: { redis: { cluster: [\"redis://10.2.0.1:6379\"] } }",
+            "ok (1 rules, one Redis server, region eu; purges reach ap, us)",
             "tier:  both (L2 on one Redis server)",
         ),
     ] {

@@ -179,3 +179,71 @@ async fn dashboard_shows_live_data_in_chromium() {
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
 }
+
+/// With regions, the page lists each other region with its link and purge
+/// lag: a cut link shows as down, and a purge made meanwhile as lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_each_regions_link_and_lag() {
+    use std::time::Duration;
+    use support::regions::{World, region_state};
+    let backend = Backend::json(vec![]).await;
+    let world = World::start(
+        &["eu", "us"],
+        1,
+        Duration::from_millis(5),
+        &backend.url(),
+        "",
+    )
+    .await;
+    world.wait_relaying().await;
+    world.cut(0, 1);
+    let eu = &world.regions[0].replicas[0];
+    eventually_within(Duration::from_secs(10), "eu sees us down", || async {
+        region_state(eu.admin, "us").await["link"] == "down"
+    })
+    .await;
+    let purged = admin_purge(eu, r#"{"keys": ["product:1"]}"#, Some("t")).await;
+    assert_eq!(purged.status, StatusCode::OK);
+    eventually_within(Duration::from_secs(10), "a lag for us", || async {
+        region_state(eu.admin, "us").await["lag_seconds"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 1.0
+    })
+    .await;
+    let profile = tempfile::tempdir().unwrap();
+    let page = format!("http://{}/", eu.admin);
+    let dom = tokio::task::spawn_blocking({
+        let profile = profile.path().to_owned();
+        move || {
+            chromium(
+                &profile,
+                &["--virtual-time-budget=3000", "--dump-dom"],
+                &page,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(dom.status.success());
+    let dom = String::from_utf8(dom.stdout).unwrap();
+    assert!(
+        !dom.contains("id=\"regions-card\" hidden"),
+        "the regions card is hidden"
+    );
+    let row = dom
+        .split("data-region=\"us\"")
+        .nth(1)
+        .and_then(|r| r.split('>').next())
+        .unwrap_or_else(|| panic!("no row for us in:\n{dom}"));
+    let value = |name: &str| {
+        row.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(value("data-link"), "down", "{row}");
+    assert!(value("data-lag").parse::<f64>().unwrap() >= 1.0, "{row}");
+    world.restore(0, 1);
+}
