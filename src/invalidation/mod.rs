@@ -178,6 +178,9 @@ struct Repeat {
     waiting: Mutex<Option<tokio::sync::mpsc::Receiver<(tokio::time::Instant, Purge)>>>,
 }
 
+/// Most names of one purge sent to Redis at once.
+const IN_FLIGHT: usize = 64;
+
 /// Most purges waiting for their repeat; beyond, a purge is applied once.
 const REPEAT_QUEUE: usize = 10_000;
 
@@ -416,7 +419,35 @@ impl Invalidator {
             counts.redis_errors += 1;
             tracing::warn!(error = %e, "purge not logged for the other regions; they were not told");
         }
-        self.apply_purge(purge, &mut counts).await;
+        self.apply_and_repeat(purge, source, &mut counts).await;
+        counts
+    }
+
+    /// Several purges made elsewhere (another region), in order: each is
+    /// listed on its own, and all are applied at once, as one purge of
+    /// everything they name (as if applied one after the other at once).
+    pub async fn purge_all(&self, purges: &[Purge], source: PurgeSource) -> Counts {
+        let mut all = Purge::default();
+        for p in purges {
+            self.record(source, &p.keys, &p.tags, &p.prefixes);
+            all.keys.extend_from_slice(&p.keys);
+            all.tags.extend_from_slice(&p.tags);
+            all.prefixes.extend_from_slice(&p.prefixes);
+            all.all |= p.all;
+        }
+        for names in [&mut all.keys, &mut all.tags, &mut all.prefixes] {
+            names.sort_unstable();
+            names.dedup();
+        }
+        let mut counts = Counts::default();
+        self.apply_and_repeat(&all, source, &mut counts).await;
+        counts
+    }
+
+    /// Applies `purge`, and queues it to be applied again after
+    /// `repeat_after` (unless this is the repeat).
+    async fn apply_and_repeat(&self, purge: &Purge, source: PurgeSource, counts: &mut Counts) {
+        self.apply_purge(purge, counts).await;
         if source != PurgeSource::Repeat
             && let Some(repeat) = &self.repeat
             && repeat
@@ -426,7 +457,6 @@ impl Invalidator {
         {
             tracing::warn!("too many purges waiting for their repeat; this one is applied once");
         }
-        counts
     }
 
     /// Applies `purge` here, in Redis and on the bus.
@@ -439,13 +469,28 @@ impl Invalidator {
             exact: false,
         };
         // Each time is recorded here before anything is deleted, so a store
-        // racing the purge is refused whichever comes first.
-        for tag in &purge.tags {
-            let time = self.purge_tag(tag, counts).await;
+        // racing the purge is refused whichever comes first. Names are
+        // independent: up to [`IN_FLIGHT`] go to Redis at once.
+        let mut tags = Vec::with_capacity(purge.tags.len());
+        for chunk in purge.tags.chunks(IN_FLIGHT) {
+            let each: Vec<_> = chunk.iter().map(|tag| self.purge_tag(tag)).collect();
+            tags.extend(futures_util::future::join_all(each).await);
+        }
+        for (tag, (time, failed)) in purge.tags.iter().zip(tags) {
+            counts.tags += 1;
+            counts.redis_errors += usize::from(failed);
+            counts.at_ms = counts.at_ms.max(time);
             msg.tags.push((tag.clone(), time));
         }
-        for key in &purge.keys {
-            let time = self.purge_key(key, counts).await;
+        let mut keys = Vec::with_capacity(purge.keys.len());
+        for chunk in purge.keys.chunks(IN_FLIGHT) {
+            let each: Vec<_> = chunk.iter().map(|key| self.purge_key(key)).collect();
+            keys.extend(futures_util::future::join_all(each).await);
+        }
+        for (key, (gone, time, failed)) in purge.keys.iter().zip(keys) {
+            counts.keys += usize::from(gone);
+            counts.redis_errors += usize::from(failed);
+            counts.at_ms = counts.at_ms.max(time);
             msg.keys.push((key.clone(), time));
         }
         msg.exact = self.redis.is_some() && counts.redis_errors == 0;
@@ -479,49 +524,43 @@ impl Invalidator {
     }
 
     /// Purges one tag: its time recorded in Redis (Redis's time) and here.
-    async fn purge_tag(&self, tag: &str, counts: &mut Counts) -> u64 {
-        let time = match &self.redis {
+    /// Answers the time, and whether Redis failed.
+    async fn purge_tag(&self, tag: &str) -> (u64, bool) {
+        let (time, failed) = match &self.redis {
             Some(r) => match shared::purge_tag(r, tag, self.horizon()).await {
                 Ok(time) => {
                     self.clock.observe(time);
-                    time
+                    (time, false)
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "tag purge could not reach Redis; applied here only");
-                    counts.redis_errors += 1;
-                    self.clock.purge_time()
+                    (self.clock.purge_time(), true)
                 }
             },
-            None => self.clock.purge_time(),
+            None => (self.clock.purge_time(), false),
         };
         let (now, horizon) = (self.clock.now(), self.horizon_ms());
         self.times.record(Kind::Tag, tag, time, now, horizon);
-        counts.tags += 1;
-        counts.at_ms = counts.at_ms.max(time);
-        time
+        (time, failed)
     }
 
     /// Purges one key: deleted with a tombstone in Redis, and here.
-    async fn purge_key(&self, key: &str, counts: &mut Counts) -> u64 {
-        let (there, time) = match &self.redis {
+    /// Answers whether an entry went, the time, and whether Redis failed.
+    async fn purge_key(&self, key: &str) -> (bool, u64, bool) {
+        let (there, time, failed) = match &self.redis {
             Some(r) => match shared::purge_key(r, key, &variant_tag(key), self.horizon()).await {
                 Ok((there, time)) => {
                     self.clock.observe(time);
-                    (there, time)
+                    (there, time, false)
                 }
-                Err(_) => {
-                    counts.redis_errors += 1;
-                    (false, self.clock.purge_time())
-                }
+                Err(_) => (false, self.clock.purge_time(), true),
             },
-            None => (false, self.clock.purge_time()),
+            None => (false, self.clock.purge_time(), false),
         };
         let (now, horizon) = (self.clock.now(), self.horizon_ms());
         self.times.record(Kind::Key, key, time, now, horizon);
         let here = self.cache.evict(key).await;
-        counts.keys += usize::from(here || there);
-        counts.at_ms = counts.at_ms.max(time);
-        time
+        (here || there, time, failed)
     }
 
     /// Applies another replica's announcement to this replica's L1.

@@ -294,19 +294,21 @@ where
         }
         let full = entries.len() >= BATCH;
         tracing::debug!(from = %remote.name, purges = entries.len(), after = %cursor, "applying purges from another region");
+        let mut purges = Vec::with_capacity(entries.len());
         for (id, fields) in entries {
             match fields.get("p").map(|p| serde_json::from_str::<Purge>(p)) {
-                Some(Ok(purge)) if purge.check().is_ok() || purge.all => {
-                    inv.purge(&purge, PurgeSource::Region).await;
-                    ::metrics::counter!(metrics::REGION_PURGES, "region" => remote.name.clone())
-                        .increment(1);
-                }
+                Some(Ok(purge)) if purge.check().is_ok() || purge.all => purges.push(purge),
                 _ => {
                     tracing::warn!(from = %remote.name, %id, "skipped a purge log entry that does not parse")
                 }
             }
             cursor = id;
         }
+        // A batch at once: what it names is purged as if one purge after
+        // the other, in no time.
+        inv.purge_all(&purges, PurgeSource::Region).await;
+        ::metrics::counter!(metrics::REGION_PURGES, "region" => remote.name.clone())
+            .increment(purges.len() as u64);
         // Behind by a whole batch: make sure the log was not trimmed past us.
         if full {
             if ack(inv, remote, &cursor).await.is_err() {
