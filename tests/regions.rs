@@ -498,3 +498,55 @@ async fn a_region_that_missed_trimmed_purges_drops_its_cache() {
     let ready = readyz(us.replicas[0].admin).await;
     assert_eq!(ready["region"], "us");
 }
+
+/// Every kind of purge made in one region reaches the other: a write's
+/// trigger, a write-through, and `PURGE` on the proxy port, while reads of
+/// other keys go on in both regions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_and_purge_requests_reach_other_regions() {
+    let backend = Backend::json(vec![]).await;
+    let world = World::start(&["eu", "us"], 1, LINK, &backend.url(), "").await;
+    world.wait_relaying().await;
+    let (eu, us) = (&world.regions[0].replicas[0], &world.regions[1].replicas[0]);
+    let paths = ["/products/5", "/carts/u1", "/products/6"];
+    let mut old = Vec::new();
+    for path in paths {
+        warm(eu, path).await;
+        old.push(warm(us, path).await);
+    }
+    // Reads of other keys in both regions meanwhile.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic: Vec<_> = [eu.url(""), us.url("")]
+        .into_iter()
+        .map(|base| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let got = get(&format!("{base}/products/other-{}", i % 20), &[]).await;
+                    assert_eq!(got.status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    let put = send("PUT", &eu.url("/products/5"), &[], "{}").await;
+    assert_eq!(put.status, StatusCode::OK);
+    let put = send("PUT", &eu.url("/carts/u1"), &[], "{}").await;
+    assert_eq!(put.status, StatusCode::OK);
+    let purge = send(
+        "PURGE",
+        &eu.url("/products/6"),
+        &[("authorization", "Bearer t")],
+        "",
+    )
+    .await;
+    assert!(purge.status.is_success(), "{}", purge.status);
+    for (path, old) in paths.iter().zip(&old) {
+        until_replaced(us, path, old, Duration::from_secs(5)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in traffic {
+        t.await.unwrap();
+    }
+}

@@ -9,7 +9,8 @@ use std::time::Duration;
 use super::relay::{Delayed, Relay};
 use super::{Proxy, Redis, get};
 
-/// The rule every region serves: `/products/{id}`, tagged `product:{id}`.
+/// The rules every region serves: `/products/{id}`, tagged
+/// `product:{id}` and purged by a PUT; `/carts/{user}`, written through.
 pub const RULES: &str = r#"
 rules:
   - name: product
@@ -17,6 +18,12 @@ rules:
     key: "product:{id}"
     ttl: 1h
     tags: ["product:{id}"]
+    invalidate_on: ["PUT /products/{id}"]
+  - name: cart
+    match: { path: "/carts/{user}" }
+    key: "cart:{user}"
+    ttl: 1h
+    write_through: { methods: [PUT] }
 "#;
 
 /// One region: its Redis and its replicas.
