@@ -526,3 +526,51 @@ async fn a_master_restarted_empty_drops_l1() {
     .await;
     assert_eq!(b.app.invalidator().channel_state(), "subscribed");
 }
+
+/// Regions where one region's Redis is a cluster: its purge log, lease and
+/// places live on the cluster, and the other region reads that log through
+/// a cluster connection. A purge made on either side reaches the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_region_on_a_cluster_exchanges_purges_with_one_on_a_server() {
+    use support::regions::{RULES as REGION_RULES, wait_relaying};
+    let cluster = tokio::task::block_in_place(Cluster::start);
+    let redis = Redis::start_tcp();
+    let backend = Backend::json(vec![]).await;
+    let seeds = cluster.seeds_yaml();
+    let eu_yaml = format!(
+        "upstream: {{ url: UPSTREAM }}\nadmin: {{ token: \"t\" }}\nredis: {{ url: \"{}\", key_prefix: \"rg:\" }}\nregion: eu\nregions:\n  us: {{ redis: {{ cluster: {seeds} }} }}\n{REGION_RULES}",
+        redis.url()
+    );
+    let us_yaml = format!(
+        "upstream: {{ url: UPSTREAM }}\nadmin: {{ token: \"t\" }}\nredis: {{ cluster: {seeds}, key_prefix: \"rg:\", timeout: 300ms }}\nregion: us\nregions:\n  eu: {{ redis: \"{}\" }}\n{REGION_RULES}",
+        redis.url()
+    );
+    let eu = Proxy::start(&eu_yaml, &backend.url(), None).await;
+    let us = Proxy::start(&us_yaml, &backend.url(), None).await;
+    wait_relaying(&[eu.admin], 1).await;
+    wait_relaying(&[us.admin], 1).await;
+    let cached = |p: &Proxy, path: &str| {
+        let url = p.url(path);
+        async move {
+            eventually("cached", || async { get(&url, &[]).await.is_hit() }).await;
+            get(&url, &[]).await.body
+        }
+    };
+    for (from, to, tag) in [(&eu, &us, "product:1"), (&us, &eu, "product:2")] {
+        let path = format!("/products/{}", &tag["product:".len()..]);
+        let old = cached(to, &path).await;
+        let body = format!(r#"{{"tags": ["{tag}"]}}"#);
+        assert_eq!(
+            admin_purge(from, &body, Some("t")).await.status,
+            StatusCode::OK
+        );
+        let url = to.url(&path);
+        eventually("the purge reached the other region", || async {
+            get(&url, &[]).await.body != old
+        })
+        .await;
+    }
+    // The cluster holds the us log and the place eu got to in it.
+    let log = cluster.keys(cluster.master_of("rg:#region:log"), "rg:#region:log");
+    assert_eq!(log, ["rg:#region:log"]);
+}
