@@ -232,6 +232,8 @@ pub struct RawRule {
     pub invalidate_on: Option<Vec<Sp<String>>>,
     /// Each hit pushes the expiry out by the TTL again.
     pub sliding: Option<Sp<bool>>,
+    /// Refresh an entry in the background when it is requested in the last part of its life, e.g. `10%`: a hot key then never expires into a miss.
+    pub refresh_ahead: Option<Sp<String>>,
     /// Writes whose 2xx answer becomes the cached entry.
     pub write_through: Option<Sp<RawWriteThrough>>,
     /// Window after expiry in which the stale entry is served while one request refreshes it.

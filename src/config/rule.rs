@@ -38,6 +38,7 @@ pub(super) fn with_defaults(rule: &RawRule, d: &RawRule) -> RawRule {
         origin_tags: or(&rule.origin_tags, &d.origin_tags),
         invalidate_on: or(&rule.invalidate_on, &d.invalidate_on),
         sliding: or(&rule.sliding, &d.sliding),
+        refresh_ahead: or(&rule.refresh_ahead, &d.refresh_ahead),
         write_through: or(&rule.write_through, &d.write_through),
         stale_while_revalidate: or(&rule.stale_while_revalidate, &d.stale_while_revalidate),
         stale_if_error: or(&rule.stale_if_error, &d.stale_if_error),
@@ -115,6 +116,7 @@ pub(super) fn rule(
     let write_through = write_through(&mut x, raw, &params);
     let rate_limit = rate_limit(&mut x, raw, &params, have_redis);
     let downstream = downstream(&mut x, raw);
+    let refresh_ahead = refresh_ahead(&mut x, raw);
     let (Some(key), Some(ttl), Some(max_object_size)) = (key, ttl, max_object_size) else {
         return None;
     };
@@ -144,6 +146,7 @@ pub(super) fn rule(
         allow_authorized: flag(&raw.allow_authorized),
         allow_private: flag(&raw.allow_private),
         sliding: flag(&raw.sliding),
+        refresh_ahead,
         collapse_global,
         stale_while_revalidate,
         stale_if_error,
@@ -155,6 +158,23 @@ pub(super) fn rule(
         rate_limit,
         downstream,
     })
+}
+
+/// `refresh_ahead: 10%`: the share of an entry's fresh life, at its end,
+/// in which a request refreshes it; 1% to 99%.
+fn refresh_ahead(x: &mut Ctx<'_>, raw: &RawRule) -> Option<f64> {
+    let v = raw.refresh_ahead.as_ref()?;
+    let share = v
+        .value
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .filter(|n| (1.0..=99.0).contains(n));
+    if share.is_none() {
+        let message = "a share of the entry's life from 1% to 99%, e.g. `10%`";
+        x.c.error(v, &x.field("refresh_ahead"), message);
+    }
+    share.map(|n| n / 100.0)
 }
 
 /// `downstream: { cache_control }`: a header value clients get instead of

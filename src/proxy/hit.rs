@@ -13,7 +13,7 @@ use http::header;
 use http_body_util::BodyExt;
 
 use super::body::empty;
-use super::collapse::{Claim, Join};
+use super::collapse::{Claim, GlobalLock, Join};
 use super::keyed::Keyed;
 use super::outcome::{Fwd, Outcome, Pass, Stale};
 use super::plan::Ctx;
@@ -21,6 +21,7 @@ use super::range::{self, Ranged};
 use super::respond::{self, ttl_left};
 use super::revalidate::Prior;
 use super::{Answer, Proxy};
+use crate::cache::Entry;
 use crate::cache::tiered::{Found, State};
 
 impl Proxy {
@@ -52,7 +53,7 @@ impl Proxy {
             .await;
         let key = found.key;
         let (fwd, prior) = match found.state {
-            State::Fresh(f) => return self.fresh(ctx, &keyed, &key, f, ranged, now).await,
+            State::Fresh(f) => return self.fresh(ctx, keyed, key, f, ranged, now).await,
             State::Stale(f) => {
                 let overdue = f.entry.overdue(now);
                 if !ranged && overdue <= f.entry.stale_while_revalidate {
@@ -77,12 +78,13 @@ impl Proxy {
 
     /// Answers from a fresh entry; on a `sliding` rule the entry is stored
     /// again fresh for the TTL from now, so its expiry moves out, while its
-    /// `Age` keeps counting from the backend's answer.
+    /// `Age` keeps counting from the backend's answer. On a `refresh_ahead`
+    /// rule an entry near its end is refreshed behind the answer.
     async fn fresh(
-        &self,
+        self: &Arc<Self>,
         ctx: Ctx,
-        keyed: &Keyed,
-        key: &str,
+        keyed: Keyed,
+        key: String,
         found: Found,
         ranged: bool,
         now: SystemTime,
@@ -100,27 +102,86 @@ impl Proxy {
                 ttl: entry.age(now) + window,
                 ..(**entry).clone()
             });
-            Box::pin(self.cache.put(key, renewed, keyed.rule.tier)).await;
+            Box::pin(self.cache.put(&key, renewed, keyed.rule.tier)).await;
         }
         let outcome = Outcome::Hit {
             layer: found.layer,
             ttl: ttl_left(entry, now),
         };
-        if !ranged {
-            return (respond::from_entry(&ctx.parts, entry, stored, now), outcome);
-        }
         let parts = &ctx.parts;
-        let res = match range::plan(&parts.headers, stored) {
-            Ranged::Whole => respond::from_entry(parts, entry, stored, now),
-            Ranged::Part { start, end } => {
+        let res = match ranged.then(|| range::plan(&parts.headers, stored)) {
+            None | Some(Ranged::Whole) => respond::from_entry(parts, entry, stored, now),
+            Some(Ranged::Part { start, end }) => {
                 respond::from_entry_part(parts, entry, stored, now, Some((start, end)))
             }
-            Ranged::Unsatisfiable => respond::from_entry_part(parts, entry, stored, now, None),
-            Ranged::Forward => {
+            Some(Ranged::Unsatisfiable) => {
+                respond::from_entry_part(parts, entry, stored, now, None)
+            }
+            Some(Ranged::Forward) => {
                 return Box::pin(self.pass(ctx, empty(), Pass::Range(Fwd::Request))).await;
             }
         };
+        if let Some(share) = keyed.rule.refresh_ahead
+            && near_end(entry, share, now)
+        {
+            let entry = found.entry.clone();
+            self.refresh_ahead(ctx, keyed, key, entry);
+        }
         (res, outcome)
+    }
+
+    /// Refreshes a fresh entry near its end in the background: one refresh
+    /// of a key at a time on this replica, and with `collapse: global` one
+    /// across replicas (a replica that finds another's refresh in Redis
+    /// takes it instead). A refresh that fails leaves the entry to expire
+    /// as it would have.
+    fn refresh_ahead(self: &Arc<Self>, ctx: Ctx, keyed: Keyed, key: String, entry: Arc<Entry>) {
+        let Join::Leader(guard) = self.flights.join(&key) else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut lock = None;
+            if keyed.rule.collapse_global
+                && let Some(redis) = this.redis.clone()
+            {
+                let now = SystemTime::now();
+                let newer = this
+                    .cache
+                    .shared_fresh(&key, &ctx.parts.headers, &*this.invalidator, now)
+                    .await
+                    .filter(|(_, e)| e.fetched_ms > entry.fetched_ms);
+                if let Some((stored_key, newer)) = newer {
+                    let found = Found {
+                        entry: newer,
+                        layer: crate::cache::Layer::Redis,
+                        l1_since_ms: 0,
+                    };
+                    this.cache
+                        .fill_l1(&stored_key, &found, keyed.rule.tier)
+                        .await;
+                    return;
+                }
+                let ttl = this.upstream.timeout() + std::time::Duration::from_secs(1);
+                match GlobalLock::take(&redis, &key, ttl).await {
+                    Ok(Some(l)) => lock = Some(Box::new(l)),
+                    // Another replica is refreshing it.
+                    Ok(None) => return,
+                    Err(()) => {}
+                }
+            }
+            let claim = Claim {
+                guard: Some(guard),
+                lock,
+            };
+            let prior = Prior {
+                entry,
+                serve_on_error: false,
+            };
+            let (res, _) = this.fetch(ctx, keyed, Fwd::Stale, claim, Some(prior)).await;
+            // Reading the body to its end is what stores it.
+            let _ = res.into_body().collect().await;
+        });
     }
 
     /// Answers from an entry inside its stale-while-revalidate window; the
@@ -159,6 +220,12 @@ impl Proxy {
         }
         (res, outcome)
     }
+}
+
+/// Whether `entry` is in the last `share` of its fresh life.
+fn near_end(entry: &Entry, share: f64, now: SystemTime) -> bool {
+    let left = entry.ttl.saturating_sub(entry.age(now));
+    left <= entry.ttl.mul_f64(share)
 }
 
 /// The answer for an entry that holds no response, which the lookup never

@@ -92,6 +92,9 @@ pub struct Rule {
     pub allow_private: bool,
     /// Each hit renews the TTL.
     pub sliding: bool,
+    /// A fresh entry requested in this last share of its fresh life (0 to
+    /// 1) is refreshed in the background while the request is answered.
+    pub refresh_ahead: Option<f64>,
     /// Misses of one key wait for one backend request across all replicas
     /// (a Redis lock), not only within this one.
     pub collapse_global: bool,

@@ -19,6 +19,7 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         allow_authorized: false,
         allow_private: false,
         sliding: false,
+        refresh_ahead: None,
         collapse_global: false,
         stale_while_revalidate: None,
         stale_if_error: None,
