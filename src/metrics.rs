@@ -57,6 +57,9 @@ pub const REGION_LAG: &str = "sidecache_region_purge_lag_seconds";
 pub const REGION_LINK: &str = "sidecache_region_link";
 /// 1 while this replica relays a `region`'s purges here (gauge).
 pub const REGION_RELAYING: &str = "sidecache_region_relaying";
+/// `warm_on` fetches by `rule` and `result`: `fetched`, `failed`,
+/// `dropped` (over `limits.warm_in_flight`) (counter).
+pub const WARMS: &str = "sidecache_warm_total";
 /// Config reloads by `result` (ok, failed) (counter).
 pub const RELOADS: &str = "sidecache_config_reloads_total";
 /// Always 1, labelled with the `version` (gauge).
@@ -247,6 +250,10 @@ fn describe() {
         "Answers admitted for storing but not stored in the end."
     );
     describe_counter!(RELOADS, "Config reloads.");
+    describe_counter!(
+        WARMS,
+        "warm_on fetches by rule and result (fetched, failed, dropped)."
+    );
     describe_counter!(
         REGION_PURGES,
         "Purges made in another region (label region) and applied here."

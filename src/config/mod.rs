@@ -146,6 +146,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long in-flight requests may take after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Most `warm_on` fetches in flight at once; more are dropped.
+    pub warm_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -157,6 +159,7 @@ impl Default for Limits {
             max_body: 10 * 1024 * 1024,
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
+            warm_in_flight: 16,
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct RawLimits {
     pub max_body: Option<Sp<String>>,
     /// Open client connections; at the cap, accepting waits.
     pub max_connections: Option<Sp<u64>>,
+    /// Warm fetches (`warm_on`) in flight at once on this replica; more are dropped and counted. Default 16.
+    pub warm_in_flight: Option<Sp<u64>>,
     /// How long in-flight requests may finish after SIGTERM, e.g. `10s`.
     pub shutdown_grace: Option<Sp<String>>,
 }
@@ -196,6 +198,51 @@ impl<'de> Deserialize<'de> for RawRegionRedis {
     }
 }
 
+/// One `warm_on` entry: a string, or a map that may forward credentials.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
+pub enum RawWarm {
+    /// `"METHOD /trigger/{param} -> /target/{param}"`.
+    Plain(String),
+    /// The same with what the warm fetch carries of the write.
+    Map(RawWarmMap),
+}
+
+/// `warm_on: [{ on, forward }]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWarmMap {
+    /// `"METHOD /trigger/{param} -> /target/{param}"`.
+    pub on: String,
+    /// What of the write the warm fetch carries: `cookie`, `authorization`.
+    #[serde(default)]
+    pub forward: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for RawWarm {
+    // By hand rather than `untagged`, which would buffer the map.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = RawWarm;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"METHOD /path -> /target\", or a map with `on` and `forward`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawWarm::Plain(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                RawWarmMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawWarm::Map)
+            }
+        }
+        d.deserialize_any(Either)
+    }
+}
+
 /// `invalidation:` — how purges are applied.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -250,8 +297,8 @@ pub struct RawRule {
     /// One backend request per key per replica (`local`) or across replicas (`global`).
     #[schemars(extend("enum" = ["local", "global", null]))]
     pub collapse: Option<Sp<String>>,
-    /// Accepted, not acted on yet.
-    pub warm_on: Option<Vec<Sp<String>>>,
+    /// Writes that warm this rule's cache: `"POST /login -> /recommendations/{response.user_id}"`, or `{ on: "...", forward: [cookie, authorization] }` to send the write's cookies or Authorization with the warm fetch.
+    pub warm_on: Option<Vec<Sp<RawWarm>>>,
     /// Requests per client allowed through this rule; over it, 429.
     pub rate_limit: Option<Sp<RawRateLimit>>,
     /// Status codes that may be stored (default 200, 203, 204, 300, 301, 404, 410).

@@ -12,12 +12,12 @@ use std::time::Duration;
 use http::Method;
 
 use super::check::Check;
-use super::raw::{RawRule, Sp};
+use super::raw::{RawRule, RawWarm, Sp};
 use super::{DEFAULT_KEY, DEFAULT_STATUSES, DEFAULT_TTL, Memory};
 use crate::cache::Tier;
 use crate::ratelimit;
 use crate::rules::{
-    RateLimit, Rule, Scope, Template, Trigger, Ttl, Use, WriteThrough, route_params,
+    RateLimit, Rule, Scope, Template, Trigger, Ttl, Use, Warm, WriteThrough, route_params,
 };
 
 /// `rule` with every field it leaves out taken from `d` (the defaults),
@@ -117,6 +117,7 @@ pub(super) fn rule(
     let rate_limit = rate_limit(&mut x, raw, &params, have_redis);
     let downstream = downstream(&mut x, raw);
     let refresh_ahead = refresh_ahead(&mut x, raw);
+    let warm_on = warm_on(&mut x, raw);
     let (Some(key), Some(ttl), Some(max_object_size)) = (key, ttl, max_object_size) else {
         return None;
     };
@@ -155,9 +156,80 @@ pub(super) fn rule(
         origin_tags: flag(&raw.origin_tags),
         write_through,
         triggers,
+        warm_on,
         rate_limit,
         downstream,
     })
+}
+
+/// `warm_on`: `"METHOD /trigger/{param} -> /target/{...}"`, each part
+/// checked: a write method, paths starting with `/`, and a target whose
+/// placeholders the write defines (path parameters, JSON fields, headers,
+/// cookies).
+fn warm_on(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<Warm> {
+    let mut out = Vec::new();
+    for w in raw.warm_on.iter().flatten() {
+        let field = x.field("warm_on");
+        let (text, forward) = match &w.value {
+            RawWarm::Plain(t) => (t.as_str(), &[][..]),
+            RawWarm::Map(m) => (m.on.as_str(), &m.forward[..]),
+        };
+        let parsed = text.split_once("->").and_then(|(on, target)| {
+            let (method, path) = on.trim().split_once(' ')?;
+            Some((method, path.trim(), target.trim()))
+        });
+        let Some((method, path, target)) = parsed else {
+            let message =
+                format!("`{text}`: write it as \"METHOD /path/{{param}} -> /target/{{param}}\"");
+            x.c.error(w, &field, message);
+            continue;
+        };
+        let method = match Method::from_bytes(method.as_bytes()) {
+            Ok(m)
+                if !matches!(m, Method::GET | Method::HEAD)
+                    && method.bytes().all(|b| b.is_ascii_uppercase()) =>
+            {
+                m
+            }
+            _ => {
+                let message =
+                    format!("`{method}` is not a write method (POST, PUT, PATCH, DELETE, ...)");
+                x.c.error(w, &field, message);
+                continue;
+            }
+        };
+        if !path.starts_with('/') || !target.starts_with('/') {
+            x.c.error(w, &field, "both paths must start with `/`");
+            continue;
+        }
+        let target = match Template::parse(target, Use::Tag, &route_params(path)) {
+            Ok(t) => t,
+            Err(e) => {
+                x.c.error(w, &field, e);
+                continue;
+            }
+        };
+        let (mut forward_cookie, mut forward_authorization) = (false, false);
+        for f in forward {
+            match f.trim().to_ascii_lowercase().as_str() {
+                "cookie" => forward_cookie = true,
+                "authorization" => forward_authorization = true,
+                other => {
+                    let message =
+                        format!("`{other}` cannot be forwarded: `cookie` or `authorization`");
+                    x.c.error(w, &field, message);
+                }
+            }
+        }
+        out.push(Warm {
+            method,
+            path: path.to_owned(),
+            target,
+            forward_cookie,
+            forward_authorization,
+        });
+    }
+    out
 }
 
 /// `refresh_ahead: 10%`: the share of an entry's fresh life, at its end,
@@ -510,13 +582,4 @@ fn triggers(
         });
     }
     out
-}
-
-/// Rule fields this version reads but does not act on yet: said once, as a
-/// warning, so a config written for a later version still loads.
-pub(super) fn pending_fields(c: &mut Check, raw: &RawRule, field: &str) {
-    if let Some(first) = raw.warm_on.iter().flatten().next() {
-        let message = "accepted but not acted on by this version";
-        c.warn(first, &format!("{field}.warm_on"), message);
-    }
 }

@@ -201,9 +201,9 @@ fn env_values_cannot_add_keys() {
     assert!(with("redis://user:pw@host:6379/0").is_ok());
 }
 
-/// `defaults:` takes every rule field: triggers, write-through and the
-/// rest reach each rule that leaves them out, a rule's own value wins, and
-/// a field not acted on yet is warned about once, where it is written.
+/// `defaults:` takes every rule field: triggers, write-through, `warm_on`
+/// and the rest reach each rule that leaves them out, and a rule's own
+/// value wins.
 #[test]
 fn defaults_merge_every_field() {
     let yaml = format!(
@@ -225,12 +225,47 @@ fn defaults_merge_every_field() {
         crate::rules::Ttl::Fixed(Duration::from_secs(300))
     );
     assert_eq!(other.triggers[0].method, http::Method::DELETE);
-    let warm: Vec<_> = l
-        .warnings
-        .iter()
-        .filter(|w| w.message.contains("not acted on"))
-        .collect();
-    assert_eq!(warm.len(), 1, "{:?}", l.warnings);
+    for rule in rules {
+        assert_eq!(rule.warm_on.len(), 1, "{}", rule.name);
+        assert_eq!(rule.warm_on[0].method, http::Method::POST);
+        assert_eq!(rule.warm_on[0].target.source(), "/x");
+    }
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+/// `warm_on` in both forms, and each mistake named at its field.
+#[test]
+fn warm_on_is_checked() {
+    let rule = |warm: &str| {
+        format!(
+            "{BASE}rules:\n  - name: reco\n    match: {{ path: \"/recommendations/{{user}}\" }}\n    key: \"reco:{{user}}\"\n    warm_on: [{warm}]\n"
+        )
+    };
+    let l = load(&rule(
+        r#""POST /login -> /recommendations/{response.user_id}", { on: "PUT /users/{id} -> /recommendations/{id}", forward: [cookie, authorization] }"#,
+    ))
+    .unwrap();
+    let warm = &l.config.rules.rules()[0].warm_on;
+    assert_eq!(warm.len(), 2);
+    assert!(!warm[0].forward_cookie && !warm[0].forward_authorization);
+    assert!(warm[1].forward_cookie && warm[1].forward_authorization);
+    assert_eq!(warm[1].path, "/users/{id}");
+    for (warm, message) in [
+        (r#""POST /login""#, "METHOD /path/{param} -> /target"),
+        (r#""GET /a -> /b""#, "not a write method"),
+        (r#""POST a -> /b""#, "must start with `/`"),
+        (r#""POST /login -> /r/{nope}""#, "nope"),
+        (
+            r#"{ on: "POST /a -> /b", forward: [body] }"#,
+            "cannot be forwarded",
+        ),
+    ] {
+        let errs = errors(&rule(warm)).join("\n");
+        assert!(
+            errs.contains("warm_on") && errs.contains(message),
+            "{warm}: expected `{message}` in:\n{errs}"
+        );
+    }
 }
 
 /// `redis.ca` needs a rediss:// URL and a readable PEM file with a

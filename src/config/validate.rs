@@ -8,7 +8,7 @@ use std::path::Path;
 use super::across::{cross_rule_checks, host_warnings};
 use super::check::{Check, MAX_COUNT};
 use super::raw::{RawConfig, RawRedis, RawRegionRedis, RawRule, Sp};
-use super::rule::{pending_fields, rule, with_defaults};
+use super::rule::{rule, with_defaults};
 use super::*;
 use crate::rules::RuleSet;
 
@@ -60,7 +60,6 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
                     "defaults apply to every rule and cannot have a match",
                 );
             }
-            pending_fields(&mut c, &d.value, "defaults");
             &d.value
         }
         None => &empty,
@@ -68,7 +67,6 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
     let mut rules = Vec::new();
     let mut spans = Vec::new();
     for (i, r) in raw.rules.iter().enumerate() {
-        pending_fields(&mut c, &r.value, &format!("rules[{i}]"));
         let merged = with_defaults(&r.value, defaults);
         if let Some(rule) = rule(&mut c, i, r, &merged, &memory, redis.is_some()) {
             rules.push(rule);
@@ -481,6 +479,12 @@ fn limits(c: &mut Check, raw: &RawConfig) -> Limits {
             .as_ref()
             .and_then(|v| c.duration(v, "limits.shutdown_grace"))
             .unwrap_or(d.shutdown_grace),
+        warm_in_flight: count(
+            c,
+            &l.warm_in_flight,
+            "limits.warm_in_flight",
+            d.warm_in_flight,
+        ),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod tee;
 #[cfg(test)]
 mod tests;
 pub mod upstream;
+mod warm;
 mod write;
 
 use std::net::IpAddr;
@@ -67,6 +68,8 @@ pub struct Proxy {
     cache: Tiered,
     upstream: Upstream,
     flights: Arc<Flights>,
+    /// Places for `warm_on` fetches (`limits.warm_in_flight`).
+    warm_permits: Arc<tokio::sync::Semaphore>,
     invalidator: Arc<Invalidator>,
     limits: RateLimits,
     redis: Option<Redis>,
@@ -116,12 +119,14 @@ impl Proxy {
             .with(regions, config.invalidation.repeat_after),
         );
         invalidator.set_horizon(config.rules.longest_lifetime());
+        let warm_permits = Arc::new(tokio::sync::Semaphore::new(config.limits.warm_in_flight));
         Self {
             limits: RateLimits::new(&config.rules, redis.clone()),
             live: ArcSwap::from_pointee(Live::of(config)),
             cache,
             upstream,
             flights: Arc::new(Flights::default()),
+            warm_permits,
             invalidator,
             redis,
         }

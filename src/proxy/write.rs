@@ -25,6 +25,7 @@ use super::keyed::Keyed;
 use super::outcome::{Fwd, Outcome, Pass, Rejected};
 use super::plan::Ctx;
 use super::storable::{self, Freshness};
+use super::warm::Warms;
 use super::{Answer, BoxError, Proxy, ProxyBody, empty, full, respond};
 use crate::config::Config;
 use crate::invalidation::Purge;
@@ -47,7 +48,7 @@ struct Written<'a> {
 
 impl Proxy {
     /// Forwards a write; on 2xx purges what it made stale and writes through.
-    pub(super) async fn write(&self, ctx: Ctx, body: ProxyBody) -> Answer {
+    pub(super) async fn write(self: &Arc<Self>, ctx: Ctx, body: ProxyBody) -> Answer {
         let Ctx {
             mut parts,
             client,
@@ -63,10 +64,11 @@ impl Proxy {
             .rules
             .write_through(&parts.method, &host, parts.uri.path())
             .map(|m| (m.rule.clone(), Snapshot::of(&view, &m.params)));
-        let wants_response = through.is_some() || triggered.reads_body();
+        let warms = Warms::of(&config.rules, &view);
+        let wants_response = through.is_some() || triggered.reads_body() || warms.reads_body();
 
         // The request body is read whole only when a template needs its JSON.
-        let (body, request_json) = if triggered.reads_request() {
+        let (body, request_json) = if triggered.reads_request() || warms.reads_request() {
             let Ok(bytes) = read_limited(body, MAX_JSON_BODY).await else {
                 return too_large("request body too large to read for invalidation");
             };
@@ -124,7 +126,7 @@ impl Proxy {
             body: response_bytes,
             request_json,
         };
-        self.after_write(&config, &triggered, through, written)
+        self.after_write(&config, &triggered, through, written, (&warms, client))
             .await;
         (Response::from_parts(res_parts, res_body), outcome)
     }
@@ -132,11 +134,12 @@ impl Proxy {
     /// After a 2xx answer to a write: purges what it made stale, then
     /// writes through.
     async fn after_write(
-        &self,
+        self: &Arc<Self>,
         config: &Config,
         triggered: &Triggered,
         through: Option<(Arc<Rule>, Snapshot)>,
         written: Written<'_>,
+        (warms, client): (&Warms, std::net::IpAddr),
     ) {
         let response_json: Option<serde_json::Value> = written
             .body
@@ -146,6 +149,8 @@ impl Proxy {
             request: written.request_json.as_ref(),
             response: response_json.as_ref(),
         };
+        // In the background: the write's answer never waits for them.
+        self.warm(warms, bodies, client);
         let locations: Vec<Uri> = [header::LOCATION, header::CONTENT_LOCATION]
             .iter()
             .filter_map(|name| written.headers.get(name))

@@ -118,6 +118,8 @@ pub struct Rule {
     pub write_through: Option<WriteThrough>,
     /// Writes whose 2xx answer purges this rule's key and tags.
     pub triggers: Vec<Trigger>,
+    /// Writes whose 2xx answer warms a URL of this rule.
+    pub warm_on: Vec<Warm>,
     /// Requests per client key allowed through this rule.
     pub rate_limit: Option<RateLimit>,
     /// The `Cache-Control` clients get on answers from the cache path,
@@ -174,6 +176,22 @@ pub struct Trigger {
     pub method: Method,
     /// The path pattern.
     pub path: String,
+}
+
+/// A `warm_on` entry: after a 2xx answer to `method` on `path`, `target`
+/// (rendered from that write) is fetched through the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warm {
+    /// The write method.
+    pub method: Method,
+    /// The write's path pattern.
+    pub path: String,
+    /// The path to fetch, rendered from the write and its JSON bodies.
+    pub target: Template,
+    /// Whether the warm fetch carries the write's cookies.
+    pub forward_cookie: bool,
+    /// Whether the warm fetch carries the write's `Authorization`.
+    pub forward_authorization: bool,
 }
 
 impl Rule {
@@ -241,6 +259,8 @@ pub struct RuleSet {
     router: matchit::Router<Vec<usize>>,
     /// Pattern -> (rule index, method).
     triggers: matchit::Router<Vec<(usize, Method)>>,
+    /// `warm_on` pattern -> (rule index, index in its `warm_on`).
+    warms: matchit::Router<Vec<(usize, usize)>>,
 }
 
 /// The rule a request matched, with its path parameters.
@@ -286,6 +306,22 @@ impl RuleSet {
                 .insert(path.as_str(), list)
                 .map_err(|e| (first, format!("invalidate_on `{path}`: {e}")))?;
         }
+        let mut by_warm: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            for (j, w) in rule.warm_on.iter().enumerate() {
+                match by_warm.iter_mut().find(|(p, _)| *p == w.path) {
+                    Some((_, list)) => list.push((i, j)),
+                    None => by_warm.push((w.path.clone(), vec![(i, j)])),
+                }
+            }
+        }
+        let mut warms = matchit::Router::new();
+        for (path, list) in by_warm {
+            let first = list[0].0;
+            warms
+                .insert(path.as_str(), list)
+                .map_err(|e| (first, format!("warm_on `{path}`: {e}")))?;
+        }
         Ok(Self {
             rules: rules
                 .into_iter()
@@ -294,7 +330,29 @@ impl RuleSet {
                 .collect(),
             router,
             triggers,
+            warms,
         })
+    }
+
+    /// The `warm_on` entries a write matches: each rule with the index of
+    /// its entry and the pattern's parameters.
+    pub fn warmed<'a>(&'a self, method: &Method, path: &'a str) -> Vec<(Matched<'a>, usize)> {
+        let Ok(found) = self.warms.at(path) else {
+            return Vec::new();
+        };
+        let params: Vec<(&str, &str)> = found.params.iter().collect();
+        found
+            .value
+            .iter()
+            .filter(|(i, j)| self.rules[*i].warm_on[*j].method == method)
+            .map(|(i, j)| {
+                let matched = Matched {
+                    rule: &self.rules[*i],
+                    params: params.clone(),
+                };
+                (matched, *j)
+            })
+            .collect()
     }
 
     /// Rules whose `invalidate_on` matches a write, with the pattern's parameters.

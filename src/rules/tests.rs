@@ -20,6 +20,7 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         allow_private: false,
         sliding: false,
         refresh_ahead: None,
+        warm_on: Vec::new(),
         collapse_global: false,
         stale_while_revalidate: None,
         stale_if_error: None,

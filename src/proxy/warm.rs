@@ -1,0 +1,112 @@
+//! `warm_on`: after a 2xx answer to a write that a rule's `warm_on`
+//! matches, the target it names (rendered from the write, as trigger
+//! templates are) is fetched through the whole pipeline in the background,
+//! as a GET from the same client: it is stored under the rule's key, tier
+//! and TTL exactly as that client's own GET would be, and joins a fetch of
+//! the same key already in flight. It carries the write's cookies or
+//! `Authorization` only where the entry says `forward`. At most
+//! `limits.warm_in_flight` run at once; more are dropped and counted.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, header};
+use http_body_util::{BodyExt, Empty};
+
+use super::Proxy;
+use crate::metrics;
+use crate::rules::{Bodies, RequestView, Rule, RuleSet, Snapshot};
+
+/// The `warm_on` entries one write matched.
+pub(super) struct Warms {
+    matched: Vec<(Arc<Rule>, usize, Snapshot)>,
+}
+
+impl Warms {
+    /// The entries of `rules` the write `view` matches.
+    pub(super) fn of(rules: &RuleSet, view: &RequestView<'_>) -> Self {
+        Self {
+            matched: rules
+                .warmed(view.method, view.path)
+                .into_iter()
+                .map(|(m, i)| (m.rule.clone(), i, Snapshot::of(view, &m.params)))
+                .collect(),
+        }
+    }
+
+    /// Whether a target reads the write's JSON body.
+    pub(super) fn reads_request(&self) -> bool {
+        self.matched
+            .iter()
+            .any(|(r, i, _)| r.warm_on[*i].target.reads_request())
+    }
+
+    /// Whether a target reads the answer's JSON body.
+    pub(super) fn reads_body(&self) -> bool {
+        self.matched
+            .iter()
+            .any(|(r, i, _)| r.warm_on[*i].target.reads_body())
+    }
+
+    /// The GETs to make, each with its rule's name.
+    fn requests(&self, bodies: Bodies<'_>) -> Vec<(String, Request<Empty<Bytes>>)> {
+        let mut out = Vec::new();
+        for (rule, i, snap) in &self.matched {
+            let warm = &rule.warm_on[*i];
+            let Some(path) = snap.render(&[&warm.target], bodies).pop() else {
+                // A value it names is missing from the write or its answer.
+                continue;
+            };
+            let mut req = Request::new(Empty::new());
+            *req.method_mut() = Method::GET;
+            let Ok(uri) = path.parse() else {
+                continue;
+            };
+            *req.uri_mut() = uri;
+            let headers = req.headers_mut();
+            if let Ok(host) = HeaderValue::from_str(snap.host()) {
+                headers.insert(header::HOST, host);
+            }
+            let from = snap.headers();
+            let carried = [
+                (warm.forward_cookie, header::COOKIE),
+                (warm.forward_authorization, header::AUTHORIZATION),
+            ];
+            for (on, name) in carried {
+                if on {
+                    for v in from.get_all(&name) {
+                        headers.append(name.clone(), v.clone());
+                    }
+                }
+            }
+            out.push((rule.name.clone(), req));
+        }
+        out
+    }
+}
+
+impl Proxy {
+    /// Starts the warm fetches of `warms` in the background, as GETs from
+    /// `client`; the ones over `limits.warm_in_flight` are dropped.
+    pub(super) fn warm(self: &Arc<Self>, warms: &Warms, bodies: Bodies<'_>, client: IpAddr) {
+        for (rule, req) in warms.requests(bodies) {
+            let Ok(permit) = self.warm_permits.clone().try_acquire_owned() else {
+                ::metrics::counter!(metrics::WARMS, "rule" => rule, "result" => "dropped")
+                    .increment(1);
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let res = this.handle(req, client).await;
+                let ok = res.status().is_success();
+                // Reading the body to its end is what stores it.
+                let read = res.into_body().collect().await.is_ok();
+                let result = if ok && read { "fetched" } else { "failed" };
+                ::metrics::counter!(metrics::WARMS, "rule" => rule, "result" => result)
+                    .increment(1);
+                drop(permit);
+            });
+        }
+    }
+}
