@@ -58,6 +58,21 @@ async fn steady(proxies: &[&Proxy], run: Duration) -> (usize, usize) {
     )
 }
 
+/// [`steady`] load for `seconds` after the first fill: asserts every
+/// answer was a hit; answers the backend's refreshes and the TTL periods.
+async fn no_miss_under_load(proxies: &[&Proxy], backend: &Backend, seconds: u64) -> (usize, f64) {
+    let start = Instant::now();
+    let (served, not_hits) = steady(proxies, Duration::from_secs(seconds)).await;
+    let refreshes = backend.hits() - 1;
+    let periods = start.elapsed().as_secs_f64() / 2.0;
+    eprintln!("{served} answers, {refreshes} refreshes over {periods:.1} TTL periods");
+    assert_eq!(
+        not_hits, 0,
+        "{not_hits} of {served} answers waited on the backend"
+    );
+    (refreshes, periods)
+}
+
 /// A hot key with a 2 s TTL under steady load for 20 s: every answer is a
 /// hit, and the backend (100 ms per answer) sees about one request per TTL
 /// period (a refresh once the entry is in its last 25 %, about every 1.5 s;
@@ -72,15 +87,7 @@ async fn refresh_ahead_keeps_a_hot_key_from_missing() {
         .replace("COLLAPSE", "local");
     let proxy = Proxy::start(&yaml, &backend.url(), None).await;
     assert!(!get(&proxy.url("/hot/1"), &[]).await.is_hit());
-    let start = Instant::now();
-    let (served, not_hits) = steady(&[&proxy], Duration::from_secs(20)).await;
-    let refreshes = backend.hits() - 1;
-    let periods = start.elapsed().as_secs_f64() / 2.0;
-    eprintln!("{served} answers, {refreshes} refreshes over {periods:.1} TTL periods");
-    assert_eq!(
-        not_hits, 0,
-        "{not_hits} of {served} answers waited on the backend"
-    );
+    let (refreshes, periods) = no_miss_under_load(&[&proxy], &backend, 20).await;
     assert!(
         (periods * 0.8..=periods * 1.5).contains(&(refreshes as f64)),
         "{refreshes} refreshes over {periods:.1} TTL periods"
@@ -106,15 +113,7 @@ async fn refresh_ahead_with_global_collapse_refreshes_once_across_replicas() {
         get(&url, &[]).await.is_hit()
     })
     .await;
-    let start = Instant::now();
-    let (served, not_hits) = steady(&[&a, &b], Duration::from_secs(10)).await;
-    let refreshes = backend.hits() - 1;
-    let periods = start.elapsed().as_secs_f64() / 2.0;
-    eprintln!("{served} answers, {refreshes} refreshes over {periods:.1} TTL periods");
-    assert_eq!(
-        not_hits, 0,
-        "{not_hits} of {served} answers waited on the backend"
-    );
+    let (refreshes, periods) = no_miss_under_load(&[&a, &b], &backend, 10).await;
     assert!(
         (refreshes as f64) <= periods * 2.0,
         "{refreshes} refreshes over {periods:.1} TTL periods: the replicas refreshed each on their own"

@@ -162,6 +162,25 @@ pub(super) fn rule(
     })
 }
 
+/// The write method a trigger names (upper case, not GET or HEAD), or an
+/// error at `at`.
+fn write_method<T>(x: &mut Ctx<'_>, at: &Sp<T>, field: &str, method: &str) -> Option<Method> {
+    match Method::from_bytes(method.as_bytes()) {
+        Ok(m)
+            if !matches!(m, Method::GET | Method::HEAD)
+                && method.bytes().all(|b| b.is_ascii_uppercase()) =>
+        {
+            Some(m)
+        }
+        _ => {
+            let message =
+                format!("`{method}` is not a write method (POST, PUT, PATCH, DELETE, ...)");
+            x.c.error(at, field, message);
+            None
+        }
+    }
+}
+
 /// `warm_on`: `"METHOD /trigger/{param} -> /target/{...}"`, each part
 /// checked: a write method, paths starting with `/`, and a target whose
 /// placeholders the write defines (path parameters, JSON fields, headers,
@@ -184,19 +203,8 @@ fn warm_on(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<Warm> {
             x.c.error(w, &field, message);
             continue;
         };
-        let method = match Method::from_bytes(method.as_bytes()) {
-            Ok(m)
-                if !matches!(m, Method::GET | Method::HEAD)
-                    && method.bytes().all(|b| b.is_ascii_uppercase()) =>
-            {
-                m
-            }
-            _ => {
-                let message =
-                    format!("`{method}` is not a write method (POST, PUT, PATCH, DELETE, ...)");
-                x.c.error(w, &field, message);
-                continue;
-            }
+        let Some(method) = write_method(x, w, &field, method) else {
+            continue;
         };
         if !path.starts_with('/') || !target.starts_with('/') {
             x.c.error(w, &field, "both paths must start with `/`");
@@ -544,19 +552,8 @@ fn triggers(
             continue;
         };
         let path = path.trim();
-        let method = match Method::from_bytes(method.as_bytes()) {
-            Ok(m)
-                if !matches!(m, Method::GET | Method::HEAD)
-                    && method.bytes().all(|b| b.is_ascii_uppercase()) =>
-            {
-                m
-            }
-            _ => {
-                let message =
-                    format!("`{method}` is not a write method (POST, PUT, PATCH, DELETE, ...)");
-                x.c.error(t, &field, message);
-                continue;
-            }
+        let Some(method) = write_method(x, t, &field, method) else {
+            continue;
         };
         if !path.starts_with('/') {
             x.c.error(t, &field, format!("`{path}` must start with `/`"));
