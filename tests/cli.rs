@@ -197,3 +197,41 @@ fn kubernetes_config_switches_to_a_cluster() {
         "{stdout}"
     );
 }
+
+/// The Kubernetes config's commented regions lines, uncommented, check
+/// clean and name the regions purges reach.
+#[test]
+fn kubernetes_config_switches_to_regions() {
+    let k8s = std::fs::read_to_string("deploy/kubernetes/sidecache-config.yaml").unwrap();
+    let map: serde_json::Value = serde_saphyr::from_str(&k8s).unwrap();
+    let config = map["data"]["sidecache.yaml"].as_str().unwrap();
+    let switched: String = config
+        .lines()
+        .map(|l| {
+            let t = l.trim_start();
+            let indent = &l[..l.len() - t.len()];
+            match t.strip_prefix("# ") {
+                Some(rest) if rest.starts_with("region") || rest.starts_with("  us:") => {
+                    format!("{indent}{rest}")
+                }
+                _ => l.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_ne!(switched, config);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, &switched);
+    let out = Command::new(env!("CARGO_BIN_EXE_sidecache"))
+        .args(["check", "--config", &path])
+        .env("SIDECACHE_ADMIN_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("region eu; purges reach us"), "{stdout}");
+}
