@@ -60,6 +60,10 @@ pub const REGION_RELAYING: &str = "sidecache_region_relaying";
 /// `warm_on` fetches by `rule` and `result`: `fetched`, `failed`,
 /// `dropped` (over `limits.warm_in_flight`) (counter).
 pub const WARMS: &str = "sidecache_warm_total";
+/// Warm-up fetches of `memory.warm.urls` by `result`: `fetched`, `failed` (counter).
+pub const WARMUP: &str = "sidecache_warmup_total";
+/// How long the last warm-up took (gauge).
+pub const WARMUP_SECONDS: &str = "sidecache_warmup_seconds";
 /// Config reloads by `result` (ok, failed) (counter).
 pub const RELOADS: &str = "sidecache_config_reloads_total";
 /// Always 1, labelled with the `version` (gauge).
@@ -250,6 +254,11 @@ fn describe() {
         "Answers admitted for storing but not stored in the end."
     );
     describe_counter!(RELOADS, "Config reloads.");
+    describe_counter!(
+        WARMUP,
+        "Warm-up fetches of memory.warm.urls by result (fetched, failed)."
+    );
+    describe_gauge!(WARMUP_SECONDS, "How long the last warm-up took.");
     describe_counter!(
         WARMS,
         "warm_on fetches by rule and result (fetched, failed, dropped)."

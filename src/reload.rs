@@ -6,8 +6,9 @@
 //! they started with.
 //!
 //! Rules, the admin token and everything under them take effect at once.
-//! Listen addresses, `upstream`, `memory`, `limits`, `redis`, `region`,
-//! `regions` and `invalidation` take effect on restart;
+//! Listen addresses, `upstream`, `memory` (but `memory.warm`, whose list is
+//! fetched again), `limits`, `redis`, `region`, `regions` and
+//! `invalidation` take effect on restart;
 //! the report says when the new file changes them. L1 entries survive for
 //! rules whose key template and tier are unchanged; those of other rules
 //! are dropped (by the template's literal prefix, or all of L1 when the
@@ -38,7 +39,7 @@ pub struct Report {
 }
 
 /// Reads the config file again and puts it in effect if it validates.
-pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
+pub async fn reload(proxy: &Arc<Proxy>) -> Result<Report, ConfigError> {
     // One reload at a time, so an older file never replaces a newer one.
     static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one = RELOADING.lock().await;
@@ -72,7 +73,16 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
         &mut new.upstream,
         &old.upstream,
     );
-    keep_old(&mut not_applied, "memory", &mut new.memory, &old.memory);
+    // The warm-up list applies at once (it is fetched again below); the
+    // L1 bounds on restart.
+    let mut bounds = (new.memory.max_size, new.memory.max_object_size);
+    keep_old(
+        &mut not_applied,
+        "memory",
+        &mut bounds,
+        &(old.memory.max_size, old.memory.max_object_size),
+    );
+    (new.memory.max_size, new.memory.max_object_size) = bounds;
     keep_old(&mut not_applied, "limits", &mut new.limits, &old.limits);
     keep_old(&mut not_applied, "redis", &mut new.redis, &old.redis);
     keep_old(
@@ -110,6 +120,10 @@ pub async fn reload(proxy: &Proxy) -> Result<Report, ConfigError> {
                 cache.evict_prefix(prefix).await;
             }
         }
+    }
+    if let Some(warm) = &new.memory.warm {
+        let (proxy, urls) = (proxy.clone(), warm.urls.clone());
+        tokio::spawn(async move { proxy.warm_up(&urls).await });
     }
     tracing::info!(rules, ?not_applied, "config reloaded");
     metrics::counter!(crate::metrics::RELOADS, "result" => "ok").increment(1);

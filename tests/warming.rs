@@ -246,3 +246,76 @@ async fn the_warm_bound_holds_under_a_login_burst() {
         .count();
     assert_eq!(warmed, 2);
 }
+
+/// A replica with `memory.warm.urls` fetches the list through the pipeline
+/// before it turns ready (`/readyz` answers 503 meanwhile); its first
+/// requests of those URLs are L1 hits. A reload fetches the list again,
+/// with what the file holds then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_list_warms_a_starting_replica_and_a_reload() {
+    let backend = Backend::json(vec![]).await;
+    backend.set_delay(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("top-sellers.txt");
+    std::fs::write(
+        &list,
+        "# top sellers\n/hot/1\n/hot/2  # and a comment\n\nhttp://shop.local/hot/3\n",
+    )
+    .unwrap();
+    let config = dir.path().join("sidecache.yaml");
+    let yaml = format!(
+        "upstream: {{ url: \"{}\" }}\nadmin: {{ token: \"t\" }}\nmemory: {{ warm: {{ urls: \"{}\" }} }}\nrules:\n  - name: hot\n    match: {{ path: \"/hot/{{id}}\" }}\n    key: \"hot:{{id}}\"\n    ttl: 1h\n",
+        backend.url(),
+        list.display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let proxy = Proxy::start_file(&config).await;
+    let readyz = format!("http://{}/readyz", proxy.admin);
+    assert_eq!(
+        get(&readyz, &[]).await.status,
+        http::StatusCode::SERVICE_UNAVAILABLE
+    );
+    eventually("ready", || async {
+        get(&readyz, &[]).await.status == http::StatusCode::OK
+    })
+    .await;
+    assert_eq!(backend.hits(), 3);
+    for path in ["/hot/1", "/hot/2", "/hot/3"] {
+        let got = get(&proxy.url(path), &[]).await;
+        assert!(
+            got.cache_status().contains("hit; ttl="),
+            "{path}: {}",
+            got.cache_status()
+        );
+        assert!(
+            got.cache_status().contains("detail=memory"),
+            "{path}: {}",
+            got.cache_status()
+        );
+    }
+    assert_eq!(backend.hits(), 3);
+    let fetched = r#"result="fetched""#;
+    assert_eq!(
+        metric_sum(&proxy, "sidecache_warmup_total", fetched).await,
+        3
+    );
+
+    std::fs::write(&list, "/hot/1\n/hot/4\n").unwrap();
+    let reloaded = send(
+        "POST",
+        &format!("http://{}/reload", proxy.admin),
+        &[("authorization", "Bearer t")],
+        "",
+    )
+    .await;
+    assert_eq!(reloaded.status, http::StatusCode::OK);
+    eventually("the new list is fetched", || async {
+        backend.hits_for("/hot/4") == 1
+    })
+    .await;
+    eventually("it is stored", || async {
+        get(&proxy.url("/hot/4"), &[]).await.is_hit()
+    })
+    .await;
+    assert_eq!(backend.hits_for("/hot/4"), 1);
+}

@@ -171,7 +171,22 @@ pub struct Memory {
     pub max_size: u64,
     /// Largest body stored, by default.
     pub max_object_size: u64,
+    /// What a starting replica fetches before it turns ready.
+    pub warm: Option<WarmUp>,
 }
+
+/// `memory.warm:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WarmUp {
+    /// The URLs to fetch (paths, or absolute URLs naming the host), as the
+    /// file listed them when the config was read.
+    pub urls: Vec<String>,
+    /// How long readiness waits for them.
+    pub timeout: Duration,
+}
+
+/// Default time readiness waits for the warm-up.
+pub const DEFAULT_WARM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `redis:`.
 #[derive(Debug, Clone, PartialEq)]

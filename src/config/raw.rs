@@ -134,6 +134,18 @@ pub struct RawMemory {
     pub max_size: Option<Sp<String>>,
     /// Largest response kept, e.g. `1MiB`.
     pub max_object_size: Option<Sp<String>>,
+    /// Fill L1 before turning ready: `{ urls: path/to/file }` fetches each URL of the file (one per line) through the pipeline on start and on reload.
+    pub warm: Option<Sp<RawWarmUp>>,
+}
+
+/// `memory.warm:` — what a starting replica fetches before it is ready.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWarmUp {
+    /// A file of URLs or paths (`/products/1`, `http://shop.local/products/2`), one per line; `#` starts a comment.
+    pub urls: Sp<String>,
+    /// How long readiness waits for the warm-up, e.g. `10s` (the default); then the replica turns ready anyway.
+    pub timeout: Option<Sp<String>>,
 }
 
 /// `redis:` — the optional shared L2.

@@ -492,3 +492,38 @@ fn regions_are_checked() {
     .join("\n");
     assert!(errs.contains("needs `redis:`"), "{errs}");
 }
+
+/// `memory.warm.urls` is read with the config: paths and http(s) URLs,
+/// comments and blank lines skipped; an unreadable file or a line that is
+/// neither is an error naming it.
+#[test]
+fn warm_up_list_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("urls.txt");
+    let yaml = || {
+        format!(
+            "{BASE}memory: {{ warm: {{ urls: \"{}\", timeout: 3s }} }}\n",
+            list.display()
+        )
+    };
+    std::fs::write(
+        &list,
+        "# top\n/products/1\n\nhttps://shop.local/products/2?x=1 # second\n",
+    )
+    .unwrap();
+    let warm = load(&yaml()).unwrap().config.memory.warm.unwrap();
+    assert_eq!(
+        warm.urls,
+        ["/products/1", "https://shop.local/products/2?x=1"]
+    );
+    assert_eq!(warm.timeout, Duration::from_secs(3));
+    std::fs::write(&list, "/products/1\nftp://x/y\n").unwrap();
+    let errs = errors(&yaml()).join("\n");
+    assert!(
+        errs.contains("memory.warm.urls") && errs.contains("line 2"),
+        "{errs}"
+    );
+    std::fs::remove_file(&list).unwrap();
+    let errs = errors(&yaml()).join("\n");
+    assert!(errs.contains("cannot read"), "{errs}");
+}

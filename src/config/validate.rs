@@ -38,6 +38,11 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
                 c.size(v, "memory.max_object_size")
             })
             .unwrap_or(DEFAULT_MAX_OBJECT_SIZE),
+        warm: raw
+            .memory
+            .as_ref()
+            .and_then(|m| m.warm.as_ref())
+            .and_then(|w| warm_up(&mut c, w)),
     };
     let limits = limits(&mut c, &raw);
     let redis = raw.redis.as_ref().and_then(|r| redis(&mut c, r));
@@ -238,6 +243,51 @@ fn redis_at<T>(c: &mut Check, raw: &RawRedis, r: &Sp<T>, at: &str) -> Option<Red
             .unwrap_or(DEFAULT_DISCONNECT_GRACE),
         ca,
     })
+}
+
+/// `memory.warm`: the URL file read now (so a reload reads it again), each
+/// line a path or an `http(s)://` URL.
+fn warm_up(c: &mut Check, w: &Sp<super::raw::RawWarmUp>) -> Option<WarmUp> {
+    let file = &w.value.urls;
+    let text = match std::fs::read_to_string(file.value.trim()) {
+        Ok(t) => t,
+        Err(e) => {
+            c.error(
+                file,
+                "memory.warm.urls",
+                format!("cannot read `{}`: {e}", file.value),
+            );
+            return None;
+        }
+    };
+    let mut urls = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fine = match line.parse::<http::Uri>() {
+            Ok(u) if u.scheme().is_none() => line.starts_with('/'),
+            Ok(u) => matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some(),
+            Err(_) => false,
+        };
+        if !fine {
+            let message = format!(
+                "line {}: `{line}` is not a path (`/products/1`) or an http(s) URL",
+                n + 1
+            );
+            c.error(file, "memory.warm.urls", message);
+            return None;
+        }
+        urls.push(line.to_owned());
+    }
+    let timeout = w
+        .value
+        .timeout
+        .as_ref()
+        .and_then(|t| c.positive(t, "memory.warm.timeout"))
+        .unwrap_or(DEFAULT_WARM_TIMEOUT);
+    Some(WarmUp { urls, timeout })
 }
 
 /// A region's name: what metrics and `/readyz` label it with.

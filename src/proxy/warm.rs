@@ -1,3 +1,6 @@
+//! Warming through the pipeline: a starting replica's URL list
+//! ([`Proxy::warm_up`], `memory.warm.urls`) and `warm_on`.
+//!
 //! `warm_on`: after a 2xx answer to a write that a rule's `warm_on`
 //! matches, the target it names (rendered from the write, as trigger
 //! templates are) is fetched through the whole pipeline in the background,
@@ -108,5 +111,60 @@ impl Proxy {
                 drop(permit);
             });
         }
+    }
+}
+
+/// Warm-up fetches in flight at once.
+const WARM_UP_AT_ONCE: usize = 8;
+
+impl Proxy {
+    /// Fetches each of `urls` (absolute URLs, or paths asked of `localhost`)
+    /// through the pipeline, [`WARM_UP_AT_ONCE`] at a time, so each is
+    /// stored as a client's GET would be; answers how many were fetched and
+    /// how many failed, counted in `sidecache_warmup_total` as they go.
+    pub async fn warm_up(self: &Arc<Self>, urls: &[String]) -> (usize, usize) {
+        let start = std::time::Instant::now();
+        let (mut fetched, mut failed) = (0, 0);
+        for chunk in urls.chunks(WARM_UP_AT_ONCE) {
+            let each: Vec<_> = chunk.iter().map(|u| self.warm_one(u)).collect();
+            for ok in futures_util::future::join_all(each).await {
+                let result = if ok { "fetched" } else { "failed" };
+                ::metrics::counter!(metrics::WARMUP, "result" => result).increment(1);
+                if ok {
+                    fetched += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+        }
+        ::metrics::gauge!(metrics::WARMUP_SECONDS).set(start.elapsed().as_secs_f64());
+        tracing::info!(fetched, failed, took = ?start.elapsed(), "warm-up done");
+        (fetched, failed)
+    }
+
+    /// One warm-up GET; whether it was answered 2xx and read whole.
+    async fn warm_one(self: &Arc<Self>, url: &str) -> bool {
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            return false;
+        };
+        let mut req = Request::new(Empty::<Bytes>::new());
+        // A bare path is asked of `localhost`: list whole URLs where rules
+        // or keys depend on the host.
+        let host = uri.authority().map_or("localhost", |a| a.host());
+        let Ok(host) = HeaderValue::from_str(host) else {
+            return false;
+        };
+        req.headers_mut().insert(header::HOST, host);
+        let Ok(path) = uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .parse::<http::Uri>()
+        else {
+            return false;
+        };
+        *req.uri_mut() = path;
+        let res = self.handle(req, IpAddr::from([127, 0, 0, 1])).await;
+        let ok = res.status().is_success();
+        ok && res.into_body().collect().await.is_ok()
     }
 }
