@@ -160,9 +160,8 @@ fn check_and_explain_name_the_redis_mode() {
 /// (its commented `cluster:` line in place of `url`) checks clean.
 #[test]
 fn kubernetes_config_switches_to_a_cluster() {
-    let k8s = std::fs::read_to_string("deploy/kubernetes/sidecache-config.yaml").unwrap();
-    let map: serde_json::Value = serde_saphyr::from_str(&k8s).unwrap();
-    let config = map["data"]["sidecache.yaml"].as_str().unwrap();
+    let config = k8s_config();
+    let config = config.as_str();
     let cluster_line = config
         .lines()
         .find_map(|l| l.trim().strip_prefix("# cluster: "))
@@ -179,19 +178,7 @@ fn kubernetes_config_switches_to_a_cluster() {
         .collect::<Vec<_>>()
         .join("\n");
     assert_ne!(switched, config);
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, &switched);
-    let out = Command::new(env!("CARGO_BIN_EXE_sidecache"))
-        .args(["check", "--config", &path])
-        .env("SIDECACHE_ADMIN_TOKEN", "t")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_ok(&switched);
     assert!(
         stdout.contains("a Redis Cluster through 3 seed nodes"),
         "{stdout}"
@@ -202,9 +189,8 @@ fn kubernetes_config_switches_to_a_cluster() {
 /// clean and name the regions purges reach.
 #[test]
 fn kubernetes_config_switches_to_regions() {
-    let k8s = std::fs::read_to_string("deploy/kubernetes/sidecache-config.yaml").unwrap();
-    let map: serde_json::Value = serde_saphyr::from_str(&k8s).unwrap();
-    let config = map["data"]["sidecache.yaml"].as_str().unwrap();
+    let config = k8s_config();
+    let config = config.as_str();
     let switched: String = config
         .lines()
         .map(|l| {
@@ -220,18 +206,31 @@ fn kubernetes_config_switches_to_regions() {
         .collect::<Vec<_>>()
         .join("\n");
     assert_ne!(switched, config);
+    let stdout = check_ok(&switched);
+    assert!(stdout.contains("region eu; purges reach us"), "{stdout}");
+}
+
+/// The sidecache.yaml inside the Kubernetes ConfigMap.
+fn k8s_config() -> String {
+    let k8s = std::fs::read_to_string("deploy/kubernetes/sidecache-config.yaml").unwrap();
+    let map: serde_json::Value = serde_saphyr::from_str(&k8s).unwrap();
+    map["data"]["sidecache.yaml"].as_str().unwrap().to_owned()
+}
+
+/// `sidecache check` of `config` (with the admin token it reads from the
+/// environment): asserts it passes, answers what it printed.
+fn check_ok(config: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(&dir, &switched);
+    let path = write(&dir, config);
     let out = Command::new(env!("CARGO_BIN_EXE_sidecache"))
         .args(["check", "--config", &path])
         .env("SIDECACHE_ADMIN_TOKEN", "t")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("region eu; purges reach us"), "{stdout}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
