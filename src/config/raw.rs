@@ -186,28 +186,51 @@ pub enum RawRegionRedis {
 }
 
 impl<'de> Deserialize<'de> for RawRegionRedis {
-    // By hand rather than `untagged`, which would buffer the map and lose
-    // the places of its fields.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Either;
-        impl<'de> serde::de::Visitor<'de> for Either {
-            type Value = RawRegionRedis;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a Redis URL, or a map with `url` or `cluster`")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(RawRegionRedis::Url(v.to_owned()))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<Self::Value, A::Error> {
-                RawRedis::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(|r| RawRegionRedis::Map(Box::new(r)))
-            }
-        }
-        d.deserialize_any(Either)
+        str_or_map(
+            d,
+            "a Redis URL, or a map with `url` or `cluster`",
+            RawRegionRedis::Url,
+            |r| RawRegionRedis::Map(Box::new(r)),
+        )
     }
+}
+
+/// A value written as a string (`plain`) or as a map (`M`'s fields, `map`).
+/// By hand rather than `untagged`, which would buffer the map and lose the
+/// places of its fields.
+fn str_or_map<'de, D, T, M>(
+    d: D,
+    expecting: &'static str,
+    plain: fn(String) -> T,
+    map: fn(M) -> T,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    M: Deserialize<'de>,
+{
+    struct Either<T, M> {
+        expecting: &'static str,
+        plain: fn(String) -> T,
+        map: fn(M) -> T,
+    }
+    impl<'de, T, M: Deserialize<'de>> serde::de::Visitor<'de> for Either<T, M> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            Ok((self.plain)(v.to_owned()))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            M::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(self.map)
+        }
+    }
+    d.deserialize_any(Either {
+        expecting,
+        plain,
+        map,
+    })
 }
 
 /// One `warm_on` entry: a string, or a map that may forward credentials.
@@ -232,26 +255,13 @@ pub struct RawWarmMap {
 }
 
 impl<'de> Deserialize<'de> for RawWarm {
-    // By hand rather than `untagged`, which would buffer the map.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Either;
-        impl<'de> serde::de::Visitor<'de> for Either {
-            type Value = RawWarm;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("\"METHOD /path -> /target\", or a map with `on` and `forward`")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(RawWarm::Plain(v.to_owned()))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<Self::Value, A::Error> {
-                RawWarmMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(RawWarm::Map)
-            }
-        }
-        d.deserialize_any(Either)
+        str_or_map(
+            d,
+            "\"METHOD /path -> /target\", or a map with `on` and `forward`",
+            RawWarm::Plain,
+            RawWarm::Map,
+        )
     }
 }
 

@@ -297,7 +297,7 @@ where
         let mut purges = Vec::with_capacity(entries.len());
         for (id, fields) in entries {
             match fields.get("p").map(|p| serde_json::from_str::<Purge>(p)) {
-                Some(Ok(purge)) if purge.check().is_ok() || purge.all => purges.push(purge),
+                Some(Ok(purge)) if purge.check().is_ok() => purges.push(purge),
                 _ => {
                     tracing::warn!(from = %remote.name, %id, "skipped a purge log entry that does not parse")
                 }
@@ -306,7 +306,9 @@ where
         }
         // A batch at once: what it names is purged as if one purge after
         // the other, in no time.
-        inv.purge_all(&purges, PurgeSource::Region).await;
+        if !purges.is_empty() {
+            inv.purge_all(&purges, PurgeSource::Region).await;
+        }
         ::metrics::counter!(metrics::REGION_PURGES, "region" => remote.name.clone())
             .increment(purges.len() as u64);
         // Behind by a whole batch: make sure the log was not trimmed past us.

@@ -263,6 +263,30 @@ pub struct RuleSet {
     warms: matchit::Router<Vec<(usize, usize)>>,
 }
 
+/// A router over `entries` (the rule each comes from, its path pattern, its
+/// value), the values of one pattern together in file order. Fails, naming
+/// the first rule and `what`, on a pattern matchit rejects or that
+/// conflicts with another (`/a/{x}` next to `/a/{y}`).
+fn grouped<'a, V>(
+    entries: impl Iterator<Item = (usize, &'a str, V)>,
+    what: &str,
+) -> Result<matchit::Router<Vec<V>>, (usize, String)> {
+    let mut by_path: Vec<(&str, usize, Vec<V>)> = Vec::new();
+    for (rule, path, value) in entries {
+        match by_path.iter_mut().find(|(p, _, _)| *p == path) {
+            Some((_, _, list)) => list.push(value),
+            None => by_path.push((path, rule, vec![value])),
+        }
+    }
+    let mut router = matchit::Router::new();
+    for (path, first, list) in by_path {
+        router
+            .insert(path, list)
+            .map_err(|e| (first, format!("{what} `{path}`: {e}")))?;
+    }
+    Ok(router)
+}
+
 /// The rule a request matched, with its path parameters.
 #[derive(Debug)]
 pub struct Matched<'a> {
@@ -276,52 +300,24 @@ impl RuleSet {
     /// Builds the router. Fails on a pattern matchit rejects or that
     /// conflicts with another (`/a/{x}` next to `/a/{y}`).
     pub fn new(rules: Vec<Rule>) -> Result<Self, (usize, String)> {
-        let mut router = matchit::Router::new();
-        let mut by_path: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, rule) in rules.iter().enumerate() {
-            match by_path.iter_mut().find(|(p, _)| *p == rule.path) {
-                Some((_, list)) => list.push(i),
-                None => by_path.push((rule.path.clone(), vec![i])),
-            }
-        }
-        for (path, list) in by_path {
-            let first = list[0];
-            router
-                .insert(path.as_str(), list)
-                .map_err(|e| (first, format!("path `{path}`: {e}")))?;
-        }
-        let mut by_trigger: Vec<(String, Vec<(usize, Method)>)> = Vec::new();
-        for (i, rule) in rules.iter().enumerate() {
-            for t in &rule.triggers {
-                match by_trigger.iter_mut().find(|(p, _)| *p == t.path) {
-                    Some((_, list)) => list.push((i, t.method.clone())),
-                    None => by_trigger.push((t.path.clone(), vec![(i, t.method.clone())])),
-                }
-            }
-        }
-        let mut triggers = matchit::Router::new();
-        for (path, list) in by_trigger {
-            let first = list[0].0;
-            triggers
-                .insert(path.as_str(), list)
-                .map_err(|e| (first, format!("invalidate_on `{path}`: {e}")))?;
-        }
-        let mut by_warm: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
-        for (i, rule) in rules.iter().enumerate() {
-            for (j, w) in rule.warm_on.iter().enumerate() {
-                match by_warm.iter_mut().find(|(p, _)| *p == w.path) {
-                    Some((_, list)) => list.push((i, j)),
-                    None => by_warm.push((w.path.clone(), vec![(i, j)])),
-                }
-            }
-        }
-        let mut warms = matchit::Router::new();
-        for (path, list) in by_warm {
-            let first = list[0].0;
-            warms
-                .insert(path.as_str(), list)
-                .map_err(|e| (first, format!("warm_on `{path}`: {e}")))?;
-        }
+        let paths = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.path.as_str(), i));
+        let router = grouped(paths, "path")?;
+        let triggers = rules.iter().enumerate().flat_map(|(i, r)| {
+            r.triggers
+                .iter()
+                .map(move |t| (i, t.path.as_str(), (i, t.method.clone())))
+        });
+        let triggers = grouped(triggers, "invalidate_on")?;
+        let warms = rules.iter().enumerate().flat_map(|(i, r)| {
+            r.warm_on
+                .iter()
+                .enumerate()
+                .map(move |(j, w)| (i, w.path.as_str(), (i, j)))
+        });
+        let warms = grouped(warms, "warm_on")?;
         Ok(Self {
             rules: rules
                 .into_iter()
