@@ -125,15 +125,21 @@ impl App {
             }
         });
         let upkeep = tokio::spawn(upkeep(self.proxy.clone(), shutdown.clone()));
-        // Ready once L1 holds the warm-up list, or once its time is up (the
+        let hot = tokio::spawn(crate::cache::hot::run(
+            self.proxy.hotness().clone(),
+            self.proxy.redis().cloned(),
+            shutdown.clone(),
+        ));
+        // Ready once L1 holds the hot keys and the warm-up list, or once its time is up (the
         // rest goes on behind); `/readyz` answers 503 meanwhile.
         let ready = tokio::spawn({
             let (proxy, admin) = (self.proxy.clone(), self.admin.clone());
             async move {
                 if let Some(warm) = proxy.config().memory.warm.clone() {
-                    let run = tokio::spawn(async move { proxy.warm_up(&warm.urls).await });
-                    if tokio::time::timeout(warm.timeout, run).await.is_err() {
-                        tracing::warn!(timeout = ?warm.timeout, "warm-up not done in time; ready anyway");
+                    let timeout = warm.timeout;
+                    let run = tokio::spawn(async move { proxy.warm_up(&warm, true).await });
+                    if tokio::time::timeout(timeout, run).await.is_err() {
+                        tracing::warn!(?timeout, "warm-up not done in time; ready anyway");
                     }
                 }
                 admin.set_ready();
@@ -141,7 +147,7 @@ impl App {
         });
         tokio::join!(proxy_task, admin_task);
         ready.abort();
-        let _ = tokio::join!(bus, regions, repeats, hup, watch, upkeep);
+        let _ = tokio::join!(bus, regions, repeats, hup, watch, upkeep, hot);
     }
 }
 

@@ -60,7 +60,8 @@ pub const REGION_RELAYING: &str = "sidecache_region_relaying";
 /// `warm_on` fetches by `rule` and `result`: `fetched`, `failed`,
 /// `dropped` (over `limits.warm_in_flight`) (counter).
 pub const WARMS: &str = "sidecache_warm_total";
-/// Warm-up fetches of `memory.warm.urls` by `result`: `fetched`, `failed` (counter).
+/// Warm-up entries by `source` (`hot`, `urls`) and `result`: `fetched`,
+/// `absent` (a hot key no longer in L2), `failed` (counter).
 pub const WARMUP: &str = "sidecache_warmup_total";
 /// How long the last warm-up took (gauge).
 pub const WARMUP_SECONDS: &str = "sidecache_warmup_seconds";
@@ -256,7 +257,7 @@ fn describe() {
     describe_counter!(RELOADS, "Config reloads.");
     describe_counter!(
         WARMUP,
-        "Warm-up fetches of memory.warm.urls by result (fetched, failed)."
+        "Warm-up entries by source (hot: copied from Redis; urls: fetched through the pipeline) and result (fetched, absent, failed)."
     );
     describe_gauge!(WARMUP_SECONDS, "How long the last warm-up took.");
     describe_counter!(

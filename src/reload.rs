@@ -122,8 +122,8 @@ pub async fn reload(proxy: &Arc<Proxy>) -> Result<Report, ConfigError> {
         }
     }
     if let Some(warm) = &new.memory.warm {
-        let (proxy, urls) = (proxy.clone(), warm.urls.clone());
-        tokio::spawn(async move { proxy.warm_up(&urls).await });
+        let (proxy, warm) = (proxy.clone(), warm.clone());
+        tokio::spawn(async move { proxy.warm_up(&warm, false).await });
     }
     tracing::info!(rules, ?not_applied, "config reloaded");
     metrics::counter!(crate::metrics::RELOADS, "result" => "ok").increment(1);

@@ -70,8 +70,27 @@ fn number(dom: &str, id: &str, name: &str) -> f64 {
 /// state and the purge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_live_data_in_chromium() {
-    let backend = Backend::json(vec![]).await;
-    let proxy = Proxy::start(RULES, &backend.url(), None).await;
+    let backend = Backend::start(std::time::Duration::ZERO, |s| {
+        let status = if s.uri.contains("missing") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        let body = format!("{{\"uri\":\"{}\"}}", s.uri);
+        (status, vec![], bytes::Bytes::from(body))
+    })
+    .await;
+    // A warm-up list of two URLs, one the backend fails.
+    let list = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(list.path(), "/products/1\n/products/missing\n").unwrap();
+    let rules = RULES.replace(
+        "rules:\n",
+        &format!(
+            "memory: {{ warm: {{ urls: \"{}\" }} }}\nrules:\n",
+            list.path().display()
+        ),
+    );
+    let proxy = Proxy::start(&rules, &backend.url(), None).await;
     let purged = send(
         "POST",
         &format!("http://{}/purge", proxy.admin),
@@ -175,6 +194,17 @@ async fn dashboard_shows_live_data_in_chromium() {
     let purges = dom.split("id=\"purges\"").nth(1).unwrap();
     let purges = purges.split("</tbody>").next().unwrap();
     assert!(purges.contains("product:1"), "{purges}");
+
+    assert!(
+        !dom.contains("id=\"warmup-card\" hidden"),
+        "the warm-up card is hidden"
+    );
+    let warmup = dom.split("id=\"warmup\"").nth(1).unwrap();
+    let warmup = warmup.split("</tbody>").next().unwrap();
+    assert!(
+        warmup.contains("data-source=\"urls\" data-fetched=\"1\" data-failed=\"1\""),
+        "{warmup}"
+    );
 
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);

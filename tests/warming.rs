@@ -294,7 +294,7 @@ async fn a_url_list_warms_a_starting_replica_and_a_reload() {
         );
     }
     assert_eq!(backend.hits(), 3);
-    let fetched = r#"result="fetched""#;
+    let fetched = r#"source="urls",result="fetched""#;
     assert_eq!(
         metric_sum(&proxy, "sidecache_warmup_total", fetched).await,
         3
@@ -318,4 +318,165 @@ async fn a_url_list_warms_a_starting_replica_and_a_reload() {
     })
     .await;
     assert_eq!(backend.hits_for("/hot/4"), 1);
+}
+
+/// `memory.warm: { from: hot }`: replica A serves traffic (five keys often,
+/// fifteen once, with writes to other keys beside it) and merges its counts
+/// into Redis; replica B, started while A goes on, copies the five hottest
+/// from L2 before it turns ready: its first requests of them are L1 hits
+/// with no backend request, a purged one among them is not copied, and a
+/// cold key is still only in L2. A replica that stops merges what it
+/// counted since its last merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_starts_with_the_hot_keys_in_memory() {
+    const HOT: &str = r#"
+upstream: { url: UPSTREAM }
+redis: { url: "REDIS" }
+admin: { token: "t" }
+memory: { warm: { from: hot, top: 5 } }
+rules:
+  - name: hot
+    match: { path: "/hot/{id}" }
+    key: "hot:{id}"
+    ttl: 1h
+  - name: carts
+    match: { path: "/carts/{id}" }
+    key: "cart:{id}"
+    ttl: 1h
+    tier: memory
+    invalidate_on: ["POST /carts/{id}"]
+"#;
+    let redis = Redis::start();
+    let backend = Backend::json(vec![]).await;
+    let a = Proxy::start(HOT, &backend.url(), Some(&redis.url())).await;
+    // Writes and reads of other keys go on beside the counted traffic.
+    let stop = Arc::new(AtomicBool::new(false));
+    let other = tokio::spawn({
+        let (base, stop) = (a.url(""), stop.clone());
+        async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let cart = format!("{base}/carts/{}", n % 7);
+                send("POST", &cart, &[], "{}").await;
+                get(&cart, &[]).await;
+                n += 1;
+            }
+        }
+    });
+    for round in 0..10 {
+        for id in 1..=5 {
+            get(&a.url(&format!("/hot/{id}")), &[]).await;
+        }
+        if round == 0 {
+            for id in 6..=20 {
+                get(&a.url(&format!("/hot/{id}")), &[]).await;
+            }
+        }
+    }
+    // The merge every 5 s puts A's counts in Redis while A runs.
+    let mut conn = redis.conn().await;
+    let set = eventually_set(&mut conn).await;
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg(&set)
+        .arg("hot:1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(score, 10.0);
+    assert!(
+        admin_purge(&a, r#"{"keys": ["hot:5"]}"#, Some("t"))
+            .await
+            .status
+            .is_success()
+    );
+    let hot_hits = || {
+        backend
+            .seen()
+            .iter()
+            .filter(|s| s.uri.starts_with("/hot/"))
+            .count()
+    };
+    let before = hot_hits();
+
+    let b = Proxy::start(HOT, &backend.url(), Some(&redis.url())).await;
+    let readyz = format!("http://{}/readyz", b.admin);
+    eventually("B ready", || async {
+        get(&readyz, &[]).await.status == http::StatusCode::OK
+    })
+    .await;
+    for id in 1..=4 {
+        let got = get(&b.url(&format!("/hot/{id}")), &[]).await;
+        assert!(
+            got.cache_status().contains("hit;") && got.cache_status().contains("detail=memory"),
+            "/hot/{id} on B: {}",
+            got.cache_status()
+        );
+    }
+    let cold = get(&b.url("/hot/6"), &[]).await;
+    assert!(
+        cold.cache_status().contains("detail=redis"),
+        "/hot/6 on B: {}",
+        cold.cache_status()
+    );
+    assert_eq!(hot_hits(), before, "B's first requests reached the backend");
+    let purged = get(&b.url("/hot/5"), &[]).await;
+    assert!(
+        !purged.is_hit(),
+        "the purged key was copied: {}",
+        purged.cache_status()
+    );
+    let hot = |result: &str| format!("source=\"hot\",result=\"{result}\"");
+    assert_eq!(
+        metric_sum(&b, "sidecache_warmup_total", &hot("fetched")).await,
+        4
+    );
+    assert_eq!(
+        metric_sum(&b, "sidecache_warmup_total", &hot("absent")).await,
+        1
+    );
+
+    // A stopping merges what it counted since its last merge.
+    stop.store(true, Ordering::Relaxed);
+    other.await.unwrap();
+    for _ in 0..3 {
+        get(&a.url("/hot/20"), &[]).await;
+    }
+    drop(a);
+    eventually("A's last counts merged", || {
+        let (mut conn, set) = (conn.clone(), set.clone());
+        async move {
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(&set)
+                .arg("hot:20")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            score == Some(4.0)
+        }
+    })
+    .await;
+}
+
+/// The name of the `hot` rule's counts set, once a merge has made it.
+async fn eventually_set(conn: &mut redis::aio::MultiplexedConnection) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let sets: Vec<String> = redis::cmd("KEYS")
+            .arg("sidecache:#hot:hot:*")
+            .query_async(conn)
+            .await
+            .unwrap();
+        if let Some(set) = sets.into_iter().next() {
+            let n: u64 = redis::cmd("ZCARD")
+                .arg(&set)
+                .query_async(conn)
+                .await
+                .unwrap();
+            if n == 20 {
+                return set;
+            }
+        }
+        assert!(Instant::now() < deadline, "no merge into redis in 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

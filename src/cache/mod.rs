@@ -8,6 +8,7 @@ pub mod codec;
 #[cfg(test)]
 pub mod fake;
 pub mod headers;
+pub mod hot;
 pub mod memory;
 pub mod redis;
 pub mod tiered;

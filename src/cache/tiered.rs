@@ -57,6 +57,28 @@ pub enum State {
     VaryMiss,
 }
 
+/// What became of one key in a warm-up from L2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warmed {
+    /// Now in L1.
+    Copied,
+    /// Not in L2, or refused by a purge.
+    Absent,
+    /// L2 did not answer.
+    Failed,
+}
+
+impl Warmed {
+    /// The `result` label of `sidecache_warmup_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Copied => "fetched",
+            Self::Absent => "absent",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// Both layers. L1 is always there; the shared store only when Redis is
 /// configured.
 #[derive(Clone)]
@@ -147,6 +169,33 @@ impl Tiered {
             && found.entry.is_fresh(now)
             && admission.admits(&found, &key).await)
             .then_some((key, found.entry))
+    }
+
+    /// Copies the entry under `key` from L2 into L1, as a lookup that
+    /// found it there would: a Vary marker as it is, a response only if
+    /// the admission takes it. For warming a starting replica.
+    pub async fn warm_l1(&self, key: &str, admission: &impl Admission) -> Warmed {
+        let Some(shared) = &self.shared else {
+            return Warmed::Absent;
+        };
+        let entry = match shared.get(key).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Warmed::Absent,
+            Err(e) => {
+                tracing::debug!(error = %e, "L2 read for the warm-up failed");
+                return Warmed::Failed;
+            }
+        };
+        let found = Found {
+            entry,
+            layer: Layer::Redis,
+            l1_since_ms: u64::MAX,
+        };
+        if found.response().is_some() && !admission.admits(&found, key).await {
+            return Warmed::Absent;
+        }
+        self.fill_l1(key, &found, Tier::Both).await;
+        Warmed::Copied
     }
 
     /// Puts an entry found in L2 into L1, if the tier uses L1. (Boxed: a

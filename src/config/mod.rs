@@ -181,9 +181,18 @@ pub struct WarmUp {
     /// The URLs to fetch (paths, or absolute URLs naming the host), as the
     /// file listed them when the config was read.
     pub urls: Vec<String>,
-    /// How long readiness waits for them.
+    /// With `from: hot`: how many of the keys hottest across replicas to
+    /// copy from L2 first.
+    pub hot: Option<usize>,
+    /// How long readiness waits for the warm-up.
     pub timeout: Duration,
 }
+
+/// Default number of hot keys a starting replica copies.
+pub const DEFAULT_WARM_TOP: usize = 1000;
+
+/// Most hot keys a starting replica may copy.
+pub const MAX_WARM_TOP: u64 = 100_000;
 
 /// Default time readiness waits for the warm-up.
 pub const DEFAULT_WARM_TIMEOUT: Duration = Duration::from_secs(10);

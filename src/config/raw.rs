@@ -134,7 +134,7 @@ pub struct RawMemory {
     pub max_size: Option<Sp<String>>,
     /// Largest response kept, e.g. `1MiB`.
     pub max_object_size: Option<Sp<String>>,
-    /// Fill L1 before turning ready: `{ urls: path/to/file }` fetches each URL of the file (one per line) through the pipeline on start and on reload.
+    /// Fill L1 before turning ready: `{ from: hot, top: 1000 }` copies the keys hottest across replicas from Redis; `{ urls: path/to/file }` fetches each URL of the file (one per line) through the pipeline on start and on reload.
     pub warm: Option<Sp<RawWarmUp>>,
 }
 
@@ -142,8 +142,12 @@ pub struct RawMemory {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWarmUp {
+    /// `hot`: fill L1 from Redis with the keys most asked for across replicas (of rules with `tier: both`). Needs `redis:`.
+    pub from: Option<Sp<String>>,
+    /// With `from: hot`, how many keys to copy (default 1000).
+    pub top: Option<Sp<u64>>,
     /// A file of URLs or paths (`/products/1`, `http://shop.local/products/2`), one per line; `#` starts a comment.
-    pub urls: Sp<String>,
+    pub urls: Option<Sp<String>>,
     /// How long readiness waits for the warm-up, e.g. `10s` (the default); then the replica turns ready anyway.
     pub timeout: Option<Sp<String>>,
 }

@@ -527,3 +527,57 @@ fn warm_up_list_is_read_and_checked() {
     let errs = errors(&yaml()).join("\n");
     assert!(errs.contains("cannot read"), "{errs}");
 }
+
+/// `memory.warm.from: hot` needs Redis, takes `top` (default 1000), and
+/// each mistake is named at its field.
+#[test]
+fn warm_from_hot_is_checked() {
+    const REDIS: &str = "redis: { url: \"redis://127.0.0.1:6379\" }\n";
+    let warm = load(&format!(
+        "{BASE}{REDIS}memory: {{ warm: {{ from: hot }} }}\n"
+    ))
+    .unwrap()
+    .config
+    .memory
+    .warm
+    .unwrap();
+    assert_eq!((warm.hot, warm.urls.len()), (Some(1000), 0));
+    let warm = load(&format!(
+        "{BASE}{REDIS}memory: {{ warm: {{ from: hot, top: 50 }} }}\n"
+    ))
+    .unwrap()
+    .config
+    .memory
+    .warm
+    .unwrap();
+    assert_eq!(warm.hot, Some(50));
+    for (yaml, field, message) in [
+        (
+            "{ from: hot }",
+            "memory.warm.from",
+            "add a `redis:` section",
+        ),
+        (
+            "{ from: cold }",
+            "memory.warm.from",
+            "the one source is `hot`",
+        ),
+        ("{ top: 5 }", "memory.warm.top", "goes with `from: hot`"),
+        (
+            "{ timeout: 5s }",
+            "memory.warm",
+            "`from: hot`, `urls: FILE`",
+        ),
+    ] {
+        let errs = errors(&format!("{BASE}memory: {{ warm: {yaml} }}\n")).join("\n");
+        assert!(
+            errs.contains(field) && errs.contains(message),
+            "{yaml}: expected `{message}` in:\n{errs}"
+        );
+    }
+    let errs = errors(&format!(
+        "{BASE}{REDIS}memory: {{ warm: {{ from: hot, top: 0 }} }}\n"
+    ))
+    .join("\n");
+    assert!(errs.contains("memory.warm.top"), "{errs}");
+}

@@ -42,7 +42,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
             .memory
             .as_ref()
             .and_then(|m| m.warm.as_ref())
-            .and_then(|w| warm_up(&mut c, w)),
+            .and_then(|w| warm_up(&mut c, w, raw.redis.is_some())),
     };
     let limits = limits(&mut c, &raw);
     let redis = raw.redis.as_ref().and_then(|r| redis(&mut c, r));
@@ -245,10 +245,58 @@ fn redis_at<T>(c: &mut Check, raw: &RawRedis, r: &Sp<T>, at: &str) -> Option<Red
     })
 }
 
-/// `memory.warm`: the URL file read now (so a reload reads it again), each
-/// line a path or an `http(s)://` URL.
-fn warm_up(c: &mut Check, w: &Sp<super::raw::RawWarmUp>) -> Option<WarmUp> {
-    let file = &w.value.urls;
+/// `memory.warm`: `from: hot` (with Redis) and its `top`, and the URL
+/// file read now (so a reload reads it again), each line a path or an
+/// `http(s)://` URL.
+fn warm_up(c: &mut Check, w: &Sp<super::raw::RawWarmUp>, redis: bool) -> Option<WarmUp> {
+    let hot = match &w.value.from {
+        Some(f) if f.value != "hot" => {
+            c.error(f, "memory.warm.from", "the one source is `hot`");
+            return None;
+        }
+        Some(f) if !redis => {
+            c.error(
+                f,
+                "memory.warm.from",
+                "`from: hot` copies from Redis: add a `redis:` section",
+            );
+            return None;
+        }
+        Some(_) => Some(match &w.value.top {
+            Some(t) if t.value == 0 || t.value > MAX_WARM_TOP => {
+                let message = format!("must be from 1 to {MAX_WARM_TOP}");
+                c.error(t, "memory.warm.top", message);
+                return None;
+            }
+            Some(t) => usize::try_from(t.value).unwrap_or(DEFAULT_WARM_TOP),
+            None => DEFAULT_WARM_TOP,
+        }),
+        None => {
+            if let Some(t) = &w.value.top {
+                c.error(t, "memory.warm.top", "`top` goes with `from: hot`");
+            }
+            None
+        }
+    };
+    let urls = match &w.value.urls {
+        Some(file) => warm_urls(c, file)?,
+        None if hot.is_none() => {
+            c.error(w, "memory.warm", "say `from: hot`, `urls: FILE`, or both");
+            return None;
+        }
+        None => Vec::new(),
+    };
+    let timeout = w
+        .value
+        .timeout
+        .as_ref()
+        .and_then(|t| c.positive(t, "memory.warm.timeout"))
+        .unwrap_or(DEFAULT_WARM_TIMEOUT);
+    Some(WarmUp { urls, hot, timeout })
+}
+
+/// The URLs of `memory.warm.urls`'s file.
+fn warm_urls(c: &mut Check, file: &Sp<String>) -> Option<Vec<String>> {
     let text = match std::fs::read_to_string(file.value.trim()) {
         Ok(t) => t,
         Err(e) => {
@@ -281,13 +329,7 @@ fn warm_up(c: &mut Check, w: &Sp<super::raw::RawWarmUp>) -> Option<WarmUp> {
         }
         urls.push(line.to_owned());
     }
-    let timeout = w
-        .value
-        .timeout
-        .as_ref()
-        .and_then(|t| c.positive(t, "memory.warm.timeout"))
-        .unwrap_or(DEFAULT_WARM_TIMEOUT);
-    Some(WarmUp { urls, timeout })
+    Some(urls)
 }
 
 /// A region's name: what metrics and `/readyz` label it with.

@@ -46,6 +46,7 @@ pub use self::plan::request_host;
 use self::plan::{Action, Ctx, Plan};
 use self::storable::SIDECACHE_CACHE_CONTROL;
 use self::upstream::Upstream;
+use crate::cache::hot::Hotness;
 use crate::cache::tiered::Tiered;
 use crate::config::Config;
 use crate::invalidation::Invalidator;
@@ -57,6 +58,13 @@ use crate::redis::Redis;
 /// has passed (as Apache's `mod_reqtimeout` asks 500): slower is cut off
 /// with 408.
 const MIN_UPLOAD_RATE: u64 = 500;
+
+/// How many keys `memory.warm` copies from the hot ones, when it does and
+/// there is a Redis to count them in.
+fn hot_top(config: &Config, redis: Option<&Redis>) -> Option<usize> {
+    redis?;
+    config.memory.warm.as_ref()?.hot
+}
 
 /// A response with what became of the request.
 pub type Answer = (Response<ProxyBody>, Outcome);
@@ -73,6 +81,8 @@ pub struct Proxy {
     invalidator: Arc<Invalidator>,
     limits: RateLimits,
     redis: Option<Redis>,
+    /// Lookups counted per key for `memory.warm: { from: hot }`.
+    hot: Arc<Hotness>,
 }
 
 /// The config in effect with the request counters of its rules (by rule
@@ -120,7 +130,10 @@ impl Proxy {
         );
         invalidator.set_horizon(config.rules.longest_lifetime());
         let warm_permits = Arc::new(tokio::sync::Semaphore::new(config.limits.warm_in_flight));
+        let hot = Arc::new(Hotness::default());
+        hot.set(hot_top(&config, redis.as_ref()));
         Self {
+            hot,
             limits: RateLimits::new(&config.rules, redis.clone()),
             live: ArcSwap::from_pointee(Live::of(config)),
             cache,
@@ -140,6 +153,11 @@ impl Proxy {
     /// The stores.
     pub fn cache(&self) -> &Tiered {
         &self.cache
+    }
+
+    /// The lookups counted for `memory.warm: { from: hot }`.
+    pub fn hotness(&self) -> &Arc<Hotness> {
+        &self.hot
     }
 
     /// The Redis connection, when configured.
@@ -172,6 +190,7 @@ impl Proxy {
         self.invalidator
             .set_horizon(config.rules.longest_lifetime());
         self.limits.update(&config.rules);
+        self.hot.set(hot_top(&config, self.redis.as_ref()));
         self.live.store(Arc::new(Live::of(config)));
     }
 

@@ -1,5 +1,7 @@
-//! Warming through the pipeline: a starting replica's URL list
-//! ([`Proxy::warm_up`], `memory.warm.urls`) and `warm_on`.
+//! Warming: a starting replica's warm-up ([`Proxy::warm_up`]: the keys
+//! hottest across replicas copied from L2, `memory.warm.from: hot`, then
+//! the URL list fetched through the pipeline, `memory.warm.urls`), and
+//! `warm_on`.
 //!
 //! `warm_on`: after a 2xx answer to a write that a rule's `warm_on`
 //! matches, the target it names (rendered from the write, as trigger
@@ -18,6 +20,10 @@ use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Empty};
 
 use super::Proxy;
+use crate::cache::Tier;
+use crate::cache::hot::Hotness;
+use crate::cache::tiered::Warmed;
+use crate::config::WarmUp;
 use crate::metrics;
 use crate::rules::{Bodies, RequestView, Rule, RuleSet, Snapshot};
 
@@ -117,19 +123,73 @@ impl Proxy {
 /// Warm-up fetches in flight at once.
 const WARM_UP_AT_ONCE: usize = 8;
 
+/// Hot keys copied from L2 at once (their reads go to Redis together).
+const HOT_AT_ONCE: usize = 64;
+
 impl Proxy {
+    /// The warm-up of a starting replica (`from_hot`) or of a reload: the
+    /// hottest keys across replicas copied from L2 (on start only), then
+    /// the URL list. Counted in `sidecache_warmup_total` as it goes; its
+    /// time in `sidecache_warmup_seconds`.
+    pub async fn warm_up(self: &Arc<Self>, warm: &WarmUp, from_hot: bool) {
+        let start = std::time::Instant::now();
+        if from_hot && let (Some(top), Some(redis)) = (warm.hot, &self.redis) {
+            self.warm_hot(redis, top).await;
+        }
+        let (fetched, failed) = self.warm_urls(&warm.urls).await;
+        ::metrics::gauge!(metrics::WARMUP_SECONDS).set(start.elapsed().as_secs_f64());
+        tracing::info!(fetched, failed, took = ?start.elapsed(), "warm-up done");
+    }
+
+    /// Copies the `top` keys hottest across replicas (of the rules now in
+    /// effect that use both tiers) from L2 into L1, hottest first; answers
+    /// how many were copied.
+    async fn warm_hot(self: &Arc<Self>, redis: &crate::redis::Redis, top: usize) -> usize {
+        let config = self.config();
+        let rules: Vec<String> = config
+            .rules
+            .rules()
+            .iter()
+            .filter(|r| r.cache && r.tier == Tier::Both)
+            .map(|r| r.name.clone())
+            .collect();
+        let hot = match Hotness::read(redis, &rules, top).await {
+            Ok(hot) => hot,
+            Err(e) => {
+                tracing::warn!(error = %e, "hot keys not read from redis; warming from them skipped");
+                ::metrics::counter!(metrics::WARMUP, "source" => "hot", "result" => "failed")
+                    .increment(1);
+                return 0;
+            }
+        };
+        let mut copied = 0;
+        for chunk in hot.chunks(HOT_AT_ONCE) {
+            let each = chunk
+                .iter()
+                .map(|h| self.cache.warm_l1(&h.key, &*self.invalidator));
+            for warmed in futures_util::future::join_all(each).await {
+                copied += usize::from(warmed == Warmed::Copied);
+                let result = warmed.as_str();
+                ::metrics::counter!(metrics::WARMUP, "source" => "hot", "result" => result)
+                    .increment(1);
+            }
+        }
+        tracing::info!(copied, of = hot.len(), "hot keys copied into memory");
+        copied
+    }
+
     /// Fetches each of `urls` (absolute URLs, or paths asked of `localhost`)
     /// through the pipeline, [`WARM_UP_AT_ONCE`] at a time, so each is
     /// stored as a client's GET would be; answers how many were fetched and
-    /// how many failed, counted in `sidecache_warmup_total` as they go.
-    pub async fn warm_up(self: &Arc<Self>, urls: &[String]) -> (usize, usize) {
-        let start = std::time::Instant::now();
+    /// how many failed.
+    async fn warm_urls(self: &Arc<Self>, urls: &[String]) -> (usize, usize) {
         let (mut fetched, mut failed) = (0, 0);
         for chunk in urls.chunks(WARM_UP_AT_ONCE) {
             let each: Vec<_> = chunk.iter().map(|u| self.warm_one(u)).collect();
             for ok in futures_util::future::join_all(each).await {
                 let result = if ok { "fetched" } else { "failed" };
-                ::metrics::counter!(metrics::WARMUP, "result" => result).increment(1);
+                ::metrics::counter!(metrics::WARMUP, "source" => "urls", "result" => result)
+                    .increment(1);
                 if ok {
                     fetched += 1;
                 } else {
@@ -137,8 +197,6 @@ impl Proxy {
                 }
             }
         }
-        ::metrics::gauge!(metrics::WARMUP_SECONDS).set(start.elapsed().as_secs_f64());
-        tracing::info!(fetched, failed, took = ?start.elapsed(), "warm-up done");
         (fetched, failed)
     }
 

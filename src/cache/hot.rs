@@ -1,0 +1,247 @@
+//! Which keys are hot across replicas, for `memory.warm: { from: hot }`.
+//!
+//! Every replica counts the lookups of each key in memory, per rule (a
+//! map lookup and an add: no Redis round trip on the request path). Every
+//! [`MERGE_EVERY`], and once more on shutdown, it adds its counts into
+//! Redis, into one sorted set per rule and [`PERIOD`]
+//! (`<prefix>#hot:<rule>:<period number>`), which every replica's counts
+//! share. A starting replica reads the last [`PERIODS`] sets, weighing
+//! each period half as much as the one after it (hits fade with a half
+//! life of one period), and fills its L1 from L2 with the hottest keys.
+//!
+//! Bounded on both sides: a replica counts at most [`LOCAL_KEYS`] distinct
+//! keys between two merges (keys first seen after that wait for the next
+//! merge; a hot key is seen early), and each set keeps its `4 × top`
+//! highest counts, and expires [`PERIODS`] periods after its last write.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::redis::{Redis, Script};
+
+/// How often a replica adds its counts into Redis.
+pub const MERGE_EVERY: Duration = Duration::from_secs(5);
+
+/// One period of counts, and the half life of a count.
+pub const PERIOD: Duration = Duration::from_secs(600);
+
+/// Periods read by a starting replica (the current one and those before).
+pub const PERIODS: u64 = 6;
+
+/// Distinct keys one replica counts between two merges.
+pub const LOCAL_KEYS: usize = 50_000;
+
+/// Members sent to Redis in one script call.
+const PER_CALL: usize = 1_000;
+
+/// Adds counts to one period's set, keeps its `ARGV[1]` highest, and keeps
+/// the set for `ARGV[2]` ms. `ARGV[3..]`: key, count, key, count...
+static MERGE: Script = Script::new(
+    r"
+for i = 3, #ARGV, 2 do
+  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+end
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if over > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+",
+);
+
+/// The local counts, and whether counting is on (`memory.warm.from: hot`
+/// with Redis configured).
+#[derive(Default)]
+pub struct Hotness {
+    on: AtomicBool,
+    /// How many keys each period's set keeps.
+    keep: AtomicUsize,
+    /// Rule name, then key, then lookups since the last merge.
+    counts: Mutex<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    by_rule: HashMap<String, HashMap<String, u64>>,
+    keys: usize,
+}
+
+/// One key's hotness: its rule, its key and its weighed count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hot {
+    /// The rule it was counted under.
+    pub rule: String,
+    /// The cache key.
+    pub key: String,
+    /// Lookups, each period weighed half as much as the next.
+    pub score: f64,
+}
+
+impl Hotness {
+    /// Turns counting on for the hottest `top` keys, or off (`None`).
+    pub fn set(&self, top: Option<usize>) {
+        self.keep
+            .store(top.map_or(0, |t| t.saturating_mul(4)), Ordering::Relaxed);
+        self.on.store(top.is_some(), Ordering::Relaxed);
+    }
+
+    /// Counts one lookup of `key` under `rule`.
+    pub fn count(&self, rule: &str, key: &str) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut c) = self.counts.lock() else {
+            return;
+        };
+        let full = c.keys >= LOCAL_KEYS;
+        if let Some(keys) = c.by_rule.get_mut(rule) {
+            if let Some(n) = keys.get_mut(key) {
+                *n += 1;
+                return;
+            }
+            if full {
+                return;
+            }
+            keys.insert(key.to_owned(), 1);
+        } else if full {
+            return;
+        } else {
+            let keys = HashMap::from([(key.to_owned(), 1)]);
+            c.by_rule.insert(rule.to_owned(), keys);
+        }
+        c.keys += 1;
+    }
+
+    /// Adds the counts made since the last merge into this period's sets
+    /// in Redis. Counts that fail to reach Redis are dropped: hotness is a
+    /// hint, and the next merge carries new counts.
+    pub async fn merge(&self, redis: &Redis) {
+        let taken = match self.counts.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(_) => return,
+        };
+        let keep = self.keep.load(Ordering::Relaxed).max(1);
+        let ttl = crate::redis::millis(PERIOD * u32::try_from(PERIODS + 1).unwrap_or(7));
+        let period = period_now();
+        for (rule, keys) in taken.by_rule {
+            let set = set_key(redis, &rule, period);
+            let keys: Vec<_> = keys.into_iter().collect();
+            for chunk in keys.chunks(PER_CALL) {
+                let mut args: Vec<String> = Vec::with_capacity(2 + chunk.len() * 2);
+                args.push(keep.to_string());
+                args.push(ttl.to_string());
+                for (k, n) in chunk {
+                    args.push(k.clone());
+                    args.push(n.to_string());
+                }
+                if let Err(e) = redis.run_script::<i64>(&MERGE, &[&set], &args).await {
+                    tracing::debug!(error = %e, rule, "hot keys not merged into redis");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The `top` hottest keys of `rules` across replicas, hottest first.
+    pub async fn read(
+        redis: &Redis,
+        rules: &[String],
+        top: usize,
+    ) -> Result<Vec<Hot>, crate::redis::Error> {
+        let now = period_now();
+        let mut scores: HashMap<(String, String), f64> = HashMap::new();
+        let mut weight = 1.0;
+        for back in 0..PERIODS {
+            let period = now.saturating_sub(back);
+            for rule in rules {
+                let mut cmd = redis::cmd("ZREVRANGE");
+                let keep = top.saturating_mul(4).max(1);
+                cmd.arg(set_key(redis, rule, period))
+                    .arg(0)
+                    .arg(keep - 1)
+                    .arg("WITHSCORES");
+                let got: Vec<(String, f64)> = redis.run("ZREVRANGE", cmd).await?;
+                for (key, n) in got {
+                    *scores.entry((rule.clone(), key)).or_default() += n * weight;
+                }
+            }
+            weight /= 2.0;
+        }
+        let mut hot: Vec<Hot> = scores
+            .into_iter()
+            .map(|((rule, key), score)| Hot { rule, key, score })
+            .collect();
+        hot.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
+        hot.truncate(top);
+        Ok(hot)
+    }
+}
+
+/// The number of the period now, from this replica's clock.
+fn period_now() -> u64 {
+    crate::cache::now_ms() / crate::redis::millis(PERIOD).max(1)
+}
+
+/// The Redis key of `rule`'s counts in `period`.
+fn set_key(redis: &Redis, rule: &str, period: u64) -> String {
+    redis.key2("#hot:", &format!("{rule}:{period}"))
+}
+
+/// Adds this replica's counts into Redis every [`MERGE_EVERY`] and once
+/// more when `shutdown` fires, so a replica being replaced hands on what
+/// it saw.
+pub async fn run(
+    hot: std::sync::Arc<Hotness>,
+    redis: Option<Redis>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let Some(redis) = redis else {
+        return;
+    };
+    let mut tick = tokio::time::interval(MERGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => hot.merge(&redis).await,
+            () = shutdown.cancelled() => {
+                hot.merge(&redis).await;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_rule_and_key_up_to_the_bound() {
+        let h = Hotness::default();
+        h.count("products", "product:1");
+        assert!(
+            h.counts.lock().unwrap().by_rule.is_empty(),
+            "off by default"
+        );
+        h.set(Some(10));
+        for _ in 0..3 {
+            h.count("products", "product:1");
+        }
+        h.count("carts", "product:1");
+        let c = h.counts.lock().unwrap();
+        assert_eq!(c.by_rule["products"]["product:1"], 3);
+        assert_eq!(c.by_rule["carts"]["product:1"], 1);
+        assert_eq!(c.keys, 2);
+        drop(c);
+        for i in 0..LOCAL_KEYS + 10 {
+            h.count("products", &format!("p:{i}"));
+        }
+        let c = h.counts.lock().unwrap();
+        assert_eq!(c.keys, LOCAL_KEYS, "distinct keys are bounded");
+        assert_eq!(c.by_rule["products"]["product:1"], 3);
+    }
+}
