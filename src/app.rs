@@ -196,5 +196,6 @@ async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
             redis_summary(&proxy);
         }
         proxy.limits().forget_idle();
+        proxy.offloads().export();
     }
 }

@@ -12,7 +12,8 @@
 //! - [`ratelimit`]: rate-limit state by rule, local (governor) or global.
 //! - [`proxy`]: the request pipeline (below), the upstream client, responses.
 //! - [`admin`]: health, readiness, metrics, the dashboard and purges on their own listener.
-//! - [`metrics`]: metric names, labels and the Prometheus recorder.
+//! - [`metrics`]: metric names, labels and the Prometheus recorder;
+//!   [`offload`]: what the cache saved the backend, per rule.
 //! - [`server`]: the accept loop shared by both listeners; [`shutdown`]: signals.
 //! - [`app`]: builds the components from a config and runs them; [`reload`]: hot reload.
 //! - [`explain`]: what a request would do, from the proxy's own plan.
@@ -65,6 +66,7 @@ pub mod config;
 pub mod explain;
 pub mod invalidation;
 pub mod metrics;
+pub mod offload;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis;

@@ -56,6 +56,13 @@ enum Command {
     },
     /// Print the JSON Schema of the config file, for editors.
     Schema,
+    /// Print what the cache saved the backend since start, per rule: from one
+    /// replica's admin listener, or several added up.
+    Report {
+        /// A replica's admin address, e.g. http://10.0.0.5:9901 (repeatable).
+        #[arg(long = "admin", required = true)]
+        admins: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -86,6 +93,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => run(&cli.config, cli.watch),
+        Command::Report { admins } => report(&admins),
         Command::Schema => match serde_json::to_string_pretty(&Config::json_schema()) {
             Ok(text) => {
                 println!("{text}");
@@ -97,6 +105,80 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `sidecache report`: each replica's `GET /report`, added up.
+fn report(admins: &[String]) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reports = runtime.block_on(async {
+        let mut reports = Vec::new();
+        for admin in admins {
+            match fetch_report(admin).await {
+                Ok(r) => reports.push(r),
+                Err(e) => return Err(format!("{admin}: {e}")),
+            }
+        }
+        Ok(reports)
+    });
+    match reports {
+        Ok(reports) => {
+            let merged = sidecache::offload::Report::merge(&reports);
+            print!("{}", merged.table(reports.len()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One replica's `GET /report`, within 5 s.
+async fn fetch_report(admin: &str) -> Result<sidecache::offload::Report, String> {
+    use http_body_util::BodyExt;
+    let base = admin.trim_end_matches('/');
+    let base = if base.contains("://") {
+        base.to_owned()
+    } else {
+        format!("http://{base}")
+    };
+    let uri: http::Uri = format!("{base}/report")
+        .parse()
+        .map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("the admin listener speaks plain http".to_owned());
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let ask = async {
+        let res = client
+            .get(uri)
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
+        let status = res.status();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("answer cut short: {e}"))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("answered {status}"));
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("not a report: {e}"))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), ask)
+        .await
+        .map_err(|_| "no answer in 5 s".to_owned())?
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

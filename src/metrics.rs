@@ -65,6 +65,14 @@ pub const WARMS: &str = "sidecache_warm_total";
 pub const WARMUP: &str = "sidecache_warmup_total";
 /// How long the last warm-up took (gauge).
 pub const WARMUP_SECONDS: &str = "sidecache_warmup_seconds";
+/// Requests answered without the backend, by `rule` (counter).
+pub const SAVED_REQUESTS: &str = "sidecache_backend_saved_requests_total";
+/// Body bytes answered without the backend sending them, by `rule` (counter).
+pub const SAVED_BYTES: &str = "sidecache_backend_saved_bytes_total";
+/// Backend time saved, by `rule`: requests answered without the backend
+/// times the rule's mean miss time (a gauge, since it is not whole: it
+/// only grows).
+pub const SAVED_SECONDS: &str = "sidecache_backend_saved_seconds_total";
 /// Config reloads by `result` (ok, failed) (counter).
 pub const RELOADS: &str = "sidecache_config_reloads_total";
 /// Always 1, labelled with the `version` (gauge).
@@ -260,6 +268,18 @@ fn describe() {
         "Warm-up entries by source (hot: copied from Redis; urls: fetched through the pipeline) and result (fetched, absent, failed)."
     );
     describe_gauge!(WARMUP_SECONDS, "How long the last warm-up took.");
+    describe_counter!(
+        SAVED_REQUESTS,
+        "Requests answered without the backend (hits, stale, collapsed), by rule."
+    );
+    describe_counter!(
+        SAVED_BYTES,
+        "Body bytes answered without the backend sending them, by rule."
+    );
+    describe_gauge!(
+        SAVED_SECONDS,
+        "Backend time saved by rule: requests answered without the backend times the rule's mean miss time."
+    );
     describe_counter!(
         WARMS,
         "warm_on fetches by rule and result (fetched, failed, dropped)."

@@ -206,6 +206,25 @@ async fn dashboard_shows_live_data_in_chromium() {
         "{warmup}"
     );
 
+    let offload = dom.split("id=\"offload\"").nth(1).unwrap();
+    let offload = offload.split("</tbody>").next().unwrap();
+    let saved = |rule: &str| {
+        offload
+            .split(&format!("data-rule=\"{rule}\" data-saved=\""))
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no offload row for {rule}: {offload}"))
+    };
+    assert!(
+        saved("product") > 0.0 && saved("category") > 0.0,
+        "{offload}"
+    );
+    assert!(
+        saved("total") >= saved("product") + saved("category"),
+        "{offload}"
+    );
+
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
 }

@@ -7,6 +7,7 @@
 //! | `GET /purges` | the last purges applied here (API, `PURGE`, writes, other replicas), newest first, as JSON (bearer token: keys and tags may hold user data) |
 //! | `GET /healthz` | liveness: `ok` while the process serves |
 //! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled`, and whether purge announcements are `subscribed`, `cut-off` or `local` (no Redis), and with `regions:` each region's link, lag and whether this replica relays its purges |
+//! | `GET /report` | what the cache saved the backend since start, per rule and in total (requests, bytes, backend time), as JSON |
 //! | `GET /rules` | the rules as loaded, with this replica's region and the other regions, as JSON |
 //! | `POST /reload` | re-read the config file (bearer token); a bad one is refused with its errors and the old one keeps serving |
 //! | `POST /purge` | `{"keys": [], "tags": [], "prefixes": []}` with `Authorization: Bearer <admin.token>`; answers the counts; reaches every replica |
@@ -82,6 +83,13 @@ impl Admin {
                 json(code, &body)
             }
             (&Method::GET | &Method::HEAD, "/rules") => json(StatusCode::OK, &self.rules_json()),
+            (&Method::GET | &Method::HEAD, "/report") => {
+                let report = self.proxy.offloads().report();
+                match serde_json::to_value(&report) {
+                    Ok(v) => json(StatusCode::OK, &v),
+                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "report unavailable\n"),
+                }
+            }
             (&Method::GET | &Method::HEAD, "/metrics") => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

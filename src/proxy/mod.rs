@@ -51,6 +51,7 @@ use crate::cache::tiered::Tiered;
 use crate::config::Config;
 use crate::invalidation::Invalidator;
 use crate::metrics::{self, RequestCounters};
+use crate::offload::{Offload, Offloads};
 use crate::ratelimit::RateLimits;
 use crate::redis::Redis;
 
@@ -83,6 +84,8 @@ pub struct Proxy {
     redis: Option<Redis>,
     /// Lookups counted per key for `memory.warm: { from: hot }`.
     hot: Arc<Hotness>,
+    /// What the cache saved the backend, per rule.
+    offloads: Arc<Offloads>,
 }
 
 /// The config in effect with the request counters of its rules (by rule
@@ -90,17 +93,22 @@ pub struct Proxy {
 struct Live {
     config: Arc<Config>,
     counters: Vec<RequestCounters>,
+    offload: Vec<Arc<Offload>>,
 }
 
 impl Live {
-    fn of(config: Arc<Config>) -> Self {
-        let counters = config
-            .rules
-            .rules()
+    fn of(config: Arc<Config>, offloads: &Offloads) -> Self {
+        let rules = config.rules.rules();
+        let counters = rules
             .iter()
             .map(|r| RequestCounters::new(&r.name))
             .collect();
-        Self { config, counters }
+        let offload = offloads.of(rules.iter().map(|r| r.name.as_str()));
+        Self {
+            config,
+            counters,
+            offload,
+        }
     }
 }
 
@@ -132,10 +140,12 @@ impl Proxy {
         let warm_permits = Arc::new(tokio::sync::Semaphore::new(config.limits.warm_in_flight));
         let hot = Arc::new(Hotness::default());
         hot.set(hot_top(&config, redis.as_ref()));
+        let offloads = Arc::new(Offloads::default());
         Self {
             hot,
             limits: RateLimits::new(&config.rules, redis.clone()),
-            live: ArcSwap::from_pointee(Live::of(config)),
+            live: ArcSwap::from_pointee(Live::of(config, &offloads)),
+            offloads,
             cache,
             upstream,
             flights: Arc::new(Flights::default()),
@@ -153,6 +163,11 @@ impl Proxy {
     /// The stores.
     pub fn cache(&self) -> &Tiered {
         &self.cache
+    }
+
+    /// What the cache saved the backend, per rule.
+    pub fn offloads(&self) -> &Arc<Offloads> {
+        &self.offloads
     }
 
     /// The lookups counted for `memory.warm: { from: hot }`.
@@ -191,7 +206,7 @@ impl Proxy {
             .set_horizon(config.rules.longest_lifetime());
         self.limits.update(&config.rules);
         self.hot.set(hot_top(&config, self.redis.as_ref()));
-        self.live.store(Arc::new(Live::of(config)));
+        self.live.store(Arc::new(Live::of(config, &self.offloads)));
     }
 
     /// Handles one request. Never fails: every problem becomes a response.
@@ -227,6 +242,10 @@ impl Proxy {
         match rule.as_ref().and_then(|r| live.counters.get(r.index)) {
             Some(counters) => counters.count(label),
             None => metrics::no_rule().count(label),
+        }
+        if let Some(offload) = rule.as_ref().and_then(|r| live.offload.get(r.index)) {
+            let bytes = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
+            self.offloads.count(offload, label, bytes, start.elapsed());
         }
         if !span.is_disabled() {
             span.record("rule", rule.as_ref().map_or("", |r| r.name.as_str()));

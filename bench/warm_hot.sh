@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# A new replica's first 30 s, with and without `memory.warm: { from: hot }`.
+#
+# One Redis, demo-backend with 100,000 products (20 ms a GET), and replica
+# A serving Zipf-distributed product requests (wrk, 50 connections) for
+# WARM_FOR, then stopping (which merges its counts into Redis). Then, ROUNDS
+# times, two new replicas start that differ only in `memory.warm:
+# { from: hot, top: 1000 }` (in that order, then the other way round), and
+# each gets the same Zipf traffic for 30 s.
+# Printed per replica: the share of requests answered from L1 (hit-memory)
+# over its first 1 s, 5 s and 30 s, the share that reached the backend, and
+# p99 latency; then the medians over the rounds.
+#
+#   bash bench/warm_hot.sh        # ROUNDS=3 WARM_FOR=20s TOP=1000 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+WARM_FOR=${WARM_FOR:-20s}
+TOP=${TOP:-1000}
+PRODUCTS=100000
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
+cargo build --release --bins --quiet
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+REDIS=16400 BACKEND=13300
+redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
+pids+=($!)
+taskset -c 0 ./target/release/demo-backend --listen "127.0.0.1:$BACKEND" --delay-ms 20 --products $PRODUCTS >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$BACKEND/" >/dev/null && redis-cli -p $REDIS ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+start() { # port admin warm(yes|no) -> pid of a replica, once ready
+  local warm=""
+  [ "$3" = yes ] && warm="memory: { warm: { from: hot, top: $TOP, timeout: 10s } }"
+  cat > "$work/sc$1.yaml" <<YAML
+listen: 127.0.0.1:$1
+upstream: { url: "http://127.0.0.1:$BACKEND", timeout: 10s }
+admin: { listen: "127.0.0.1:$2" }
+redis: { url: "redis://127.0.0.1:$REDIS" }
+$warm
+rules:
+  - name: product
+    match: { path: "/products/{id}" }
+    key: "product:{id}"
+    ttl: 1h
+YAML
+  RUST_LOG=error taskset -c 0 ./target/release/sidecache run --config "$work/sc$1.yaml" --watch false >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 400); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null && break; sleep 0.05; done
+  echo $pid
+}
+outcomes() { # admin -> "hit-memory hit-redis other" since start
+  curl -sf "http://127.0.0.1:$1/metrics" | awk '
+    /^sidecache_requests_total\{/ {
+      v = $NF
+      if ($0 ~ /outcome="hit-memory"/) m += v
+      else if ($0 ~ /outcome="hit-redis"/) r += v
+      else o += v
+    }
+    END { printf "%d %d %d\n", m, r, o }'
+}
+share() { awk -v m="$1" -v r="$2" -v o="$3" 'BEGIN { t = m + r + o; printf "%.1f", t ? 100 * m / t : 0 }'; }
+
+pa=$(start 18300 19300 yes); pids+=("$pa")
+taskset -c 1 wrk -t1 -c50 -d"$WARM_FOR" -s bench/warm_hot.lua http://127.0.0.1:18300 -- $PRODUCTS 1 >/dev/null
+kill -TERM "$pa"; wait "$pa" 2>/dev/null || true
+echo "replica A served $WARM_FOR; hot sets: $(redis-cli -p $REDIS --scan --pattern 'sidecache:#hot:*' | wc -l), L2 entries: $(redis-cli -p $REDIS dbsize)" >&2
+
+run() { # port admin warm -> "l1_1s l1_5s l1_30s backend_30s p99_ms"
+  local pid; pid=$(start "$1" "$2" "$3")
+  ( sleep 1; outcomes "$2" > "$work/m1"; sleep 4; outcomes "$2" > "$work/m5" ) &
+  local sampler=$!
+  taskset -c 1 wrk -t1 -c50 -d30s --latency -s bench/warm_hot.lua "http://127.0.0.1:$1" -- $PRODUCTS "$4" > "$work/out"
+  wait $sampler
+  outcomes "$2" > "$work/m30"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  local p99; p99=$(awk 'function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /^ +99%/ {print ms($2)}' "$work/out")
+  read -r m r o < "$work/m30"
+  echo "$(share $(cat "$work/m1")) $(share $(cat "$work/m5")) $(share $m $r $o) $(awk -v o="$o" -v t=$((m + r + o)) 'BEGIN { printf "%.2f", t ? 100 * o / t : 0 }') $p99"
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+: > "$work/without"; : > "$work/with"
+without() { w=$(run 18301 19301 no $((r + 1))); echo "round $r  without: $w" >&2; echo "$w" >> "$work/without"; }
+with() { h=$(run 18302 19302 yes $((r + 1))); echo "round $r  with:    $h" >&2; echo "$h" >> "$work/with"; }
+# Every run leaves more entries in L2: the order alternates.
+for r in $(seq "$ROUNDS"); do
+  if [ $((r % 2)) = 1 ]; then without; with; else with; without; fi
+done
+echo "medians over $ROUNDS rounds (% from L1 over the first 1 s, 5 s, 30 s; % to the backend over 30 s; p99 ms):"
+for kind in without with; do
+  printf "%-8s %7s %7s %7s %7s %8s\n" "$kind" \
+    "$(cut -d' ' -f1 "$work/$kind" | median)" "$(cut -d' ' -f2 "$work/$kind" | median)" \
+    "$(cut -d' ' -f3 "$work/$kind" | median)" "$(cut -d' ' -f4 "$work/$kind" | median)" \
+    "$(cut -d' ' -f5 "$work/$kind" | median)"
+done
