@@ -95,6 +95,30 @@ pub fn explain(
         }
         None => {}
     }
+    if let Some(rule) = &plan.rule
+        && let Some(rollout) = &rule.rollout
+        && matches!(parts.method, Method::GET | Method::HEAD)
+        && let Some(m) = config.rules.find(&parts.method, &host, path)
+    {
+        let (_, bucket) = rollout.bucket(&view, &m.params);
+        let by = rollout
+            .by
+            .as_ref()
+            .map_or("the client address".to_owned(), |t| {
+                format!("`{}`", t.source())
+            });
+        let side = if rollout.inside(bucket) {
+            "inside: uses the cache"
+        } else {
+            "outside: forwarded as with cache: false"
+        };
+        let _ = writeln!(
+            out,
+            "rollout: {side} (bucket {bucket} of {}, {}% inside, by {by})",
+            crate::rules::ROLLOUT_BUCKETS,
+            rollout.percent
+        );
+    }
     if let (Some(rule), Some(key)) = (&plan.rule, &plan.limit)
         && let Some(limit) = &rule.rate_limit
     {
@@ -143,6 +167,7 @@ fn pass_text(why: Pass) -> String {
             "key:   none: a value the key names is missing, empty or repeated, so the request \
              is forwarded uncached"
         }
+        Pass::Rollout => "outside the rule's rollout share: forwarded to the backend",
         Pass::Range(_) | Pass::Write => "forwarded",
     };
     match why.as_str() {

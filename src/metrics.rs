@@ -73,6 +73,11 @@ pub const SAVED_BYTES: &str = "sidecache_backend_saved_bytes_total";
 /// times the rule's mean miss time (a gauge, since it is not whole: it
 /// only grows).
 pub const SAVED_SECONDS: &str = "sidecache_backend_saved_seconds_total";
+/// `verify` checks by `rule` and `result`: `match`, `mismatch`, `error`,
+/// `skipped` (counter).
+pub const VERIFY: &str = "sidecache_verify_total";
+/// Age of the served entry at a `verify` mismatch, by `rule` (histogram).
+pub const VERIFY_MISMATCH_AGE: &str = "sidecache_verify_mismatch_age_seconds";
 /// Config reloads by `result` (ok, failed) (counter).
 pub const RELOADS: &str = "sidecache_config_reloads_total";
 /// Always 1, labelled with the `version` (gauge).
@@ -87,6 +92,11 @@ const UPSTREAM_BUCKETS: [f64; 46] = [
     0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6,
     0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.5, 10.0, 12.5, 15.0, 20.0, 25.0, 30.0,
 ];
+/// Entry ages, in seconds: from a second to a day.
+const AGE_BUCKETS: [f64; 12] = [
+    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
+];
+
 /// Buckets of the Redis latency histogram: 50 µs to 1 s.
 const REDIS_BUCKETS: [f64; 12] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
@@ -176,6 +186,9 @@ pub enum PurgeSource {
     Region,
     /// Applied a second time, `invalidation.repeat_after` later.
     Repeat,
+    /// A `verify` check found the backend's answer changed
+    /// (`purge_on_mismatch`).
+    Verify,
 }
 
 impl PurgeSource {
@@ -188,13 +201,14 @@ impl PurgeSource {
             PurgeSource::Remote => "remote",
             PurgeSource::Region => "region",
             PurgeSource::Repeat => "repeat",
+            PurgeSource::Verify => "verify",
         }
     }
 
     /// Whether the purge was made here (and so is logged for the other
     /// regions) rather than relayed or repeated.
     pub fn is_origin(self) -> bool {
-        matches!(self, Self::Api | Self::Proxy | Self::Write)
+        matches!(self, Self::Api | Self::Proxy | Self::Write | Self::Verify)
     }
 }
 
@@ -210,6 +224,9 @@ pub fn handle() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), &UPSTREAM_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(REDIS_DURATION.into()), &REDIS_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(VERIFY_MISMATCH_AGE.into()), &AGE_BUCKETS)
             });
         let recorder = match builder {
             Ok(b) => b.build_recorder(),
@@ -268,6 +285,14 @@ fn describe() {
         "Warm-up entries by source (hot: copied from Redis; urls: fetched through the pipeline) and result (fetched, absent, failed)."
     );
     describe_gauge!(WARMUP_SECONDS, "How long the last warm-up took.");
+    describe_counter!(
+        VERIFY,
+        "verify checks by rule and result (match, mismatch, error, skipped)."
+    );
+    describe_histogram!(
+        VERIFY_MISMATCH_AGE,
+        "Age of the served entry when a verify check found the backend's answer changed."
+    );
     describe_counter!(
         SAVED_REQUESTS,
         "Requests answered without the backend (hits, stale, collapsed), by rule."

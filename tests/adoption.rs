@@ -169,3 +169,372 @@ async fn report_command(admins: Vec<String>) -> std::process::Output {
     .await
     .unwrap()
 }
+
+const ROLLOUT: &str = r#"
+upstream: { url: UPSTREAM }
+admin: { token: "t" }
+rules:
+  - name: product
+    match: { path: "/products/{id}" }
+    key: "product:{id}"
+    ttl: 1h
+    rollout: { percent: PERCENT, by: "{cookie.session_id}" }
+"#;
+
+/// Whether each session uses the cache on `proxy` (`detail=rollout` says it
+/// was forwarded), 50 requests at a time.
+async fn inside(proxy: &Proxy, sessions: &[String]) -> Vec<bool> {
+    let mut sides = Vec::with_capacity(sessions.len());
+    for chunk in sessions.chunks(50) {
+        let asked = chunk.iter().map(|s| {
+            let (url, cookie) = (proxy.url("/products/1"), format!("session_id={s}"));
+            async move {
+                let got = get(&url, &[("cookie", &cookie)]).await;
+                assert_eq!(got.status, http::StatusCode::OK);
+                !got.cache_status().contains("detail=rollout")
+            }
+        });
+        sides.extend(futures_util::future::join_all(asked).await);
+    }
+    sides
+}
+
+/// Over 10,000 sessions, 5 % use the cache on two replicas alike (within a
+/// point), the forwarded ones say `detail=rollout` and count as `pass`; a
+/// reload to 10 % keeps every session that was inside, inside; no cookie
+/// falls back to the client address; `explain` says the side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_takes_a_stable_share_of_users() {
+    let backend = Backend::json(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sidecache.yaml");
+    let yaml = |percent: &str| {
+        ROLLOUT
+            .replace("UPSTREAM", &format!("\"{}\"", backend.url()))
+            .replace("PERCENT", percent)
+    };
+    std::fs::write(&file, yaml("5")).unwrap();
+    let a = Proxy::start_file(&file).await;
+    let b = Proxy::start(&yaml("5"), "", None).await;
+    let sessions: Vec<String> = (0..10_000)
+        .map(|i| format!("s{i:05}-{}", i * 7919))
+        .collect();
+    let on_a = inside(&a, &sessions).await;
+    let on_b = inside(&b, &sessions).await;
+    assert_eq!(on_a, on_b, "the replicas put sessions on different sides");
+    let share =
+        |sides: &[bool]| 100.0 * sides.iter().filter(|&&s| s).count() as f64 / sides.len() as f64;
+    assert!(
+        (share(&on_a) - 5.0).abs() <= 1.0,
+        "{}% inside",
+        share(&on_a)
+    );
+    let passed = metric_sum(
+        &a,
+        "sidecache_requests_total",
+        r#"rule="product",outcome="pass""#,
+    )
+    .await;
+    let outside = on_a.iter().filter(|&&s| !s).count() as u64;
+    assert_eq!(
+        passed,
+        2 * outside,
+        "both replicas count the forwarded side as pass"
+    );
+
+    std::fs::write(&file, yaml("10")).unwrap();
+    let reloaded = send(
+        "POST",
+        &format!("http://{}/reload", a.admin),
+        &[("authorization", "Bearer t")],
+        "",
+    )
+    .await;
+    assert!(reloaded.status.is_success());
+    let after = inside(&a, &sessions).await;
+    assert!(
+        (share(&after) - 10.0).abs() <= 1.0,
+        "{}% inside",
+        share(&after)
+    );
+    for (before, now) in on_a.iter().zip(&after) {
+        assert!(!before || *now, "a session inside at 5% is outside at 10%");
+    }
+
+    // Without the cookie, the client address decides: one side, always.
+    let no_cookie: Vec<bool> = futures_util::future::join_all(
+        (0..10).map(|_| async { get(&a.url("/products/1"), &[]).await.cache_status() }),
+    )
+    .await
+    .iter()
+    .map(|s| s.contains("detail=rollout"))
+    .collect();
+    assert!(no_cookie.iter().all(|s| *s == no_cookie[0]));
+
+    let explain = |cookie: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidecache"))
+            .args(["explain", "--config"])
+            .arg(&file)
+            .args([
+                "GET",
+                "/products/1",
+                "-H",
+                &format!("cookie: session_id={cookie}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first_in = sessions.iter().zip(&after).find(|(_, s)| **s).unwrap().0;
+    let first_out = sessions.iter().zip(&after).find(|(_, s)| !**s).unwrap().0;
+    let said = explain(first_in);
+    assert!(said.contains("rollout: inside"), "{said}");
+    let said = explain(first_out);
+    assert!(
+        said.contains("rollout: outside") && said.contains("detail=rollout"),
+        "{said}"
+    );
+}
+
+/// A backend whose products carry a `served_at` that changes on every
+/// answer, and a price the test changes behind the proxy's back.
+async fn changing_backend(price: Arc<std::sync::Mutex<f64>>) -> Backend {
+    Backend::start(Duration::ZERO, move |s| {
+        let p = *price.lock().unwrap();
+        let body = format!(
+            r#"{{"uri":"{}","price":{p},"served_at":{}}}"#,
+            s.uri,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        (
+            http::StatusCode::OK,
+            vec![("content-type", "application/json".to_owned())],
+            bytes::Bytes::from(body),
+        )
+    })
+    .await
+}
+
+/// `verify` with `ignore: [served_at]` finds every hit matching; without
+/// it, every check mismatches; a price changed behind the cache's back is
+/// a mismatch that changes nothing, unless `purge_on_mismatch`, which
+/// purges the key so the next request gets the new price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_compares_hits_with_the_backend() {
+    const VERIFY: &str = r#"
+upstream: { url: UPSTREAM }
+rules:
+  - name: ignoring
+    match: { path: "/ignoring/{id}" }
+    key: "ignoring:{id}"
+    ttl: 1h
+    verify: { sample: 100%, ignore: [served_at] }
+  - name: strict
+    match: { path: "/strict/{id}" }
+    key: "strict:{id}"
+    ttl: 1h
+    verify: { sample: 100% }
+  - name: purging
+    match: { path: "/purging/{id}" }
+    key: "purging:{id}"
+    ttl: 1h
+    verify: { sample: 100%, ignore: [served_at], purge_on_mismatch: true }
+"#;
+    let price = Arc::new(std::sync::Mutex::new(10.0));
+    let backend = changing_backend(price.clone()).await;
+    let proxy = Proxy::start(VERIFY, &backend.url(), None).await;
+    let count = |rule: &'static str, result: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let labels = format!(r#"rule="{rule}",result="{result}""#);
+            metric_sum(proxy, "sidecache_verify_total", &labels).await
+        }
+    };
+    for path in ["/ignoring/1", "/strict/1"] {
+        get(&proxy.url(path), &[]).await;
+        for _ in 0..5 {
+            assert!(get(&proxy.url(path), &[]).await.is_hit());
+        }
+    }
+    eventually("10 checks", || async {
+        count("ignoring", "match").await + count("strict", "mismatch").await == 10
+    })
+    .await;
+    assert_eq!(count("ignoring", "mismatch").await, 0);
+    assert_eq!(count("strict", "match").await, 0);
+
+    let first = get(&proxy.url("/purging/1"), &[]).await;
+    assert!(!first.is_hit());
+    assert!(get(&proxy.url("/purging/1"), &[]).await.is_hit());
+    eventually("a match", || async { count("purging", "match").await == 1 }).await;
+    // A back-office tool changes the price in the backend.
+    *price.lock().unwrap() = 12.5;
+    let stale = get(&proxy.url("/ignoring/1"), &[]).await;
+    assert!(stale.is_hit() && String::from_utf8_lossy(&stale.body).contains("\"price\":10"));
+    eventually("the ignoring rule's mismatch", || async {
+        count("ignoring", "mismatch").await == 1
+    })
+    .await;
+    assert!(
+        get(&proxy.url("/ignoring/1"), &[]).await.is_hit(),
+        "purged without purge_on_mismatch"
+    );
+    assert!(get(&proxy.url("/purging/1"), &[]).await.is_hit());
+    eventually("the purging rule's mismatch purges the key", || async {
+        let got = get(&proxy.url("/purging/1"), &[]).await;
+        String::from_utf8_lossy(&got.body).contains("\"price\":12.5")
+    })
+    .await;
+    assert!(
+        metric_sum(
+            &proxy,
+            "sidecache_verify_mismatch_age_seconds_count",
+            r#"rule="purging""#
+        )
+        .await
+            >= 1
+    );
+}
+
+/// With `sample: 100%` and a backend that now takes 3 s, 20 concurrent
+/// hits are answered from the cache while no check has finished, and only
+/// `limits.verify_in_flight` (2) checks reach the backend; the rest are
+/// skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_never_delays_a_hit_and_stays_bounded() {
+    const BOUNDED: &str = r#"
+upstream: { url: UPSTREAM }
+limits: { verify_in_flight: 2 }
+rules:
+  - name: product
+    match: { path: "/products/{id}" }
+    key: "product:{id}"
+    ttl: 1h
+    verify: { sample: 100% }
+"#;
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(BOUNDED, &backend.url(), None).await;
+    get(&proxy.url("/products/1"), &[]).await;
+    backend.set_delay(Duration::from_secs(3));
+    let before = backend.hits();
+    let hits = futures_util::future::join_all(
+        (0..20).map(|_| async { get(&proxy.url("/products/1"), &[]).await }),
+    )
+    .await;
+    assert!(hits.iter().all(Got::is_hit));
+    let count = |result: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let labels = format!(r#"rule="product",result="{result}""#);
+            metric_sum(proxy, "sidecache_verify_total", &labels).await
+        }
+    };
+    // Every hit is answered while the checks still wait on the backend.
+    assert_eq!(count("match").await + count("mismatch").await, 0);
+    assert_eq!(count("skipped").await, 18);
+    eventually("the two checks reach the backend", || async {
+        backend.hits() == before + 2
+    })
+    .await;
+    eventually_within(Duration::from_secs(10), "the two checks end", || async {
+        count("mismatch").await + count("match").await + count("error").await == 2
+    })
+    .await;
+    assert_eq!(backend.hits(), before + 2);
+}
+
+/// Kills the child process on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The demo backend changed straight (a `PATCH` on its own port, as a
+/// back-office tool writing to the database would): the real binary's
+/// `verify` reports a mismatch, logging the rule, the entry's age and the
+/// field's name, never its value, the key or the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_a_change_made_behind_the_cache_and_logs_names_only() {
+    let (backend, port, admin) = (free_port(), free_port(), free_port());
+    let _backend = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_demo-backend"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{backend}"),
+                "--delay-ms",
+                "0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rest = format!(
+        r#"upstream: {{ url: "http://127.0.0.1:{backend}" }}
+rules:
+  - name: product
+    match: {{ path: "/products/{{id}}" }}
+    key: "product:{{id}}"
+    ttl: 1h
+    verify: {{ sample: 100% }}
+"#
+    );
+    let config = binary_config(&dir, port, admin, "", &rest);
+    eventually("the demo backend answers", || async {
+        try_get(&client(), &format!("http://127.0.0.1:{backend}/products/7"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let child = start_binary(
+        &config,
+        admin,
+        &[],
+        &[("RUST_LOG", "warn")],
+        std::process::Stdio::piped(),
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{port}/products/7");
+    get(&url, &[]).await;
+    assert!(get(&url, &[]).await.is_hit());
+    let metric = |result: &'static str| async move {
+        let text = get(&format!("http://127.0.0.1:{admin}/metrics"), &[]).await;
+        let line = format!(r#"sidecache_verify_total{{rule="product",result="{result}"}} "#);
+        String::from_utf8_lossy(&text.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(&line)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    eventually("a match", || async { metric("match").await == 1 }).await;
+    let changed = send(
+        "PATCH",
+        &format!("http://127.0.0.1:{backend}/products/7"),
+        &[("content-type", "application/json")],
+        r#"{"price": 4321.5}"#,
+    )
+    .await;
+    assert!(changed.status.is_success());
+    let served = get(&url, &[]).await;
+    assert!(served.is_hit() && !String::from_utf8_lossy(&served.body).contains("4321.5"));
+    eventually("a mismatch", || async { metric("mismatch").await == 1 }).await;
+    signal(&child, "TERM");
+    let out = exit_output(child, Duration::from_secs(10)).await;
+    let logs = String::from_utf8(out.stderr).unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("verify:"))
+        .unwrap_or_else(|| panic!("no verify line in:\n{logs}"));
+    assert!(line.contains("product") && line.contains("price"), "{line}");
+    assert!(line.contains("age_seconds"), "{line}");
+    for secret in ["4321.5", "product:7", "Fan 7", "/products/7"] {
+        assert!(!line.contains(secret), "{secret} logged: {line}");
+    }
+}

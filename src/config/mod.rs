@@ -148,6 +148,8 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Most `warm_on` fetches in flight at once; more are dropped.
     pub warm_in_flight: usize,
+    /// Most `verify` checks in flight at once; more are skipped.
+    pub verify_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -160,6 +162,7 @@ impl Default for Limits {
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
             warm_in_flight: 16,
+            verify_in_flight: 4,
         }
     }
 }

@@ -110,6 +110,8 @@ pub struct RawLimits {
     pub max_connections: Option<Sp<u64>>,
     /// Warm fetches (`warm_on`) in flight at once on this replica; more are dropped and counted. Default 16.
     pub warm_in_flight: Option<Sp<u64>>,
+    /// Consistency checks (`verify`) in flight at once on this replica; more are skipped and counted. Default 4.
+    pub verify_in_flight: Option<Sp<u64>>,
     /// How long in-flight requests may finish after SIGTERM, e.g. `10s`.
     pub shutdown_grace: Option<Sp<String>>,
 }
@@ -150,6 +152,29 @@ pub struct RawWarmUp {
     pub urls: Option<Sp<String>>,
     /// How long readiness waits for the warm-up, e.g. `10s` (the default); then the replica turns ready anyway.
     pub timeout: Option<Sp<String>>,
+}
+
+/// `verify:` — consistency sampling.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    /// The share of hits checked, e.g. `1%` (from 0.01% to 100%).
+    pub sample: Sp<String>,
+    /// JSON fields left out of the comparison, dotted (`meta.request_id`).
+    #[serde(default)]
+    pub ignore: Vec<Sp<String>>,
+    /// Purge the entry (on every replica) when the backend's answer differs.
+    pub purge_on_mismatch: Option<Sp<bool>>,
+}
+
+/// `rollout:` — which share of requests use the cache.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// The share that uses the cache, from 0 to 100 (steps of 0.01).
+    pub percent: Sp<f64>,
+    /// What a user is told apart by, e.g. `{cookie.session_id}`; the client address when it renders empty or is left out.
+    pub by: Option<Sp<String>>,
 }
 
 /// `redis:` — the optional shared L2.
@@ -323,6 +348,10 @@ pub struct RawRule {
     /// One backend request per key per replica (`local`) or across replicas (`global`).
     #[schemars(extend("enum" = ["local", "global", null]))]
     pub collapse: Option<Sp<String>>,
+    /// Compare a share of hits with the backend's answer in the background: `{ sample: 1%, ignore: [served_at, meta.request_id], purge_on_mismatch: false }`.
+    pub verify: Option<Sp<RawVerify>>,
+    /// Use the cache for a share of users only: `{ percent: 5, by: "{cookie.session_id}" }`; the rest are forwarded as with `cache: false`.
+    pub rollout: Option<Sp<RawRollout>>,
     /// Writes that warm this rule's cache: `"POST /login -> /recommendations/{response.user_id}"`, or `{ on: "...", forward: [cookie, authorization] }` to send the write's cookies or Authorization with the warm fetch.
     pub warm_on: Option<Vec<Sp<RawWarm>>>,
     /// Requests per client allowed through this rule; over it, 429.

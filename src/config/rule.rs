@@ -17,7 +17,8 @@ use super::{DEFAULT_KEY, DEFAULT_STATUSES, DEFAULT_TTL, Memory};
 use crate::cache::Tier;
 use crate::ratelimit;
 use crate::rules::{
-    RateLimit, Rule, Scope, Template, Trigger, Ttl, Use, Warm, WriteThrough, route_params,
+    RateLimit, Rollout, Rule, Scope, Template, Trigger, Ttl, Use, Verify, Warm, WriteThrough,
+    route_params,
 };
 
 /// `rule` with every field it leaves out taken from `d` (the defaults),
@@ -47,6 +48,8 @@ pub(super) fn with_defaults(rule: &RawRule, d: &RawRule) -> RawRule {
         keep_for_revalidation: or(&rule.keep_for_revalidation, &d.keep_for_revalidation),
         collapse: or(&rule.collapse, &d.collapse),
         warm_on: or(&rule.warm_on, &d.warm_on),
+        rollout: or(&rule.rollout, &d.rollout),
+        verify: or(&rule.verify, &d.verify),
         rate_limit: or(&rule.rate_limit, &d.rate_limit),
         statuses: or(&rule.statuses, &d.statuses),
         max_object_size: or(&rule.max_object_size, &d.max_object_size),
@@ -118,6 +121,8 @@ pub(super) fn rule(
     let downstream = downstream(&mut x, raw);
     let refresh_ahead = refresh_ahead(&mut x, raw);
     let warm_on = warm_on(&mut x, raw);
+    let rollout = rollout(&mut x, raw, &params);
+    let verify = verify(&mut x, raw);
     let (Some(key), Some(ttl), Some(max_object_size)) = (key, ttl, max_object_size) else {
         return None;
     };
@@ -159,7 +164,61 @@ pub(super) fn rule(
         warm_on,
         rate_limit,
         downstream,
+        rollout,
+        verify,
     })
+}
+
+/// `verify: { sample, ignore, purge_on_mismatch }`.
+fn verify(x: &mut Ctx<'_>, raw: &RawRule) -> Option<Verify> {
+    let v = &raw.verify.as_ref()?.value;
+    let sample = v
+        .sample
+        .value
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .filter(|n| (0.01..=100.0).contains(n));
+    let Some(sample) = sample else {
+        let message = "a share of hits from 0.01% to 100%, e.g. `1%`";
+        x.c.error(&v.sample, &x.field("verify.sample"), message);
+        return None;
+    };
+    let mut ignore = Vec::new();
+    for field in &v.ignore {
+        let path: Vec<String> = field.value.split('.').map(str::to_owned).collect();
+        if path.iter().any(String::is_empty) {
+            let message = "a JSON field, dotted for nested ones: `served_at`, `meta.request_id`";
+            x.c.error(field, &x.field("verify.ignore"), message);
+            return None;
+        }
+        ignore.push(path);
+    }
+    Some(Verify {
+        sample: sample / 100.0,
+        ignore,
+        purge_on_mismatch: v.purge_on_mismatch.as_ref().is_some_and(|p| p.value),
+    })
+}
+
+/// `rollout: { percent, by }`.
+fn rollout(x: &mut Ctx<'_>, raw: &RawRule, params: &[String]) -> Option<Rollout> {
+    let r = &raw.rollout.as_ref()?.value;
+    let percent = r.percent.value;
+    if !(0.0..=100.0).contains(&percent) {
+        let message = "a share of requests from 0 to 100, e.g. `5` or `0.5`";
+        x.c.error(&r.percent, &x.field("rollout.percent"), message);
+        return None;
+    }
+    let by = match &r.by {
+        Some(by) => Some(
+            Template::parse(&by.value, Use::Key, params)
+                .map_err(|e| x.c.error(by, &x.field("rollout.by"), e))
+                .ok()?,
+        ),
+        None => None,
+    };
+    Some(Rollout::new(percent, by))
 }
 
 /// The write method a trigger names (upper case, not GET or HEAD), or an

@@ -577,6 +577,12 @@ fn limits(c: &mut Check, raw: &RawConfig) -> Limits {
             "limits.warm_in_flight",
             d.warm_in_flight,
         ),
+        verify_in_flight: count(
+            c,
+            &l.verify_in_flight,
+            "limits.verify_in_flight",
+            d.verify_in_flight,
+        ),
     }
 }
 

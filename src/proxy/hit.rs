@@ -128,6 +128,9 @@ impl Proxy {
                 return Box::pin(self.pass(ctx, empty(), Pass::Range(Fwd::Request))).await;
             }
         };
+        if !ranged {
+            self.verify(&ctx.parts, ctx.client, &keyed, entry);
+        }
         if let Some(share) = keyed.rule.refresh_ahead
             && near_end(entry, share, now)
         {

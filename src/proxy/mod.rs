@@ -25,6 +25,7 @@ pub mod tee;
 #[cfg(test)]
 mod tests;
 pub mod upstream;
+mod verify;
 mod warm;
 mod write;
 
@@ -86,6 +87,8 @@ pub struct Proxy {
     hot: Arc<Hotness>,
     /// What the cache saved the backend, per rule.
     offloads: Arc<Offloads>,
+    /// `verify` checks in flight, and their pause.
+    verifier: verify::Verifier,
 }
 
 /// The config in effect with the request counters of its rules (by rule
@@ -141,7 +144,9 @@ impl Proxy {
         let hot = Arc::new(Hotness::default());
         hot.set(hot_top(&config, redis.as_ref()));
         let offloads = Arc::new(Offloads::default());
+        let verifier = verify::Verifier::new(config.limits.verify_in_flight);
         Self {
+            verifier,
             hot,
             limits: RateLimits::new(&config.rules, redis.clone()),
             live: ArcSwap::from_pointee(Live::of(config, &offloads)),

@@ -120,6 +120,8 @@ pub enum Pass {
     Range(Fwd),
     /// A write (any method but GET and HEAD).
     Write,
+    /// Outside its rule's `rollout` share.
+    Rollout,
 }
 
 /// Why a request was refused before the backend.
@@ -169,7 +171,7 @@ impl Pass {
     /// The RFC 9211 `fwd` it reports.
     pub fn fwd(self) -> Fwd {
         match self {
-            Pass::NoRule | Pass::Rule | Pass::Key(_) => Fwd::Bypass,
+            Pass::NoRule | Pass::Rule | Pass::Key(_) | Pass::Rollout => Fwd::Bypass,
             Pass::Authorization => Fwd::Request,
             Pass::Range(fwd) => fwd,
             Pass::Write => Fwd::Method,
@@ -184,6 +186,7 @@ impl Pass {
             Pass::Authorization => "authorization",
             Pass::Key(why) => why.as_str(),
             Pass::Range(_) => "range",
+            Pass::Rollout => "rollout",
             Pass::Write => return None,
         })
     }

@@ -117,6 +117,10 @@ impl Plan {
             Action::Pass(Pass::Rule)
         } else if !m.rule.allow_authorized && parts.headers.contains_key(header::AUTHORIZATION) {
             Action::Pass(Pass::Authorization)
+        } else if let Some(rollout) = &m.rule.rollout
+            && !rollout.inside(rollout.bucket(&view, &m.params).1)
+        {
+            Action::Pass(Pass::Rollout)
         } else {
             // The key reads the query in its canonical form, and the
             // backend is sent that same form, so both read the same

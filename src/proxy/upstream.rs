@@ -170,6 +170,11 @@ impl Upstream {
         }
     }
 
+    /// Whether every place on the backend is taken (requests now wait).
+    pub fn busy(&self) -> bool {
+        self.slots.available_permits() == 0
+    }
+
     /// How long the backend has for a response head (`upstream.timeout`,
     /// fixed for the proxy's life: a reload does not change it).
     pub fn timeout(&self) -> Duration {

@@ -452,7 +452,7 @@ async fn read_answer(
 }
 
 /// Reads a whole body of at most `limit` bytes.
-async fn read_limited(mut body: ProxyBody, limit: usize) -> Result<Bytes, BoxError> {
+pub(super) async fn read_limited(mut body: ProxyBody, limit: usize) -> Result<Bytes, BoxError> {
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {

@@ -125,6 +125,68 @@ pub struct Rule {
     /// The `Cache-Control` clients get on answers from the cache path,
     /// instead of the backend's (`downstream.cache_control`).
     pub downstream: Option<http::HeaderValue>,
+    /// `rollout:`: only this share of requests use the cache.
+    pub rollout: Option<Rollout>,
+    /// `verify:`: a share of hits compared with the backend's answer.
+    pub verify: Option<Verify>,
+}
+
+/// A rule's `verify:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verify {
+    /// The share of hits checked, from 0.0001 to 1.
+    pub sample: f64,
+    /// JSON fields left out of the comparison, each as its path.
+    pub ignore: Vec<Vec<String>>,
+    /// Whether a mismatch purges the entry.
+    pub purge_on_mismatch: bool,
+}
+
+/// A rule's `rollout:`. A request is inside when the hash of its rendered
+/// `by` (XXH3, the same on every replica and version) falls in the first
+/// `percent` of [`ROLLOUT_BUCKETS`] buckets. So a user stays on one side on
+/// every replica, and a larger `percent` only moves users in.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    /// The share inside, from 0 to 100.
+    pub percent: f64,
+    /// What users are told apart by; the client address when `None` or
+    /// when it renders empty.
+    pub by: Option<Template>,
+    /// Buckets below this are inside.
+    inside_below: u64,
+}
+
+/// The buckets of a rollout: steps of 0.01 %.
+pub const ROLLOUT_BUCKETS: u64 = 10_000;
+
+impl Rollout {
+    /// A rollout of `percent` (0 to 100) told apart by `by`.
+    pub fn new(percent: f64, by: Option<Template>) -> Self {
+        let inside_below = (percent.clamp(0.0, 100.0) * 100.0).round() as u64;
+        Self {
+            percent,
+            by,
+            inside_below,
+        }
+    }
+
+    /// The value a request is told apart by, and its bucket.
+    pub fn bucket(&self, view: &RequestView<'_>, params: &[(&str, &str)]) -> (String, u64) {
+        let by = self
+            .by
+            .as_ref()
+            .and_then(|t| t.render(view, params, Bodies::default()))
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| view.client_ip.to_string());
+        let bucket = xxhash_rust::xxh3::xxh3_64(by.as_bytes()) % ROLLOUT_BUCKETS;
+        (by, bucket)
+    }
+
+    /// Whether a bucket is inside the rollout.
+    pub fn inside(&self, bucket: u64) -> bool {
+        bucket < self.inside_below
+    }
 }
 
 /// A rule's `rate_limit:`: GCRA, `interval` between requests on average,

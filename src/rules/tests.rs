@@ -31,6 +31,8 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         triggers: vec![],
         rate_limit: None,
         downstream: None,
+        rollout: None,
+        verify: None,
     }
 }
 
