@@ -73,6 +73,10 @@ pub const SAVED_BYTES: &str = "sidecache_backend_saved_bytes_total";
 /// times the rule's mean miss time (a gauge, since it is not whole: it
 /// only grows).
 pub const SAVED_SECONDS: &str = "sidecache_backend_saved_seconds_total";
+/// Requests forwarded without the cache (outcome `pass`), by `rule` and
+/// `reason`: the `Cache-Status` detail (`no-rule`, `rule`, `authorization`,
+/// `range`, `rollout`, a key's refusal); writes are not counted (counter).
+pub const PASSES: &str = "sidecache_passes_total";
 /// `verify` checks by `rule` and `result`: `match`, `mismatch`, `error`,
 /// `skipped` (counter).
 pub const VERIFY: &str = "sidecache_verify_total";
@@ -285,6 +289,10 @@ fn describe() {
         "Warm-up entries by source (hot: copied from Redis; urls: fetched through the pipeline) and result (fetched, absent, failed)."
     );
     describe_gauge!(WARMUP_SECONDS, "How long the last warm-up took.");
+    describe_counter!(
+        PASSES,
+        "Reads forwarded without the cache, by rule and reason (the Cache-Status detail)."
+    );
     describe_counter!(
         VERIFY,
         "verify checks by rule and result (match, mismatch, error, skipped)."

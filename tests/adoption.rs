@@ -241,6 +241,11 @@ async fn rollout_takes_a_stable_share_of_users() {
         2 * outside,
         "both replicas count the forwarded side as pass"
     );
+    let labels = r#"rule="product",reason="rollout""#;
+    assert_eq!(
+        metric_sum(&a, "sidecache_passes_total", labels).await,
+        passed
+    );
 
     std::fs::write(&file, yaml("10")).unwrap();
     let reloaded = send(

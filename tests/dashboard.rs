@@ -24,6 +24,7 @@ rules:
     match: { path: "/categories/{id}" }
     key: "category:{id}"
     ttl: 1h
+    verify: { sample: 100% }
 "#;
 
 /// Chromium as the machine's probe starts it: headless, no sandbox (root),
@@ -224,6 +225,15 @@ async fn dashboard_shows_live_data_in_chromium() {
         saved("total") >= saved("product") + saved("category"),
         "{offload}"
     );
+
+    assert!(
+        !dom.contains("id=\"verify-card\" hidden"),
+        "the consistency card is hidden"
+    );
+    let verify = dom.split("id=\"verify\"").nth(1).unwrap();
+    let verify = verify.split("</tbody>").next().unwrap();
+    assert!(verify.contains("data-rule=\"category\""), "{verify}");
+    assert!(verify.contains("data-rate=\"100\""), "{verify}");
 
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);

@@ -581,3 +581,72 @@ fn warm_from_hot_is_checked() {
     .join("\n");
     assert!(errs.contains("memory.warm.top"), "{errs}");
 }
+
+/// `rollout` and `verify` on a rule or in `defaults:`, and each mistake
+/// named at its field.
+#[test]
+fn rollout_and_verify_are_checked() {
+    let rule = |fields: &str| {
+        format!(
+            "{BASE}defaults:\n  verify: {{ sample: 1%, ignore: [served_at, meta.request_id] }}\nrules:\n  - name: p\n    match: {{ path: \"/p/{{id}}\" }}\n    key: \"p:{{id}}\"\n{fields}"
+        )
+    };
+    let l = load(&rule(
+        "    rollout: { percent: 2.5, by: \"{cookie.session_id}\" }\n",
+    ))
+    .unwrap();
+    let r = &l.config.rules.rules()[0];
+    let rollout = r.rollout.as_ref().unwrap();
+    assert_eq!(rollout.percent, 2.5);
+    assert!(rollout.inside(249) && !rollout.inside(250));
+    let verify = r.verify.as_ref().unwrap();
+    assert!((verify.sample - 0.01).abs() < 1e-12);
+    assert_eq!(verify.ignore[1], ["meta", "request_id"]);
+    assert!(!verify.purge_on_mismatch);
+    let l = load(&rule(
+        "    verify: { sample: 100%, purge_on_mismatch: true }\n    rollout: { percent: 0 }\n",
+    ))
+    .unwrap();
+    let r = &l.config.rules.rules()[0];
+    assert!(r.verify.as_ref().unwrap().purge_on_mismatch);
+    assert!(r.verify.as_ref().unwrap().ignore.is_empty());
+    assert!(!r.rollout.as_ref().unwrap().inside(0) && r.rollout.as_ref().unwrap().by.is_none());
+    for (fields, field, message) in [
+        (
+            "    rollout: { percent: 101 }\n",
+            "rollout.percent",
+            "from 0 to 100",
+        ),
+        (
+            "    rollout: { percent: -1 }\n",
+            "rollout.percent",
+            "from 0 to 100",
+        ),
+        (
+            "    rollout: { percent: 5, by: \"{nope}\" }\n",
+            "rollout.by",
+            "nope",
+        ),
+        (
+            "    verify: { sample: 0% }\n",
+            "verify.sample",
+            "0.01% to 100%",
+        ),
+        (
+            "    verify: { sample: 1 }\n",
+            "verify.sample",
+            "0.01% to 100%",
+        ),
+        (
+            "    verify: { sample: 1%, ignore: [\"a..b\"] }\n",
+            "verify.ignore",
+            "dotted",
+        ),
+    ] {
+        let errs = errors(&rule(fields)).join("\n");
+        assert!(
+            errs.contains(field) && errs.contains(message),
+            "{fields}: expected `{message}` at {field} in:\n{errs}"
+        );
+    }
+}

@@ -248,6 +248,12 @@ impl Proxy {
             Some(counters) => counters.count(label),
             None => metrics::no_rule().count(label),
         }
+        if let Outcome::Pass { why, .. } = outcome
+            && let Some(reason) = why.as_str()
+        {
+            let rule = rule.as_ref().map_or(String::new(), |r| r.name.clone());
+            ::metrics::counter!(metrics::PASSES, "rule" => rule, "reason" => reason).increment(1);
+        }
         if let Some(offload) = rule.as_ref().and_then(|r| live.offload.get(r.index)) {
             let bytes = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
             self.offloads.count(offload, label, bytes, start.elapsed());
