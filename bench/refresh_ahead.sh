@@ -10,6 +10,7 @@
 #   bash bench/refresh_ahead.sh        # ROUNDS=3 DURATION=20s by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-20s}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
@@ -47,19 +48,15 @@ for spec in "18200 19200" "18201 19201"; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null && break; sleep 0.05; done
 done
 
-backend_count() { curl -si "http://127.0.0.1:$BACKEND/" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-backend-request" {print $2}'; }
 run() { # url -> "rps p99_ms max_ms backend_requests"
   curl -sf "$1" -o /dev/null
   local before after
-  before=$(backend_count)
+  before=$(backend_count $BACKEND)
   taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "$1" 2>/dev/null > "$work/out"
-  after=$(backend_count)
-  awk -v reqs=$((after - before - 1)) '
-    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-    /Requests\/sec/ {rps=$2} /^ +99%/ {p99=ms($2)} /^ +Latency / && !max {max=ms($4)}
-    END {printf "%.0f %.3f %.3f %d\n", rps, p99, max, reqs}' "$work/out"
+  after=$(backend_count $BACKEND)
+  read -r rps _ p99 max < <(wrk_summary "$work/out")
+  echo "$rps $p99 $max $((after - before - 1))"
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 : > "$work/plain"; : > "$work/ahead"
 for r in $(seq "$ROUNDS"); do
@@ -67,8 +64,4 @@ for r in $(seq "$ROUNDS"); do
   a=$(run http://127.0.0.1:18201/products/1); echo "round $r  with:    $a" >&2; echo "$a" >> "$work/ahead"
 done
 echo "medians over $ROUNDS rounds of $DURATION (rps, p99 ms, max ms, backend requests):"
-for kind in plain ahead; do
-  printf "%-8s %8s %8s %8s %6s\n" "$kind" \
-    "$(cut -d' ' -f1 "$work/$kind" | median)" "$(cut -d' ' -f2 "$work/$kind" | median)" \
-    "$(cut -d' ' -f3 "$work/$kind" | median)" "$(cut -d' ' -f4 "$work/$kind" | median)"
-done
+(cd "$work" && medians plain ahead)

@@ -9,11 +9,13 @@
 # each gets the same Zipf traffic for 30 s.
 # Printed per replica: the share of requests answered from L1 (hit-memory)
 # over its first 1 s, 5 s and 30 s, the share that reached the backend, and
-# p99 latency; then the medians over the rounds.
+# p99 latency (and how long the warm-up took); then the medians over the
+# rounds.
 #
 #   bash bench/warm_hot.sh        # ROUNDS=3 WARM_FOR=20s TOP=1000 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 WARM_FOR=${WARM_FOR:-20s}
 TOP=${TOP:-1000}
@@ -73,18 +75,18 @@ echo "replica A served $WARM_FOR; hot sets: $(redis-cli -p $REDIS --scan --patte
 
 run() { # port admin warm -> "l1_1s l1_5s l1_30s backend_30s p99_ms"
   local pid; pid=$(start "$1" "$2" "$3")
+  local took; took=$(curl -sf "http://127.0.0.1:$2/metrics" | awk '/^sidecache_warmup_seconds / {print $2}')
+  [ -n "$took" ] && echo "  warm-up took ${took}s" >&2
   ( sleep 1; outcomes "$2" > "$work/m1"; sleep 4; outcomes "$2" > "$work/m5" ) &
   local sampler=$!
   taskset -c 1 wrk -t1 -c50 -d30s --latency -s bench/warm_hot.lua "http://127.0.0.1:$1" -- $PRODUCTS "$4" > "$work/out"
   wait $sampler
   outcomes "$2" > "$work/m30"
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  local p99; p99=$(awk 'function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-    /^ +99%/ {print ms($2)}' "$work/out")
+  local p99; read -r _ _ p99 _ < <(wrk_summary "$work/out")
   read -r m r o < "$work/m30"
   echo "$(share $(cat "$work/m1")) $(share $(cat "$work/m5")) $(share $m $r $o) $(awk -v o="$o" -v t=$((m + r + o)) 'BEGIN { printf "%.2f", t ? 100 * o / t : 0 }') $p99"
 }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 : > "$work/without"; : > "$work/with"
 without() { w=$(run 18301 19301 no $((r + 1))); echo "round $r  without: $w" >&2; echo "$w" >> "$work/without"; }
@@ -94,9 +96,4 @@ for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then without; with; else with; without; fi
 done
 echo "medians over $ROUNDS rounds (% from L1 over the first 1 s, 5 s, 30 s; % to the backend over 30 s; p99 ms):"
-for kind in without with; do
-  printf "%-8s %7s %7s %7s %7s %8s\n" "$kind" \
-    "$(cut -d' ' -f1 "$work/$kind" | median)" "$(cut -d' ' -f2 "$work/$kind" | median)" \
-    "$(cut -d' ' -f3 "$work/$kind" | median)" "$(cut -d' ' -f4 "$work/$kind" | median)" \
-    "$(cut -d' ' -f5 "$work/$kind" | median)"
-done
+(cd "$work" && medians without with)

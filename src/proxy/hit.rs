@@ -129,7 +129,7 @@ impl Proxy {
             }
         };
         if !ranged {
-            self.verify(&ctx.parts, ctx.client, &keyed, entry);
+            self.verify(&ctx, &keyed, entry);
         }
         if let Some(share) = keyed.rule.refresh_ahead
             && near_end(entry, share, now)

@@ -295,7 +295,7 @@ impl Proxy {
 /// (the entry serves HEAD too), without the client's conditionals and the
 /// headers the key does not describe, conditional on the stale entry's
 /// validators when there is one (answers whether it is).
-fn upstream_head(ctx: &Ctx, prior: Option<&Prior>) -> (http::request::Parts, bool) {
+pub(super) fn upstream_head(ctx: &Ctx, prior: Option<&Prior>) -> (http::request::Parts, bool) {
     let mut up = ctx.parts.clone();
     up.method = Method::GET;
     for name in &CONDITIONAL {

@@ -1,6 +1,6 @@
 //! `verify`: consistency sampling. For a rule's `sample` share of hits, the
-//! same request is sent to the backend in the background, after the hit
-//! was answered, and its answer compared with the entry that was served:
+//! request a miss would send is sent to the backend in the background,
+//! after the hit was answered, and its answer compared with the entry that was served:
 //! status, and body (JSON with the `ignore` fields left out, anything else
 //! byte for byte). Nothing in the cache changes unless the rule says
 //! `purge_on_mismatch`, which purges the key on every replica.
@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Method, Request, header, request};
+use http::Request;
 use serde_json::Value;
 
 use super::Proxy;
-use super::headers::{add_forwarding, strip_hop_by_hop};
 use super::keyed::Keyed;
+use super::plan::Ctx;
 use crate::cache::{CachedResponse, Entry, Payload};
 use crate::invalidation::Purge;
 use crate::metrics::{self, PurgeSource};
@@ -67,13 +67,7 @@ enum Checked {
 impl Proxy {
     /// After a hit on `entry` (under `key`) of a rule with `verify`: for
     /// its sample share, starts a check in the background.
-    pub(super) fn verify(
-        self: &Arc<Self>,
-        parts: &request::Parts,
-        client: std::net::IpAddr,
-        keyed: &Keyed,
-        entry: &Arc<Entry>,
-    ) {
+    pub(super) fn verify(self: &Arc<Self>, ctx: &Ctx, keyed: &Keyed, entry: &Arc<Entry>) {
         let Some(verify) = &keyed.rule.verify else {
             return;
         };
@@ -90,7 +84,9 @@ impl Proxy {
         let Some(permit) = permit else {
             return count(&rule.name, "skipped");
         };
-        let req = same_request(parts, client);
+        // The request a miss of this key would send.
+        let (head, _) = super::miss::upstream_head(ctx, None);
+        let req = Request::from_parts(head, super::empty());
         let (this, entry, key) = (self.clone(), entry.clone(), keyed.key.clone());
         tokio::spawn(async move {
             let found = this
@@ -170,30 +166,6 @@ fn count(rule: &str, result: &'static str) {
 
 fn verify_of(rule: &crate::rules::Rule) -> Option<&Verify> {
     rule.verify.as_ref()
-}
-
-/// The GET the client made, without what would make the backend answer
-/// otherwise than in full (conditions, ranges), as the backend is sent a
-/// pass.
-fn same_request(parts: &request::Parts, client: std::net::IpAddr) -> Request<super::ProxyBody> {
-    let mut req = Request::new(super::empty());
-    *req.method_mut() = Method::GET;
-    *req.uri_mut() = parts.uri.clone();
-    let mut headers = parts.headers.clone();
-    for name in [
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_MATCH,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-        header::RANGE,
-    ] {
-        headers.remove(name);
-    }
-    strip_hop_by_hop(&mut headers);
-    add_forwarding(&mut headers, client);
-    *req.headers_mut() = headers;
-    req
 }
 
 /// Compares what was served with the backend's answer.
