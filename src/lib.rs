@@ -30,10 +30,11 @@
 //!    forwarding headers dropped, malformed ones refused
 //!    (`headers::sanitize_request`); a body that stalls is cut off.
 //! 3. **plan**: `Plan::of` decides from the head alone: a `PURGE`, a write,
-//!    a pass (no rule, `cache: false`, `Authorization`, a key that cannot be
-//!    rendered exactly) or the cache with the request's `Keyed` form (rule
-//!    and key; the backend gets the query the key was read from). It also
-//!    names the client key of the rule's rate limit.
+//!    a pass (no rule, `cache: false`, `Authorization`, outside the rule's
+//!    `rollout` share, a key that cannot be rendered exactly) or the cache
+//!    with the request's `Keyed` form (rule and key; the backend gets the
+//!    query the key was read from). It also names the client key of the
+//!    rule's rate limit.
 //! 4. **rate limit**: `RateLimits::check` counts the request; over the
 //!    limit it is answered 429 before any cache or backend work.
 //! 5. **write**: forwarded; on 2xx it purges what `Triggered` renders
@@ -43,9 +44,12 @@
 //!    it, resolves a Vary marker to the request's variant, and asks the
 //!    **admission** (the invalidator: purge times against the entry's fetch
 //!    time; a refused L1 entry falls through to L2), filling L1 from an
-//!    admitted L2 entry. Fresh: answered at once (a range of it, or a 304).
-//!    Stale within its stale-while-revalidate window: answered while one
-//!    request refreshes it.
+//!    admitted L2 entry; the lookup is counted for `memory.warm.from: hot`.
+//!    Fresh: answered at once (a range of it, or a 304), then maybe
+//!    refreshed ahead of its end (`refresh_ahead`) or checked against the
+//!    backend (`verify`), both in the background. Stale within its
+//!    stale-while-revalidate window: answered while one request refreshes
+//!    it.
 //! 7. **miss**: concurrent misses of the key join one flight (and with
 //!    `collapse: global` one Redis lock across replicas); the leader goes
 //!    upstream (conditional when a stale entry has a validator; a 304
@@ -55,7 +59,8 @@
 //!    `Fill` job renders its tags and stores it, unless a purge of that
 //!    entry happened since the fetch began (**invalidation**).
 //! 9. **outcome**: every step returns its response with its `Outcome`;
-//!    `handle` sets `Cache-Status`, counts it by rule and logs it.
+//!    `handle` sets `Cache-Status`, counts it by rule (and what it saved
+//!    the backend, [`offload`]) and logs it.
 
 #![forbid(unsafe_code)]
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::StatusCode;
-use support::cluster::Cluster;
+use support::cluster::{Cluster, cli};
 use support::*;
 
 const RULES: &str = r#"
@@ -573,4 +573,64 @@ async fn a_region_on_a_cluster_exchanges_purges_with_one_on_a_server() {
     // The cluster holds the us log and the place eu got to in it.
     let log = cluster.keys(cluster.master_of("rg:#region:log"), "rg:#region:log");
     assert_eq!(log, ["rg:#region:log"]);
+}
+
+/// `memory.warm: { from: hot }` on a cluster: a replica's counts of two
+/// rules go to their sets on whichever masters hold them, and a replica
+/// started afterwards has the hottest keys of both rules in L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_warms_from_hot_keys_on_a_cluster() {
+    let cluster = tokio::task::block_in_place(Cluster::start);
+    let backend = shop().await;
+    let yaml = RULES.replace("SEEDS", &cluster.seeds_yaml()).replace(
+        "rules:\n",
+        "memory: { warm: { from: hot, top: 6 } }\nrules:\n",
+    );
+    let a = Proxy::start(&yaml, &backend.url(), None).await;
+    for _ in 0..5 {
+        for id in 1..=3 {
+            get(&a.url(&format!("/pages/{id}")), &[]).await;
+            get(&a.url(&format!("/hot/{id}")), &[]).await;
+        }
+    }
+    get(&a.url("/pages/9"), &[]).await;
+    // A stopping replica merges its counts.
+    drop(a);
+    let sets = || {
+        cluster
+            .masters()
+            .iter()
+            .map(|m| cli(*m, &["KEYS", "cl:#hot:*"]))
+            .filter(|k| !k.is_empty())
+            .flat_map(|k| k.lines().map(str::to_owned).collect::<Vec<_>>())
+            .count()
+    };
+    eventually("both rules' counts in the cluster", || async {
+        sets() == 2
+    })
+    .await;
+    let b = Proxy::start(&yaml, &backend.url(), None).await;
+    let readyz = format!("http://{}/readyz", b.admin);
+    eventually("B ready", || async {
+        get(&readyz, &[]).await.status == StatusCode::OK
+    })
+    .await;
+    let before = backend.hits();
+    for id in 1..=3 {
+        for path in [format!("/pages/{id}"), format!("/hot/{id}")] {
+            let got = get(&b.url(&path), &[]).await;
+            assert!(
+                got.cache_status().contains("detail=memory"),
+                "{path}: {}",
+                got.cache_status()
+            );
+        }
+    }
+    let cold = get(&b.url("/pages/9"), &[]).await;
+    assert!(
+        cold.cache_status().contains("detail=redis"),
+        "{}",
+        cold.cache_status()
+    );
+    assert_eq!(backend.hits(), before);
 }
