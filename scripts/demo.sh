@@ -41,6 +41,8 @@ cat <<MSG
   A tag purge through the admin API (every listing of category 3):
     curl -s -X POST -H 'Authorization: Bearer $token' -d '{"tags": ["category:3"]}' http://127.0.0.1:9901/purge
     curl -s -H 'Authorization: Bearer $token' http://127.0.0.1:9901/purges      # what was purged, newest first
+  What the cache saved the backend so far, per rule:
+    ./target/release/sidecache report --admin http://127.0.0.1:9901
 
 MSG
 ./target/release/sidecache run --config "$work/demo.yaml"
