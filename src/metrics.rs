@@ -303,7 +303,7 @@ fn describe() {
     );
     describe_counter!(
         SAVED_REQUESTS,
-        "Requests answered without the backend (hits, stale, collapsed), by rule."
+        "Requests answered without the backend (hits, stale-while-revalidate, collapsed), by rule."
     );
     describe_counter!(
         SAVED_BYTES,

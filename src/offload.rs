@@ -4,8 +4,9 @@
 //! times the rule's measured backend latency).
 //!
 //! A request is saved when it is answered from an entry (a hit from L1 or
-//! Redis, a stale answer) or with the entry another request fetched
-//! (collapsed). A revalidation (304) saves the body's bytes but not the
+//! Redis, a stale-while-revalidate answer) or with the entry another
+//! request fetched (collapsed); not a stale-if-error answer, for which the
+//! backend was asked and failed. A revalidation (304) saves the body's bytes but not the
 //! request. The backend latency of a rule is the mean time to the answer's
 //! head of its misses; before its first miss, that of every rule's misses.
 //!
@@ -20,7 +21,20 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Label;
+/// How a request was served, as the report counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Without the backend: a hit, a stale-while-revalidate answer, or
+    /// another request's fetch (collapsed).
+    FromCache,
+    /// From the entry after the backend's 304: the body was not sent.
+    Revalidated,
+    /// From the backend, under the rule (its time is the rule's latency).
+    Miss,
+    /// Anything else: a pass, an error, a stale-if-error answer (the
+    /// backend was asked and failed), a refusal.
+    Other,
+}
 
 /// One rule's counts.
 #[derive(Debug, Default)]
@@ -60,30 +74,30 @@ impl Offloads {
             .collect()
     }
 
-    /// Counts one finished request of the rule `rule` counts: its
-    /// `outcome`, the body it was answered with (`bytes`), and the time to
+    /// Counts one finished request of the rule `rule` counts: how it was
+    /// `served`, the body it was answered with (`bytes`), and the time to
     /// its head.
-    pub fn count(&self, rule: &Offload, outcome: Label, bytes: u64, took: Duration) {
+    pub fn count(&self, rule: &Offload, served: Served, bytes: u64, took: Duration) {
         rule.requests.fetch_add(1, Ordering::Relaxed);
-        match outcome {
-            Label::HitMemory | Label::HitRedis | Label::Stale | Label::Collapsed => {
+        match served {
+            Served::FromCache => {
                 let latency = rule.mean_miss().or_else(|| self.all.mean_miss());
                 rule.saved_requests.fetch_add(1, Ordering::Relaxed);
                 rule.saved_bytes.fetch_add(bytes, Ordering::Relaxed);
                 rule.saved_micros
                     .fetch_add(latency.unwrap_or(0), Ordering::Relaxed);
             }
-            Label::Revalidated => {
+            Served::Revalidated => {
                 rule.saved_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
-            Label::Miss => {
+            Served::Miss => {
                 let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
                 for o in [rule, &self.all] {
                     o.misses.fetch_add(1, Ordering::Relaxed);
                     o.miss_micros.fetch_add(micros, Ordering::Relaxed);
                 }
             }
-            _ => {}
+            Served::Other => {}
         }
     }
 
@@ -267,14 +281,14 @@ mod tests {
         let rules = all.of(["product", "cart"].into_iter());
         let (product, cart) = (&rules[0], &rules[1]);
         // Before any miss, a hit saves a request and bytes but no known time.
-        all.count(product, Label::HitMemory, 100, Duration::ZERO);
-        all.count(product, Label::Miss, 500, Duration::from_millis(40));
-        all.count(product, Label::Miss, 500, Duration::from_millis(20));
-        all.count(product, Label::HitRedis, 100, Duration::ZERO);
-        all.count(product, Label::Revalidated, 300, Duration::ZERO);
-        all.count(product, Label::Pass, 10, Duration::ZERO);
+        all.count(product, Served::FromCache, 100, Duration::ZERO);
+        all.count(product, Served::Miss, 500, Duration::from_millis(40));
+        all.count(product, Served::Miss, 500, Duration::from_millis(20));
+        all.count(product, Served::FromCache, 100, Duration::ZERO);
+        all.count(product, Served::Revalidated, 300, Duration::ZERO);
+        all.count(product, Served::Other, 10, Duration::ZERO);
         // A rule without misses borrows every rule's mean.
-        all.count(cart, Label::Collapsed, 7, Duration::ZERO);
+        all.count(cart, Served::FromCache, 7, Duration::ZERO);
         let report = all.report();
         let p = &report.rules[0];
         assert_eq!((p.requests, p.saved_requests, p.saved_bytes), (6, 2, 500));

@@ -10,9 +10,12 @@
 //! life of one period), and fills its L1 from L2 with the hottest keys.
 //!
 //! Bounded on both sides: a replica counts at most [`LOCAL_KEYS`] distinct
-//! keys between two merges (keys first seen after that wait for the next
-//! merge; a hot key is seen early), and each set keeps its `4 × top`
-//! highest counts, and expires [`PERIODS`] periods after its last write.
+//! keys of at most [`LOCAL_BYTES`] in all between two merges (keys first
+//! seen after that wait for the next merge; a hot key is seen early); each
+//! set is trimmed to its `max(4 × top, 10,000)` highest counts when it
+//! holds twice that, and expires [`PERIODS`] periods after its last write.
+//! Replicas sharing a Redis are expected to share `top` (they share the
+//! config); the smallest one's bound applies.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,19 +36,28 @@ pub const PERIODS: u64 = 6;
 /// Distinct keys one replica counts between two merges.
 pub const LOCAL_KEYS: usize = 50_000;
 
+/// Bytes of distinct keys one replica counts between two merges.
+pub const LOCAL_BYTES: usize = 8 << 20;
+
+/// Fewest keys a period's set keeps.
+const MIN_KEEP: usize = 10_000;
+
 /// Members sent to Redis in one script call.
 const PER_CALL: usize = 1_000;
 
-/// Adds counts to one period's set, keeps its `ARGV[1]` highest, and keeps
-/// the set for `ARGV[2]` ms. `ARGV[3..]`: key, count, key, count...
+/// Adds counts to one period's set; once it holds more than twice
+/// `ARGV[1]` keys, keeps its `ARGV[1]` highest (trimming only then gives a
+/// key that turns hot late in the period room to catch up); keeps the set
+/// for `ARGV[2]` ms. `ARGV[3..]`: key, count, key, count...
 static MERGE: Script = Script::new(
     r"
 for i = 3, #ARGV, 2 do
   redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
 end
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
-if over > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+local keep = tonumber(ARGV[1])
+local card = redis.call('ZCARD', KEYS[1])
+if card > 2 * keep then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, card - keep - 1)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
@@ -67,6 +79,7 @@ pub struct Hotness {
 struct Counts {
     by_rule: HashMap<String, HashMap<String, u64>>,
     keys: usize,
+    bytes: usize,
 }
 
 /// One key's hotness: its rule, its key and its weighed count.
@@ -81,11 +94,17 @@ pub struct Hot {
 }
 
 impl Hotness {
-    /// Turns counting on for the hottest `top` keys, or off (`None`).
+    /// Turns counting on for the hottest `top` keys, or off (`None`,
+    /// which drops what was counted since the last merge).
     pub fn set(&self, top: Option<usize>) {
-        self.keep
-            .store(top.map_or(0, |t| t.saturating_mul(4)), Ordering::Relaxed);
+        let keep = top.map_or(0, |t| t.saturating_mul(4).max(MIN_KEEP));
+        self.keep.store(keep, Ordering::Relaxed);
         self.on.store(top.is_some(), Ordering::Relaxed);
+        if top.is_none()
+            && let Ok(mut c) = self.counts.lock()
+        {
+            *c = Counts::default();
+        }
     }
 
     /// Counts one lookup of `key` under `rule`.
@@ -96,7 +115,7 @@ impl Hotness {
         let Ok(mut c) = self.counts.lock() else {
             return;
         };
-        let full = c.keys >= LOCAL_KEYS;
+        let full = c.keys >= LOCAL_KEYS || c.bytes + key.len() > LOCAL_BYTES;
         if let Some(keys) = c.by_rule.get_mut(rule) {
             if let Some(n) = keys.get_mut(key) {
                 *n += 1;
@@ -113,17 +132,21 @@ impl Hotness {
             c.by_rule.insert(rule.to_owned(), keys);
         }
         c.keys += 1;
+        c.bytes += key.len();
     }
 
     /// Adds the counts made since the last merge into this period's sets
     /// in Redis. Counts that fail to reach Redis are dropped: hotness is a
     /// hint, and the next merge carries new counts.
     pub async fn merge(&self, redis: &Redis) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
         let taken = match self.counts.lock() {
             Ok(mut c) => std::mem::take(&mut *c),
             Err(_) => return,
         };
-        let keep = self.keep.load(Ordering::Relaxed).max(1);
+        let keep = self.keep.load(Ordering::Relaxed).max(MIN_KEEP);
         let ttl = crate::redis::millis(PERIOD * u32::try_from(PERIODS + 1).unwrap_or(7));
         let period = period_now();
         for (rule, keys) in taken.by_rule {
@@ -158,7 +181,7 @@ impl Hotness {
             let period = now.saturating_sub(back);
             for rule in rules {
                 let mut cmd = redis::cmd("ZREVRANGE");
-                let keep = top.saturating_mul(4).max(1);
+                let keep = top.saturating_mul(4).max(MIN_KEEP);
                 cmd.arg(set_key(redis, rule, period))
                     .arg(0)
                     .arg(keep - 1)
@@ -243,5 +266,19 @@ mod tests {
         let c = h.counts.lock().unwrap();
         assert_eq!(c.keys, LOCAL_KEYS, "distinct keys are bounded");
         assert_eq!(c.by_rule["products"]["product:1"], 3);
+        drop(c);
+        h.set(None);
+        assert!(
+            h.counts.lock().unwrap().by_rule.is_empty(),
+            "off drops the counts"
+        );
+        // Long keys stop at the byte bound.
+        h.set(Some(10));
+        let long = "k".repeat(1 << 20);
+        for i in 0..20 {
+            h.count("products", &format!("{i}{long}"));
+        }
+        let c = h.counts.lock().unwrap();
+        assert!(c.bytes <= LOCAL_BYTES && c.keys < 20, "{} keys", c.keys);
     }
 }

@@ -349,6 +349,12 @@ impl Invalidator {
         !too_old && self.concerns(key, tags) < fetched
     }
 
+    /// Whether this replica knows of a purge of `key` or `tags` made at or
+    /// after `fetched` (ms): the entry fetched then is no longer current.
+    pub fn purged_since(&self, key: &str, tags: &[String], fetched: u64) -> bool {
+        self.concerns(key, tags) >= fetched
+    }
+
     /// The latest purge this replica knows of that concerns an entry under
     /// `key` (a variant answers for its primary key) with `tags`.
     fn concerns(&self, key: &str, tags: &[String]) -> u64 {

@@ -256,7 +256,8 @@ impl Proxy {
         }
         if let Some(offload) = rule.as_ref().and_then(|r| live.offload.get(r.index)) {
             let bytes = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
-            self.offloads.count(offload, label, bytes, start.elapsed());
+            self.offloads
+                .count(offload, outcome.served(), bytes, start.elapsed());
         }
         if !span.is_disabled() {
             span.record("rule", rule.as_ref().map_or("", |r| r.name.as_str()));

@@ -19,6 +19,7 @@ use super::storable::NoStore;
 use super::upstream::UpstreamError;
 use crate::cache::Layer;
 use crate::metrics::Label;
+use crate::offload::Served;
 use crate::rules::KeyRefusal;
 
 /// What became of a request.
@@ -221,6 +222,29 @@ impl Outcome {
             UpstreamError::Connect(_) | UpstreamError::Timeout(_) | UpstreamError::Broken(_) => {
                 Outcome::Error { fwd, status: None }
             }
+        }
+    }
+
+    /// How the offload report counts it.
+    pub fn served(self) -> Served {
+        match self {
+            Outcome::Hit { .. }
+            | Outcome::Collapsed { .. }
+            | Outcome::Stale {
+                why: Stale::Revalidating,
+                ..
+            } => Served::FromCache,
+            Outcome::Revalidated { .. } => Served::Revalidated,
+            Outcome::Miss { .. } => Served::Miss,
+            Outcome::Stale {
+                why: Stale::IfError(_),
+                ..
+            }
+            | Outcome::Pass { .. }
+            | Outcome::Error { .. }
+            | Outcome::Rejected(_)
+            | Outcome::RateLimited
+            | Outcome::Purge => Served::Other,
         }
     }
 

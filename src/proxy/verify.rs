@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::Request;
+use http::{HeaderValue, Request, header};
 use serde_json::Value;
 
 use super::Proxy;
@@ -96,14 +96,30 @@ impl Proxy {
             let Payload::Response(stored) = &entry.payload else {
                 return;
             };
-            let (status, body) = match found {
+            let answer = match found {
                 Ok(answer) => answer,
                 Err(why) => {
                     tracing::debug!(rule = rule.name, why, "verify: no usable answer");
                     return count(&rule.name, "error");
                 }
             };
-            match compare(stored, status, &body, verify_of(&rule)) {
+            // A write through sidecache since the entry's fetch: the entry
+            // is on its way out, and a difference says nothing of writes
+            // that bypass sidecache.
+            if this
+                .invalidator
+                .purged_since(&key, &stored.tags, entry.fetched_ms)
+            {
+                return count(&rule.name, "skipped");
+            }
+            let checked = match compare(stored, &answer, verify_of(&rule)) {
+                Ok(checked) => checked,
+                Err(why) => {
+                    tracing::debug!(rule = rule.name, why, "verify: not comparable");
+                    return count(&rule.name, "error");
+                }
+            };
+            match checked {
                 Checked::Match => count(&rule.name, "match"),
                 Checked::Mismatch { status, fields } => {
                     count(&rule.name, "mismatch");
@@ -129,20 +145,29 @@ impl Proxy {
         });
     }
 
-    /// The backend's status and whole body for `req`, within [`TIMEOUT`]
-    /// and `limit` bytes; a timeout pauses the checks for [`PAUSE`].
+    /// The backend's answer to `req`, read whole within [`TIMEOUT`] and
+    /// `limit` bytes; a 5xx or 429 is an error (the backend failing, not
+    /// answering otherwise), and a timeout pauses the checks for [`PAUSE`].
     async fn ask_backend(
         &self,
         req: Request<super::ProxyBody>,
         rule: &str,
         limit: u64,
-    ) -> Result<(http::StatusCode, Bytes), &'static str> {
+    ) -> Result<Answer, &'static str> {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let ask = async {
             let res = self.upstream.send(req).await.map_err(|_| "backend error")?;
             let status = res.status();
+            if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+                return Err("backend error status");
+            }
+            let encoding = res.headers().get(header::CONTENT_ENCODING).cloned();
             match super::write::read_limited(res.into_body(), limit).await {
-                Ok(body) => Ok((status, body)),
+                Ok(body) => Ok(Answer {
+                    status,
+                    encoding,
+                    body,
+                }),
                 Err(_) => Err("body too large or cut short"),
             }
         };
@@ -168,15 +193,34 @@ fn verify_of(rule: &crate::rules::Rule) -> Option<&Verify> {
     rule.verify.as_ref()
 }
 
-/// Compares what was served with the backend's answer.
+/// The backend's answer to a check.
+struct Answer {
+    status: http::StatusCode,
+    /// Its `Content-Encoding`, if any.
+    encoding: Option<HeaderValue>,
+    body: Bytes,
+}
+
+/// Compares what was served with the backend's answer. Bodies in another
+/// encoding than the entry's cannot be compared, nor encoded ones when
+/// fields are to be ignored (their JSON cannot be read).
 fn compare(
     stored: &CachedResponse,
-    status: http::StatusCode,
-    body: &[u8],
+    answer: &Answer,
     verify: Option<&Verify>,
-) -> Checked {
-    let status_differs = stored.status != status;
+) -> Result<Checked, &'static str> {
+    let identity =
+        |v: Option<&HeaderValue>| v.is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let stored_encoding = stored.headers.get(&header::CONTENT_ENCODING);
     let ignore = verify.map_or(&[][..], |v| &v.ignore[..]);
+    if stored_encoding.as_ref() != answer.encoding.as_ref() {
+        return Err("the backend answered in another content encoding");
+    }
+    if !identity(stored_encoding.as_ref()) && !ignore.is_empty() {
+        return Err("an encoded body: ignored fields cannot be left out");
+    }
+    let (status, body) = (answer.status, &answer.body[..]);
+    let status_differs = stored.status != status;
     let fields = match (
         serde_json::from_slice::<Value>(&stored.body),
         serde_json::from_slice::<Value>(body),
@@ -195,13 +239,13 @@ fn compare(
         _ => vec![String::new()],
     };
     if !status_differs && fields.is_empty() {
-        return Checked::Match;
+        return Ok(Checked::Match);
     }
     let fields = fields.into_iter().filter(|f| !f.is_empty()).collect();
-    Checked::Mismatch {
+    Ok(Checked::Mismatch {
         status: status_differs,
         fields,
-    }
+    })
 }
 
 /// Removes the field at `path` (object keys) from `v`, if it is there.
@@ -229,6 +273,7 @@ fn differ(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
         return;
     }
     let field = |name: &str| {
+        let name = loggable(name);
         if at.is_empty() {
             name.to_owned()
         } else {
@@ -257,6 +302,19 @@ fn differ(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
     out.truncate(MAX_FIELDS);
 }
 
+/// A JSON field name as the log may show it: a name of the schema
+/// (`price`, `request_id`) as it is, anything else (a map keyed by emails
+/// or ids, which is data) as `*`.
+fn loggable(name: &str) -> &str {
+    let mut chars = name.chars();
+    let schema_like = name.len() <= 64
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if schema_like { name } else { "*" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +326,14 @@ mod tests {
             headers: StoredHeaders::default(),
             body: Bytes::from(body.to_owned()),
             tags: Vec::new(),
+        }
+    }
+
+    fn answer(status: u16, body: &[u8]) -> Answer {
+        Answer {
+            status: http::StatusCode::from_u16(status).unwrap(),
+            encoding: None,
+            body: Bytes::copy_from_slice(body),
         }
     }
 
@@ -285,44 +351,70 @@ mod tests {
     #[test]
     fn json_fields_are_named_and_ignored_fields_left_out() {
         let a = stored(
-            r#"{"id":1,"price":9.5,"meta":{"request_id":"x","v":1},"items":[{"q":1},{"q":2}]}"#,
+            r#"{"id":1,"price":9.5,"meta":{"request_id":"x","v":1},"items":[{"q":1},{"q":2}],"by_email":{"a@b.c":1}}"#,
         );
-        let b = br#"{"id":1,"price":7.0,"meta":{"request_id":"y","v":1},"items":[{"q":1},{"q":3}],"new":true}"#;
-        let ok = http::StatusCode::OK;
+        let b = answer(
+            200,
+            br#"{"id":1,"price":7.0,"meta":{"request_id":"y","v":1},"items":[{"q":1},{"q":3}],"by_email":{"a@b.c":2},"new":true}"#,
+        );
         assert_eq!(
-            compare(&a, ok, b, Some(&verify(&[]))),
-            Checked::Mismatch {
+            compare(&a, &b, Some(&verify(&[]))),
+            Ok(Checked::Mismatch {
                 status: false,
                 fields: vec![
+                    "by_email.*".into(),
                     "items[1].q".into(),
                     "meta.request_id".into(),
                     "price".into(),
                     "new".into()
                 ]
-            }
+            })
         );
-        let ignoring = verify(&["meta.request_id", "price", "new", "items"]);
-        assert_eq!(compare(&a, ok, b, Some(&ignoring)), Checked::Match);
+        let ignoring = verify(&["meta.request_id", "price", "new", "items", "by_email"]);
+        assert_eq!(compare(&a, &b, Some(&ignoring)), Ok(Checked::Match));
     }
 
     #[test]
     fn other_bodies_and_statuses_are_compared_whole() {
         let a = stored("<p>hello</p>");
-        let ok = http::StatusCode::OK;
-        assert_eq!(compare(&a, ok, b"<p>hello</p>", None), Checked::Match);
         assert_eq!(
-            compare(&a, ok, b"<p>bye</p>", None),
-            Checked::Mismatch {
+            compare(&a, &answer(200, b"<p>hello</p>"), None),
+            Ok(Checked::Match)
+        );
+        assert_eq!(
+            compare(&a, &answer(200, b"<p>bye</p>"), None),
+            Ok(Checked::Mismatch {
                 status: false,
                 fields: vec![]
-            }
+            })
         );
         assert_eq!(
-            compare(&a, http::StatusCode::NOT_FOUND, b"<p>hello</p>", None),
-            Checked::Mismatch {
+            compare(&a, &answer(404, b"<p>hello</p>"), None),
+            Ok(Checked::Mismatch {
                 status: true,
                 fields: vec![]
-            }
+            })
         );
+    }
+
+    #[test]
+    fn encoded_bodies_are_compared_only_as_they_can_be() {
+        let mut a = stored("gzipped bytes");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        a.headers = StoredHeaders::from_map(&headers);
+        let mut same = answer(200, b"gzipped bytes");
+        assert!(compare(&a, &same, None).is_err(), "identity against gzip");
+        same.encoding = Some(HeaderValue::from_static("gzip"));
+        assert_eq!(compare(&a, &same, None), Ok(Checked::Match));
+        assert!(compare(&a, &same, Some(&verify(&["served_at"]))).is_err());
+    }
+
+    #[test]
+    fn only_schema_names_are_logged() {
+        assert_eq!(loggable("request_id"), "request_id");
+        assert_eq!(loggable("a@b.c"), "*");
+        assert_eq!(loggable("12345"), "*");
+        assert_eq!(loggable(&"x".repeat(65)), "*");
     }
 }
