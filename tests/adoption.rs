@@ -429,7 +429,7 @@ rules:
 /// With `sample: 100%` and a backend that now takes 3 s, 20 concurrent
 /// hits are answered from the cache while no check has finished, and only
 /// `limits.verify_in_flight` (2) checks reach the backend; the rest are
-/// skipped.
+/// skipped. Having found the backend slow, the checks pause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_never_delays_a_hit_and_stays_bounded() {
     const BOUNDED: &str = r#"
@@ -481,6 +481,12 @@ rules:
         ended().await == done + 2
     })
     .await;
+    assert_eq!(backend.hits(), before + 2);
+    // Those checks took 3 s: the backend is slow, and checks pause.
+    for _ in 0..5 {
+        assert!(get(&proxy.url("/products/1"), &[]).await.is_hit());
+    }
+    assert_eq!(count("skipped").await, skipped + 18 + 5);
     assert_eq!(backend.hits(), before + 2);
 }
 

@@ -1,16 +1,16 @@
 //! `verify`: consistency sampling. For a rule's `sample` share of hits, the
 //! request a miss would send is sent to the backend in the background,
-//! after the hit was answered, and its answer compared with the entry that was served:
-//! status, and body (JSON with the `ignore` fields left out, anything else
-//! byte for byte). Nothing in the cache changes unless the rule says
-//! `purge_on_mismatch`, which purges the key on every replica.
+//! after the hit was answered, and its answer compared with the entry that
+//! was served: status, and body (JSON with the `ignore` fields left out,
+//! anything else byte for byte). Nothing in the cache changes unless the
+//! rule says `purge_on_mismatch`, which purges the key on every replica.
 //!
 //! Bounded: at most `limits.verify_in_flight` checks run at once. A check
 //! is skipped (and counted) when that many already run, when every
-//! backend place is taken, or for [`PAUSE`] after a check that got no
-//! answer in time (the backend is slow). A mismatch is logged with the
-//! rule, the entry's age and the names of the JSON fields that differ,
-//! never values, keys or bodies.
+//! backend place is taken, or for [`PAUSE`] after a check whose answer
+//! took over [`SLOW`] or never came (the backend is slow). A mismatch is
+//! logged with the rule, the entry's age and the names of the JSON fields
+//! that differ, never values, keys or bodies.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +31,10 @@ use crate::rules::Verify;
 /// Longest a check waits for the backend's whole answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long checks stop after one that got no answer in time.
+/// A check whose whole answer takes longer finds the backend slow.
+const SLOW: Duration = Duration::from_secs(1);
+
+/// How long checks stop after one that found the backend slow.
 const PAUSE: Duration = Duration::from_secs(10);
 
 /// Field names a mismatch log lists at most.
@@ -147,7 +150,8 @@ impl Proxy {
 
     /// The backend's answer to `req`, read whole within [`TIMEOUT`] and
     /// `limit` bytes; a 5xx or 429 is an error (the backend failing, not
-    /// answering otherwise), and a timeout pauses the checks for [`PAUSE`].
+    /// answering otherwise). An answer slower than [`SLOW`], or none in
+    /// time, pauses the checks for [`PAUSE`].
     async fn ask_backend(
         &self,
         req: Request<super::ProxyBody>,
@@ -171,15 +175,14 @@ impl Proxy {
                 Err(_) => Err("body too large or cut short"),
             }
         };
-        match tokio::time::timeout(TIMEOUT.min(self.upstream.timeout()), ask).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                let until = crate::cache::now_ms() + crate::redis::millis(PAUSE);
-                self.verifier.paused_until.store(until, Ordering::Relaxed);
-                tracing::debug!(rule, "verify: the backend is slow; checks paused");
-                Err("no answer in time")
-            }
+        let start = std::time::Instant::now();
+        let answer = tokio::time::timeout(TIMEOUT.min(self.upstream.timeout()), ask).await;
+        if answer.is_err() || start.elapsed() > SLOW {
+            let until = crate::cache::now_ms() + crate::redis::millis(PAUSE);
+            self.verifier.paused_until.store(until, Ordering::Relaxed);
+            tracing::debug!(rule, "verify: the backend is slow; checks paused");
         }
+        answer.unwrap_or(Err("no answer in time"))
     }
 }
 
