@@ -469,3 +469,54 @@ async fn counted(mut conn: redis::aio::MultiplexedConnection, key: &str) -> f64 
     }
     sum
 }
+
+/// A refresh ahead that fails (the backend now answers 500) leaves the
+/// entry to serve hits, and the key is not refreshed again for a second:
+/// 50 hits over a second inside the window cost the failing backend at
+/// most two requests, not one per hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_refresh_is_retried_once_a_second() {
+    const AHEAD: &str = r#"
+upstream: { url: UPSTREAM }
+rules:
+  - name: hot
+    match: { path: "/hot/{id}" }
+    key: "hot:{id}"
+    ttl: 10s
+    stale: never
+    refresh_ahead: 90%
+"#;
+    let failing = Arc::new(AtomicBool::new(false));
+    let backend = Backend::start(Duration::ZERO, {
+        let failing = failing.clone();
+        move |s| {
+            let status = if failing.load(Ordering::Relaxed) {
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                http::StatusCode::OK
+            };
+            (status, vec![], bytes::Bytes::from(s.uri.clone()))
+        }
+    })
+    .await;
+    let proxy = Proxy::start(AHEAD, &backend.url(), None).await;
+    get(&proxy.url("/hot/1"), &[]).await;
+    eventually("a hit", || async {
+        get(&proxy.url("/hot/1"), &[]).await.is_hit()
+    })
+    .await;
+    // The entry is in its last 90 % from its second second on.
+    failing.store(true, Ordering::Relaxed);
+    let before = backend.hits();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for _ in 0..50 {
+        let got = get(&proxy.url("/hot/1"), &[]).await;
+        assert!(got.is_hit(), "{}", got.cache_status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refreshes = backend.hits() - before;
+    assert!(
+        (1..=3).contains(&refreshes),
+        "{refreshes} refreshes of a failing backend in about a second"
+    );
+}

@@ -133,6 +133,7 @@ impl Proxy {
         }
         if let Some(share) = keyed.rule.refresh_ahead
             && near_end(entry, share, now)
+            && !self.refresh_failures.holds(&key)
         {
             let entry = found.entry.clone();
             self.refresh_ahead(ctx, keyed, key, entry);
@@ -144,7 +145,8 @@ impl Proxy {
     /// of a key at a time on this replica, and with `collapse: global` one
     /// across replicas (a replica that finds another's refresh in Redis
     /// takes it instead). A refresh that fails leaves the entry to expire
-    /// as it would have.
+    /// as it would have, and the key is not refreshed again on this
+    /// replica for [`RefreshFailures`]' hold.
     fn refresh_ahead(self: &Arc<Self>, ctx: Ctx, keyed: Keyed, key: String, entry: Arc<Entry>) {
         let Join::Leader(guard) = self.flights.join(&key) else {
             return;
@@ -188,7 +190,15 @@ impl Proxy {
                 entry,
                 serve_on_error: false,
             };
-            let (res, _) = this.fetch(ctx, keyed, Fwd::Stale, claim, Some(prior)).await;
+            let (res, outcome) = this.fetch(ctx, keyed, Fwd::Stale, claim, Some(prior)).await;
+            let failed = match outcome {
+                Outcome::Miss { status, .. } => status >= 500,
+                Outcome::Revalidated { .. } | Outcome::Collapsed { .. } => false,
+                _ => true,
+            };
+            if failed {
+                this.refresh_failures.hold(&key);
+            }
             // Reading the body to its end is what stores it.
             let _ = res.into_body().collect().await;
         });
@@ -229,6 +239,52 @@ impl Proxy {
             });
         }
         (res, outcome)
+    }
+}
+
+/// Keys whose refresh ahead failed lately, so a failing backend gets one
+/// refresh per key and replica per [`RETRY_AFTER`], not one per hit.
+#[derive(Default)]
+pub(super) struct RefreshFailures {
+    /// Key, then until when (ms since the epoch) it is not refreshed.
+    until: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+/// How long a key whose refresh failed waits for the next one.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keys held at most; past that, a failure is not held (the next hit
+/// retries, as without the hold).
+const MAX_HELD: usize = 10_000;
+
+impl RefreshFailures {
+    /// Holds `key` back from refreshes for [`RETRY_AFTER`].
+    fn hold(&self, key: &str) {
+        let now = crate::cache::now_ms();
+        let Ok(mut until) = self.until.lock() else {
+            return;
+        };
+        if until.len() >= MAX_HELD {
+            until.retain(|_, t| *t > now);
+        }
+        if until.len() < MAX_HELD {
+            until.insert(key.to_owned(), now + crate::redis::millis(RETRY_AFTER));
+        }
+    }
+
+    /// Whether `key` is held back now.
+    fn holds(&self, key: &str) -> bool {
+        let Ok(mut until) = self.until.lock() else {
+            return false;
+        };
+        match until.get(key) {
+            Some(&t) if t > crate::cache::now_ms() => true,
+            Some(_) => {
+                until.remove(key);
+                false
+            }
+            None => false,
+        }
     }
 }
 

@@ -89,6 +89,8 @@ pub struct Proxy {
     offloads: Arc<Offloads>,
     /// `verify` checks in flight, and their pause.
     verifier: verify::Verifier,
+    /// Keys whose refresh ahead failed lately.
+    refresh_failures: hit::RefreshFailures,
 }
 
 /// The config in effect with the request counters of its rules (by rule
@@ -147,6 +149,7 @@ impl Proxy {
         let verifier = verify::Verifier::new(config.limits.verify_in_flight);
         Self {
             verifier,
+            refresh_failures: hit::RefreshFailures::default(),
             hot,
             limits: RateLimits::new(&config.rules, redis.clone()),
             live: ArcSwap::from_pointee(Live::of(config, &offloads)),
