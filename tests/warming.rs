@@ -87,6 +87,11 @@ async fn refresh_ahead_keeps_a_hot_key_from_missing() {
         .replace("COLLAPSE", "local");
     let proxy = Proxy::start(&yaml, &backend.url(), None).await;
     assert!(!get(&proxy.url("/hot/1"), &[]).await.is_hit());
+    // Stored once the fill job has run, just after the answer.
+    eventually("a hit", || async {
+        get(&proxy.url("/hot/1"), &[]).await.is_hit()
+    })
+    .await;
     let (refreshes, periods) = no_miss_under_load(&[&proxy], &backend, 20).await;
     assert!(
         (periods * 0.8..=periods * 1.5).contains(&(refreshes as f64)),
