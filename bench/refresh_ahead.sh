@@ -13,16 +13,14 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-20s}
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release --bins --quiet
-
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+need wrk
+setup
 
 BACKEND=13200
-config() { # port admin extra -> a config file for /products/{id}, 2 s TTL, plus extra
+start_backend $BACKEND 50
+for spec in "18200 19200" "18201 19201"; do
+  set -- $spec
+  extra=""; [ "$1" = 18201 ] && extra="    refresh_ahead: 25%"
   cat > "$work/sc$1.yaml" <<YAML
 listen: 127.0.0.1:$1
 upstream: { url: "http://127.0.0.1:$BACKEND", timeout: 10s }
@@ -33,35 +31,20 @@ rules:
     key: "product:{id}"
     ttl: 2s
     stale: never
-$3
+$extra
 YAML
-  echo "$work/sc$1.yaml"
-}
-taskset -c 0 ./target/release/demo-backend --listen "127.0.0.1:$BACKEND" --delay-ms 50 >/dev/null 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$BACKEND/" >/dev/null && break; sleep 0.05; done
-for spec in "18200 19200" "18201 19201"; do
-  set -- $spec
-  extra=""; [ "$1" = 18201 ] && extra="    refresh_ahead: 25%"
-  RUST_LOG=error taskset -c 0 ./target/release/sidecache run --config "$(config "$1" "$2" "$extra")" --watch false >/dev/null 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null && break; sleep 0.05; done
+  start_sidecache "$work/sc$1.yaml" "$2"
 done
 
 run() { # url -> "rps p99_ms max_ms backend_requests"
-  curl -sf "$1" -o /dev/null
-  local before after
+  local before after rps p99 max
+  fill "$1"
   before=$(backend_count $BACKEND)
-  taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency "$1" 2>/dev/null > "$work/out"
+  read -r rps _ p99 max < <(wrk_hits "$1")
   after=$(backend_count $BACKEND)
-  read -r rps _ p99 max < <(wrk_summary "$work/out")
   echo "$rps $p99 $max $((after - before - 1))"
 }
 
-: > "$work/plain"; : > "$work/ahead"
-for r in $(seq "$ROUNDS"); do
-  p=$(run http://127.0.0.1:18200/products/1); echo "round $r  without: $p" >&2; echo "$p" >> "$work/plain"
-  a=$(run http://127.0.0.1:18201/products/1); echo "round $r  with:    $a" >&2; echo "$a" >> "$work/ahead"
-done
+alternate without http://127.0.0.1:18200/products/1 with http://127.0.0.1:18201/products/1
 echo "medians over $ROUNDS rounds of $DURATION (rps, p99 ms, max ms, backend requests):"
-(cd "$work" && medians plain ahead)
+medians without with

@@ -20,23 +20,14 @@ ROUNDS=${ROUNDS:-3}
 WARM_FOR=${WARM_FOR:-20s}
 TOP=${TOP:-1000}
 PRODUCTS=100000
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
-cargo build --release --bins --quiet
-
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+need wrk redis-server
+setup
 
 REDIS=16400 BACKEND=13300
-redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-pids+=($!)
-taskset -c 0 ./target/release/demo-backend --listen "127.0.0.1:$BACKEND" --delay-ms 20 --products $PRODUCTS >/dev/null 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$BACKEND/" >/dev/null && redis-cli -p $REDIS ping >/dev/null 2>&1 && break; sleep 0.05; done
+start_redis $REDIS
+start_backend $BACKEND 20 --products $PRODUCTS
 
-start() { # port admin warm(yes|no) -> pid of a replica, once ready
+start() { # port admin warm(yes|no): a replica, once ready; its pid in $started
   local warm=""
   [ "$3" = yes ] && warm="memory: { warm: { from: hot, top: $TOP, timeout: 10s } }"
   cat > "$work/sc$1.yaml" <<YAML
@@ -51,10 +42,7 @@ rules:
     key: "product:{id}"
     ttl: 1h
 YAML
-  RUST_LOG=error taskset -c 0 ./target/release/sidecache run --config "$work/sc$1.yaml" --watch false >/dev/null 2>&1 &
-  local pid=$!
-  for _ in $(seq 400); do curl -sf "http://127.0.0.1:$2/readyz" >/dev/null && break; sleep 0.05; done
-  echo $pid
+  start_sidecache "$work/sc$1.yaml" "$2"
 }
 outcomes() { # admin -> "hit-memory hit-redis other" since start
   curl -sf "http://127.0.0.1:$1/metrics" | awk '
@@ -68,13 +56,13 @@ outcomes() { # admin -> "hit-memory hit-redis other" since start
 }
 share() { awk -v m="$1" -v r="$2" -v o="$3" 'BEGIN { t = m + r + o; printf "%.1f", t ? 100 * m / t : 0 }'; }
 
-pa=$(start 18300 19300 yes); pids+=("$pa")
+start 18300 19300 yes; pa=$started
 taskset -c 1 wrk -t1 -c50 -d"$WARM_FOR" -s bench/warm_hot.lua http://127.0.0.1:18300 -- $PRODUCTS 1 >/dev/null
 kill -TERM "$pa"; wait "$pa" 2>/dev/null || true
 echo "replica A served $WARM_FOR; hot sets: $(redis-cli -p $REDIS --scan --pattern 'sidecache:#hot:*' | wc -l), L2 entries: $(redis-cli -p $REDIS dbsize)" >&2
 
 run() { # port admin warm -> "l1_1s l1_5s l1_30s backend_30s p99_ms"
-  local pid; pid=$(start "$1" "$2" "$3")
+  start "$1" "$2" "$3"; local pid=$started
   local took; took=$(curl -sf "http://127.0.0.1:$2/metrics" | awk '/^sidecache_warmup_seconds / {print $2}')
   [ -n "$took" ] && echo "  warm-up took ${took}s" >&2
   ( sleep 1; outcomes "$2" > "$work/m1"; sleep 4; outcomes "$2" > "$work/m5" ) &
@@ -96,4 +84,4 @@ for r in $(seq "$ROUNDS"); do
   if [ $((r % 2)) = 1 ]; then without; with; else with; without; fi
 done
 echo "medians over $ROUNDS rounds (% from L1 over the first 1 s, 5 s, 30 s; % to the backend over 30 s; p99 ms):"
-(cd "$work" && medians without with)
+medians without with
