@@ -100,13 +100,15 @@ pub fn explain(
         && matches!(parts.method, Method::GET | Method::HEAD)
         && let Some(m) = config.rules.find(&parts.method, &host, path)
     {
-        let (_, bucket) = rollout.bucket(&view, &m.params);
-        let by = rollout
-            .by
-            .as_ref()
-            .map_or("the client address".to_owned(), |t| {
-                format!("`{}`", t.source())
-            });
+        let bucket = rollout.bucket(&view, &m.params);
+        let by = match &rollout.by {
+            Some(t) if rollout.by_value(&view, &m.params).is_none() => format!(
+                "the client address, {CLIENT}, since `{}` renders empty",
+                t.source()
+            ),
+            Some(t) => format!("`{}`", t.source()),
+            None => format!("the client address, {CLIENT}"),
+        };
         let side = if rollout.inside(bucket) {
             "inside: uses the cache"
         } else {

@@ -311,7 +311,7 @@ async fn rollout_takes_a_stable_share_of_users() {
         said.contains(&format!("(bucket {bucket} of 10000")),
         "{said}"
     );
-    assert!(said.contains("by `{cookie.session_id}`"), "{said}");
+    assert!(said.contains("by the client address, 127.0.0.1"), "{said}");
 }
 
 /// A backend whose products carry a `served_at` that changes on every

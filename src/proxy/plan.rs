@@ -118,7 +118,7 @@ impl Plan {
         } else if !m.rule.allow_authorized && parts.headers.contains_key(header::AUTHORIZATION) {
             Action::Pass(Pass::Authorization)
         } else if let Some(rollout) = &m.rule.rollout
-            && !rollout.inside(rollout.bucket(&view, &m.params).1)
+            && !rollout.inside(rollout.bucket(&view, &m.params))
         {
             Action::Pass(Pass::Rollout)
         } else {

@@ -171,16 +171,21 @@ impl Rollout {
         }
     }
 
-    /// The value a request is told apart by, and its bucket.
-    pub fn bucket(&self, view: &RequestView<'_>, params: &[(&str, &str)]) -> (String, u64) {
-        let by = self
-            .by
+    /// The rendered `by`, unless there is none or it renders empty (then
+    /// the client address tells users apart).
+    pub fn by_value(&self, view: &RequestView<'_>, params: &[(&str, &str)]) -> Option<String> {
+        self.by
             .as_ref()
             .and_then(|t| t.render(view, params, Bodies::default()))
             .filter(|v| !v.is_empty())
+    }
+
+    /// A request's bucket: of its `by` value, or of the client address.
+    pub fn bucket(&self, view: &RequestView<'_>, params: &[(&str, &str)]) -> u64 {
+        let by = self
+            .by_value(view, params)
             .unwrap_or_else(|| view.client_ip.to_string());
-        let bucket = xxhash_rust::xxh3::xxh3_64(by.as_bytes()) % ROLLOUT_BUCKETS;
-        (by, bucket)
+        xxhash_rust::xxh3::xxh3_64(by.as_bytes()) % ROLLOUT_BUCKETS
     }
 
     /// Whether a bucket is inside the rollout.
