@@ -148,6 +148,10 @@ impl App {
         tokio::join!(proxy_task, admin_task);
         ready.abort();
         let _ = tokio::join!(bus, regions, repeats, hup, watch, upkeep, hot);
+        // What the requests drained since shutdown began were counted as.
+        if let Some(redis) = self.proxy.redis() {
+            self.proxy.hotness().merge(redis).await;
+        }
     }
 }
 

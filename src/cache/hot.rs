@@ -215,7 +215,8 @@ fn set_key(redis: &Redis, rule: &str, period: u64) -> String {
 
 /// Adds this replica's counts into Redis every [`MERGE_EVERY`] and once
 /// more when `shutdown` fires, so a replica being replaced hands on what
-/// it saw.
+/// it saw (the app merges the requests drained after that once they are
+/// done).
 pub async fn run(
     hot: std::sync::Arc<Hotness>,
     redis: Option<Redis>,
