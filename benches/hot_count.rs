@@ -22,7 +22,8 @@ fn per_call(keys: &[String], threads: usize) -> f64 {
             let (hot, keys) = (hot.clone(), keys.clone());
             std::thread::spawn(move || {
                 for i in 0..CALLS / threads {
-                    hot.count("product", &keys[(i + t) % keys.len()]);
+                    let key = &keys[(i + t) % keys.len()];
+                    hot.count("product", key, key);
                 }
             })
         })

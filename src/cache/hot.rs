@@ -97,7 +97,7 @@ impl Hotness {
     /// Turns counting on for the hottest `top` keys, or off (`None`,
     /// which drops what was counted since the last merge).
     pub fn set(&self, top: Option<usize>) {
-        let keep = top.map_or(0, |t| t.saturating_mul(4).max(MIN_KEEP));
+        let keep = top.map_or(MIN_KEEP, keep_for);
         self.keep.store(keep, Ordering::Relaxed);
         self.on.store(top.is_some(), Ordering::Relaxed);
         if top.is_none()
@@ -107,16 +107,27 @@ impl Hotness {
         }
     }
 
-    /// Counts one lookup of `key` under `rule`.
-    pub fn count(&self, rule: &str, key: &str) {
+    /// Counts one lookup of `key` under `rule`, and of `variant` too when
+    /// the key held a Vary marker that led to another key.
+    pub fn count(&self, rule: &str, key: &str, variant: &str) {
         if !self.on.load(Ordering::Relaxed) {
             return;
         }
         let Ok(mut c) = self.counts.lock() else {
             return;
         };
-        let full = c.keys >= LOCAL_KEYS || c.bytes + key.len() > LOCAL_BYTES;
-        if let Some(keys) = c.by_rule.get_mut(rule) {
+        c.add(rule, key);
+        if variant != key {
+            c.add(rule, variant);
+        }
+    }
+}
+
+impl Counts {
+    /// One more lookup of `key` under `rule`, within the bounds.
+    fn add(&mut self, rule: &str, key: &str) {
+        let full = self.keys >= LOCAL_KEYS || self.bytes + key.len() > LOCAL_BYTES;
+        if let Some(keys) = self.by_rule.get_mut(rule) {
             if let Some(n) = keys.get_mut(key) {
                 *n += 1;
                 return;
@@ -129,12 +140,14 @@ impl Hotness {
             return;
         } else {
             let keys = HashMap::from([(key.to_owned(), 1)]);
-            c.by_rule.insert(rule.to_owned(), keys);
+            self.by_rule.insert(rule.to_owned(), keys);
         }
-        c.keys += 1;
-        c.bytes += key.len();
+        self.keys += 1;
+        self.bytes += key.len();
     }
+}
 
+impl Hotness {
     /// Adds the counts made since the last merge into this period's sets
     /// in Redis. Counts that fail to reach Redis are dropped: hotness is a
     /// hint, and the next merge carries new counts.
@@ -146,7 +159,7 @@ impl Hotness {
             Ok(mut c) => std::mem::take(&mut *c),
             Err(_) => return,
         };
-        let keep = self.keep.load(Ordering::Relaxed).max(MIN_KEEP);
+        let keep = self.keep.load(Ordering::Relaxed);
         let ttl = crate::redis::millis(PERIOD * u32::try_from(PERIODS + 1).unwrap_or(7));
         let period = period_now();
         for (rule, keys) in taken.by_rule {
@@ -181,10 +194,9 @@ impl Hotness {
             let period = now.saturating_sub(back);
             for rule in rules {
                 let mut cmd = redis::cmd("ZREVRANGE");
-                let keep = top.saturating_mul(4).max(MIN_KEEP);
                 cmd.arg(set_key(redis, rule, period))
                     .arg(0)
-                    .arg(keep - 1)
+                    .arg(keep_for(top) - 1)
                     .arg("WITHSCORES");
                 let got: Vec<(String, f64)> = redis.run("ZREVRANGE", cmd).await?;
                 for (key, n) in got {
@@ -201,6 +213,11 @@ impl Hotness {
         hot.truncate(top);
         Ok(hot)
     }
+}
+
+/// How many keys a period's set keeps for a warm-up of the `top` hottest.
+fn keep_for(top: usize) -> usize {
+    top.saturating_mul(4).max(MIN_KEEP)
 }
 
 /// The number of the period now, from this replica's clock.
@@ -246,23 +263,24 @@ mod tests {
     #[test]
     fn counts_per_rule_and_key_up_to_the_bound() {
         let h = Hotness::default();
-        h.count("products", "product:1");
+        h.count("products", "product:1", "product:1");
         assert!(
             h.counts.lock().unwrap().by_rule.is_empty(),
             "off by default"
         );
         h.set(Some(10));
         for _ in 0..3 {
-            h.count("products", "product:1");
+            h.count("products", "product:1", "product:1");
         }
-        h.count("carts", "product:1");
+        h.count("carts", "product:1", "product:1");
         let c = h.counts.lock().unwrap();
         assert_eq!(c.by_rule["products"]["product:1"], 3);
         assert_eq!(c.by_rule["carts"]["product:1"], 1);
         assert_eq!(c.keys, 2);
         drop(c);
         for i in 0..LOCAL_KEYS + 10 {
-            h.count("products", &format!("p:{i}"));
+            let key = format!("p:{i}");
+            h.count("products", &key, &key);
         }
         let c = h.counts.lock().unwrap();
         assert_eq!(c.keys, LOCAL_KEYS, "distinct keys are bounded");
@@ -277,7 +295,8 @@ mod tests {
         h.set(Some(10));
         let long = "k".repeat(1 << 20);
         for i in 0..20 {
-            h.count("products", &format!("{i}{long}"));
+            let key = format!("{i}{long}");
+            h.count("products", &key, &key);
         }
         let c = h.counts.lock().unwrap();
         assert!(c.bytes <= LOCAL_BYTES && c.keys < 20, "{} keys", c.keys);

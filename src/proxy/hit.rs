@@ -53,11 +53,7 @@ impl Proxy {
             .await;
         let key = found.key;
         if keyed.rule.tier == crate::cache::Tier::Both {
-            self.hot.count(&keyed.rule.name, &keyed.key);
-            if key != keyed.key {
-                // A Vary variant: its marker above, and the variant itself.
-                self.hot.count(&keyed.rule.name, &key);
-            }
+            self.hot.count(&keyed.rule.name, &keyed.key, &key);
         }
         let (fwd, prior) = match found.state {
             State::Fresh(f) => return self.fresh(ctx, keyed, key, f, ranged, now).await,

@@ -26,7 +26,6 @@ use super::plan::Ctx;
 use crate::cache::{CachedResponse, Entry, Payload};
 use crate::invalidation::Purge;
 use crate::metrics::{self, PurgeSource};
-use crate::rules::Verify;
 
 /// Longest a check waits for the backend's whole answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,6 +91,9 @@ impl Proxy {
         let req = Request::from_parts(head, super::empty());
         let (this, entry, key) = (self.clone(), entry.clone(), keyed.key.clone());
         tokio::spawn(async move {
+            let Some(verify) = rule.verify.as_ref() else {
+                return;
+            };
             let found = this
                 .ask_backend(req, &rule.name, rule.max_object_size)
                 .await;
@@ -115,7 +117,7 @@ impl Proxy {
             {
                 return count(&rule.name, "skipped");
             }
-            let checked = match compare(stored, &answer, verify_of(&rule)) {
+            let checked = match compare(stored, &answer, &verify.ignore) {
                 Ok(checked) => checked,
                 Err(why) => {
                     tracing::debug!(rule = rule.name, why, "verify: not comparable");
@@ -136,7 +138,7 @@ impl Proxy {
                         fields = fields.join(","),
                         "verify: the backend answers otherwise than the cached entry"
                     );
-                    if verify_of(&rule).is_some_and(|v| v.purge_on_mismatch) {
+                    if verify.purge_on_mismatch {
                         let purge = Purge {
                             keys: vec![key],
                             ..Purge::default()
@@ -192,10 +194,6 @@ fn count(rule: &str, result: &'static str) {
         .increment(1);
 }
 
-fn verify_of(rule: &crate::rules::Rule) -> Option<&Verify> {
-    rule.verify.as_ref()
-}
-
 /// The backend's answer to a check.
 struct Answer {
     status: http::StatusCode,
@@ -204,18 +202,18 @@ struct Answer {
     body: Bytes,
 }
 
-/// Compares what was served with the backend's answer. Bodies in another
-/// encoding than the entry's cannot be compared, nor encoded ones when
-/// fields are to be ignored (their JSON cannot be read).
+/// Compares what was served with the backend's answer, leaving out the
+/// JSON fields at the `ignore` paths. Bodies in another encoding than the
+/// entry's cannot be compared, nor encoded ones when fields are to be
+/// ignored (their JSON cannot be read).
 fn compare(
     stored: &CachedResponse,
     answer: &Answer,
-    verify: Option<&Verify>,
+    ignore: &[Vec<String>],
 ) -> Result<Checked, &'static str> {
     let identity =
         |v: Option<&HeaderValue>| v.is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
     let stored_encoding = stored.headers.get(&header::CONTENT_ENCODING);
-    let ignore = verify.map_or(&[][..], |v| &v.ignore[..]);
     if stored_encoding.as_ref() != answer.encoding.as_ref() {
         return Err("the backend answered in another content encoding");
     }
@@ -340,15 +338,11 @@ mod tests {
         }
     }
 
-    fn verify(ignore: &[&str]) -> Verify {
-        Verify {
-            sample: 1.0,
-            ignore: ignore
-                .iter()
-                .map(|f| f.split('.').map(str::to_owned).collect())
-                .collect(),
-            purge_on_mismatch: false,
-        }
+    fn ignore(fields: &[&str]) -> Vec<Vec<String>> {
+        fields
+            .iter()
+            .map(|f| f.split('.').map(str::to_owned).collect())
+            .collect()
     }
 
     #[test]
@@ -361,7 +355,7 @@ mod tests {
             br#"{"id":1,"price":7.0,"meta":{"request_id":"y","v":1},"items":[{"q":1},{"q":3}],"by_email":{"a@b.c":2},"new":true}"#,
         );
         assert_eq!(
-            compare(&a, &b, Some(&verify(&[]))),
+            compare(&a, &b, &[]),
             Ok(Checked::Mismatch {
                 status: false,
                 fields: vec![
@@ -373,26 +367,26 @@ mod tests {
                 ]
             })
         );
-        let ignoring = verify(&["meta.request_id", "price", "new", "items", "by_email"]);
-        assert_eq!(compare(&a, &b, Some(&ignoring)), Ok(Checked::Match));
+        let ignoring = ignore(&["meta.request_id", "price", "new", "items", "by_email"]);
+        assert_eq!(compare(&a, &b, &ignoring), Ok(Checked::Match));
     }
 
     #[test]
     fn other_bodies_and_statuses_are_compared_whole() {
         let a = stored("<p>hello</p>");
         assert_eq!(
-            compare(&a, &answer(200, b"<p>hello</p>"), None),
+            compare(&a, &answer(200, b"<p>hello</p>"), &[]),
             Ok(Checked::Match)
         );
         assert_eq!(
-            compare(&a, &answer(200, b"<p>bye</p>"), None),
+            compare(&a, &answer(200, b"<p>bye</p>"), &[]),
             Ok(Checked::Mismatch {
                 status: false,
                 fields: vec![]
             })
         );
         assert_eq!(
-            compare(&a, &answer(404, b"<p>hello</p>"), None),
+            compare(&a, &answer(404, b"<p>hello</p>"), &[]),
             Ok(Checked::Mismatch {
                 status: true,
                 fields: vec![]
@@ -407,10 +401,10 @@ mod tests {
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         a.headers = StoredHeaders::from_map(&headers);
         let mut same = answer(200, b"gzipped bytes");
-        assert!(compare(&a, &same, None).is_err(), "identity against gzip");
+        assert!(compare(&a, &same, &[]).is_err(), "identity against gzip");
         same.encoding = Some(HeaderValue::from_static("gzip"));
-        assert_eq!(compare(&a, &same, None), Ok(Checked::Match));
-        assert!(compare(&a, &same, Some(&verify(&["served_at"]))).is_err());
+        assert_eq!(compare(&a, &same, &[]), Ok(Checked::Match));
+        assert!(compare(&a, &same, &ignore(&["served_at"])).is_err());
     }
 
     #[test]
