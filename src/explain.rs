@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 use crate::config::{Config, RedisServers};
 use crate::invalidation::triggers::{Triggered, key_for_get};
@@ -28,6 +28,9 @@ pub enum ExplainError {
     /// A `-H` value is not `Name: value`.
     #[error("header `{0}` is not of the form 'Name: value'")]
     Header(String),
+    /// The proxy refuses such a request.
+    #[error("the proxy answers {0}: {1}")]
+    Refused(u16, &'static str),
 }
 
 /// The head of `method url` with `headers`, as the proxy would read it,
@@ -55,11 +58,18 @@ pub fn head(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = map;
-    let (parts, ()) = request.into_parts();
-    let host = match request_host(&parts) {
-        h if h.is_empty() => "localhost".to_owned(),
-        h => h,
-    };
+    let (mut parts, ()) = request.into_parts();
+    if parts.uri.authority().is_none() && !parts.headers.contains_key(http::header::HOST) {
+        parts
+            .headers
+            .insert(http::header::HOST, HeaderValue::from_static("localhost"));
+    }
+    // Made safe to key as the proxy does, so what is refused there is
+    // refused here, and what is dropped is not seen.
+    crate::proxy::headers::sanitize_request(&mut parts, false)
+        .map_err(|(code, why)| ExplainError::Refused(code.as_u16(), why))?;
+    let host =
+        request_host(&parts).map_err(|why| ExplainError::Refused(StatusCode::BAD_REQUEST.as_u16(), why))?;
     Ok((parts, host))
 }
 
@@ -147,9 +157,11 @@ pub fn explain(
         Action::Reject(why) => {
             let _ = writeln!(out, "refused with 400: {why}");
         }
-        Action::Cache { keyed, .. } => {
+        Action::Cache { keyed, head } => {
             let _ = writeln!(out, "key:   {}", keyed.key);
-            explain_entry(config, &keyed.rule, &view, &mut out);
+            let keyed_view = RequestView::of(head, &host, CLIENT);
+            explain_entry(config, &keyed.rule, &keyed_view, &mut out);
+            explain_backend(&parts, head, &mut out);
         }
     }
     Ok(out)
@@ -229,6 +241,60 @@ fn explain_entry(config: &Config, rule: &Rule, view: &RequestView<'_>, out: &mut
             tags.join(", ")
         }
     );
+}
+
+/// The exact request a miss sends the backend, and what of the client's
+/// request it leaves out.
+fn explain_backend(parts: &http::request::Parts, head: &http::request::Parts, out: &mut String) {
+    let up = crate::proxy::forward::fetch_head(head, CLIENT);
+    let _ = writeln!(out, "backend gets, on a miss:");
+    let _ = writeln!(out, "  GET {}", up.uri.path_and_query().map_or("/", |p| p.as_str()));
+    for (name, value) in &up.headers {
+        let _ = writeln!(out, "  {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    let sent: Vec<&str> = up.uri.query().unwrap_or("").split('&').collect();
+    let dropped_query: Vec<&str> = parts
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
+        .filter(|k| !sent.iter().any(|s| s.split_once('=').map_or(*s, |(n, _)| n) == *k))
+        .collect();
+    let sent_cookies = up
+        .headers
+        .get(http::header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let dropped_cookies: Vec<&str> = parts
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.split_once('=').map(|(k, _)| k.trim()))
+        .filter(|k| !sent_cookies.split("; ").any(|c| c.split_once('=').is_some_and(|(n, _)| n == *k)))
+        .collect();
+    let dropped_headers: Vec<&str> = parts
+        .headers
+        .keys()
+        .filter(|n| *n != http::header::COOKIE && !head.headers.contains_key(*n))
+        .map(HeaderName::as_str)
+        .collect();
+    for (what, names) in [
+        ("query parameters", dropped_query),
+        ("cookies", dropped_cookies),
+        ("headers", dropped_headers),
+    ] {
+        if !names.is_empty() {
+            let _ = writeln!(
+                out,
+                "  not sent (the key does not hold them): {what} {}",
+                names.join(", ")
+            );
+        }
+    }
 }
 
 /// What a write does: forwarded, then on 2xx what it purges and writes through.

@@ -36,6 +36,10 @@ pub const PURGE_MEMORY_NAMES: &str = "sidecache_purge_memory_names";
 pub const PURGE_MEMORY_BYTES: &str = "sidecache_purge_memory_bytes";
 /// Keys, tags and prefixes purged, by `kind` and `source` (counter).
 pub const PURGES: &str = "sidecache_purges_total";
+/// Tags a write's trigger names that could not be rendered (a JSON
+/// field missing from its answer, an answer not JSON or too long to
+/// read), by `rule` (counter); the write purged the rest.
+pub const PURGE_TAGS_UNRENDERED: &str = "sidecache_purge_tags_unrendered_total";
 /// Purges on a Redis Cluster that no replica had copied within half of
 /// `redis.timeout` (counter): a failover of their master right then could
 /// lose them.
@@ -273,6 +277,10 @@ fn describe() {
         "Bytes counted for remembered purges."
     );
     describe_counter!(PURGES, "Keys, tags and prefixes purged.");
+    describe_counter!(
+        PURGE_TAGS_UNRENDERED,
+        "Tags a write's trigger names that could not be rendered from its bodies."
+    );
     describe_counter!(
         PURGES_UNCOPIED,
         "Purges on a Redis Cluster not yet copied to a replica when answered."

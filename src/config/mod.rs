@@ -100,6 +100,9 @@ pub struct Upstream {
     pub queue: usize,
     /// For an `https://` URL: how the backend is reached over TLS.
     pub tls: Option<tls::UpstreamTls>,
+    /// The `Host` a cacheable fetch sends when its key does not hold
+    /// `{host}` (`upstream.host`).
+    pub host: Option<http::HeaderValue>,
 }
 
 /// `admin:`.
@@ -146,6 +149,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long in-flight requests may take after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// A connection (HTTP/1.1 or HTTP/2) on which no request has started
+    /// for this long is closed once its in-flight requests are done.
+    pub idle_timeout: Duration,
     /// Most `warm_on` fetches in flight at once; more are dropped.
     pub warm_in_flight: usize,
     /// Most `verify` checks in flight at once; more are skipped.
@@ -161,6 +167,7 @@ impl Default for Limits {
             max_body: 10 * 1024 * 1024,
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             warm_in_flight: 16,
             verify_in_flight: 4,
         }
@@ -433,73 +440,80 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
 }
 
 /// Replaces `${VAR}` with the variable's value; `$${` stays a literal `${`.
-/// A missing variable is an error at its place. A value that could change
-/// the YAML around it (a line break, a quote, a backslash, a flow
-/// character, `#`, or `: `) is refused: the environment fills in values,
-/// it never adds keys.
+/// A missing variable is an error at its place; a `${` in a comment is
+/// left alone.
+///
+/// The value goes into the scalar it stands in, never into the YAML
+/// around it: inside quotes it is escaped for them, and a whole plain
+/// scalar whose value YAML would read as anything but that text (an
+/// anchor `&a`, a tag `!!binary`, a block `|` or `>`, a quote, a flow
+/// character, `null`, nothing at all) is written as a quoted string. A
+/// value that cannot be written into part of a plain scalar that way is
+/// refused, asking for quotes.
 fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Vec<Problem>> {
     let mut out = String::with_capacity(text.len());
     let mut problems = Vec::new();
     for (line_no, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        let mut col = 1u64;
-        while let Some(i) = rest.find("${") {
-            if rest[..i].ends_with('$') {
-                out.push_str(&rest[..i - 1]);
-                out.push_str("${");
-                col += rest[..i + 2].chars().count() as u64;
-                rest = &rest[i + 2..];
+        let mut quotes = Quotes::default();
+        let mut done = 0; // bytes of `line` already copied to `out`
+        let mut i = 0;
+        let problem = |at: usize, message: String| Problem {
+            pos: Some(Pos {
+                line: line_no as u64 + 1,
+                column: line[..at].chars().count() as u64 + 1,
+            }),
+            field: String::new(),
+            message,
+        };
+        while i < line.len() {
+            if quotes.comment {
+                break;
+            }
+            if !line[i..].starts_with("${") {
+                let c = line[i..].chars().next().unwrap_or(' ');
+                quotes.step(&line[..i], c);
+                i += c.len_utf8();
                 continue;
             }
-            out.push_str(&rest[..i]);
-            let at = col + rest[..i].chars().count() as u64;
-            let after = &rest[i + 2..];
-            let Some(end) = after.find('}') else {
-                problems.push(Problem {
-                    pos: Some(Pos {
-                        line: line_no as u64 + 1,
-                        column: at,
-                    }),
-                    field: String::new(),
-                    message: "unclosed `${`".into(),
-                });
-                out.push_str(&rest[i..]);
-                rest = "";
+            if line[..i].ends_with('$') {
+                // `$${` is a literal `${`.
+                out.push_str(&line[done..i - 1]);
+                out.push_str("${");
+                i += 2;
+                done = i;
+                continue;
+            }
+            out.push_str(&line[done..i]);
+            let Some(end) = line[i + 2..].find('}') else {
+                problems.push(problem(i, "unclosed `${`".into()));
+                done = i;
                 break;
             };
-            let name = &after[..end];
+            let name = &line[i + 2..i + 2 + end];
+            let after = i + 2 + end + 1;
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             match env(name).filter(|_| valid) {
-                Some(v) if changes_structure(&v) => problems.push(Problem {
-                    pos: Some(Pos {
-                        line: line_no as u64 + 1,
-                        column: at,
-                    }),
-                    field: String::new(),
-                    message: format!(
-                        "environment variable `{name}` holds YAML syntax (a line break, quote, backslash, \
-                         one of {{}}[],#, or `: `); it may only fill in a value"
-                    ),
-                }),
-                Some(v) => out.push_str(&v),
-                None => problems.push(Problem {
-                    pos: Some(Pos {
-                        line: line_no as u64 + 1,
-                        column: at,
-                    }),
-                    field: String::new(),
-                    message: if valid {
+                Some(v) => match quotes.write(&v, &line[..i], &line[after..]) {
+                    Ok(text) => out.push_str(&text),
+                    Err(why) => problems.push(problem(
+                        i,
+                        format!("environment variable `{name}` {why}"),
+                    )),
+                },
+                None => problems.push(problem(
+                    i,
+                    if valid {
                         format!("environment variable `{name}` is not set")
                     } else {
                         format!("`${{{name}}}` is not a valid variable name")
                     },
-                }),
+                )),
             }
-            col = at + 3 + name.chars().count() as u64;
-            rest = &after[end + 1..];
+            i = after;
+            done = after;
         }
-        out.push_str(rest);
+        out.push_str(&line[done..]);
     }
     if problems.is_empty() {
         Ok(out)
@@ -508,13 +522,84 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     }
 }
 
-/// Whether `v`, put into YAML text, could end the value it stands in or
-/// start another.
-fn changes_structure(v: &str) -> bool {
-    v.chars()
-        .any(|c| c.is_control() || "\"'\\{}[],#".contains(c))
-        || v.contains(": ")
-        || v.ends_with(':')
+/// Where on a line of YAML a scan stands: inside quotes, in a comment.
+#[derive(Default)]
+struct Quotes {
+    double: bool,
+    single: bool,
+    escaped: bool,
+    comment: bool,
+}
+
+impl Quotes {
+    /// Moves past `c`, which follows `before` on the line.
+    fn step(&mut self, before: &str, c: char) {
+        if self.double {
+            match (self.escaped, c) {
+                (true, _) => self.escaped = false,
+                (false, '\\') => self.escaped = true,
+                (false, '"') => self.double = false,
+                _ => {}
+            }
+        } else if self.single {
+            // `''` inside single quotes is one quote: closing and opening again.
+            if c == '\'' {
+                self.single = false;
+            }
+        } else {
+            let starts = before.trim_end().is_empty()
+                || before.ends_with(|b: char| b.is_whitespace() || "[{,:".contains(b));
+            match c {
+                '#' if before.is_empty() || before.ends_with(char::is_whitespace) => {
+                    self.comment = true;
+                }
+                '"' if starts => self.double = true,
+                '\'' if starts => self.single = true,
+                _ => {}
+            }
+        }
+    }
+
+    /// `v` as it is written where the scan stands, between `before` and
+    /// `after` on the line.
+    fn write(&self, v: &str, before: &str, after: &str) -> Result<String, &'static str> {
+        if self.double {
+            // JSON's escapes are YAML's double-quoted ones.
+            let quoted = serde_json::to_string(v).map_err(|_| "cannot be quoted")?;
+            return Ok(quoted[1..quoted.len() - 1].to_owned());
+        }
+        if self.single {
+            if v.chars().any(char::is_control) {
+                return Err("holds a control character: use double quotes around it");
+            }
+            return Ok(v.replace('\'', "''"));
+        }
+        let lead = before.trim_end();
+        let whole = (lead.ends_with(':') || lead.ends_with("- ") || lead.ends_with('-') || lead.ends_with(['[', '{', ',']))
+            && {
+                let rest = after.trim_start();
+                rest.is_empty() || rest.starts_with(['#', ',', ']', '}'])
+            };
+        let inner_ok = !v.is_empty()
+            && !v.chars().any(|c| c.is_whitespace() || c.is_control() || "#,[]{}\"'".contains(c))
+            && !v.ends_with(':');
+        let first_ok = v
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || "._/+=(".contains(c));
+        let typed = matches!(v, "~" | "null" | "Null" | "NULL");
+        if whole {
+            if inner_ok && first_ok && !typed {
+                return Ok(v.to_owned());
+            }
+            return serde_json::to_string(v).map_err(|_| "cannot be quoted");
+        }
+        if inner_ok {
+            Ok(v.to_owned())
+        } else {
+            Err("holds YAML syntax (a space, quote, `#`, or one of {}[],): put quotes around the value it stands in")
+        }
+    }
 }
 
 #[cfg(test)]

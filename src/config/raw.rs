@@ -92,6 +92,8 @@ pub struct RawUpstream {
     pub client_cert: Option<Sp<String>>,
     /// For `https://`: the PEM private key of `client_cert`.
     pub client_key: Option<Sp<String>>,
+    /// The `Host` (and `X-Forwarded-Host`) the backend gets on a cacheable fetch whose key does not hold `{host}`, e.g. `shop.example`; default: the rule's `match.host` when it names one host, else the URL's host and port.
+    pub host: Option<Sp<String>>,
 }
 
 /// `limits:` — what one client may ask of the proxy.
@@ -114,6 +116,8 @@ pub struct RawLimits {
     pub verify_in_flight: Option<Sp<u64>>,
     /// How long in-flight requests may finish after SIGTERM, e.g. `10s`.
     pub shutdown_grace: Option<Sp<String>>,
+    /// A connection (HTTP/1.1 or HTTP/2) on which no request started for this long is closed once its requests are done, e.g. `60s`; the first request must start within `header_timeout`.
+    pub idle_timeout: Option<Sp<String>>,
 }
 
 /// `admin:` — the separate admin listener.
@@ -343,6 +347,10 @@ pub struct RawRule {
     pub stale: Option<Sp<String>>,
     /// Key placeholders that may render empty, e.g. `[query.page]`; any other that is missing or empty makes the request pass uncached.
     pub allow_empty: Option<Vec<Sp<String>>>,
+    /// Query parameters dropped before keying and forwarding, as globs: `[utm_*, gclid, fbclid]`.
+    pub ignore_query: Option<Vec<Sp<String>>>,
+    /// More request headers a cacheable fetch sends the backend: `{ headers: [x-device] }`; each joins the key (as a Vary variant).
+    pub forward: Option<Sp<RawForward>>,
     /// How long a stale entry with a validator (`ETag` / `Last-Modified`) is kept to be revalidated with a conditional request (default: the entry's TTL).
     pub keep_for_revalidation: Option<Sp<String>>,
     /// One backend request per key per replica (`local`) or across replicas (`global`).
@@ -368,6 +376,14 @@ pub struct RawRule {
     pub allow_private: Option<Sp<bool>>,
     /// What clients are told about caching the rule's answers.
     pub downstream: Option<Sp<RawDownstream>>,
+}
+
+/// `forward:` of a rule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawForward {
+    /// Request headers sent to the backend on a cacheable fetch, and keyed.
+    pub headers: Vec<Sp<String>>,
 }
 
 /// `downstream:` of a rule.

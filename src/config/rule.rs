@@ -17,7 +17,7 @@ use super::{DEFAULT_KEY, DEFAULT_STATUSES, DEFAULT_TTL, Memory};
 use crate::cache::Tier;
 use crate::ratelimit;
 use crate::rules::{
-    RateLimit, Rollout, Rule, Scope, Template, Trigger, Ttl, Use, Verify, Warm, WriteThrough,
+    KeyInputs, RateLimit, Rollout, Rule, Scope, Template, Trigger, Ttl, Use, Verify, Warm, WriteThrough,
     route_params,
 };
 
@@ -45,6 +45,8 @@ pub(super) fn with_defaults(rule: &RawRule, d: &RawRule) -> RawRule {
         stale_if_error: or(&rule.stale_if_error, &d.stale_if_error),
         stale: or(&rule.stale, &d.stale),
         allow_empty: or(&rule.allow_empty, &d.allow_empty),
+        ignore_query: or(&rule.ignore_query, &d.ignore_query),
+        forward: or(&rule.forward, &d.forward),
         keep_for_revalidation: or(&rule.keep_for_revalidation, &d.keep_for_revalidation),
         collapse: or(&rule.collapse, &d.collapse),
         warm_on: or(&rule.warm_on, &d.warm_on),
@@ -112,6 +114,8 @@ pub(super) fn rule(
         })
         .unwrap_or(false);
     let allow_empty = allow_empty(&mut x, raw);
+    let ignore_query = ignore_query(&mut x, raw);
+    let forward = forward(&mut x, raw);
     let keep_for_revalidation = raw
         .keep_for_revalidation
         .as_ref()
@@ -126,6 +130,7 @@ pub(super) fn rule(
     let (Some(key), Some(ttl), Some(max_object_size)) = (key, ttl, max_object_size) else {
         return None;
     };
+    let inputs = KeyInputs::of(&key, &forward);
     let flag = |v: &Option<Sp<bool>>| v.as_ref().is_some_and(|v| v.value);
     if let Some(s) = raw
         .sliding
@@ -158,6 +163,8 @@ pub(super) fn rule(
         stale_if_error,
         keep_for_revalidation,
         allow_empty,
+        ignore_query,
+        inputs,
         origin_tags: flag(&raw.origin_tags),
         write_through,
         triggers,
@@ -500,6 +507,45 @@ fn stale_windows(x: &mut Ctx<'_>, raw: &RawRule) -> (Option<Duration>, Option<Du
         window(&raw.stale_while_revalidate, "stale_while_revalidate"),
         window(&raw.stale_if_error, "stale_if_error"),
     )
+}
+
+/// `ignore_query:`: query parameter names or globs (`utm_*`).
+fn ignore_query(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<String> {
+    let mut out = Vec::new();
+    for g in raw.ignore_query.iter().flatten() {
+        let ok = !g.value.is_empty()
+            && !g.value.contains("**")
+            && g.value.bytes().all(|b| b.is_ascii_graphic() && !b"&=#?".contains(&b));
+        if ok {
+            out.push(g.value.clone());
+        } else {
+            let message = "a query parameter name, `*` standing for any characters: `utm_*`, `gclid`";
+            x.c.error(g, &x.field("ignore_query"), message);
+        }
+    }
+    out
+}
+
+/// `forward: { headers }`: header names a cacheable fetch sends and keys.
+fn forward(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<http::HeaderName> {
+    let mut out = Vec::new();
+    let Some(f) = &raw.forward else {
+        return out;
+    };
+    for h in &f.value.headers {
+        let name = http::HeaderName::from_bytes(h.value.trim().to_ascii_lowercase().as_bytes());
+        match name {
+            Ok(n) if n == http::header::COOKIE || n == http::header::HOST => {
+                let message = "forward cookies by naming them in the key (`{cookie.x}`), the host with `{host}`";
+                x.c.error(h, &x.field("forward.headers"), message);
+            }
+            Ok(n) => out.push(n),
+            Err(_) => x
+                .c
+                .error(h, &x.field("forward.headers"), "not a valid header name"),
+        }
+    }
+    out
 }
 
 /// `allow_empty:`: query, header or cookie placeholders of the rule's key.

@@ -177,28 +177,66 @@ fn rate_limits() {
     assert!(e.iter().any(|l| l.contains("rate_limit.key")), "{e:?}");
 }
 
-/// A `${VAR}` value that would change the YAML around it is refused; a
-/// URL with a user, a port and a path is a plain value.
+/// A `${VAR}` value is substituted into the scalar it stands in, never
+/// read as YAML: in double quotes, single quotes or none, the token is the
+/// variable's exact text, whatever YAML syntax it holds, and adds no key.
 #[test]
-fn env_values_cannot_add_keys() {
-    let with = |value: &'static str| {
+fn env_values_are_scalars_never_yaml() {
+    let with = |form: &str, value: &'static str| {
         Config::from_yaml(
-            &format!("{BASE}admin: {{ token: \"${{TOKEN}}\" }}\n"),
+            &format!("{BASE}admin:\n  token: {form}  # ${{NOT_READ}}\n"),
             Path::new("t.yaml"),
-            &move |_| Some(value.to_owned()),
+            &move |n| (n == "TOKEN").then(|| value.to_owned()),
         )
     };
-    for bad in [
+    for value in [
+        "s3cr3t",
+        "&anchor s3cr3t",
+        "!!binary czNjcjN0",
+        "|",
+        ">",
+        "*alias",
         "x\"\nrules: []\n#",
         "a\nb",
         "x\", listen: \"0.0.0.0:1",
         "a: b",
         "q'",
+        "null",
+        "~",
+        "@x",
+        "%x",
+        "- x",
+        "redis://user:pw@host:6379/0",
     ] {
-        let e = with(bad).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("holds YAML syntax"), "{bad:?}: {e}");
+        for form in ["\"${TOKEN}\"", "${TOKEN}", "'${TOKEN}'"] {
+            match with(form, value) {
+                Ok(l) => assert_eq!(
+                    l.config.admin.token.as_deref(),
+                    Some(value),
+                    "{form} with {value:?}"
+                ),
+                // Single quotes cannot hold a line break.
+                Err(e) if form.starts_with('\'') && value.contains('\n') => {
+                    assert!(e.to_string().contains("control character"), "{e}");
+                }
+                Err(e) => panic!("{form} with {value:?}: {e}"),
+            }
+        }
     }
-    assert!(with("redis://user:pw@host:6379/0").is_ok());
+    // An empty value is an empty token, which is no token, in every form.
+    for form in ["\"${TOKEN}\"", "${TOKEN}", "'${TOKEN}'"] {
+        assert_eq!(with(form, "").unwrap().config.admin.token, None, "{form}");
+    }
+    // Inside part of a plain scalar a value with YAML syntax is refused.
+    let e = Config::from_yaml(
+        &format!("{BASE}admin:\n  token: a${{TOKEN}}b\n"),
+        Path::new("t.yaml"),
+        &|_| Some("x #y".to_owned()),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("put quotes around"), "{e}");
 }
 
 /// `defaults:` takes every rule field: triggers, write-through, `warm_on`

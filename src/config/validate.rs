@@ -571,6 +571,11 @@ fn limits(c: &mut Check, raw: &RawConfig) -> Limits {
             .as_ref()
             .and_then(|v| c.duration(v, "limits.shutdown_grace"))
             .unwrap_or(d.shutdown_grace),
+        idle_timeout: l
+            .idle_timeout
+            .as_ref()
+            .and_then(|v| c.positive(v, "limits.idle_timeout"))
+            .unwrap_or(d.idle_timeout),
         warm_in_flight: count(
             c,
             &l.warm_in_flight,
@@ -659,9 +664,21 @@ fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
         }
         usize::try_from(n.value.min(MAX_COUNT)).unwrap_or(usize::MAX)
     });
+    let host = u.host.as_ref().and_then(|h| {
+        let v = h.value.trim().to_ascii_lowercase();
+        match crate::proxy::plan::valid_authority(&v).then(|| http::HeaderValue::from_str(&v)) {
+            Some(Ok(v)) => Some(v),
+            _ => {
+                let message = "a host name with an optional port, e.g. `shop.example` or `shop.example:8443`";
+                c.error(h, "upstream.host", message);
+                None
+            }
+        }
+    });
     let url = url?;
     let tls = upstream_tls(c, u, url.scheme_str() == Some("https"));
     Some(Upstream {
+        host,
         url,
         connect_timeout: connect_timeout?,
         timeout: timeout?,

@@ -53,13 +53,26 @@ impl Triggered {
         for (rule, snap) in &self.matched {
             purge.keys.extend(snap.render(&[&rule.key], bodies));
             let tags: Vec<&Template> = rule.tags.iter().collect();
-            purge.tags.extend(snap.render(&tags, bodies));
+            let rendered = snap.render(&tags, bodies);
+            // A tag whose JSON field the answer lacks (or an answer too
+            // long to read, or not JSON) is told of; the rest still go.
+            let missed = tags.len() - rendered.len();
+            if missed > 0 {
+                tracing::warn!(rule = %rule.name, missed, "a write's purge tags could not be rendered");
+                ::metrics::counter!(crate::metrics::PURGE_TAGS_UNRENDERED, "rule" => rule.name.clone())
+                    .increment(missed as u64);
+            }
+            purge.tags.extend(rendered);
         }
         purge.keys.extend(key_for_get(rules, &self.write, None));
         for uri in locations {
-            let same_host = uri
-                .host()
-                .is_none_or(|h| h.eq_ignore_ascii_case(self.write.host()));
+            // The write's host is its authority, port included.
+            let same_host = uri.authority().is_none_or(|a| {
+                a.as_str().eq_ignore_ascii_case(self.write.host())
+                    || (a.port().is_none()
+                        && a.host()
+                            .eq_ignore_ascii_case(crate::rules::hostname(self.write.host())))
+            });
             if same_host {
                 purge
                     .keys

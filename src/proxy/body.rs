@@ -2,9 +2,11 @@
 //! bodies it builds itself. A leaf: every module of the pipeline may
 //! import it.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody};
 
 /// Error type of bodies crossing the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -19,4 +21,80 @@ pub fn empty() -> ProxyBody {
 /// A body of `bytes`, already in memory.
 pub fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
+}
+
+/// What reading a body ahead found.
+pub enum ReadAhead {
+    /// The whole body, within the limit.
+    Whole(Bytes),
+    /// A longer one (or one with trailers): what was read, then the rest,
+    /// as one body that streams on.
+    Longer(ProxyBody),
+}
+
+/// Reads `body` ahead, up to `limit` bytes, whatever its framing
+/// (`Content-Length` or chunked): the whole of it when it fits, else a body
+/// that gives back what was read and streams the rest. Nothing is lost
+/// either way; an error of the body while reading is returned.
+pub async fn read_ahead(mut body: ProxyBody, limit: usize) -> Result<ReadAhead, BoxError> {
+    let mut frames: Vec<Frame<Bytes>> = Vec::new();
+    let mut len = 0usize;
+    let mut trailers = false;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.data_ref() {
+            Some(data) => len += data.len(),
+            None => trailers = true,
+        }
+        frames.push(frame);
+        if len > limit {
+            let read = futures_util::stream::iter(frames.into_iter().map(Ok));
+            let rest = BodyStream::new(body);
+            return Ok(ReadAhead::Longer(
+                StreamBody::new(read.chain(rest)).boxed_unsync(),
+            ));
+        }
+    }
+    if trailers {
+        let read = futures_util::stream::iter(frames.into_iter().map(Ok::<_, BoxError>));
+        return Ok(ReadAhead::Longer(StreamBody::new(read).boxed_unsync()));
+    }
+    let mut whole = BytesMut::with_capacity(len);
+    for frame in frames {
+        if let Ok(data) = frame.into_data() {
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(ReadAhead::Whole(whole.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(chunks: &[&'static [u8]]) -> ProxyBody {
+        let frames = chunks
+            .iter()
+            .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from_static(c))))
+            .collect::<Vec<_>>();
+        StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
+    /// A chunked body within the limit is read whole; a longer one comes
+    /// back whole too, streaming on from where the reading stopped.
+    #[tokio::test]
+    async fn reads_ahead_whatever_the_framing() {
+        let ReadAhead::Whole(b) = read_ahead(chunked(&[b"ab", b"cd"]), 4).await.unwrap() else {
+            panic!("not whole")
+        };
+        assert_eq!(&b[..], b"abcd");
+        let ReadAhead::Longer(body) = read_ahead(chunked(&[b"ab", b"cd", b"e", b"fg"]), 4)
+            .await
+            .unwrap()
+        else {
+            panic!("not longer")
+        };
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"abcdefg");
+    }
 }

@@ -73,7 +73,9 @@ impl Fill {
             fetched,
             claim,
         } = self;
-        let vary = storable::vary_names(&headers).unwrap_or_default();
+        let vary = keyed
+            .variant_names(storable::vary_names(&headers))
+            .unwrap_or_default();
         let tags = tags(
             &keyed,
             &request,

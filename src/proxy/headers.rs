@@ -21,13 +21,23 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Request headers that make some backends answer for another method or
-/// URL than the request line's; never sent on a cacheable fetch.
-pub const UNKEYED: [&str; 5] = [
-    "x-http-method-override",
-    "x-method-override",
-    "x-http-method",
-    "x-original-url",
+/// Forwarding headers a client may only send through a trusted proxy:
+/// backends build absolute links, schemes and client addresses from them
+/// (Rack, Spring, Werkzeug's ProxyFix read several). Names starting with
+/// these prefixes, and the names below.
+const FORWARDING_PREFIXES: [&str; 2] = ["x-forwarded-", "x-original-"];
+const FORWARDING: [&str; 12] = [
+    "forwarded",
+    "x-forwarded",
+    "front-end-https",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "x-url-scheme",
+    "x-scheme",
+    "x-host",
+    "x-http-host",
     "x-rewrite-url",
 ];
 
@@ -37,9 +47,14 @@ pub const UNKEYED: [&str; 5] = [
 /// headers (and those `Connection` names); joins HTTP/2 cookie crumbs into
 /// one `Cookie` (RFC 9113 8.2.3).
 ///
-/// From a client that is not a trusted proxy, `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` and `Forwarded` are dropped: sidecache sets the first
-/// two from what it knows.
+/// Refuses a path with a dot segment (`/a/../b`, `/a/%2e/b`): browsers
+/// resolve them before sending, and a backend that resolves them would
+/// answer for another path than the one the rules matched and keyed.
+///
+/// From a client that is not a trusted proxy, the whole forwarding family
+/// (`X-Forwarded-*`, `Forwarded`, `X-Original-*`, `X-Real-IP`,
+/// `Front-End-Https` and their kin) is dropped: sidecache sets
+/// `X-Forwarded-For`, `-Proto` and `-Host` from what it knows.
 pub fn sanitize_request(
     parts: &mut http::request::Parts,
     trusted: bool,
@@ -47,6 +62,9 @@ pub fn sanitize_request(
     let bad = |why| Err((StatusCode::BAD_REQUEST, why));
     if parts.method == http::Method::CONNECT {
         return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied"));
+    }
+    if has_dot_segment(parts.uri.path()) {
+        return bad("the path holds a `.` or `..` segment");
     }
     let headers = &mut parts.headers;
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -82,9 +100,7 @@ pub fn sanitize_request(
     }
     strip_hop_by_hop(headers);
     if !trusted {
-        for name in ["x-forwarded-proto", "x-forwarded-host", "forwarded"] {
-            headers.remove(name);
-        }
+        drop_forwarding(headers);
     }
     if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
         let joined: Vec<&[u8]> = headers
@@ -97,6 +113,30 @@ pub fn sanitize_request(
         }
     }
     Ok(())
+}
+
+/// Whether a segment of `path` is `.` or `..`, written plainly or
+/// escaped (`%2e`), as RFC 3986 5.2.4 would remove it.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+        seg == "." || seg == ".."
+    })
+}
+
+/// Removes the forwarding family (see [`sanitize_request`]).
+fn drop_forwarding(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            let n = n.as_str();
+            FORWARDING.contains(&n) || FORWARDING_PREFIXES.iter().any(|p| n.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
 }
 
 /// Removes hop-by-hop headers, including those `Connection` names.
@@ -169,6 +209,34 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    /// The whole forwarding family goes from an untrusted client, and
+    /// nothing else does; a dot segment, plain or escaped, is refused.
+    #[test]
+    fn forwarding_family_and_dot_segments() {
+        let req = |path: &str| {
+            let mut b = http::Request::builder().uri(path).header("host", "shop");
+            for n in ["x-forwarded-port", "x-forwarded-prefix", "X-Original-URL", "forwarded", "x-real-ip", "front-end-https"] {
+                b = b.header(n, "evil");
+            }
+            b.header("x-device", "1").body(()).unwrap().into_parts().0
+        };
+        let mut parts = req("/a/b");
+        sanitize_request(&mut parts, false).unwrap();
+        let names: Vec<&str> = parts.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["host", "x-device"]);
+        let mut parts = req("/a/b");
+        sanitize_request(&mut parts, true).unwrap();
+        assert_eq!(parts.headers.len(), 8, "a trusted proxy's are kept");
+        for path in ["/static/../account", "/a/./b", "/a/%2E%2e/b", "/a/%2e", "/.."] {
+            let mut parts = req(path);
+            assert_eq!(sanitize_request(&mut parts, false).unwrap_err().0, StatusCode::BAD_REQUEST, "{path}");
+        }
+        for path in ["/a/..b/c", "/a/.well-known", "/a/b.."] {
+            let mut parts = req(path);
+            assert!(sanitize_request(&mut parts, false).is_ok(), "{path}");
+        }
     }
 
     /// X-Forwarded-For appends to an earlier proxy's list.

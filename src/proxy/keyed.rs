@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, request};
+use http::{HeaderMap, HeaderName, request};
 
 use super::storable;
 use crate::cache::CachedResponse;
@@ -60,10 +60,25 @@ impl Keyed {
 
     /// The key the entry of `res`, answering `req`, is stored under.
     pub fn own_key(&self, res: &CachedResponse, req: &request::Parts) -> String {
-        match storable::vary_names_of(res.headers.get_all(&http::header::VARY)) {
+        let vary = storable::vary_names_of(res.headers.get_all(&http::header::VARY));
+        match self.variant_names(vary) {
             Some(names) if !names.is_empty() => variant_key(&self.key, &names, &req.headers),
             _ => self.key.clone(),
         }
+    }
+
+    /// The request headers an entry varies on: the answer's `Vary`
+    /// names (`None` for `Vary: *`) and the headers the rule's `forward`
+    /// sends the backend, which join the key this way.
+    pub fn variant_names(&self, vary: Option<Vec<HeaderName>>) -> Option<Vec<HeaderName>> {
+        let mut names = vary?;
+        let forwarded = &self.rule.inputs.forwarded;
+        if !forwarded.is_empty() {
+            names.extend(forwarded.iter().cloned());
+            names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+            names.dedup();
+        }
+        Some(names)
     }
 }
 

@@ -11,13 +11,14 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderName, Method, Request, header};
+use http::{Method, Request, header};
 use http_body_util::BodyExt;
 
 use super::body::empty;
 use super::collapse::{self, Claim, Global, Join, Landing};
 use super::fill::Fill;
-use super::headers::{self, add_forwarding, append_via, strip_hop_by_hop};
+use super::forward;
+use super::headers::{append_via, strip_hop_by_hop};
 use super::keyed::Keyed;
 use super::outcome::{Fwd, Outcome, Stale, Stored};
 use super::plan::Ctx;
@@ -28,18 +29,6 @@ use super::{Answer, Proxy, tee};
 use crate::cache::tiered::Found;
 use crate::cache::{CachedResponse, Entry, Layer, Payload, StoredHeaders};
 use crate::rules::Snapshot;
-
-/// Request headers that would make the backend answer with less than the
-/// full representation; dropped on cacheable fetches, since the cache
-/// answers the client's conditionals itself.
-const CONDITIONAL: [HeaderName; 6] = [
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_MATCH,
-    header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
-    header::RANGE,
-];
 
 impl Proxy {
     /// Joins or leads the key's flight, then fetches (see the module's
@@ -292,23 +281,12 @@ impl Proxy {
 }
 
 /// The head of the backend request for a cacheable one: always a GET
-/// (the entry serves HEAD too), without the client's conditionals and the
-/// headers the key does not describe, conditional on the stale entry's
-/// validators when there is one (answers whether it is).
+/// (the entry serves HEAD too), from the keyed head (which holds only what
+/// the key says, `forward`) without the client's conditionals, conditional
+/// on the stale entry's validators when there is one (answers whether it
+/// is).
 pub(super) fn upstream_head(ctx: &Ctx, prior: Option<&Prior>) -> (http::request::Parts, bool) {
-    let mut up = ctx.parts.clone();
-    up.method = Method::GET;
-    for name in &CONDITIONAL {
-        up.headers.remove(name);
-    }
-    up.headers.remove(header::CONTENT_LENGTH);
-    // Headers some backends act on that the key does not describe: a
-    // cached GET must reach the backend as the GET it was keyed as.
-    for name in headers::UNKEYED {
-        up.headers.remove(name);
-    }
-    strip_hop_by_hop(&mut up.headers);
-    add_forwarding(&mut up.headers, ctx.client);
+    let mut up = forward::fetch_head(&ctx.parts, ctx.client);
     let conditional = prior.is_some_and(|p| p.make_conditional(&mut up.headers));
     (up, conditional)
 }

@@ -10,6 +10,7 @@
 pub mod body;
 pub mod collapse;
 mod fill;
+pub mod forward;
 pub mod headers;
 mod hit;
 mod idle;
@@ -288,11 +289,16 @@ impl Proxy {
         // What describes the client's connection to us is removed before
         // anything reads the request, so keys, variants and the backend
         // all see one and the same request.
-        if let Err((code, why)) = headers::sanitize_request(&mut parts, config.trusts(client)) {
-            let res = respond::error(code, why);
-            return (None, (res, Outcome::Rejected(Rejected::BadRequest)));
-        }
-        let mut ctx = Ctx::new(parts, client, config.clone());
+        let host = headers::sanitize_request(&mut parts, config.trusts(client))
+            .and_then(|()| request_host(&parts).map_err(|why| (http::StatusCode::BAD_REQUEST, why)));
+        let host = match host {
+            Ok(host) => host,
+            Err((code, why)) => {
+                let res = respond::error(code, why);
+                return (None, (res, Outcome::Rejected(Rejected::BadRequest)));
+            }
+        };
+        let mut ctx = Ctx::new(parts, host, client, config.clone());
         let plan = Plan::of(config, &ctx.parts, &ctx.host, client);
         // The rule's rate limit, before any cache or backend work.
         if let (Some(rule), Some(key)) = (&plan.rule, &plan.limit)
@@ -313,10 +319,11 @@ impl Proxy {
                 let res = respond::error(http::StatusCode::BAD_REQUEST, why);
                 (res, Outcome::Rejected(Rejected::BadRequest))
             }
-            Action::Cache { keyed, uri } => {
-                if let Some(uri) = uri {
-                    ctx.parts.uri = uri;
-                }
+            Action::Cache { keyed, head } => {
+                // From here on the request is what the key says, and
+                // nothing else: the hit path, the fetch and its checks all
+                // work on this head (`forward`).
+                ctx.parts = *head;
                 self.cached(ctx, keyed).await
             }
         };

@@ -8,11 +8,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{Method, Uri, header, request};
+use http::{Method, header, request};
 
+use super::forward;
 use super::keyed::Keyed;
 use super::outcome::Pass;
 use crate::config::Config;
+use crate::rules::inputs::glob_matches;
 use crate::rules::{Bodies, RequestView, Rule, canonical_query, is_canonical};
 
 /// One request as the pipeline works on it, built once: its head (already
@@ -23,16 +25,17 @@ pub struct Ctx {
     pub parts: request::Parts,
     /// The client's address.
     pub client: IpAddr,
-    /// The host, lower-cased, without port ([`request_host`]).
+    /// The host: the request's authority, validated, lower-cased, port
+    /// included ([`request_host`]).
     pub host: String,
     /// The config snapshot this request works with from start to end.
     pub config: Arc<Config>,
 }
 
 impl Ctx {
-    /// The context of a request whose head is `parts`.
-    pub fn new(parts: request::Parts, client: IpAddr, config: Arc<Config>) -> Self {
-        let host = request_host(&parts);
+    /// The context of a request whose head is `parts` and whose host is
+    /// `host` ([`request_host`]).
+    pub fn new(parts: request::Parts, host: String, client: IpAddr, config: Arc<Config>) -> Self {
         Self {
             parts,
             client,
@@ -75,9 +78,9 @@ pub enum Action {
     Cache {
         /// Its rule and key.
         keyed: Keyed,
-        /// The URI with the query in the canonical form the key was read
-        /// from, when the request's differs: the backend is sent this one.
-        uri: Option<Uri>,
+        /// The request as the cache path works on it and the backend gets
+        /// it: built from the key's inputs alone ([`forward::keyed_head`]).
+        head: Box<request::Parts>,
     },
     /// Refused with 400: its query cannot be rewritten.
     Reject(&'static str),
@@ -122,63 +125,98 @@ impl Plan {
         {
             Action::Pass(Pass::Rollout)
         } else {
-            // The key reads the query in its canonical form, and the
-            // backend is sent that same form, so both read the same
-            // parameters.
-            let canonical = parts
-                .uri
-                .query()
-                .filter(|q| !is_canonical(q))
-                .map(canonical_query);
+            // The key reads the query in its canonical form, less the
+            // parameters the rule ignores; the backend gets the part of
+            // that same query the key reads, so both see the same values.
+            let query = keyed_query(parts.uri.query(), &m.rule.ignore_query);
             let view = RequestView {
-                query: canonical.as_deref().or(view.query),
+                query: query.as_deref(),
                 ..view
             };
-            match (Keyed::of(m.rule, &view, &m.params), canonical) {
-                (Err(why), _) => Action::Pass(Pass::Key(why)),
-                (Ok(keyed), None) => Action::Cache { keyed, uri: None },
-                (Ok(keyed), Some(query)) => match with_query(&parts.uri, &query) {
-                    Ok(uri) => Action::Cache {
-                        keyed,
-                        uri: Some(uri),
-                    },
-                    Err(why) => Action::Reject(why),
-                },
+            match Keyed::of(m.rule, &view, &m.params) {
+                Err(why) => Action::Pass(Pass::Key(why)),
+                Ok(keyed) => {
+                    match forward::keyed_head(parts, m.rule, host, query.as_deref(), config) {
+                        Ok(head) => Action::Cache {
+                            keyed,
+                            head: Box::new(head),
+                        },
+                        Err(why) => Action::Reject(why),
+                    }
+                }
             }
         };
         plan(Some(m.rule), limit, action)
     }
 }
 
-/// `uri` with its query replaced by `query`.
-fn with_query(uri: &Uri, query: &str) -> Result<Uri, &'static str> {
-    let text = format!("{}?{query}", uri.path());
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query =
-        Some(http::uri::PathAndQuery::try_from(text).map_err(|_| "the query cannot be read")?);
-    Uri::from_parts(parts).map_err(|_| "the URI cannot be read")
+/// The query a key reads and a cacheable fetch forwards from: the
+/// request's, in canonical form, without the parameters `ignore` names.
+/// `None` when nothing is left.
+fn keyed_query(query: Option<&str>, ignore: &[String]) -> Option<String> {
+    let query = query.filter(|q| !q.is_empty())?;
+    let canonical = if is_canonical(query) {
+        query.to_owned()
+    } else {
+        canonical_query(query)
+    };
+    if ignore.is_empty() {
+        return Some(canonical);
+    }
+    let kept: Vec<&str> = canonical
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            !ignore.iter().any(|g| glob_matches(g, &name))
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
 }
 
-/// The request's host, lower-cased, without port: the Host header (HTTP/1)
-/// or the URI authority (HTTP/2).
-pub fn request_host(parts: &request::Parts) -> String {
+/// The request's host as keys hold it: the Host header (HTTP/1) or the
+/// URI authority (HTTP/2), lower-cased, port included. Refused unless it
+/// is a plain authority ([`valid_authority`]): the backend is sent exactly
+/// what the key holds, so it must be one no backend reads another way.
+pub fn request_host(parts: &request::Parts) -> Result<String, &'static str> {
     let raw = parts
         .headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let no_port = match raw.rfind(':') {
-        Some(i)
-            if !raw[i + 1..].is_empty()
-                && raw[i + 1..].bytes().all(|b| b.is_ascii_digit())
-                && !raw.ends_with(']') =>
-        {
-            &raw[..i]
-        }
-        _ => raw,
+    if raw.is_empty() {
+        return Err("no Host");
+    }
+    if !valid_authority(raw) {
+        return Err("Host is not a host name or address with an optional port");
+    }
+    Ok(raw.to_ascii_lowercase())
+}
+
+/// Whether `a` is `name[:port]` or `[v6]:port`: letters, digits, `-`,
+/// `.` and `_` in the name, digits in a port; no user info, no escapes.
+pub fn valid_authority(a: &str) -> bool {
+    let (name, port) = match a.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => ("v6", port),
+            _ => return false,
+        },
+        None => match a.split_once(':') {
+            Some((name, _)) => (name, &a[name.len()..]),
+            None => (a, ""),
+        },
     };
-    no_port.to_ascii_lowercase()
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && port_ok
 }
 
 #[cfg(test)]
@@ -244,20 +282,73 @@ rules:
         );
     }
 
-    /// A cacheable read carries its rule and key, and the canonical URI
-    /// when its query was not written canonically.
+    /// A cacheable read carries its rule and key, and the head the backend
+    /// gets: the canonical query the key read, and only that.
     #[test]
-    fn cache_with_key_and_canonical_uri() {
-        let p = plan("HEAD", "/products/9?lang=d%65", &[]);
-        let Action::Cache { keyed, uri } = p.action else {
+    fn cache_with_key_and_keyed_head() {
+        let p = plan(
+            "HEAD",
+            "/products/9?callback=evil&lang=d%65&fields=none",
+            &[("cookie", "sid=1"), ("x-forwarded-prefix", "/evil")],
+        );
+        let Action::Cache { keyed, head } = p.action else {
             panic!("{p:?}")
         };
         assert_eq!(keyed.key, "product:9:de");
-        assert_eq!(uri.unwrap().to_string(), "/products/9?lang=de");
-        let Action::Cache { uri, .. } = plan("GET", "/products/9", &[]).action else {
+        assert_eq!(head.uri.to_string(), "/products/9?lang=de");
+        assert!(head.headers.get("cookie").is_none());
+        assert!(head.headers.get("x-forwarded-prefix").is_none());
+        assert_eq!(head.headers["host"], "127.0.0.1:1", "the upstream's: the key holds no host");
+        let Action::Cache { head, .. } = plan("GET", "/products/9?utm_source=x", &[]).action else {
             panic!("not cached")
         };
-        assert!(uri.is_none());
+        assert_eq!(head.uri.to_string(), "/products/9");
+        let Action::Cache { keyed, head } =
+            plan("GET", "/session", &[("cookie", "a=1; sid=%41b; b=2")]).action
+        else {
+            panic!("not cached")
+        };
+        assert_eq!(keyed.key, "session:%2541b", "the raw value, not decoded");
+        assert_eq!(head.headers["cookie"], "sid=%41b");
+    }
+
+    /// `ignore_query` parameters are gone before the key is read, and a
+    /// key with `{query}` forwards the rest; the host is the authority,
+    /// port included.
+    #[test]
+    fn ignored_query_and_host() {
+        let config = Config::from_yaml(
+            "upstream: { url: \"http://127.0.0.1:1\" }\nrules:\n  - name: all\n    match: { path: \"/p/{id}\" }\n    ignore_query: [utm_*, gclid]\n",
+            Path::new("t.yaml"),
+            &|_| None,
+        )
+        .unwrap()
+        .config;
+        let req = http::Request::get("/p/1?utm_source=a&b=2&gclid=x&a=1")
+            .header("host", "Shop:8080")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let host = request_host(&parts).unwrap();
+        assert_eq!(host, "shop:8080");
+        let p = Plan::of(&config, &parts, &host, IpAddr::from([10, 0, 0, 7]));
+        let Action::Cache { keyed, head } = p.action else {
+            panic!("{p:?}")
+        };
+        assert_eq!(keyed.key, "GET:shop%3A8080/p/1?a=1&b=2");
+        assert_eq!(head.uri.to_string(), "/p/1?b=2&a=1");
+        assert_eq!(head.headers["host"], "shop:8080");
+    }
+
+    /// A Host that is not a plain authority is refused.
+    #[test]
+    fn hosts() {
+        for ok in ["shop", "shop:8080", "127.0.0.1:80", "[::1]:8080", "a-b.c_d.example"] {
+            assert!(valid_authority(ok), "{ok}");
+        }
+        for bad in ["sh%6Fp", "shop:", "shop:x", "u@shop", "shop:1:2", "[zz]", "", "shop/x", "shop:123456"] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
     }
 
     /// Writes are writes with or without a rule; PURGE is its own step.

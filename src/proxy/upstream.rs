@@ -186,16 +186,17 @@ impl Upstream {
         &self,
         req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
-        // A body of known, modest length is read before a backend place is
-        // taken, so clients uploading slowly never hold the backend's places.
+        // Up to BUFFERED_BODY of a body, whatever its framing, is read
+        // before a backend place is taken, so clients uploading slowly never
+        // hold the backend's places. (A slower one than `MIN_UPLOAD_RATE`
+        // is cut off meanwhile.)
         let (parts, body) = req.into_parts();
-        let body = if body
-            .size_hint()
-            .upper()
-            .is_some_and(|n| n > 0 && n <= BUFFERED_BODY)
+        let body = if !body.is_end_stream()
+            && body.size_hint().upper().is_none_or(|n| n <= BUFFERED_BODY)
         {
-            match http_body_util::BodyExt::collect(body).await {
-                Ok(whole) => super::full(whole.to_bytes()),
+            match super::body::read_ahead(body, BUFFERED_BODY as usize).await {
+                Ok(super::body::ReadAhead::Whole(bytes)) => super::full(bytes),
+                Ok(super::body::ReadAhead::Longer(body)) => body,
                 Err(e) => {
                     let e = client_body_error(&e);
                     e.count();

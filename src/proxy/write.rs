@@ -1,7 +1,7 @@
 //! Writes (every method but GET and HEAD) and `PURGE`.
 //!
-//! A write is forwarded first. Only when the backend answers 2xx does it
-//! purge what it made stale (rendered by [`Triggered`]), and a rule with
+//! A write is forwarded first. Only when the backend answers 2xx or 3xx
+//! (the redirect after a form's post) does it purge what it made stale (rendered by [`Triggered`]), and a rule with
 //! `write_through` then stores the new representation through the same
 //! [`Fill`] job as a miss and announces it on its channel. The purge is
 //! done before the client gets its answer, so a client that reads after
@@ -23,9 +23,11 @@ use super::fill::Fill;
 use super::headers::{VIA, add_forwarding, strip_hop_by_hop};
 use super::keyed::Keyed;
 use super::outcome::{Fwd, Outcome, Pass, Rejected};
-use super::plan::Ctx;
+use super::forward;
+use super::plan::{Action, Ctx, Plan};
 use super::storable::{self, Freshness};
 use super::warm::Warms;
+use super::body::{ReadAhead, read_ahead};
 use super::{Answer, BoxError, Proxy, ProxyBody, empty, full, respond};
 use crate::config::Config;
 use crate::invalidation::Purge;
@@ -47,7 +49,8 @@ struct Written<'a> {
 }
 
 impl Proxy {
-    /// Forwards a write; on 2xx purges what it made stale and writes through.
+    /// Forwards a write; on 2xx or 3xx purges what it made stale, and on
+    /// 2xx writes through.
     pub(super) async fn write(self: &Arc<Self>, ctx: Ctx, body: ProxyBody) -> Answer {
         let Ctx {
             mut parts,
@@ -95,30 +98,24 @@ impl Proxy {
             why: Pass::Write,
             status,
         };
-        if !res_parts.status.is_success() {
+        // A write that went through purges: 2xx, and 3xx too (a form's
+        // post-redirect-get, RFC 9111 4.4: any non-error status).
+        if !(res_parts.status.is_success() || res_parts.status.is_redirection()) {
             return (Response::from_parts(res_parts, res_body), outcome);
         }
+        // Only a 2xx answer carries the written resource.
+        let through = through.filter(|_| res_parts.status.is_success());
 
-        // Read the answer only if a template or write-through needs it.
-        let (res_body, response_bytes) = if wants_response {
+        // Read the answer only if a template or write-through needs it,
+        // and only as far as MAX_JSON_BODY: a longer one streams on to the
+        // client, and what it names is purged all the same.
+        let (res_body, response_bytes, broken) = if wants_response {
             match read_answer(res_body, &res_parts.headers).await {
-                Ok(read) => read,
-                Err(e) => {
-                    tracing::warn!(error = %e, "backend answer to a write could not be read");
-                    let res =
-                        respond::error(StatusCode::BAD_GATEWAY, "the backend's answer was broken");
-                    let status = Some(status);
-                    return (
-                        res,
-                        Outcome::Error {
-                            fwd: Fwd::Method,
-                            status,
-                        },
-                    );
-                }
+                Ok((body, bytes)) => (body, bytes, None),
+                Err(e) => (empty(), None, Some(e)),
             }
         } else {
-            (res_body, None)
+            (res_body, None, None)
         };
         let written = Written {
             status: res_parts.status,
@@ -126,12 +123,25 @@ impl Proxy {
             body: response_bytes,
             request_json,
         };
+        // The write happened whatever became of its answer: purge first.
         self.after_write(&config, &triggered, through, written, (&warms, client))
             .await;
+        if let Some(e) = broken {
+            tracing::warn!(error = %e, "backend answer to a write could not be read");
+            let res = respond::error(StatusCode::BAD_GATEWAY, "the backend's answer was broken");
+            let status = Some(status);
+            return (
+                res,
+                Outcome::Error {
+                    fwd: Fwd::Method,
+                    status,
+                },
+            );
+        }
         (Response::from_parts(res_parts, res_body), outcome)
     }
 
-    /// After a 2xx answer to a write: purges what it made stale, then
+    /// After a 2xx or 3xx answer to a write: purges what it made stale, then
     /// writes through.
     async fn after_write(
         self: &Arc<Self>,
@@ -186,14 +196,21 @@ impl Proxy {
             fetched = self.invalidator.fetch_started().max(counts.at_ms + 1);
         }
         if let Some((rule, snap)) = through {
-            self.write_through(&rule, snap, written, fetched).await;
+            self.write_through(config, &rule, snap, written, fetched).await;
         }
     }
 
     /// Stores the written representation under the rule's key and
     /// publishes the event. Uses the write's answer when it carries the
     /// resource, otherwise fetches it again.
-    async fn write_through(&self, rule: &Arc<Rule>, snap: Snapshot, written: Written<'_>, at: u64) {
+    async fn write_through(
+        &self,
+        config: &Config,
+        rule: &Arc<Rule>,
+        snap: Snapshot,
+        written: Written<'_>,
+        at: u64,
+    ) {
         let response_json = written
             .body
             .as_ref()
@@ -223,7 +240,7 @@ impl Proxy {
                 let fill = self.write_fill(rule, &key, snap, written, StatusCode::OK, headers);
                 fill(fresh, at).store(body).await
             }
-            None => self.refetch(rule, &key, snap, written, at).await,
+            None => self.refetch(config, rule, &key, snap, written, at).await,
         };
         if let (Some(channel), Some(redis)) = (channel, &self.redis) {
             let at = SystemTime::now()
@@ -276,28 +293,22 @@ impl Proxy {
     /// Fetches the rule's URL again after a write and stores the answer.
     async fn refetch(
         &self,
+        config: &Config,
         rule: &Arc<Rule>,
         key: &str,
         snap: Snapshot,
         written: Written<'_>,
         fetched: u64,
     ) -> bool {
-        let mut req = Request::new(empty());
-        *req.uri_mut() = match snap.path_and_query().parse() {
-            Ok(u) => u,
-            Err(_) => return false,
+        // The GET a miss of this URL would send: what the key says, and
+        // nothing else of the write's request.
+        let get = snap.get_parts();
+        let plan = Plan::of(config, &get, snap.host(), snap.client_ip());
+        let Action::Cache { head, .. } = plan.action else {
+            return false;
         };
-        let mut headers = snap.headers().clone();
-        for name in [
-            header::CONTENT_TYPE,
-            header::CONTENT_LENGTH,
-            header::TRANSFER_ENCODING,
-        ] {
-            headers.remove(name);
-        }
-        strip_hop_by_hop(&mut headers);
-        add_forwarding(&mut headers, snap.client_ip());
-        *req.headers_mut() = headers;
+        let up = forward::fetch_head(&head, snap.client_ip());
+        let req = Request::from_parts(up, empty());
         let Ok(res) = self.upstream.send(req).await else {
             return false;
         };
@@ -448,8 +459,10 @@ async fn read_answer(
     if declared_len(headers).is_some_and(|n| n > MAX_JSON_BODY) {
         return Ok((body, None));
     }
-    let bytes = read_limited(body, MAX_JSON_BODY).await?;
-    Ok((full(bytes.clone()), Some(bytes)))
+    Ok(match read_ahead(body, MAX_JSON_BODY).await? {
+        ReadAhead::Whole(bytes) => (full(bytes.clone()), Some(bytes)),
+        ReadAhead::Longer(body) => (body, None),
+    })
 }
 
 /// Reads a whole body of at most `limit` bytes.

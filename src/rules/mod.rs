@@ -10,6 +10,7 @@
 //! router that finds it are read together; the templates they hold live in
 //! [`template`].
 
+pub mod inputs;
 pub mod snapshot;
 pub mod template;
 
@@ -20,9 +21,11 @@ use std::time::Duration;
 use http::Method;
 
 use crate::cache::Tier;
+pub use inputs::{KeyInputs, QueryInputs};
 pub use snapshot::Snapshot;
 pub use template::{
-    Bodies, KeyRefusal, RequestView, Template, Use, Var, canonical_query, is_canonical,
+    Bodies, KeyRefusal, RequestView, Template, Use, Var, canonical_query, cookies_named,
+    is_canonical,
 };
 
 /// The longest freshness taken from a backend's headers under `ttl:
@@ -112,6 +115,12 @@ pub struct Rule {
     /// Key placeholders that may render empty (`query.page`); any other
     /// that does makes the request pass uncached.
     pub allow_empty: Vec<String>,
+    /// Query parameters dropped before keying and forwarding
+    /// (`ignore_query`, globs such as `utm_*`).
+    pub ignore_query: Vec<String>,
+    /// What the key reads, which is all a cacheable fetch forwards
+    /// (`forward.headers` included: they join the entry's variant).
+    pub inputs: KeyInputs,
     /// Add the backend's `Surrogate-Key` / `Cache-Tag` values as tags.
     pub origin_tags: bool,
     /// Writes that go to the backend and then replace the entry.
@@ -291,8 +300,19 @@ impl Rule {
     }
 }
 
-/// Whether `pattern` (`shop.example.com` or `*.example.com`) covers `host`.
+/// The host name of an authority, without its port: `shop:8080` is
+/// `shop`, `[::1]:80` is `[::1]`.
+pub fn hostname(authority: &str) -> &str {
+    match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[..i],
+        _ => authority,
+    }
+}
+
+/// Whether `pattern` (`shop.example.com` or `*.example.com`) covers the
+/// host name of the authority `host` (any port).
 fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = hostname(host);
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
             host.len() > suffix.len() + 1

@@ -44,7 +44,7 @@ pub enum Var {
     ClientIp,
     /// The method (HEAD renders as GET, since HEAD is answered from GET entries).
     Method,
-    /// The Host, lower-cased, without port.
+    /// The request's authority (the Host header), lower-cased, port included.
     Host,
     /// The path.
     Path,
@@ -81,7 +81,8 @@ pub struct Template {
 pub struct RequestView<'a> {
     /// Method.
     pub method: &'a Method,
-    /// Host, lower-cased, without port.
+    /// Host: the request's authority, validated and lower-cased, port
+    /// included (`proxy::plan::request_host`).
     pub host: &'a str,
     /// Path, as received.
     pub path: &'a str,
@@ -209,7 +210,8 @@ impl Template {
         self.vars().next().is_none()
     }
 
-    fn vars(&self) -> impl Iterator<Item = &Var> {
+    /// Its placeholders, in order.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
         self.parts.iter().filter_map(|p| match p {
             Part::Var(v) => Some(v),
             Part::Lit(_) => None,
@@ -445,6 +447,37 @@ fn parse_var(name: &str, usage: Use, params: &[String]) -> Result<Var, String> {
     Ok(var)
 }
 
+/// A path segment's value as a key holds it: an escape of an unreserved
+/// byte is that byte (RFC 3986 6.2.2.2, so `%41` and `A` key alike), while
+/// any other escape stays an escape, upper-cased: `%2F` is not `/`, as the
+/// backend (Apache's default, for one) does not take it for one.
+fn push_path_value(out: &mut String, raw: &str) {
+    let b = raw.as_bytes();
+    let mut norm = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |j: usize| b.get(j).and_then(|c| (*c as char).to_digit(16));
+        match (b[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                let byte = u8::try_from(h * 16 + l).unwrap_or(b'%');
+                if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+                    norm.push(byte);
+                } else {
+                    norm.push(b'%');
+                    norm.push(b[i + 1].to_ascii_uppercase());
+                    norm.push(b[i + 2].to_ascii_uppercase());
+                }
+                i += 3;
+            }
+            (c, _, _) => {
+                norm.push(c);
+                i += 1;
+            }
+        }
+    }
+    out.extend(percent_encode(&norm, VALUE));
+}
+
 fn push_escaped(out: &mut String, raw: &str, set: &'static AsciiSet) {
     // Decode first so `%41` and `A` render alike, then encode canonically.
     let bytes: Vec<u8> = percent_decode_str(raw).collect();
@@ -499,7 +532,7 @@ fn render_var(
                 .iter()
                 .find(|(k, _)| k == name)
                 .map_or("", |(_, v)| *v);
-            push_escaped(out, v, VALUE);
+            push_path_value(out, v);
         }
         Var::Query(name) => {
             // Names compare decoded (`pag%65` is `page`, as the backend reads
@@ -541,9 +574,10 @@ fn render_var(
             ));
         }
         Var::Cookie(name) => {
+            // The raw bytes, as backends read them: `%45UR` is not `EUR`.
             given = cookie_count(req.headers, name);
             let v = cookie(req.headers, name).unwrap_or_default();
-            push_escaped(out, &v, VALUE);
+            out.extend(percent_encode(v.as_bytes(), VALUE));
         }
         Var::ClientIp => out.push_str(&req.client_ip.to_string()),
         Var::Method => {
@@ -554,7 +588,8 @@ fn render_var(
             };
             out.extend(percent_encode(m.as_bytes(), VALUE));
         }
-        Var::Host => push_escaped(out, req.host, VALUE),
+        // Not decoded: the host is validated to hold no `%` at all.
+        Var::Host => out.extend(percent_encode(req.host.as_bytes(), VALUE)),
         Var::Path => {
             let p = req.path.strip_prefix('/').unwrap_or(req.path);
             out.push('/');
@@ -647,7 +682,10 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
+        .filter_map(|c| c.split_once('='))
+        // Names and values trimmed, as backends read them: `currency =USD`
+        // names `currency`.
+        .map(|(k, v)| (k.trim(), v.trim()))
 }
 
 /// Whether `query` is already in the form [`canonical_query`] gives: only
@@ -668,11 +706,28 @@ fn cookie_count(headers: &HeaderMap, name: &str) -> usize {
     cookie_pairs(headers).filter(|(k, _)| *k == name).count()
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
+/// The raw value of cookie `name` in the request's `Cookie` headers (not
+/// decoded, quotes kept: what the backend reads).
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     cookie_pairs(headers)
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"').to_owned())
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The request's `Cookie` as a backend gets it on a cacheable fetch: only
+/// the cookies `names` lists, raw, in the request's order; `None` when it
+/// carries none of them.
+pub fn cookies_named(headers: &HeaderMap, names: &[String]) -> Option<String> {
+    let mut out = String::new();
+    for (k, v) in cookie_pairs(headers).filter(|(k, _)| names.iter().any(|n| n == k)) {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         stale_if_error: None,
         keep_for_revalidation: None,
         allow_empty: Vec::new(),
+        ignore_query: Vec::new(),
+        inputs: Default::default(),
         origin_tags: false,
         write_through: None,
         triggers: vec![],

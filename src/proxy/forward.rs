@@ -1,0 +1,161 @@
+//! The backend gets exactly what the key says. On a cacheable request the
+//! pipeline works on, and the backend is sent, a head built from the key's
+//! inputs ([`crate::rules::KeyInputs`]) and nothing else the client
+//! controls: the query parameters the key reads, the cookies it names, the
+//! host it holds, the headers it names or `forward` adds, and the few that
+//! HTTP semantics need. A backend that builds its answer from anything else
+//! (a `?callback=`, an `X-Forwarded-Prefix`, a cookie) never sees it, so no
+//! client can store an answer under a key that does not describe it.
+//!
+//! A pass is forwarded as received (`Proxy::pass`); this module is for the
+//! cache path alone.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, request};
+
+use super::headers::add_forwarding;
+use crate::config::Config;
+use crate::rules::{QueryInputs, Rule, cookies_named};
+
+/// Request headers every cacheable fetch keeps: content negotiation (a
+/// backend that varies on them says so with `Vary`, which keys them),
+/// the client's validators and ranges (answered from the entry, never
+/// forwarded: `miss::upstream_head` drops them), and cache directives.
+const SEMANTIC: [HeaderName; 12] = [
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+    header::ACCEPT_LANGUAGE,
+    header::ACCEPT_CHARSET,
+    header::CACHE_CONTROL,
+    header::PRAGMA,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+/// Request headers that would make the backend answer with less than the
+/// full representation; dropped on cacheable fetches, since the cache
+/// answers the client's conditionals itself.
+const CONDITIONAL: [HeaderName; 6] = [
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+/// Forwarding headers kept from a client that `trusted_proxies` names
+/// (from any other they are gone already: `headers::sanitize_request`).
+const FROM_TRUSTED: [&str; 2] = ["x-forwarded-for", "x-forwarded-proto"];
+
+/// The head of a cacheable request `rule` matched, as the cache path and
+/// the backend see it: `query` is the query the key was read from (already
+/// canonical, ignored parameters gone), `host` the request's authority.
+pub fn keyed_head(
+    parts: &request::Parts,
+    rule: &Rule,
+    host: &str,
+    query: Option<&str>,
+    config: &Config,
+) -> Result<request::Parts, &'static str> {
+    let inputs = &rule.inputs;
+    let query = forwarded_query(query, &inputs.query);
+    let path_and_query = match &query {
+        Some(q) => format!("{}?{q}", parts.uri.path()),
+        None => parts.uri.path().to_owned(),
+    };
+    let mut uri = parts.uri.clone().into_parts();
+    uri.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|_| "the query cannot be read")?,
+    );
+    let uri = http::Uri::from_parts(uri).map_err(|_| "the URI cannot be read")?;
+
+    let mut headers = HeaderMap::with_capacity(SEMANTIC.len() + inputs.headers.len() + 4);
+    let mut copy = |name: &HeaderName| {
+        for v in parts.headers.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    };
+    SEMANTIC.iter().chain(&inputs.headers).for_each(&mut copy);
+    if rule.allow_authorized {
+        copy(&header::AUTHORIZATION);
+    }
+    FROM_TRUSTED
+        .iter()
+        .for_each(|n| copy(&HeaderName::from_static(n)));
+    if let Some(cookies) = cookies_named(&parts.headers, &inputs.cookies) {
+        let v = HeaderValue::from_str(&cookies).map_err(|_| "a cookie cannot be read")?;
+        headers.insert(header::COOKIE, v);
+    }
+    headers.insert(header::HOST, backend_host(rule, host, config)?);
+
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = uri;
+    head.version = parts.version;
+    head.headers = headers;
+    Ok(head)
+}
+
+/// The request a cacheable fetch sends for the keyed head `head`: a GET
+/// (the entry answers HEAD too) without the client's validators and
+/// ranges, with the forwarding headers sidecache sets (`X-Forwarded-Host`
+/// is the `Host` above).
+pub fn fetch_head(head: &request::Parts, client: std::net::IpAddr) -> request::Parts {
+    let mut up = head.clone();
+    up.method = http::Method::GET;
+    for name in &CONDITIONAL {
+        up.headers.remove(name);
+    }
+    add_forwarding(&mut up.headers, client);
+    up
+}
+
+/// The part of the keyed query the key reads.
+fn forwarded_query(query: Option<&str>, reads: &QueryInputs) -> Option<String> {
+    let query = query?;
+    match reads {
+        QueryInputs::None => None,
+        QueryInputs::All => Some(query.to_owned()),
+        QueryInputs::Named(names) => {
+            // Canonical already: names are encoded one way only.
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|pair| {
+                    let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
+                    let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+                    names.iter().any(|n| *n == name)
+                })
+                .collect();
+            (!kept.is_empty()).then(|| kept.join("&"))
+        }
+    }
+}
+
+/// The `Host` a cacheable fetch sends: the request's when the key holds
+/// `{host}`; otherwise one fixed value, so that requests sharing the key
+/// share what the backend sees: `upstream.host`, else the rule's
+/// `match.host` when it names one host, else the upstream URL's authority.
+pub fn backend_host(rule: &Rule, host: &str, config: &Config) -> Result<HeaderValue, &'static str> {
+    let fixed = || {
+        if let Some(h) = &config.upstream.host {
+            return Ok(h.clone());
+        }
+        let name = match rule.host.as_deref().filter(|h| !h.starts_with("*.")) {
+            Some(h) => h,
+            None => config.upstream.url.authority().map_or("", |a| a.as_str()),
+        };
+        HeaderValue::from_str(name)
+    };
+    let value = if rule.inputs.host {
+        HeaderValue::from_str(host)
+    } else {
+        fixed()
+    };
+    value.map_err(|_| "the host cannot be read")
+}
