@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 use crate::config::{Config, RedisServers};
-use crate::invalidation::triggers::{Triggered, key_for_get};
+use crate::invalidation::triggers::{Triggered, get_key, key_for_get};
 use crate::proxy::outcome::Pass;
 use crate::proxy::plan::{Action, Plan, request_host};
 use crate::rules::{Bodies, RequestView, Rule, Snapshot, Ttl};
@@ -68,8 +68,8 @@ pub fn head(
     // refused here, and what is dropped is not seen.
     crate::proxy::headers::sanitize_request(&mut parts, false)
         .map_err(|(code, why)| ExplainError::Refused(code.as_u16(), why))?;
-    let host =
-        request_host(&parts).map_err(|why| ExplainError::Refused(StatusCode::BAD_REQUEST.as_u16(), why))?;
+    let host = request_host(&parts)
+        .map_err(|why| ExplainError::Refused(StatusCode::BAD_REQUEST.as_u16(), why))?;
     Ok((parts, host))
 }
 
@@ -161,7 +161,7 @@ pub fn explain(
             let _ = writeln!(out, "key:   {}", keyed.key);
             let keyed_view = RequestView::of(head, &host, CLIENT);
             explain_entry(config, &keyed.rule, &keyed_view, &mut out);
-            explain_backend(&parts, head, &mut out);
+            explain_backend(&parts, headers, head, &mut out);
         }
     }
     Ok(out)
@@ -245,12 +245,25 @@ fn explain_entry(config: &Config, rule: &Rule, view: &RequestView<'_>, out: &mut
 
 /// The exact request a miss sends the backend, and what of the client's
 /// request it leaves out.
-fn explain_backend(parts: &http::request::Parts, head: &http::request::Parts, out: &mut String) {
+fn explain_backend(
+    parts: &http::request::Parts,
+    given: &[String],
+    head: &http::request::Parts,
+    out: &mut String,
+) {
     let up = crate::proxy::forward::fetch_head(head, CLIENT);
     let _ = writeln!(out, "backend gets, on a miss:");
-    let _ = writeln!(out, "  GET {}", up.uri.path_and_query().map_or("/", |p| p.as_str()));
+    let _ = writeln!(
+        out,
+        "  GET {}",
+        up.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
     for (name, value) in &up.headers {
-        let _ = writeln!(out, "  {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+        let _ = writeln!(
+            out,
+            "  {name}: {}",
+            String::from_utf8_lossy(value.as_bytes())
+        );
     }
     let sent: Vec<&str> = up.uri.query().unwrap_or("").split('&').collect();
     let dropped_query: Vec<&str> = parts
@@ -260,7 +273,11 @@ fn explain_backend(parts: &http::request::Parts, head: &http::request::Parts, ou
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
-        .filter(|k| !sent.iter().any(|s| s.split_once('=').map_or(*s, |(n, _)| n) == *k))
+        .filter(|k| {
+            !sent
+                .iter()
+                .any(|s| s.split_once('=').map_or(*s, |(n, _)| n) == *k)
+        })
         .collect();
     let sent_cookies = up
         .headers
@@ -274,18 +291,27 @@ fn explain_backend(parts: &http::request::Parts, head: &http::request::Parts, ou
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.split_once('=').map(|(k, _)| k.trim()))
-        .filter(|k| !sent_cookies.split("; ").any(|c| c.split_once('=').is_some_and(|(n, _)| n == *k)))
+        .filter(|k| {
+            !sent_cookies
+                .split("; ")
+                .any(|c| c.split_once('=').is_some_and(|(n, _)| n == *k))
+        })
         .collect();
-    let dropped_headers: Vec<&str> = parts
-        .headers
-        .keys()
-        .filter(|n| *n != http::header::COOKIE && !head.headers.contains_key(*n))
-        .map(HeaderName::as_str)
+    // As given with -H: the forwarding family is gone before the plan.
+    let mut dropped_headers: Vec<String> = given
+        .iter()
+        .filter_map(|h| h.split_once(':'))
+        .map(|(n, _)| n.trim().to_ascii_lowercase())
+        .filter(|n| n != "cookie" && n != "host" && !head.headers.contains_key(n.as_str()))
         .collect();
+    dropped_headers.dedup();
     for (what, names) in [
         ("query parameters", dropped_query),
         ("cookies", dropped_cookies),
-        ("headers", dropped_headers),
+        (
+            "headers",
+            dropped_headers.iter().map(String::as_str).collect(),
+        ),
     ] {
         if !names.is_empty() {
             let _ = writeln!(
@@ -297,12 +323,12 @@ fn explain_backend(parts: &http::request::Parts, head: &http::request::Parts, ou
     }
 }
 
-/// What a write does: forwarded, then on 2xx what it purges and writes through.
+/// What a write does: forwarded, then on 2xx or 3xx what it purges, and on 2xx what it writes through.
 fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
     let method = view.method;
     let _ = writeln!(
         out,
-        "{method} is never answered from cache: forwarded to the backend; on a 2xx answer it purges:"
+        "{method} is never answered from cache: forwarded to the backend; on a 2xx or 3xx answer it purges:"
     );
     let render = |t: &crate::rules::Template, params: &[(&str, &str)]| match t.render(
         view,
@@ -349,17 +375,21 @@ fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
         );
     }
     if !any {
-        let _ = writeln!(out, "  (no rule covers this URL)");
+        let _ = writeln!(out, "  (no cached GET has this URL's key)");
     }
     if triggered.reads_request() {
         let _ = writeln!(out, "  (the write's JSON body is read for the names above)");
     }
     if let Some(m) = config.rules.write_through(method, view.host, view.path) {
-        let key = m
-            .rule
-            .key
-            .render(view, &m.params, Bodies::default())
-            .unwrap_or_default();
+        let snap = Snapshot::of(view, &m.params);
+        let Some(key) = get_key(m.rule, &snap, view.path, view.query, &m.params) else {
+            let _ = writeln!(
+                out,
+                "then writes nothing through: a GET of it with these headers would pass the cache (a value rule {}'s key names is missing)",
+                m.rule.name
+            );
+            return;
+        };
         let channel = m
             .rule
             .write_through

@@ -105,7 +105,11 @@ pub async fn serve<H, F>(
                 r = conn.as_mut() => r,
                 () = activity.idle(first_request, idle) => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    // HTTP/2's goodbye waits for the peer to answer a ping,
+                    // which a silent peer never does: bounded, by as long
+                    // again as it was given.
+                    let bound = if activity.any() { idle } else { first_request };
+                    tokio::time::timeout(bound, conn).await.unwrap_or(Ok(()))
                 }
                 () = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
@@ -149,6 +153,11 @@ impl Activity {
         let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a request has started.
+    fn any(&self) -> bool {
+        self.requests.load(Ordering::Relaxed) > 0
     }
 
     /// Returns once no request has started for `idle` (or, before the

@@ -144,6 +144,8 @@ async fn outcomes(proxy: &Proxy, rule: &str, outcome: &str) -> u64 {
 /// headers in L1 and in Redis, without the body crossing the wire again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_modified_refreshes_entry_in_both_tiers() {
+    // Both replicas are reached under one public host, which the key holds.
+    const SHOP: &[(&str, &str)] = &[("host", "shop.example")];
     let redis = Redis::start();
     let (backend, scripts) = scripted().await;
     set(
@@ -155,7 +157,7 @@ async fn not_modified_refreshes_entry_in_both_tiers() {
     );
     let a = start(&backend, Some(&redis)).await;
     let b = start(&backend, Some(&redis)).await;
-    let first = get(&a.url("/fixed/a"), &[]).await;
+    let first = get(&a.url("/fixed/a"), SHOP).await;
     assert!(
         first.cache_status().contains("stored"),
         "{}",
@@ -170,7 +172,7 @@ async fn not_modified_refreshes_entry_in_both_tiers() {
         &[("etag", "\"v1\""), ("x-version", "2")],
         "body two",
     );
-    let again = get(&a.url("/fixed/a"), &[]).await;
+    let again = get(&a.url("/fixed/a"), SHOP).await;
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(
         again.body, "body one",
@@ -189,11 +191,14 @@ async fn not_modified_refreshes_entry_in_both_tiers() {
     assert_eq!(seen[1].headers["if-none-match"], "\"v1\"");
     assert_eq!(outcomes(&a, "fixed", "revalidated").await, 1);
     // Fresh again here, and in Redis for B.
-    hit_soon(&a.url("/fixed/a")).await;
-    let hit = get(&a.url("/fixed/a"), &[]).await;
+    eventually("A's entry is fresh again", || async {
+        get(&a.url("/fixed/a"), SHOP).await.is_hit()
+    })
+    .await;
+    let hit = get(&a.url("/fixed/a"), SHOP).await;
     assert_eq!(hit.header("x-version"), "2");
     eventually("B finds the refreshed entry in Redis", || async {
-        let got = get(&b.url("/fixed/a"), &[]).await;
+        let got = get(&b.url("/fixed/a"), SHOP).await;
         got.is_hit()
             && got.cache_status().contains("detail=redis")
             && got.header("x-version") == "2"

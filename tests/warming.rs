@@ -131,7 +131,8 @@ limits: { warm_in_flight: IN_FLIGHT }
 rules:
   - name: reco
     match: { path: "/recommendations/{user}" }
-    key: "reco:{user}"
+    # Per user: the session the backend reads is keyed (and so forwarded).
+    key: "reco:{user}:{cookie.session}"
     ttl: 1h
     warm_on:
       - { on: "POST /login -> /recommendations/{response.user_id}", forward: [cookie] }

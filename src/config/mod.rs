@@ -496,10 +496,9 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             match env(name).filter(|_| valid) {
                 Some(v) => match quotes.write(&v, &line[..i], &line[after..]) {
                     Ok(text) => out.push_str(&text),
-                    Err(why) => problems.push(problem(
-                        i,
-                        format!("environment variable `{name}` {why}"),
-                    )),
+                    Err(why) => {
+                        problems.push(problem(i, format!("environment variable `{name}` {why}")))
+                    }
                 },
                 None => problems.push(problem(
                     i,
@@ -575,13 +574,18 @@ impl Quotes {
             return Ok(v.replace('\'', "''"));
         }
         let lead = before.trim_end();
-        let whole = (lead.ends_with(':') || lead.ends_with("- ") || lead.ends_with('-') || lead.ends_with(['[', '{', ',']))
+        let whole = (lead.ends_with(':')
+            || lead.ends_with("- ")
+            || lead.ends_with('-')
+            || lead.ends_with(['[', '{', ',']))
             && {
                 let rest = after.trim_start();
                 rest.is_empty() || rest.starts_with(['#', ',', ']', '}'])
             };
         let inner_ok = !v.is_empty()
-            && !v.chars().any(|c| c.is_whitespace() || c.is_control() || "#,[]{}\"'".contains(c))
+            && !v
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "#,[]{}\"'".contains(c))
             && !v.ends_with(':');
         let first_ok = v
             .chars()
@@ -597,7 +601,9 @@ impl Quotes {
         if inner_ok {
             Ok(v.to_owned())
         } else {
-            Err("holds YAML syntax (a space, quote, `#`, or one of {}[],): put quotes around the value it stands in")
+            Err(
+                "holds YAML syntax (a space, quote, `#`, or one of {}[],): put quotes around the value it stands in",
+            )
         }
     }
 }

@@ -17,8 +17,8 @@ use super::{DEFAULT_KEY, DEFAULT_STATUSES, DEFAULT_TTL, Memory};
 use crate::cache::Tier;
 use crate::ratelimit;
 use crate::rules::{
-    KeyInputs, RateLimit, Rollout, Rule, Scope, Template, Trigger, Ttl, Use, Verify, Warm, WriteThrough,
-    route_params,
+    KeyInputs, RateLimit, Rollout, Rule, Scope, Template, Trigger, Ttl, Use, Verify, Warm,
+    WriteThrough, route_params,
 };
 
 /// `rule` with every field it leaves out taken from `d` (the defaults),
@@ -515,11 +515,14 @@ fn ignore_query(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<String> {
     for g in raw.ignore_query.iter().flatten() {
         let ok = !g.value.is_empty()
             && !g.value.contains("**")
-            && g.value.bytes().all(|b| b.is_ascii_graphic() && !b"&=#?".contains(&b));
+            && g.value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"&=#?".contains(&b));
         if ok {
             out.push(g.value.clone());
         } else {
-            let message = "a query parameter name, `*` standing for any characters: `utm_*`, `gclid`";
+            let message =
+                "a query parameter name, `*` standing for any characters: `utm_*`, `gclid`";
             x.c.error(g, &x.field("ignore_query"), message);
         }
     }
@@ -540,9 +543,9 @@ fn forward(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<http::HeaderName> {
                 x.c.error(h, &x.field("forward.headers"), message);
             }
             Ok(n) => out.push(n),
-            Err(_) => x
-                .c
-                .error(h, &x.field("forward.headers"), "not a valid header name"),
+            Err(_) => {
+                x.c.error(h, &x.field("forward.headers"), "not a valid header name")
+            }
         }
     }
     out

@@ -669,7 +669,8 @@ fn upstream(c: &mut Check, raw: &RawConfig) -> Option<Upstream> {
         match crate::proxy::plan::valid_authority(&v).then(|| http::HeaderValue::from_str(&v)) {
             Some(Ok(v)) => Some(v),
             _ => {
-                let message = "a host name with an optional port, e.g. `shop.example` or `shop.example:8443`";
+                let message =
+                    "a host name with an optional port, e.g. `shop.example` or `shop.example:8443`";
                 c.error(h, "upstream.host", message);
                 None
             }

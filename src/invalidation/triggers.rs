@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::{Method, Uri};
 
 use super::Purge;
-use crate::rules::{Bodies, RequestView, Rule, RuleSet, Snapshot, Template};
+use crate::rules::{Bodies, RequestView, Rule, RuleSet, Snapshot, Template, keyed_query};
 
 /// The rules a write triggers, each with the write as its pattern reads it.
 pub struct Triggered {
@@ -46,8 +46,8 @@ impl Triggered {
         self.templates().any(Template::reads_body)
     }
 
-    /// What the write purges, once the backend answered it with 2xx and
-    /// `locations` (its `Location` / `Content-Location`).
+    /// What the write purges, once the backend answered it with 2xx or
+    /// 3xx and `locations` (its `Location` / `Content-Location`).
     pub fn purge(&self, rules: &RuleSet, bodies: Bodies<'_>, locations: &[Uri]) -> Purge {
         let mut purge = Purge::default();
         for (rule, snap) in &self.matched {
@@ -98,11 +98,25 @@ pub fn key_for_get(rules: &RuleSet, snap: &Snapshot, other: Option<&Uri>) -> Opt
     if !m.rule.cache {
         return None;
     }
+    get_key(m.rule, snap, path, query, &m.params)
+}
+
+/// The key a GET of `path?query` with the headers of `snap` has under
+/// `rule`, read as the proxy reads it (the canonical query less
+/// `ignore_query`; `None` where the GET would pass for want of a value).
+pub fn get_key(
+    rule: &Rule,
+    snap: &Snapshot,
+    path: &str,
+    query: Option<&str>,
+    params: &[(&str, &str)],
+) -> Option<String> {
+    let query = keyed_query(query, &rule.ignore_query);
     let view = RequestView {
         method: &Method::GET,
         path,
-        query,
+        query: query.as_deref(),
         ..snap.view()
     };
-    m.rule.key.render(&view, &m.params, Bodies::default())
+    rule.key.render_key(&view, params, &rule.allow_empty).ok()
 }

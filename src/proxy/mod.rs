@@ -289,8 +289,9 @@ impl Proxy {
         // What describes the client's connection to us is removed before
         // anything reads the request, so keys, variants and the backend
         // all see one and the same request.
-        let host = headers::sanitize_request(&mut parts, config.trusts(client))
-            .and_then(|()| request_host(&parts).map_err(|why| (http::StatusCode::BAD_REQUEST, why)));
+        let host = headers::sanitize_request(&mut parts, config.trusts(client)).and_then(|()| {
+            request_host(&parts).map_err(|why| (http::StatusCode::BAD_REQUEST, why))
+        });
         let host = match host {
             Ok(host) => host,
             Err((code, why)) => {

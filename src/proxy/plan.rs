@@ -14,8 +14,7 @@ use super::forward;
 use super::keyed::Keyed;
 use super::outcome::Pass;
 use crate::config::Config;
-use crate::rules::inputs::glob_matches;
-use crate::rules::{Bodies, RequestView, Rule, canonical_query, is_canonical};
+use crate::rules::{Bodies, RequestView, Rule, keyed_query};
 
 /// One request as the pipeline works on it, built once: its head (already
 /// made safe to key), the client, its host as the rules read it, and the
@@ -150,30 +149,6 @@ impl Plan {
     }
 }
 
-/// The query a key reads and a cacheable fetch forwards from: the
-/// request's, in canonical form, without the parameters `ignore` names.
-/// `None` when nothing is left.
-fn keyed_query(query: Option<&str>, ignore: &[String]) -> Option<String> {
-    let query = query.filter(|q| !q.is_empty())?;
-    let canonical = if is_canonical(query) {
-        query.to_owned()
-    } else {
-        canonical_query(query)
-    };
-    if ignore.is_empty() {
-        return Some(canonical);
-    }
-    let kept: Vec<&str> = canonical
-        .split('&')
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            !ignore.iter().any(|g| glob_matches(g, &name))
-        })
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("&"))
-}
-
 /// The request's host as keys hold it: the Host header (HTTP/1) or the
 /// URI authority (HTTP/2), lower-cased, port included. Refused unless it
 /// is a plain authority ([`valid_authority`]): the backend is sent exactly
@@ -208,9 +183,9 @@ pub fn valid_authority(a: &str) -> bool {
         },
     };
     let port_ok = port.is_empty()
-        || port
-            .strip_prefix(':')
-            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+        });
     !name.is_empty()
         && name.len() <= 253
         && name
@@ -298,7 +273,10 @@ rules:
         assert_eq!(head.uri.to_string(), "/products/9?lang=de");
         assert!(head.headers.get("cookie").is_none());
         assert!(head.headers.get("x-forwarded-prefix").is_none());
-        assert_eq!(head.headers["host"], "127.0.0.1:1", "the upstream's: the key holds no host");
+        assert_eq!(
+            head.headers["host"], "127.0.0.1:1",
+            "the upstream's: the key holds no host"
+        );
         let Action::Cache { head, .. } = plan("GET", "/products/9?utm_source=x", &[]).action else {
             panic!("not cached")
         };
@@ -343,10 +321,26 @@ rules:
     /// A Host that is not a plain authority is refused.
     #[test]
     fn hosts() {
-        for ok in ["shop", "shop:8080", "127.0.0.1:80", "[::1]:8080", "a-b.c_d.example"] {
+        for ok in [
+            "shop",
+            "shop:8080",
+            "127.0.0.1:80",
+            "[::1]:8080",
+            "a-b.c_d.example",
+        ] {
             assert!(valid_authority(ok), "{ok}");
         }
-        for bad in ["sh%6Fp", "shop:", "shop:x", "u@shop", "shop:1:2", "[zz]", "", "shop/x", "shop:123456"] {
+        for bad in [
+            "sh%6Fp",
+            "shop:",
+            "shop:x",
+            "u@shop",
+            "shop:1:2",
+            "[zz]",
+            "",
+            "shop/x",
+            "shop:123456",
+        ] {
             assert!(!valid_authority(bad), "{bad}");
         }
     }

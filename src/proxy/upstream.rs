@@ -191,9 +191,13 @@ impl Upstream {
         // hold the backend's places. (A slower one than `MIN_UPLOAD_RATE`
         // is cut off meanwhile.)
         let (parts, body) = req.into_parts();
-        let body = if !body.is_end_stream()
-            && body.size_hint().upper().is_none_or(|n| n <= BUFFERED_BODY)
-        {
+        // The declared length decides, not the body's size hint: a body
+        // under `limits.max_body` hints that limit as its upper bound.
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let body = if !body.is_end_stream() && declared.is_none_or(|n| n <= BUFFERED_BODY) {
             match super::body::read_ahead(body, BUFFERED_BODY as usize).await {
                 Ok(super::body::ReadAhead::Whole(bytes)) => super::full(bytes),
                 Ok(super::body::ReadAhead::Longer(body)) => body,

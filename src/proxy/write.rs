@@ -18,20 +18,20 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 
+use super::body::{ReadAhead, read_ahead};
 use super::collapse::Claim;
 use super::fill::Fill;
+use super::forward;
 use super::headers::{VIA, add_forwarding, strip_hop_by_hop};
 use super::keyed::Keyed;
 use super::outcome::{Fwd, Outcome, Pass, Rejected};
-use super::forward;
 use super::plan::{Action, Ctx, Plan};
 use super::storable::{self, Freshness};
 use super::warm::Warms;
-use super::body::{ReadAhead, read_ahead};
 use super::{Answer, BoxError, Proxy, ProxyBody, empty, full, respond};
 use crate::config::Config;
 use crate::invalidation::Purge;
-use crate::invalidation::triggers::{Triggered, key_for_get};
+use crate::invalidation::triggers::{Triggered, get_key, key_for_get};
 use crate::metrics::PurgeSource;
 use crate::rules::{Bodies, RequestView, Rule, Snapshot, Ttl};
 
@@ -182,7 +182,7 @@ impl Proxy {
         // region drops what it holds, and this one stores the new answer
         // right after.
         if let Some((rule, snap)) = &through
-            && let Some(key) = snap.render(&[&rule.key], Bodies::default()).pop()
+            && let Some(key) = write_through_key(rule, snap)
             && !purge.keys.contains(&key)
         {
             purge.keys.push(key);
@@ -196,7 +196,8 @@ impl Proxy {
             fetched = self.invalidator.fetch_started().max(counts.at_ms + 1);
         }
         if let Some((rule, snap)) = through {
-            self.write_through(config, &rule, snap, written, fetched).await;
+            self.write_through(config, &rule, snap, written, fetched)
+                .await;
         }
     }
 
@@ -224,7 +225,7 @@ impl Proxy {
             .as_ref()
             .and_then(|w| w.publish.as_ref())
             .and_then(|c| snap.render(&[c], bodies).pop());
-        let Some(key) = snap.render(&[&rule.key], Bodies::default()).pop() else {
+        let Some(key) = write_through_key(rule, &snap) else {
             return;
         };
         let (method, status) = (snap.method().clone(), written.status);
@@ -463,6 +464,18 @@ async fn read_answer(
         ReadAhead::Whole(bytes) => (full(bytes.clone()), Some(bytes)),
         ReadAhead::Longer(body) => (body, None),
     })
+}
+
+/// The key a write through `rule` stores under: the one a GET of the
+/// written URL with the write's headers has (none when such a GET would
+/// pass for want of a value the key names, a cookie say).
+fn write_through_key(rule: &Rule, snap: &Snapshot) -> Option<String> {
+    let params: Vec<(&str, &str)> = snap
+        .params()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    get_key(rule, snap, snap.path(), snap.query(), &params)
 }
 
 /// Reads a whole body of at most `limit` bytes.

@@ -5,7 +5,7 @@
 
 use http::HeaderName;
 
-use super::template::{Template, Var};
+use super::template::{Template, Var, canonical_query, is_canonical};
 
 /// The query parameters a key reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -68,6 +68,30 @@ impl KeyInputs {
             QueryInputs::All => true,
         }
     }
+}
+
+/// The query a key reads and a cacheable fetch forwards from: the
+/// request's, in canonical form, without the parameters `ignore` names.
+/// `None` when nothing is left.
+pub fn keyed_query(query: Option<&str>, ignore: &[String]) -> Option<String> {
+    let query = query.filter(|q| !q.is_empty())?;
+    let canonical = if is_canonical(query) {
+        query.to_owned()
+    } else {
+        canonical_query(query)
+    };
+    if ignore.is_empty() {
+        return Some(canonical);
+    }
+    let kept: Vec<&str> = canonical
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            !ignore.iter().any(|g| glob_matches(g, &name))
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
 }
 
 fn push_new<T: PartialEq>(list: &mut Vec<T>, item: T) {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use http::Method;
 
 use crate::cache::Tier;
-pub use inputs::{KeyInputs, QueryInputs};
+pub use inputs::{KeyInputs, QueryInputs, keyed_query};
 pub use snapshot::Snapshot;
 pub use template::{
     Bodies, KeyRefusal, RequestView, Template, Use, Var, canonical_query, cookies_named,
