@@ -182,6 +182,10 @@ fn pass_text(why: Pass) -> String {
              is forwarded uncached"
         }
         Pass::Rollout => "outside the rule's rollout share: forwarded to the backend",
+        Pass::PassIf => {
+            "the request carries a cookie or header the rule's pass_if names (a logged-in \
+             visitor, an open basket): forwarded as received, not answered from cache"
+        }
         Pass::Range(_) | Pass::Write => "forwarded",
     };
     match why.as_str() {
@@ -202,6 +206,27 @@ fn explain_entry(config: &Config, rule: &Rule, view: &RequestView<'_>, out: &mut
              answers would share one entry"
         );
     }
+    if !rule.pass_if.cookies.is_empty() || !rule.pass_if.headers.is_empty() {
+        let names: Vec<&str> = rule
+            .pass_if
+            .cookies
+            .iter()
+            .map(|c| c.as_str())
+            .chain(rule.pass_if.headers.iter().map(|h| h.as_str()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "pass:  with any of {} the request passes uncached",
+            names.join(", ")
+        );
+    }
+    let set_cookie = match rule.set_cookie {
+        crate::rules::SetCookie::Refuse => "an answer with Set-Cookie is not stored",
+        crate::rules::SetCookie::Strip => {
+            "an answer with Set-Cookie is stored without it (the fetching client gets its own)"
+        }
+    };
+    let _ = writeln!(out, "cookie: {set_cookie}");
     let _ = write!(out, "tier:  {}", rule.tier.as_str());
     if rule.tier.uses_redis()
         && let Some(redis) = &config.redis

@@ -18,7 +18,7 @@ rules:
   - name: relaxed
     match: { path: "/relaxed/{case}" }
     key: "relaxed:{case}"
-    allow_set_cookie: true
+    set_cookie: strip
     allow_private: true
     allow_authorized: true
     statuses: [200, 500]

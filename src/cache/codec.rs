@@ -18,8 +18,10 @@ use http::{HeaderName, StatusCode};
 use super::{CachedResponse, Entry, Payload, StoredHeaders};
 
 const MAGIC: &[u8; 2] = b"SC";
-/// Headers a stored response never holds.
-const FORBIDDEN: [&str; 7] = [
+/// Headers a stored response never holds (connection and framing ones,
+/// and `Set-Cookie`, which belongs to one client).
+const FORBIDDEN: [&str; 8] = [
+    "set-cookie",
     "connection",
     "keep-alive",
     "proxy-connection",

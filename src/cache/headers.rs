@@ -30,13 +30,15 @@ pub struct StoredHeaders {
 pub struct TooLarge;
 
 impl StoredHeaders {
-    /// Packs `map`, copying every name and value.
+    /// Packs `map`, copying every name and value but `Set-Cookie`: an
+    /// entry answers many clients, and a cookie belongs to the one it was
+    /// set for (`set_cookie: strip` stores such answers without it).
     pub fn from_map(map: &HeaderMap) -> Self {
         let mut packer = Packer::new(
             map.len(),
             map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum(),
         );
-        for (name, value) in map {
+        for (name, value) in map.iter().filter(|(n, _)| *n != http::header::SET_COOKIE) {
             // A HeaderMap is bounded far below 4 GiB by hyper's limits;
             // should one not be, the rest is dropped rather than mangled.
             if packer

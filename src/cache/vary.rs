@@ -6,29 +6,34 @@
 use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName};
-use percent_encoding::{NON_ALPHANUMERIC, percent_encode};
 
 /// The key of the variant `headers` select. Key templates may not contain
 /// `#`, and escaped values never do, so no rendered key equals a variant key.
+///
+/// The values are never in clear: each varied header's value is a 128-bit
+/// XXH3 hash, so a `Vary: Cookie` variant's key in Redis holds no session
+/// a `SCAN` could collect, and a long value makes no long key. An absent
+/// header and an empty one are told apart.
 pub fn variant_key(primary: &str, names: &[HeaderName], headers: &HeaderMap) -> String {
-    let mut key = String::with_capacity(primary.len() + 32);
+    let mut key = String::with_capacity(primary.len() + 8 + names.len() * 56);
     key.push_str(primary);
     key.push_str("#vary");
     for name in names {
         // Raw bytes, so values that are not UTF-8 stay distinct.
         let mut joined = Vec::new();
-        for (i, v) in headers.get_all(name).iter().enumerate() {
+        let mut values = headers.get_all(name).iter().peekable();
+        if values.peek().is_none() {
+            let _ = write!(key, "&{}", name.as_str());
+            continue;
+        }
+        for (i, v) in values.enumerate() {
             if i > 0 {
                 joined.push(b',');
             }
             joined.extend_from_slice(v.as_bytes());
         }
-        let _ = write!(
-            key,
-            "&{}={}",
-            name.as_str(),
-            percent_encode(joined.trim_ascii(), NON_ALPHANUMERIC)
-        );
+        let hash = xxhash_rust::xxh3::xxh3_128(joined.trim_ascii());
+        let _ = write!(key, "&{}={hash:032x}", name.as_str());
     }
     key
 }
@@ -49,21 +54,25 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    /// Different header values give different keys; equal values the same key.
+    /// Different header values give different keys, equal values the same
+    /// key, and no value appears in it; absent and empty differ.
     #[test]
     fn variants_differ_by_value() {
-        let names = [HeaderName::from_static("accept-language")];
+        let names = [HeaderName::from_static("cookie")];
         let mut a = HeaderMap::new();
-        a.insert("accept-language", HeaderValue::from_static("de"));
+        a.insert("cookie", HeaderValue::from_static("sessionid=s3cr3t"));
         let mut b = HeaderMap::new();
-        b.insert("accept-language", HeaderValue::from_static("en&x=1"));
+        b.insert("cookie", HeaderValue::from_static("sessionid=other"));
         let ka = variant_key("p:1", &names, &a);
-        assert_eq!(ka, "p:1#vary&accept-language=de");
+        assert!(ka.starts_with("p:1#vary&cookie="), "{ka}");
+        assert!(!ka.contains("s3cr3t") && !ka.contains("sessionid"), "{ka}");
+        assert_eq!(ka.len(), "p:1#vary&cookie=".len() + 32);
         assert_ne!(ka, variant_key("p:1", &names, &b));
         assert_eq!(ka, variant_key("p:1", &names, &a.clone()));
-        assert_eq!(
-            variant_key("p:1", &names, &HeaderMap::new()),
-            "p:1#vary&accept-language="
-        );
+        let absent = variant_key("p:1", &names, &HeaderMap::new());
+        assert_eq!(absent, "p:1#vary&cookie");
+        let mut empty = HeaderMap::new();
+        empty.insert("cookie", HeaderValue::from_static(""));
+        assert_ne!(absent, variant_key("p:1", &names, &empty));
     }
 }

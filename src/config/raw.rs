@@ -368,14 +368,30 @@ pub struct RawRule {
     pub statuses: Option<Vec<Sp<u16>>>,
     /// Largest response kept under this rule, e.g. `512KiB`.
     pub max_object_size: Option<Sp<String>>,
-    /// Store responses that carry Set-Cookie.
+    /// Refused: it replayed one visitor's Set-Cookie to every other. Use `set_cookie: strip`.
+    #[schemars(skip)]
     pub allow_set_cookie: Option<Sp<bool>>,
+    /// An answer that sets a cookie: not stored (the default), or `strip`: stored without its Set-Cookie (the client whose request fetched it still gets its own).
+    #[schemars(extend("enum" = ["strip", null]))]
+    pub set_cookie: Option<Sp<String>>,
+    /// Requests carrying any of these are forwarded as received and never answered from cache: `{ cookies: [sessionid, basket], headers: [authorization] }`.
+    pub pass_if: Option<Sp<RawPassIf>>,
     /// Answer requests that carry Authorization from cache.
     pub allow_authorized: Option<Sp<bool>>,
     /// Store responses marked `Cache-Control: private`.
     pub allow_private: Option<Sp<bool>>,
     /// What clients are told about caching the rule's answers.
     pub downstream: Option<Sp<RawDownstream>>,
+}
+
+/// `pass_if:` of a rule.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassIf {
+    /// Cookie names.
+    pub cookies: Option<Vec<Sp<String>>>,
+    /// Header names.
+    pub headers: Option<Vec<Sp<String>>>,
 }
 
 /// `forward:` of a rule.

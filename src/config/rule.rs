@@ -17,8 +17,8 @@ use super::{DEFAULT_KEY, DEFAULT_STATUSES, DEFAULT_TTL, Memory};
 use crate::cache::Tier;
 use crate::ratelimit;
 use crate::rules::{
-    KeyInputs, RateLimit, Rollout, Rule, Scope, Template, Trigger, Ttl, Use, Verify, Warm,
-    WriteThrough, route_params,
+    KeyInputs, PassIf, RateLimit, Rollout, Rule, Scope, SetCookie, Template, Trigger, Ttl, Use,
+    Verify, Warm, WriteThrough, route_params,
 };
 
 /// `rule` with every field it leaves out taken from `d` (the defaults),
@@ -56,6 +56,8 @@ pub(super) fn with_defaults(rule: &RawRule, d: &RawRule) -> RawRule {
         statuses: or(&rule.statuses, &d.statuses),
         max_object_size: or(&rule.max_object_size, &d.max_object_size),
         allow_set_cookie: or(&rule.allow_set_cookie, &d.allow_set_cookie),
+        set_cookie: or(&rule.set_cookie, &d.set_cookie),
+        pass_if: or(&rule.pass_if, &d.pass_if),
         allow_authorized: or(&rule.allow_authorized, &d.allow_authorized),
         allow_private: or(&rule.allow_private, &d.allow_private),
         downstream: or(&rule.downstream, &d.downstream),
@@ -115,6 +117,8 @@ pub(super) fn rule(
         .unwrap_or(false);
     let allow_empty = allow_empty(&mut x, raw);
     let ignore_query = ignore_query(&mut x, raw);
+    let set_cookie = set_cookie(&mut x, raw);
+    let pass_if = pass_if(&mut x, raw);
     let forward = forward(&mut x, raw);
     let keep_for_revalidation = raw
         .keep_for_revalidation
@@ -153,7 +157,8 @@ pub(super) fn rule(
         tags,
         statuses,
         max_object_size,
-        allow_set_cookie: flag(&raw.allow_set_cookie),
+        set_cookie,
+        pass_if,
         allow_authorized: flag(&raw.allow_authorized),
         allow_private: flag(&raw.allow_private),
         sliding: flag(&raw.sliding),
@@ -507,6 +512,55 @@ fn stale_windows(x: &mut Ctx<'_>, raw: &RawRule) -> (Option<Duration>, Option<Du
         window(&raw.stale_while_revalidate, "stale_while_revalidate"),
         window(&raw.stale_if_error, "stale_if_error"),
     )
+}
+
+/// `set_cookie:` (`strip`), and the `allow_set_cookie` it replaces, refused.
+fn set_cookie(x: &mut Ctx<'_>, raw: &RawRule) -> SetCookie {
+    if let Some(a) = raw.allow_set_cookie.as_ref().filter(|a| a.value) {
+        let message = "would replay one visitor's Set-Cookie (a session, a CSRF secret) to every \
+                       other; use `set_cookie: strip`, which stores the answer without it and \
+                       gives the fetching client its own";
+        x.c.error(a, &x.field("allow_set_cookie"), message);
+    }
+    raw.set_cookie
+        .as_ref()
+        .and_then(|v| {
+            let choices = [("strip", SetCookie::Strip)];
+            x.c.choice(v, &x.field("set_cookie"), &choices)
+        })
+        .unwrap_or_default()
+}
+
+/// `pass_if: { cookies, headers }`.
+fn pass_if(x: &mut Ctx<'_>, raw: &RawRule) -> PassIf {
+    let mut out = PassIf::default();
+    let Some(p) = &raw.pass_if else {
+        return out;
+    };
+    for c in p.value.cookies.iter().flatten() {
+        let name = c.value.trim();
+        if name.is_empty() || name.contains([';', '=', ' ']) {
+            x.c.error(
+                c,
+                &x.field("pass_if.cookies"),
+                "a cookie name, e.g. `sessionid`",
+            );
+        } else {
+            out.cookies.push(name.to_owned());
+        }
+    }
+    for h in p.value.headers.iter().flatten() {
+        match http::HeaderName::from_bytes(h.value.trim().to_ascii_lowercase().as_bytes()) {
+            Ok(n) => out.headers.push(n),
+            Err(_) => {
+                x.c.error(h, &x.field("pass_if.headers"), "not a valid header name")
+            }
+        }
+    }
+    if out.cookies.is_empty() && out.headers.is_empty() {
+        x.c.error(p, &x.field("pass_if"), "name `cookies` or `headers`");
+    }
+    out
 }
 
 /// `ignore_query:`: query parameter names or globs (`utm_*`).

@@ -123,6 +123,8 @@ pub enum Pass {
     Write,
     /// Outside its rule's `rollout` share.
     Rollout,
+    /// It carries a cookie or header its rule's `pass_if` names.
+    PassIf,
 }
 
 /// Why a request was refused before the backend.
@@ -173,7 +175,7 @@ impl Pass {
     pub fn fwd(self) -> Fwd {
         match self {
             Pass::NoRule | Pass::Rule | Pass::Key(_) | Pass::Rollout => Fwd::Bypass,
-            Pass::Authorization => Fwd::Request,
+            Pass::Authorization | Pass::PassIf => Fwd::Request,
             Pass::Range(fwd) => fwd,
             Pass::Write => Fwd::Method,
         }
@@ -188,6 +190,7 @@ impl Pass {
             Pass::Key(why) => why.as_str(),
             Pass::Range(_) => "range",
             Pass::Rollout => "rollout",
+            Pass::PassIf => "pass-if",
             Pass::Write => return None,
         })
     }

@@ -119,6 +119,8 @@ impl Plan {
             Action::Pass(Pass::Rule)
         } else if !m.rule.allow_authorized && parts.headers.contains_key(header::AUTHORIZATION) {
             Action::Pass(Pass::Authorization)
+        } else if m.rule.pass_if.matches(&parts.headers) {
+            Action::Pass(Pass::PassIf)
         } else if let Some(rollout) = &m.rule.rollout
             && !rollout.inside(rollout.bucket(&view, &m.params))
         {

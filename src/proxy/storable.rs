@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header, request, response};
 use http_cache_semantics::{CacheOptions, CachePolicy};
 
-use crate::rules::{MAX_ORIGIN_TTL, MIN_KEEP_FOR_REVALIDATION, Rule, Ttl};
+use crate::rules::{MAX_ORIGIN_TTL, MIN_KEEP_FOR_REVALIDATION, Rule, SetCookie, Ttl};
 
 /// sidecache's own targeted field (RFC 9213); never passed to clients.
 pub const SIDECACHE_CACHE_CONTROL: HeaderName = HeaderName::from_static("sidecache-cache-control");
@@ -284,7 +284,7 @@ fn admissible(rule: &Rule, res: &response::Parts, d: &Directives) -> Result<bool
     if !rule.allow_private && d.private {
         return Err(NoStore::Private);
     }
-    if !rule.allow_set_cookie && h.contains_key(header::SET_COOKIE) {
+    if rule.set_cookie == SetCookie::Refuse && h.contains_key(header::SET_COOKIE) {
         return Err(NoStore::SetCookie);
     }
     if vary_names(h).is_none() {

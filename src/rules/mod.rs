@@ -87,8 +87,10 @@ pub struct Rule {
     pub statuses: Vec<u16>,
     /// Largest body stored.
     pub max_object_size: u64,
-    /// Store responses that set cookies (the cookie is then served to everyone).
-    pub allow_set_cookie: bool,
+    /// What becomes of an answer that sets a cookie.
+    pub set_cookie: SetCookie,
+    /// Requests carrying any of these cookies or headers pass uncached.
+    pub pass_if: PassIf,
     /// Answer requests carrying Authorization from the shared cache.
     pub allow_authorized: bool,
     /// Store `Cache-Control: private` responses.
@@ -233,6 +235,41 @@ impl Scope {
             Scope::Local => "local",
             Scope::Global => "global",
         }
+    }
+}
+
+/// What a rule does with an answer that carries `Set-Cookie`. No entry
+/// ever holds one: a cookie is never handed to a client it was not set for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetCookie {
+    /// Not stored (the default).
+    #[default]
+    Refuse,
+    /// Stored without its `Set-Cookie`; the client whose request fetched
+    /// it still gets its own (`set_cookie: strip`).
+    Strip,
+}
+
+/// `pass_if:` of a rule: what marks a request as personal (a logged-in
+/// visitor's session cookie, an open basket), so it is forwarded as
+/// received and never answered from a shared entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassIf {
+    /// Cookie names, compared as backends compare them (trimmed).
+    pub cookies: Vec<String>,
+    /// Header names.
+    pub headers: Vec<http::HeaderName>,
+}
+
+impl PassIf {
+    /// Whether a request with `headers` carries any of them.
+    pub fn matches(&self, headers: &http::HeaderMap) -> bool {
+        self.headers.iter().any(|h| headers.contains_key(h))
+            || (!self.cookies.is_empty()
+                && self
+                    .cookies
+                    .iter()
+                    .any(|c| template::cookie(headers, c).is_some()))
     }
 }
 
