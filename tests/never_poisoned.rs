@@ -44,6 +44,10 @@ rules:
     key: "static:{rest}"
     statuses: [200, 404]
     ttl: 1h
+  - name: varying
+    match: { path: "/vary/{id}" }
+    key: "vary:{id}"
+    ttl: 1h
   - name: device
     match: { path: "/device/{id}" }
     key: "device:{id}"
@@ -90,7 +94,12 @@ async fn reflecting() -> Backend {
         } else {
             StatusCode::OK
         };
-        (status, vec![], Bytes::from(body))
+        let headers = if s.uri.starts_with("/vary/") {
+            vec![("vary", "X-Device".to_owned())]
+        } else {
+            vec![]
+        };
+        (status, headers, Bytes::from(body))
     })
     .await
 }
@@ -344,6 +353,42 @@ async fn forwarded_headers_join_the_key() {
     assert!(text(&desktop).contains("x-device=desktop "));
     let other = get(&p.url("/products/8"), &[("x-device", "mobile")]).await;
     assert!(text(&other).contains("x-device= "), "{}", text(&other));
+}
+
+/// A header the backend's `Vary` names reaches it, and keys the variant,
+/// without any `forward`: once the backend said it varies on `X-Device`,
+/// each device gets its own answer; the first answer (fetched without the
+/// header) is the one for clients that send none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_the_backend_varies_on_reach_it() {
+    let backend = reflecting().await;
+    let p = Proxy::start(RULES, &backend.url(), None).await;
+    let none = get(&p.url("/vary/1"), &[("x-device", "tablet")]).await;
+    assert!(
+        text(&none).contains("x-device= "),
+        "not sent before the backend named it"
+    );
+    hit(&p.url("/vary/1"), &[]).await;
+    let mobile = get(&p.url("/vary/1"), &[("x-device", "mobile")]).await;
+    assert!(!mobile.is_hit(), "{}", mobile.cache_status());
+    assert!(
+        text(&mobile).contains("x-device=mobile "),
+        "{}",
+        text(&mobile)
+    );
+    let mobile = hit(&p.url("/vary/1"), &[("x-device", "mobile")]).await;
+    assert!(text(&mobile).contains("x-device=mobile "));
+    let plain = hit(&p.url("/vary/1"), &[]).await;
+    assert!(text(&plain).contains("x-device= "), "{}", text(&plain));
+    // The first answer was stored for "no X-Device", not for the tablet
+    // that asked before the backend had said it varies.
+    let tablet = get(&p.url("/vary/1"), &[("x-device", "tablet")]).await;
+    assert!(!tablet.is_hit());
+    assert!(
+        text(&tablet).contains("x-device=tablet "),
+        "{}",
+        text(&tablet)
+    );
 }
 
 /// `explain` prints the exact request the backend gets, and what it

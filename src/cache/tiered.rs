@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use http::HeaderMap;
 
 use super::memory::MemoryStore;
-use super::vary::variant_key;
+use super::vary::{selected, variant_key};
 use super::{Admission, CachedResponse, Entry, Layer, Payload, Store, StoreError, Tier};
 
 /// An entry found, with where it was found.
@@ -40,6 +40,9 @@ pub struct Lookup {
     /// The key the request's entry lives under: the key asked for, or its
     /// Vary variant's key when the key holds a Vary marker.
     pub key: String,
+    /// The headers the key's Vary marker names, with the request's values
+    /// ([`vary::selected`](super::vary::selected)), when it holds one.
+    pub varied: Option<HeaderMap>,
     /// The entry's state.
     pub state: State,
 }
@@ -98,34 +101,38 @@ impl Tiered {
         self.shared.is_some()
     }
 
-    /// Looks up the entry for a request with `headers` under `key`, in the
-    /// layers `tier` uses (see the module's comment).
+    /// Looks up the entry for a request with `headers` (and `others`, the
+    /// client's headers the backend is sent only when a Vary marker names
+    /// them) under `key`, in the layers `tier` uses (see the module's
+    /// comment).
     pub async fn lookup(
         &self,
         key: &str,
-        headers: &HeaderMap,
+        (headers, others): (&HeaderMap, &HeaderMap),
         tier: Tier,
         admission: &impl Admission,
         now: SystemTime,
     ) -> Lookup {
-        let absent = |key: &str, state| Lookup {
-            key: key.to_owned(),
-            state,
-        };
         let Some(first) = self.get(key, tier).await else {
-            return absent(key, State::Absent);
+            return Lookup {
+                key: key.to_owned(),
+                varied: None,
+                state: State::Absent,
+            };
         };
-        let (key, found) = match &first.entry.payload {
+        let (key, found, varied) = match &first.entry.payload {
             Payload::Vary(names) => {
-                let variant = variant_key(key, names, headers);
+                let varied = selected(names, headers, others);
+                let variant = variant_key(key, names, &varied);
                 self.fill_l1(key, &first, tier).await;
                 let found = self.get(&variant, tier).await;
-                (variant, found)
+                (variant, found, Some(varied))
             }
-            Payload::Response(_) => (key.to_owned(), Some(first)),
+            Payload::Response(_) => (key.to_owned(), Some(first), None),
         };
+        let absent = |key: String, varied, state| Lookup { key, varied, state };
         let Some(mut found) = found else {
-            return absent(&key, State::VaryMiss);
+            return absent(key, varied, State::VaryMiss);
         };
         let mut admitted = admission.admits(&found, &key).await;
         if !admitted
@@ -136,7 +143,7 @@ impl Tiered {
             found = again;
         }
         if !admitted || found.response().is_none() {
-            return absent(&key, State::Absent);
+            return absent(key, varied, State::Absent);
         }
         self.fill_l1(&key, &found, tier).await;
         let state = if found.entry.is_fresh(now) {
@@ -144,7 +151,7 @@ impl Tiered {
         } else {
             State::Stale(found)
         };
-        Lookup { key, state }
+        Lookup { key, varied, state }
     }
 
     /// A fresh, admitted entry for the request in the shared store alone

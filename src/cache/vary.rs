@@ -38,6 +38,26 @@ pub fn variant_key(primary: &str, names: &[HeaderName], headers: &HeaderMap) -> 
     key
 }
 
+/// The headers a Vary marker's `names` select for a request: each name's
+/// values from `keyed` (the request as the backend gets it) when it holds
+/// that name, else from `others` (what the client sent besides, less what
+/// the backend never gets from a client). A backend that varies on a
+/// header is then sent it, and the variant is keyed on it.
+pub fn selected(names: &[HeaderName], keyed: &HeaderMap, others: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in names {
+        let from = if keyed.contains_key(name) {
+            keyed
+        } else {
+            others
+        };
+        for v in from.get_all(name) {
+            out.append(name.clone(), v.clone());
+        }
+    }
+    out
+}
+
 /// The primary key of a cache key: a Vary variant's key is its primary key
 /// plus `#vary...` (`#` never appears in a rendered key).
 pub fn primary_key(key: &str) -> &str {

@@ -116,6 +116,28 @@ pub fn fetch_head(head: &request::Parts, client: std::net::IpAddr) -> request::P
     up
 }
 
+/// The client's headers a backend's `Vary` may bring into the request it
+/// gets: those the keyed head left out, less the ones the key alone
+/// decides (`Cookie`, `Host`, `Authorization`, forwarding headers), so a
+/// `Vary: Cookie` varies on the cookies the key forwards, not on every
+/// visitor's own.
+pub fn others(mut client: HeaderMap, keyed: &HeaderMap) -> HeaderMap {
+    let decided = |n: &HeaderName| {
+        keyed.contains_key(n)
+            || *n == header::COOKIE
+            || *n == header::HOST
+            || *n == header::AUTHORIZATION
+            || *n == header::VIA
+            || n.as_str().starts_with("x-forwarded-")
+            || *n == header::CONTENT_LENGTH
+    };
+    let names: Vec<HeaderName> = client.keys().filter(|n| decided(n)).cloned().collect();
+    for n in names {
+        client.remove(n);
+    }
+    client
+}
+
 /// The part of the keyed query the key reads.
 fn forwarded_query(query: Option<&str>, reads: &QueryInputs) -> Option<String> {
     let query = query?;

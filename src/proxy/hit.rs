@@ -37,7 +37,7 @@ impl Proxy {
     }
 
     /// The hit path, and the miss path when nothing fresh answers.
-    async fn hit_or_miss(self: &Arc<Self>, ctx: Ctx, keyed: Keyed) -> Answer {
+    async fn hit_or_miss(self: &Arc<Self>, mut ctx: Ctx, keyed: Keyed) -> Answer {
         let now = SystemTime::now();
         // Range requests are answered from fresh entries only, else forwarded.
         let ranged = ctx.parts.headers.contains_key(header::RANGE);
@@ -45,12 +45,21 @@ impl Proxy {
             .cache
             .lookup(
                 &keyed.key,
-                &ctx.parts.headers,
+                (&ctx.parts.headers, &ctx.others),
                 keyed.rule.tier,
                 &*self.invalidator,
                 now,
             )
             .await;
+        // The headers the backend varies on join the request it gets (and
+        // the entry's variant is keyed on them).
+        if let Some(varied) = found.varied {
+            for (name, value) in &varied {
+                if !ctx.parts.headers.contains_key(name) {
+                    ctx.parts.headers.append(name.clone(), value.clone());
+                }
+            }
+        }
         let key = found.key;
         if keyed.rule.tier == crate::cache::Tier::Both {
             self.hot.count(&keyed.rule.name, &keyed.key, &key);

@@ -324,7 +324,8 @@ impl Proxy {
                 // From here on the request is what the key says, and
                 // nothing else: the hit path, the fetch and its checks all
                 // work on this head (`forward`).
-                ctx.parts = *head;
+                let client = std::mem::replace(&mut ctx.parts, *head);
+                ctx.others = forward::others(client.headers, &ctx.parts.headers);
                 self.cached(ctx, keyed).await
             }
         };

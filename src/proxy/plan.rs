@@ -29,6 +29,10 @@ pub struct Ctx {
     pub host: String,
     /// The config snapshot this request works with from start to end.
     pub config: Arc<Config>,
+    /// On the cache path: the client's headers that the keyed head left
+    /// out and that a backend's `Vary` may still name (not its cookies,
+    /// host, credentials or forwarding headers; `forward::others`).
+    pub others: http::HeaderMap,
 }
 
 impl Ctx {
@@ -40,6 +44,7 @@ impl Ctx {
             client,
             host,
             config,
+            others: http::HeaderMap::new(),
         }
     }
 

@@ -57,6 +57,7 @@ impl Proxy {
             client,
             host,
             config,
+            ..
         } = ctx;
         let Some(body) = limited(body, &parts.headers, config.limits.max_body) else {
             return too_large("request body over limits.max_body");
