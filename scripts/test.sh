@@ -2,8 +2,8 @@
 # The whole test suite, from a fresh Debian machine: installs what the
 # tests need when it is missing (redis-server, which tests start their own
 # servers of, and redis-cli, which joins six of them into a cluster; chromium, which loads the dashboard; openssl, which makes the
-# TLS tests' certificates; a C linker for the build; procps for `kill` and
-# `ps`), then runs the formatting and lint checks, the doc tests and every
+# TLS tests' certificates; ca-certificates, the system's roots; a C linker
+# for the build; procps for `kill` and `ps`; cargo-nextest), then runs the formatting and lint checks, the doc tests and every
 # test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 { command -v ps >/dev/null 2>&1 && { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; }; } || missing+=(procps)
+# The system's root certificates, which the https upstream tests read.
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   sudo=()
@@ -49,10 +51,17 @@ cargo clippy --all-targets -- -D warnings
 echo "== doc tests"
 cargo test --doc --quiet
 echo "== tests"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  # nextest runs each test in its own process, with a timeout per test
+  # (.config/nextest.toml); it builds from crates.io in a few minutes.
+  echo "== installing cargo-nextest"
+  cargo install --locked cargo-nextest >/dev/null 2>&1 || echo "cargo-nextest could not be installed; running cargo test"
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   # Last, so its summary closes the output.
   cargo nextest run --lib --bins --tests --no-fail-fast
 else
-  # One test at a time: tests of one binary share the process's metrics.
-  cargo test --lib --bins --tests -- --test-threads=1
+  # One test at a time (tests of one binary share the process's
+  # metrics), and the whole run bounded, so a hang cannot hold CI.
+  timeout 3600 cargo test --lib --bins --tests -- --test-threads=1
 fi

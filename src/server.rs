@@ -44,7 +44,13 @@ pub async fn serve<H, F>(
     builder
         .http2()
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    builder.http2().timer(TokioTimer::new());
+    // Pings find a dead HTTP/2 peer while a long answer is in flight (an
+    // idle connection is sent away by `Activity::idle` below).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.idle_timeout))
+        .keep_alive_timeout(limits.header_timeout);
     // Every connection's task, so shutdown can wait for them to drain.
     let tracker = TaskTracker::new();
     // One permit per open connection: at the cap, accepting waits.

@@ -121,16 +121,14 @@ async fn the_quick_start_works_as_written() {
     let path = dir.path().join("demo.yaml");
     std::fs::write(&path, config).unwrap();
     let token = "quick-start-token";
-    let _sidecache = Killed(
-        start_binary(
-            &path,
-            admin,
-            &[],
-            &[("SIDECACHE_ADMIN_TOKEN", token)],
-            Stdio::null(),
-        )
-        .await,
-    );
+    let _sidecache = start_binary(
+        &path,
+        admin,
+        &[],
+        &[("SIDECACHE_ADMIN_TOKEN", token)],
+        Stdio::null(),
+    )
+    .await;
     eventually("the backend answers", || async {
         tokio::net::TcpStream::connect(("127.0.0.1", backend))
             .await

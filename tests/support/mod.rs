@@ -696,15 +696,49 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A spawned process, killed and reaped when dropped: a test that fails
+/// or panics leaves none running.
+pub struct Spawned(Option<Child>);
+
+impl Spawned {
+    /// Takes the process out of the guard (it is then the caller's to end).
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("the process is held until taken")
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("the process is held until taken")
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the process is held until taken")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The real `sidecache run --config <config>` with `args` and `env`,
-/// returned once its admin port (`admin`) accepts connections.
+/// returned once its admin port (`admin`) accepts connections, killed
+/// when the guard drops.
 pub async fn start_binary(
     config: &Path,
     admin: u16,
     args: &[&str],
     env: &[(&str, &str)],
     stderr: Stdio,
-) -> Child {
+) -> Spawned {
     let child = Command::new(env!("CARGO_BIN_EXE_sidecache"))
         .args(["run", "--config"])
         .arg(config)
@@ -714,6 +748,7 @@ pub async fn start_binary(
         .stderr(stderr)
         .spawn()
         .unwrap();
+    let child = Spawned(Some(child));
     eventually("sidecache ready", || async {
         tokio::net::TcpStream::connect(("127.0.0.1", admin))
             .await
@@ -726,7 +761,8 @@ pub async fn start_binary(
 /// Sends `signal` (`TERM`, `HUP`) to `child`.
 /// Waits for `child` to exit and answers its output; kills it and fails
 /// the test if it is still running after `limit`.
-pub async fn exit_output(child: Child, limit: Duration) -> std::process::Output {
+pub async fn exit_output(child: Spawned, limit: Duration) -> std::process::Output {
+    let child = child.into_inner();
     let pid = child.id();
     let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
     match tokio::time::timeout(limit, waiting).await {
