@@ -108,24 +108,6 @@ fn text(got: &Got) -> String {
     String::from_utf8_lossy(&got.body).into_owned()
 }
 
-/// Waits until `url` with `headers` is answered from cache (the fill job
-/// stores just after the answer), and answers that hit.
-async fn hit(url: &str, headers: &[(&str, &str)]) -> Got {
-    let give_up = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = get(url, headers).await;
-        if got.is_hit() {
-            return got;
-        }
-        assert!(
-            std::time::Instant::now() < give_up,
-            "{url} never answered from cache: {}",
-            got.cache_status()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Query parameters the key does not read never reach the backend: the
 /// attacker's `?callback=evil&fields=none` fetches the plain product, and
 /// the plain request's hit is that. `ignore_query` drops marketing tags
@@ -145,7 +127,7 @@ async fn unkeyed_query_parameters_never_reach_the_backend() {
         "{}",
         text(&attack)
     );
-    let plain = hit(&p.url("/products/77"), &[]).await;
+    let plain = await_hit(&p.url("/products/77"), &[]).await;
     assert_eq!(text(&plain), text(&attack), "the plain product");
     assert_eq!(backend.hits(), 1);
 
@@ -155,7 +137,7 @@ async fn unkeyed_query_parameters_never_reach_the_backend() {
         "{}",
         text(&tagged)
     );
-    let plain = hit(&p.url("/search?q=shoes"), &[]).await;
+    let plain = await_hit(&p.url("/search?q=shoes"), &[]).await;
     assert!(!text(&plain).contains("utm"), "{}", text(&plain));
     let other = get(&p.url("/search?q=boots"), &[]).await;
     assert!(!other.is_hit() && text(&other).contains("q=boots"));
@@ -177,7 +159,7 @@ async fn the_host_is_keyed_exactly() {
         text(&attack)
     );
     assert!(text(&attack).contains("x-forwarded-host=shop:1337"));
-    hit(&p.url("/pages/home"), &[("host", "Shop:1337")]).await;
+    await_hit(&p.url("/pages/home"), &[("host", "Shop:1337")]).await;
     let plain = get(&p.url("/pages/home"), &[("host", "shop")]).await;
     assert!(!plain.is_hit(), "shop:1337's entry served to shop");
     assert!(
@@ -190,7 +172,7 @@ async fn the_host_is_keyed_exactly() {
         "{}",
         text(&plain)
     );
-    let plain = hit(&p.url("/pages/home"), &[("host", "shop")]).await;
+    let plain = await_hit(&p.url("/pages/home"), &[("host", "shop")]).await;
     assert!(!text(&plain).contains("1337"), "{}", text(&plain));
 
     let before = backend.hits();
@@ -245,7 +227,7 @@ async fn forwarding_headers_never_reach_the_backend() {
             text(&attack)
         );
     }
-    let plain = hit(&p.url("/products/9"), &[]).await;
+    let plain = await_hit(&p.url("/products/9"), &[]).await;
     assert_eq!(text(&plain), text(&attack));
     // A pass is forwarded as received, less the forwarding family.
     get(&p.url("/about"), &spoof).await;
@@ -282,7 +264,7 @@ async fn cookies_are_keyed_as_the_backend_reads_them() {
         "{}",
         text(&odd)
     );
-    hit(&p.url("/price/1"), &[("cookie", "currency=%45UR")]).await;
+    await_hit(&p.url("/price/1"), &[("cookie", "currency=%45UR")]).await;
     let eur = get(&p.url("/price/1"), &[("cookie", "currency=EUR")]).await;
     assert!(!eur.is_hit(), "EUR was served the %45UR entry");
     assert!(
@@ -317,7 +299,7 @@ async fn paths_are_keyed_as_received() {
     let encoded = get(&p.url("/static/app%2Fmain.js"), &[]).await;
     assert_eq!(encoded.status, StatusCode::NOT_FOUND);
     assert!(text(&encoded).starts_with("uri=/static/app%2Fmain.js "));
-    hit(&p.url("/static/app%2Fmain.js"), &[]).await;
+    await_hit(&p.url("/static/app%2Fmain.js"), &[]).await;
     let plain = get(&p.url("/static/app/main.js"), &[]).await;
     assert_eq!(plain.status, StatusCode::OK, "the 404 was served for /");
     assert!(!plain.is_hit());
@@ -345,11 +327,11 @@ async fn forwarded_headers_join_the_key() {
         "{}",
         text(&mobile)
     );
-    hit(&p.url("/device/1"), &[("x-device", "mobile")]).await;
+    await_hit(&p.url("/device/1"), &[("x-device", "mobile")]).await;
     let desktop = get(&p.url("/device/1"), &[("x-device", "desktop")]).await;
     assert!(!desktop.is_hit(), "desktop was served the mobile entry");
     assert!(text(&desktop).contains("x-device=desktop "));
-    let desktop = hit(&p.url("/device/1"), &[("x-device", "desktop")]).await;
+    let desktop = await_hit(&p.url("/device/1"), &[("x-device", "desktop")]).await;
     assert!(text(&desktop).contains("x-device=desktop "));
     let other = get(&p.url("/products/8"), &[("x-device", "mobile")]).await;
     assert!(text(&other).contains("x-device= "), "{}", text(&other));
@@ -368,7 +350,7 @@ async fn headers_the_backend_varies_on_reach_it() {
         text(&none).contains("x-device= "),
         "not sent before the backend named it"
     );
-    hit(&p.url("/vary/1"), &[]).await;
+    await_hit(&p.url("/vary/1"), &[]).await;
     let mobile = get(&p.url("/vary/1"), &[("x-device", "mobile")]).await;
     assert!(!mobile.is_hit(), "{}", mobile.cache_status());
     assert!(
@@ -376,9 +358,9 @@ async fn headers_the_backend_varies_on_reach_it() {
         "{}",
         text(&mobile)
     );
-    let mobile = hit(&p.url("/vary/1"), &[("x-device", "mobile")]).await;
+    let mobile = await_hit(&p.url("/vary/1"), &[("x-device", "mobile")]).await;
     assert!(text(&mobile).contains("x-device=mobile "));
-    let plain = hit(&p.url("/vary/1"), &[]).await;
+    let plain = await_hit(&p.url("/vary/1"), &[]).await;
     assert!(text(&plain).contains("x-device= "), "{}", text(&plain));
     // The first answer was stored for "no X-Device", not for the tablet
     // that asked before the backend had said it varies.
@@ -544,7 +526,7 @@ rules:
     let p = Proxy::start(yaml, &backend, None).await;
     let first = get(&p.url("/products/1"), &[]).await;
     assert!(text(&first).contains("\"n\": 0"), "{}", text(&first));
-    hit(&p.url("/products/1"), &[]).await;
+    await_hit(&p.url("/products/1"), &[]).await;
     let put = send(
         "PUT",
         &p.url("/products/1"),

@@ -151,6 +151,20 @@ async fn the_quick_start_works_as_written() {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        if got.len() == 1 {
+            // The second command is the hit: the first answer is stored
+            // just after it went out, so wait for L1 to hold it.
+            let metrics = format!("http://127.0.0.1:{admin}/metrics");
+            eventually("the first answer is in L1", || async {
+                let text = get(&metrics, &[]).await;
+                String::from_utf8_lossy(&text.body).lines().any(|l| {
+                    l.strip_prefix("sidecache_l1_entries ")
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .is_some_and(|n| n >= 1.0)
+                })
+            })
+            .await;
+        }
         got.push(send(&c.method, &url, &headers, &c.body).await);
     }
     let n = |g: &Got| g.header("x-backend-request");

@@ -105,14 +105,7 @@ async fn explain_examples_agree_with_the_proxy() {
         let url = proxy.url(&ex.url);
         if let Some(key) = line_value(&shown, "key:   ").filter(|k| !k.starts_with("none")) {
             get(&url, &headers).await;
-            let again = get(&url, &headers).await;
-            assert!(
-                again.is_hit(),
-                "{} {}: {}",
-                ex.method,
-                ex.url,
-                again.cache_status()
-            );
+            await_hit(&url, &headers).await;
             assert!(proxy.app.cache().in_l1(key).await, "{key} not stored");
         } else if let Some(detail) = shown.split("(detail=").nth(1) {
             let detail = detail.trim_end().trim_end_matches(')');

@@ -291,7 +291,7 @@ rules:
         "{}",
         both.cache_status()
     );
-    assert!(get(&a.url("/both/2"), &[]).await.is_hit());
+    await_hit(&a.url("/both/2"), &[]).await;
     eventually("the failed Redis write is counted", || async {
         let text = get(&format!("http://{}/metrics", a.admin), &[]).await;
         String::from_utf8_lossy(&text.body)

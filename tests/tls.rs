@@ -102,8 +102,7 @@ async fn https_backend_with_a_configured_ca() {
         "{}",
         first.cache_status()
     );
-    let hit = get(&proxy.url("/products/1"), &[]).await;
-    assert!(hit.is_hit());
+    await_hit(&proxy.url("/products/1"), &[]).await;
     assert_eq!(served.load(Ordering::SeqCst), 1);
 }
 

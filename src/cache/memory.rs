@@ -9,8 +9,15 @@ use moka::future::Cache;
 
 use super::{Entry, now_ms};
 
-/// moka's own bookkeeping per entry, counted in the weight.
-const ENTRY_OVERHEAD: usize = 200;
+/// What an entry costs beyond its key and [`Entry::weight`]: moka's own
+/// bookkeeping (its node, the key twice, the expiry and frequency data),
+/// the `Arc<Entry>` and its payload's vectors, and the allocator's slack.
+/// Measured, not guessed: `cargo bench --bench l1_memory` stores 100,000
+/// tiny answers (a 20-byte 404 under a unique URL's key) and 10,000
+/// 2 KB ones; RSS grew 983 and 2,948 bytes per entry where the weight
+/// without this term was 322 and 2,276, so the rest is 661 and 672 bytes
+/// (BENCHMARKS.md, "L1 memory per entry").
+pub const ENTRY_OVERHEAD: usize = 700;
 
 /// The in-process cache.
 #[derive(Clone)]
@@ -117,5 +124,48 @@ impl MemoryStore {
     /// Removes `key`; answers whether it was there.
     pub async fn delete(&self, key: &str) -> bool {
         self.cache.remove(key).await.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::{CachedResponse, Payload, StoredHeaders};
+
+    /// An entry weighs its key, body, headers and the measured overhead,
+    /// so a flood of tiny answers fills `max_size` at what they cost.
+    #[tokio::test]
+    async fn tiny_entries_weigh_what_they_cost() {
+        let store = MemoryStore::new(1 << 30);
+        let entry = Arc::new(Entry {
+            stored_at: SystemTime::now(),
+            ttl: Duration::from_secs(60),
+            grace: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            fetched_ms: 0,
+            payload: Payload::Response(CachedResponse {
+                status: http::StatusCode::NOT_FOUND,
+                headers: StoredHeaders::default(),
+                body: bytes::Bytes::from_static(b"{}"),
+                tags: Vec::new(),
+            }),
+        });
+        for i in 0..100 {
+            store.put(&format!("k{i:03}"), entry.clone()).await;
+        }
+        let (count, weighed) = store.usage().await;
+        assert_eq!(count, 100);
+        assert_eq!(weighed, 100 * (4 + 2 + ENTRY_OVERHEAD as u64));
+        // A bound of 64 such entries keeps at most 64 of them.
+        let small = MemoryStore::new(64 * (4 + 2 + ENTRY_OVERHEAD as u64));
+        for i in 0..100 {
+            small.put(&format!("k{i:03}"), entry.clone()).await;
+        }
+        let (count, weighed) = small.usage().await;
+        assert!(
+            count <= 64 && weighed <= 64 * (4 + 2 + ENTRY_OVERHEAD as u64),
+            "{count} {weighed}"
+        );
     }
 }

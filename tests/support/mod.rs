@@ -592,6 +592,24 @@ pub async fn admin_purge(proxy: &Proxy, body: &str, token: Option<&str>) -> Got 
     .await
 }
 
+/// Waits until GET `url` with `headers` is answered from cache (the fill
+/// job stores just after the answer), and answers that hit; fails after 5 s.
+pub async fn await_hit(url: &str, headers: &[(&str, &str)]) -> Got {
+    let give_up = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = get(url, headers).await;
+        if got.is_hit() {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{url} never answered from cache: {}",
+            got.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Polls `check` every 10 ms until it holds, failing after 5 s.
 pub async fn eventually<F, Fut>(what: &str, check: F)
 where
