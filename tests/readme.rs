@@ -5,7 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{Backend, Proxy, get, send};
+use support::{Backend, Proxy, await_hit, get, send};
 
 /// One `$ sidecache explain ...` example: its method, URL and headers, and
 /// the output the README shows.
