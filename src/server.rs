@@ -111,11 +111,18 @@ pub async fn serve<H, F>(
                 r = conn.as_mut() => r,
                 () = activity.idle(first_request, idle) => {
                     conn.as_mut().graceful_shutdown();
-                    // HTTP/2's goodbye waits for the peer to answer a ping,
-                    // which a silent peer never does: bounded, by as long
-                    // again as it was given.
-                    let bound = if activity.any() { idle } else { first_request };
-                    tokio::time::timeout(bound, conn).await.unwrap_or(Ok(()))
+                    if activity.any() {
+                        // Answers in flight finish; a peer that stops
+                        // answering pings is closed by the keep-alive.
+                        conn.await
+                    } else {
+                        // HTTP/2's goodbye waits for the peer to answer a
+                        // ping, which a silent one never does; with no
+                        // request there is nothing to finish.
+                        tokio::time::timeout(first_request, conn)
+                            .await
+                            .unwrap_or(Ok(()))
+                    }
                 }
                 () = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();

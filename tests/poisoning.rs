@@ -436,6 +436,14 @@ async fn forwarding_headers_only_from_trusted_proxies() {
         seen.headers["x-forwarded-host"],
         q.addr.to_string().as_str()
     );
+    // The scheme the trusted proxy names keys the entry: the https answer
+    // is never served for http, nor the other way round.
+    await_hit(&q.url("/any/g"), &spoof).await;
+    let http = [("x-forwarded-proto", "http")];
+    let plain = get(&q.url("/any/g"), &http).await;
+    assert!(!plain.is_hit(), "the https answer was served for http");
+    assert_eq!(backend.seen()[2].headers["x-forwarded-proto"], "http");
+    await_hit(&q.url("/any/g"), &http).await;
 }
 
 /// One rule for a named host, one for any host keyed without `{host}`.

@@ -469,6 +469,11 @@ fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             if quotes.comment {
                 break;
             }
+            if quotes.single && line[i..].starts_with("''") {
+                // One quote inside single quotes, which stay open.
+                i += 2;
+                continue;
+            }
             if !line[i..].starts_with("${") {
                 let c = line[i..].chars().next().unwrap_or(' ');
                 quotes.step(&line[..i], c);
@@ -541,7 +546,7 @@ impl Quotes {
                 _ => {}
             }
         } else if self.single {
-            // `''` inside single quotes is one quote: closing and opening again.
+            // (`''` inside them, one quote, is skipped before this.)
             if c == '\'' {
                 self.single = false;
             }
@@ -585,7 +590,7 @@ impl Quotes {
         let inner_ok = !v.is_empty()
             && !v
                 .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || "#,[]{}\"'".contains(c))
+                .any(|c| c.is_whitespace() || c.is_control() || "#,[]{}\"'\\".contains(c))
             && !v.ends_with(':');
         let first_ok = v
             .chars()

@@ -223,6 +223,19 @@ fn env_values_are_scalars_never_yaml() {
             }
         }
     }
+    // `''` inside single quotes keeps them open: a value after it is still
+    // inside them, and adds no key.
+    let inject = "x', listen: \"0.0.0.0:1\", y: '";
+    let l = Config::from_yaml(
+        &format!("{BASE}admin:\n  token: 'it''s ${{TOKEN}}'\n"),
+        Path::new("t.yaml"),
+        &move |_| Some(inject.to_owned()),
+    )
+    .unwrap();
+    assert_eq!(
+        l.config.admin.token.as_deref(),
+        Some(format!("it's {inject}").as_str())
+    );
     // An empty value is an empty token, which is no token, in every form.
     for form in ["\"${TOKEN}\"", "${TOKEN}", "'${TOKEN}'"] {
         assert_eq!(with(form, "").unwrap().config.admin.token, None, "{form}");

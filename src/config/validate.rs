@@ -80,6 +80,18 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
     }
     cross_rule_checks(&mut c, &rules, &spans);
     host_warnings(&mut c, &rules, &spans);
+    // A trusted proxy's `X-Forwarded-Proto` reaches the backend (a shop
+    // behind a TLS front end needs it, or it redirects every request to
+    // https), so it keys the entry: an answer for http (a redirect, `http://`
+    // links) is never served to https.
+    if raw.trusted_proxies.as_ref().is_some_and(|t| !t.is_empty()) {
+        let proto = http::HeaderName::from_static("x-forwarded-proto");
+        for rule in &mut rules {
+            if !rule.inputs.forwarded.contains(&proto) {
+                rule.inputs.forwarded.push(proto.clone());
+            }
+        }
+    }
     let rules = match RuleSet::new(rules) {
         Ok(set) => Some(set),
         Err((i, msg)) => {

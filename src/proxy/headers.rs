@@ -118,8 +118,14 @@ pub fn sanitize_request(
 /// Whether a segment of `path` is `.` or `..`, written plainly or
 /// escaped (`%2e`), as RFC 3986 5.2.4 would remove it.
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+    // Some servers take `\` (or `%5c`) for `/` and drop `;params` (`..;`
+    // on Tomcat).
+    let path = path
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%5c", "/");
+    path.split(['/', '\\']).any(|seg| {
+        let seg = seg.split(';').next().unwrap_or("");
         seg == "." || seg == ".."
     })
 }
@@ -238,6 +244,9 @@ mod tests {
         assert_eq!(parts.headers.len(), 8, "a trusted proxy's are kept");
         for path in [
             "/static/../account",
+            "/a/..;/b",
+            "/a/..%5cb",
+            "/a/x%5c..%5cb",
             "/a/./b",
             "/a/%2E%2e/b",
             "/a/%2e",

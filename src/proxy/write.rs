@@ -104,8 +104,6 @@ impl Proxy {
         if !(res_parts.status.is_success() || res_parts.status.is_redirection()) {
             return (Response::from_parts(res_parts, res_body), outcome);
         }
-        // Only a 2xx answer carries the written resource.
-        let through = through.filter(|_| res_parts.status.is_success());
 
         // Read the answer only if a template or write-through needs it,
         // and only as far as MAX_JSON_BODY: a longer one streams on to the
@@ -196,7 +194,10 @@ impl Proxy {
             tracing::debug!(?counts, "write purged");
             fetched = self.invalidator.fetch_started().max(counts.at_ms + 1);
         }
-        if let Some((rule, snap)) = through {
+        // Only a 2xx answer carries the written resource.
+        if let Some((rule, snap)) = through
+            && written.status.is_success()
+        {
             self.write_through(config, &rule, snap, written, fetched)
                 .await;
         }

@@ -447,35 +447,12 @@ fn parse_var(name: &str, usage: Use, params: &[String]) -> Result<Var, String> {
     Ok(var)
 }
 
-/// A path segment's value as a key holds it: an escape of an unreserved
-/// byte is that byte (RFC 3986 6.2.2.2, so `%41` and `A` key alike), while
-/// any other escape stays an escape, upper-cased: `%2F` is not `/`, as the
-/// backend (Apache's default, for one) does not take it for one.
+/// A path segment's value as a key holds it: its raw bytes, escapes kept
+/// as escapes (`%2F` is not `/`, `%41` is not `A`), since the backend is
+/// sent the path as received and may route on it raw (Apache refuses an
+/// escaped slash by default).
 fn push_path_value(out: &mut String, raw: &str) {
-    let b = raw.as_bytes();
-    let mut norm = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |j: usize| b.get(j).and_then(|c| (*c as char).to_digit(16));
-        match (b[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(h), Some(l)) => {
-                let byte = u8::try_from(h * 16 + l).unwrap_or(b'%');
-                if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-                    norm.push(byte);
-                } else {
-                    norm.push(b'%');
-                    norm.push(b[i + 1].to_ascii_uppercase());
-                    norm.push(b[i + 2].to_ascii_uppercase());
-                }
-                i += 3;
-            }
-            (c, _, _) => {
-                norm.push(c);
-                i += 1;
-            }
-        }
-    }
-    out.extend(percent_encode(&norm, VALUE));
+    out.extend(percent_encode(raw.as_bytes(), VALUE));
 }
 
 fn push_escaped(out: &mut String, raw: &str, set: &'static AsciiSet) {
