@@ -159,6 +159,24 @@ async fn a_cookie_driven_shop_is_cached_safely() {
         .await;
     }
 
+    // A visitor who has a CSRF cookie keeps it: the backend, not sent it
+    // on a miss, sets a new one, which is not passed on.
+    let mine = get(
+        &a.url("/catalogue/other"),
+        &[("cookie", "csrftoken=mine; _ga=1")],
+    )
+    .await;
+    assert!(
+        mine.cache_status().contains("stored"),
+        "{}",
+        mine.cache_status()
+    );
+    assert_eq!(
+        mine.header("set-cookie"),
+        "",
+        "the visitor's own CSRF cookie was replaced"
+    );
+
     let mut conn = redis.conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("shop:*")

@@ -138,6 +138,51 @@ pub fn others(mut client: HeaderMap, keyed: &HeaderMap) -> HeaderMap {
     client
 }
 
+/// The names of the cookies in `client` that `keyed` does not carry.
+pub fn withheld_cookies(client: &HeaderMap, keyed: &HeaderMap) -> Vec<String> {
+    let names = |h: &HeaderMap| -> Vec<String> {
+        h.get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.split_once('=').map(|(k, _)| k.trim().to_owned()))
+            .collect()
+    };
+    let sent = names(keyed);
+    let mut withheld: Vec<String> = names(client)
+        .into_iter()
+        .filter(|n| !sent.contains(n))
+        .collect();
+    withheld.dedup();
+    withheld
+}
+
+/// Removes from a miss's answer each `Set-Cookie` for a cookie in
+/// `withheld`: the backend, not sent the client's own, would replace it
+/// (a new CSRF secret, a fresh anonymous session).
+pub fn drop_withheld_set_cookies(headers: &mut HeaderMap, withheld: &[String]) {
+    if withheld.is_empty() || !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let name = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.split_once('='))
+                .map(|(k, _)| k.trim());
+            !name.is_some_and(|n| withheld.iter().any(|w| w == n))
+        })
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for v in kept {
+        headers.append(header::SET_COOKIE, v);
+    }
+}
+
 /// The part of the keyed query the key reads.
 fn forwarded_query(query: Option<&str>, reads: &QueryInputs) -> Option<String> {
     let query = query?;

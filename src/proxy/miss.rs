@@ -163,6 +163,7 @@ impl Proxy {
             body
         };
         res_parts.headers.remove(SIDECACHE_CACHE_CONTROL);
+        forward::drop_withheld_set_cookies(&mut res_parts.headers, &ctx.withheld_cookies);
         append_via(&mut res_parts.headers);
         let outcome = Outcome::Miss {
             fwd,
