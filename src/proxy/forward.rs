@@ -17,23 +17,18 @@ use super::headers::add_forwarding;
 use crate::config::Config;
 use crate::rules::{QueryInputs, Rule, cookies_named};
 
-/// Request headers every cacheable fetch keeps: content negotiation (a
-/// backend that varies on them says so with `Vary`, which keys them),
-/// the client's validators and ranges (answered from the entry, never
-/// forwarded: `miss::upstream_head` drops them), and cache directives.
-const SEMANTIC: [HeaderName; 12] = [
+/// Request headers every cacheable fetch keeps, with [`CONDITIONAL`]:
+/// content negotiation (a backend that varies on them says so with
+/// `Vary`, which keys them) and cache directives. (The client's validators
+/// and ranges are kept for the hit path, which answers them from the
+/// entry; `fetch_head` drops them.)
+const SEMANTIC: [HeaderName; 6] = [
     header::ACCEPT,
     header::ACCEPT_ENCODING,
     header::ACCEPT_LANGUAGE,
     header::ACCEPT_CHARSET,
     header::CACHE_CONTROL,
     header::PRAGMA,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_MATCH,
-    header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
-    header::RANGE,
 ];
 
 /// Request headers that would make the backend answer with less than the
@@ -75,13 +70,18 @@ pub fn keyed_head(
     );
     let uri = http::Uri::from_parts(uri).map_err(|_| "the URI cannot be read")?;
 
-    let mut headers = HeaderMap::with_capacity(SEMANTIC.len() + inputs.headers.len() + 4);
+    let kept = SEMANTIC.len() + CONDITIONAL.len() + inputs.headers.len();
+    let mut headers = HeaderMap::with_capacity(kept + 4);
     let mut copy = |name: &HeaderName| {
         for v in parts.headers.get_all(name) {
             headers.append(name.clone(), v.clone());
         }
     };
-    SEMANTIC.iter().chain(&inputs.headers).for_each(&mut copy);
+    SEMANTIC
+        .iter()
+        .chain(&CONDITIONAL)
+        .chain(&inputs.headers)
+        .for_each(&mut copy);
     if rule.allow_authorized {
         copy(&header::AUTHORIZATION);
     }
