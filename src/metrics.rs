@@ -36,6 +36,10 @@ pub const PURGE_MEMORY_NAMES: &str = "sidecache_purge_memory_names";
 pub const PURGE_MEMORY_BYTES: &str = "sidecache_purge_memory_bytes";
 /// Keys, tags and prefixes purged, by `kind` and `source` (counter).
 pub const PURGES: &str = "sidecache_purges_total";
+/// Fetched answers not stored, by `rule` and `reason`: the `Cache-Status`
+/// detail (`set-cookie`, `private`, `no-store`, `status`, `too-large`,
+/// `vary-star`, `unframed`, `purged`, ...) (counter).
+pub const NOT_STORED: &str = "sidecache_not_stored_total";
 /// Tags a write's trigger names that could not be rendered (a JSON
 /// field missing from its answer, an answer not JSON or too long to
 /// read), by `rule` (counter); the write purged the rest.
@@ -277,6 +281,10 @@ fn describe() {
         "Bytes counted for remembered purges."
     );
     describe_counter!(PURGES, "Keys, tags and prefixes purged.");
+    describe_counter!(
+        NOT_STORED,
+        "Answers fetched for the cache and not stored, by rule and reason."
+    );
     describe_counter!(
         PURGE_TAGS_UNRENDERED,
         "Tags a write's trigger names that could not be rendered from its bodies."

@@ -111,6 +111,20 @@ async fn defaults_refuse() {
     let (first, hit) = stored(&proxy, "/strict/empty", &[]).await;
     assert_eq!(first.status, StatusCode::NO_CONTENT);
     assert!(hit, "an empty 204 must be stored too");
+    // Why, at a glance: counted by rule and reason. (At least: the
+    // recorder is the process's, shared with other tests of this file.)
+    for reason in [
+        "set-cookie",
+        "private",
+        "no-store",
+        "vary-star",
+        "status",
+        "too-large",
+    ] {
+        let labels = format!(r#"rule="strict",reason="{reason}""#);
+        let n = metric_sum(&proxy, "sidecache_not_stored_total", &labels).await;
+        assert!(n >= 1, "{reason} not counted");
+    }
 }
 
 /// Each relaxation lets the rule store what the defaults refuse.

@@ -258,6 +258,11 @@ impl Proxy {
             let rule = rule.as_ref().map_or(String::new(), |r| r.name.clone());
             ::metrics::counter!(metrics::PASSES, "rule" => rule, "reason" => reason).increment(1);
         }
+        if let Some(why) = outcome.not_stored() {
+            let rule = rule.as_ref().map_or(String::new(), |r| r.name.clone());
+            ::metrics::counter!(metrics::NOT_STORED, "rule" => rule, "reason" => why.as_str())
+                .increment(1);
+        }
         if let Some(offload) = rule.as_ref().and_then(|r| live.offload.get(r.index)) {
             let bytes = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
             self.offloads

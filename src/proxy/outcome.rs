@@ -170,6 +170,24 @@ impl Fwd {
     }
 }
 
+impl Outcome {
+    /// Why the backend's answer was not stored, when it was fetched and
+    /// refused.
+    pub fn not_stored(&self) -> Option<NoStore> {
+        match self {
+            Outcome::Miss {
+                stored: Stored::No(why),
+                ..
+            }
+            | Outcome::Revalidated {
+                stored: Stored::No(why),
+                ..
+            } => Some(*why),
+            _ => None,
+        }
+    }
+}
+
 impl Pass {
     /// The RFC 9211 `fwd` it reports.
     pub fn fwd(self) -> Fwd {
