@@ -138,30 +138,36 @@ pub fn others(mut client: HeaderMap, keyed: &HeaderMap) -> HeaderMap {
     client
 }
 
-/// The names of the cookies in `client` that `keyed` does not carry.
-pub fn withheld_cookies(client: &HeaderMap, keyed: &HeaderMap) -> Vec<String> {
-    let names = |h: &HeaderMap| -> Vec<String> {
-        h.get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
+/// Removes from a miss's answer each `Set-Cookie` for a cookie the
+/// client sent (`client`) that the keyed head (`keyed`) did not carry: the
+/// backend, not sent the client's own, would replace it (a new CSRF
+/// secret, a fresh anonymous session). Work only when the answer sets one.
+pub fn drop_withheld_set_cookies(
+    headers: &mut HeaderMap,
+    client: Option<&HeaderValue>,
+    keyed: &HeaderMap,
+) {
+    let Some(client) = client.and_then(|c| c.to_str().ok()) else {
+        return;
+    };
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let names = |v: &str| -> Vec<String> {
+        v.split(';')
             .filter_map(|c| c.split_once('=').map(|(k, _)| k.trim().to_owned()))
             .collect()
     };
-    let sent = names(keyed);
-    let mut withheld: Vec<String> = names(client)
+    let sent = keyed
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .map(names)
+        .unwrap_or_default();
+    let withheld: Vec<String> = names(client)
         .into_iter()
         .filter(|n| !sent.contains(n))
         .collect();
-    withheld.dedup();
-    withheld
-}
-
-/// Removes from a miss's answer each `Set-Cookie` for a cookie in
-/// `withheld`: the backend, not sent the client's own, would replace it
-/// (a new CSRF secret, a fresh anonymous session).
-pub fn drop_withheld_set_cookies(headers: &mut HeaderMap, withheld: &[String]) {
-    if withheld.is_empty() || !headers.contains_key(header::SET_COOKIE) {
+    if withheld.is_empty() {
         return;
     }
     let kept: Vec<HeaderValue> = headers

@@ -163,7 +163,11 @@ impl Proxy {
             body
         };
         res_parts.headers.remove(SIDECACHE_CACHE_CONTROL);
-        forward::drop_withheld_set_cookies(&mut res_parts.headers, &ctx.withheld_cookies);
+        forward::drop_withheld_set_cookies(
+            &mut res_parts.headers,
+            ctx.client_cookie.as_ref(),
+            &ctx.parts.headers,
+        );
         append_via(&mut res_parts.headers);
         let outcome = Outcome::Miss {
             fwd,

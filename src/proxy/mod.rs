@@ -330,8 +330,7 @@ impl Proxy {
                 // nothing else: the hit path, the fetch and its checks all
                 // work on this head (`forward`).
                 let client = std::mem::replace(&mut ctx.parts, *head);
-                ctx.withheld_cookies =
-                    forward::withheld_cookies(&client.headers, &ctx.parts.headers);
+                ctx.client_cookie = client.headers.get(http::header::COOKIE).cloned();
                 ctx.others = forward::others(client.headers, &ctx.parts.headers);
                 self.cached(ctx, keyed).await
             }

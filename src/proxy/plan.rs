@@ -33,10 +33,10 @@ pub struct Ctx {
     /// out and that a backend's `Vary` may still name (not its cookies,
     /// host, credentials or forwarding headers; `forward::others`).
     pub others: http::HeaderMap,
-    /// On the cache path: the names of the client's cookies the keyed head
-    /// left out. A miss's answer setting one of them is not passed on: the
-    /// backend set it only because it did not see the client's own.
-    pub withheld_cookies: Vec<String>,
+    /// On the cache path: the client's own `Cookie`. A miss's answer
+    /// setting a cookie of it that the keyed head left out is not passed
+    /// on: the backend set it only because it did not see the client's own.
+    pub client_cookie: Option<http::HeaderValue>,
 }
 
 impl Ctx {
@@ -49,7 +49,7 @@ impl Ctx {
             host,
             config,
             others: http::HeaderMap::new(),
-            withheld_cookies: Vec::new(),
+            client_cookie: None,
         }
     }
 
