@@ -18,7 +18,7 @@ use crate::cache::Tier;
 use crate::ratelimit;
 use crate::rules::{
     KeyInputs, PassIf, RateLimit, Rollout, Rule, Scope, SetCookie, Template, Trigger, Ttl, Use,
-    Verify, Warm, WriteThrough, route_params,
+    Route, Verify, Warm, WriteThrough, route_params,
 };
 
 /// `rule` with every field it leaves out taken from `d` (the defaults),
@@ -281,6 +281,10 @@ fn warm_on(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<Warm> {
             x.c.error(w, &field, "both paths must start with `/`");
             continue;
         }
+        if let Err(e) = Route::parse(path) {
+            x.c.error(w, &field, format!("`{path}`: {e}"));
+            continue;
+        }
         let target = match Template::parse(target, Use::Tag, &route_params(path)) {
             Ok(t) => t,
             Err(e) => {
@@ -390,6 +394,10 @@ fn matcher(
     }
     if !path.starts_with('/') {
         x.c.error(&m.value.path, &x.field("match.path"), "must start with `/`");
+        return None;
+    }
+    if let Err(e) = Route::parse(&path) {
+        x.c.error(&m.value.path, &x.field("match.path"), e);
         return None;
     }
     let methods = match &m.value.methods {
@@ -719,6 +727,10 @@ fn triggers(
         };
         if !path.starts_with('/') {
             x.c.error(t, &field, format!("`{path}` must start with `/`"));
+            continue;
+        }
+        if let Err(e) = Route::parse(path) {
+            x.c.error(t, &field, format!("`{path}`: {e}"));
             continue;
         }
         let defined = route_params(path);

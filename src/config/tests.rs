@@ -100,7 +100,7 @@ fn duplicate_and_conflicting_routes() {
     let conflict = errors(&format!(
         "{BASE}rules:\n  - name: a\n    match: {{ path: \"/p/{{id}}\" }}\n    key: \"a:{{id}}\"\n  - name: b\n    match: {{ path: \"/p/{{sku}}\" }}\n    key: \"b:{{sku}}\"\n"
     ));
-    assert!(conflict[0].contains("conflicts"), "{conflict:?}");
+    assert!(conflict[0].contains("overlaps `/p/{id}` of rule `a`"), "{conflict:?}");
     let names = errors(&format!(
         "{BASE}rules:\n  - name: a\n    match: {{ path: \"/a\" }}\n  - name: a\n    match: {{ path: \"/b\" }}\n"
     ));
@@ -700,4 +700,41 @@ fn rollout_and_verify_are_checked() {
             "{fields}: expected `{message}` at {field} in:\n{errs}"
         );
     }
+}
+
+/// Legacy URLs: several parameters in a segment and parameters with a
+/// pattern route, and a write that knows only the pk reaches the page;
+/// two rules that overlap are named, and a pattern that cannot be read
+/// says why rather than blaming another rule.
+#[test]
+fn legacy_url_patterns() {
+    let yaml = format!(
+        "{BASE}rules:\n  - name: page\n    match: {{ path: \"/catalogue/{{slug}}_{{pk:[0-9]+}}/\" }}\n    key: \"product:{{pk}}\"\n    tags: [\"product:{{pk}}\"]\n    invalidate_on: [\"POST /dashboard/products/{{pk:[0-9]+}}/\"]\n  - name: category\n    match: {{ path: \"/catalogue/category/{{slug}}/\" }}\n"
+    );
+    let l = load(&yaml).unwrap();
+    let rules = &l.config.rules;
+    let get = http::Method::GET;
+    let m = rules.find(&get, "shop", "/catalogue/frob-item-number-10_10/").unwrap();
+    assert_eq!(m.rule.name, "page");
+    assert_eq!(m.params, vec![("slug", "frob-item-number-10"), ("pk", "10")]);
+    assert!(rules.find(&get, "shop", "/catalogue/frob_x/").is_none());
+    let t = rules.triggered(&http::Method::POST, "/dashboard/products/10/");
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].params, vec![("pk", "10")]);
+    assert!(rules.triggered(&http::Method::POST, "/dashboard/products/ten/").is_empty());
+
+    let overlap = format!(
+        "{BASE}rules:\n  - name: one\n    match: {{ path: \"/c/{{id}}\" }}\n  - name: two\n    match: {{ path: \"/c/{{slug}}_{{pk}}\" }}\n"
+    );
+    let e = errors(&overlap).join("\n");
+    assert!(e.contains("rules[1].match.path"), "{e}");
+    assert!(e.contains("overlaps `/c/{id}` of rule `one`"), "{e}");
+    let bad = format!("{BASE}rules:\n  - name: one\n    match: {{ path: \"/c/{{pk:[0-9}}\" }}\n");
+    let e = errors(&bad).join("\n");
+    assert!(e.contains("is not a pattern") && !e.contains("rule `"), "{e}");
+    let trigger = format!(
+        "{BASE}rules:\n  - name: one\n    match: {{ path: \"/c/{{id}}\" }}\n    invalidate_on: [\"POST /c/{{id}}_{{id}}\"]\n"
+    );
+    let e = errors(&trigger).join("\n");
+    assert!(e.contains("invalidate_on") && e.contains("twice"), "{e}");
 }

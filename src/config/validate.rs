@@ -96,11 +96,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
         Ok(set) => Some(set),
         Err((i, msg)) => {
             let at = spans[i];
-            c.error(
-                at,
-                &format!("rules[{i}].match.path"),
-                format!("conflicts with another rule: {msg}"),
-            );
+            c.error(at, &format!("rules[{i}].match.path"), msg);
             None
         }
     };

@@ -11,6 +11,7 @@
 //! [`template`].
 
 pub mod inputs;
+pub mod route;
 pub mod snapshot;
 pub mod template;
 
@@ -22,6 +23,7 @@ use http::Method;
 
 use crate::cache::Tier;
 pub use inputs::{KeyInputs, QueryInputs, keyed_query};
+pub use route::{Route, route_params};
 pub use snapshot::Snapshot;
 pub use template::{
     Bodies, KeyRefusal, RequestView, Template, Use, Var, canonical_query, cookies_named,
@@ -360,53 +362,60 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// Parameter names in a matchit pattern, `{*rest}` as `rest`.
-pub fn route_params(path: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = path;
-    while let Some(i) = rest.find('{') {
-        let Some(end) = rest[i..].find('}') else {
-            break;
-        };
-        let name = &rest[i + 1..i + end];
-        out.push(name.trim_start_matches('*').to_owned());
-        rest = &rest[i + end + 1..];
-    }
-    out
-}
-
 /// The rules in file order, with a router over their paths and one over
 /// their `invalidate_on` patterns.
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
-    router: matchit::Router<Vec<usize>>,
+    router: Routed<usize>,
     /// Pattern -> (rule index, method).
-    triggers: matchit::Router<Vec<(usize, Method)>>,
+    triggers: Routed<(usize, Method)>,
     /// `warm_on` pattern -> (rule index, index in its `warm_on`).
-    warms: matchit::Router<Vec<(usize, usize)>>,
+    warms: Routed<(usize, usize)>,
 }
 
+/// Patterns routed together: each with its compiled route and value, in
+/// file order.
+type Routed<V> = matchit::Router<Vec<(Route, V)>>;
+
 /// A router over `entries` (the rule each comes from, its path pattern, its
-/// value), the values of one pattern together in file order. Fails, naming
-/// the first rule and `what`, on a pattern matchit rejects or that
-/// conflicts with another (`/a/{x}` next to `/a/{y}`).
+/// value); patterns matchit routes alike are tried in file order. Fails,
+/// naming the rule and `what`, on a pattern that cannot be compiled or one
+/// that overlaps another's (`/a/{x}` next to `/a/{y}`), naming that one.
 fn grouped<'a, V>(
+    rules: &[Rule],
     entries: impl Iterator<Item = (usize, &'a str, V)>,
     what: &str,
-) -> Result<matchit::Router<Vec<V>>, (usize, String)> {
-    let mut by_path: Vec<(&str, usize, Vec<V>)> = Vec::new();
+) -> Result<Routed<V>, (usize, String)> {
+    let mut by_path: Vec<(String, usize, &str, Vec<(Route, V)>)> = Vec::new();
     for (rule, path, value) in entries {
-        match by_path.iter_mut().find(|(p, _, _)| *p == path) {
-            Some((_, _, list)) => list.push(value),
-            None => by_path.push((path, rule, vec![value])),
+        let route = Route::parse(path).map_err(|e| (rule, format!("{what} `{path}`: {e}")))?;
+        match by_path.iter_mut().find(|(p, ..)| *p == route.router) {
+            Some((.., list)) => list.push((route, value)),
+            None => by_path.push((route.router.clone(), rule, path, vec![(route, value)])),
         }
     }
     let mut router = matchit::Router::new();
-    for (path, first, list) in by_path {
-        router
-            .insert(path, list)
-            .map_err(|e| (first, format!("{what} `{path}`: {e}")))?;
+    let mut inserted: Vec<(String, usize, &str)> = Vec::new();
+    for (routed, first, path, list) in by_path {
+        if let Err(e) = router.insert(routed.as_str(), list) {
+            let message = match &e {
+                matchit::InsertError::Conflict { with } => {
+                    match inserted.iter().find(|(r, ..)| r == with) {
+                        Some((_, other, theirs)) => format!(
+                            "{what} `{path}` overlaps `{theirs}` of rule `{}`: a request could match either; make one literal where they differ, or give both one pattern",
+                            rules[*other].name
+                        ),
+                        None => format!(
+                            "{what} `{path}` overlaps another rule's pattern near `{with}`"
+                        ),
+                    }
+                }
+                other => format!("{what} `{path}`: {other}"),
+            };
+            return Err((first, message));
+        }
+        inserted.push((routed, first, path));
     }
     Ok(router)
 }
@@ -421,27 +430,27 @@ pub struct Matched<'a> {
 }
 
 impl RuleSet {
-    /// Builds the router. Fails on a pattern matchit rejects or that
-    /// conflicts with another (`/a/{x}` next to `/a/{y}`).
+    /// Builds the routers. Fails on a pattern that cannot be compiled or
+    /// that overlaps another's (`/a/{x}` next to `/a/{y}`).
     pub fn new(rules: Vec<Rule>) -> Result<Self, (usize, String)> {
         let paths = rules
             .iter()
             .enumerate()
             .map(|(i, r)| (i, r.path.as_str(), i));
-        let router = grouped(paths, "path")?;
+        let router = grouped(&rules, paths, "path")?;
         let triggers = rules.iter().enumerate().flat_map(|(i, r)| {
             r.triggers
                 .iter()
                 .map(move |t| (i, t.path.as_str(), (i, t.method.clone())))
         });
-        let triggers = grouped(triggers, "invalidate_on")?;
+        let triggers = grouped(&rules, triggers, "invalidate_on")?;
         let warms = rules.iter().enumerate().flat_map(|(i, r)| {
             r.warm_on
                 .iter()
                 .enumerate()
                 .map(move |(j, w)| (i, w.path.as_str(), (i, j)))
         });
-        let warms = grouped(warms, "warm_on")?;
+        let warms = grouped(&rules, warms, "warm_on")?;
         Ok(Self {
             rules: rules
                 .into_iter()
@@ -457,18 +466,12 @@ impl RuleSet {
     /// The `warm_on` entries a write matches: each rule with the index of
     /// its entry and the pattern's parameters.
     pub fn warmed<'a>(&'a self, method: &Method, path: &'a str) -> Vec<(Matched<'a>, usize)> {
-        let Ok(found) = self.warms.at(path) else {
-            return Vec::new();
-        };
-        let params: Vec<(&str, &str)> = found.params.iter().collect();
-        found
-            .value
-            .iter()
-            .filter(|(i, j)| self.rules[*i].warm_on[*j].method == method)
-            .map(|(i, j)| {
+        routed(&self.warms, path)
+            .filter(|((i, j), _)| self.rules[*i].warm_on[*j].method == method)
+            .map(|((i, j), params)| {
                 let matched = Matched {
                     rule: &self.rules[*i],
-                    params: params.clone(),
+                    params,
                 };
                 (matched, *j)
             })
@@ -477,17 +480,11 @@ impl RuleSet {
 
     /// Rules whose `invalidate_on` matches a write, with the pattern's parameters.
     pub fn triggered<'a>(&'a self, method: &Method, path: &'a str) -> Vec<Matched<'a>> {
-        let Ok(found) = self.triggers.at(path) else {
-            return Vec::new();
-        };
-        let params: Vec<(&str, &str)> = found.params.iter().collect();
-        found
-            .value
-            .iter()
-            .filter(|(_, m)| m == method)
-            .map(|(i, _)| Matched {
+        routed(&self.triggers, path)
+            .filter(|((_, m), _)| m == method)
+            .map(|((i, _), params)| Matched {
                 rule: &self.rules[*i],
-                params: params.clone(),
+                params,
             })
             .collect()
     }
@@ -499,19 +496,19 @@ impl RuleSet {
         host: &str,
         path: &'a str,
     ) -> Option<Matched<'a>> {
-        let found = self.router.at(path).ok()?;
-        let index = *found.value.iter().find(|&&i| {
-            let r = &self.rules[i];
-            r.cache
-                && r.write_through
-                    .as_ref()
-                    .is_some_and(|w| w.methods.contains(method))
-                && r.host.as_deref().is_none_or(|h| host_matches(h, host))
-        })?;
-        Some(Matched {
-            rule: &self.rules[index],
-            params: found.params.iter().collect(),
-        })
+        routed(&self.router, path)
+            .find(|(i, _)| {
+                let r = &self.rules[**i];
+                r.cache
+                    && r.write_through
+                        .as_ref()
+                        .is_some_and(|w| w.methods.contains(method))
+                    && r.host.as_deref().is_none_or(|h| host_matches(h, host))
+            })
+            .map(|(i, params)| Matched {
+                rule: &self.rules[*i],
+                params,
+            })
     }
 
     /// The rules, in file order.
@@ -537,16 +534,30 @@ impl RuleSet {
 
     /// The rule for a request, if any.
     pub fn find<'a>(&'a self, method: &Method, host: &str, path: &'a str) -> Option<Matched<'a>> {
-        let found = self.router.at(path).ok()?;
-        let index = *found
-            .value
-            .iter()
-            .find(|&&i| self.rules[i].fits(method, host))?;
-        Some(Matched {
-            rule: &self.rules[index],
-            params: found.params.iter().collect(),
-        })
+        routed(&self.router, path)
+            .find(|(i, _)| self.rules[**i].fits(method, host))
+            .map(|(i, params)| Matched {
+                rule: &self.rules[*i],
+                params,
+            })
     }
+}
+
+/// The values whose pattern matches `path`, in file order, each with its
+/// parameters (a refined segment's pattern must match too).
+fn routed<'a, V>(
+    router: &'a Routed<V>,
+    path: &'a str,
+) -> impl Iterator<Item = (&'a V, Vec<(&'a str, &'a str)>)> {
+    let found = router.at(path).ok();
+    let params = found.as_ref().map(|f| f.params.clone());
+    found
+        .into_iter()
+        .flat_map(|f| f.value.iter())
+        .filter_map(move |(route, value)| {
+            let params = params.as_ref()?;
+            Some((value, route.params(params.iter())?))
+        })
 }
 
 #[cfg(test)]
