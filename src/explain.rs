@@ -227,6 +227,14 @@ fn explain_entry(config: &Config, rule: &Rule, view: &RequestView<'_>, out: &mut
         }
     };
     let _ = writeln!(out, "cookie: {set_cookie}");
+    if rule.esi {
+        let _ = writeln!(
+            out,
+            "esi:   <esi:include src=\"/...\"/> in its HTML is fetched for each client, with \
+             the client's cookies, under the fragment's own rule (a fragment that sets a \
+             cookie or is private makes the page `private, no-store`)"
+        );
+    }
     let _ = write!(out, "tier:  {}", rule.tier.as_str());
     if rule.tier.uses_redis()
         && let Some(redis) = &config.redis

@@ -40,6 +40,11 @@ pub const PURGES: &str = "sidecache_purges_total";
 /// detail (`set-cookie`, `private`, `no-store`, `status`, `too-large`,
 /// `vary-star`, `unframed`, `purged`, ...) (counter).
 pub const NOT_STORED: &str = "sidecache_not_stored_total";
+/// ESI fragments a page of `rule` included, by `result`: `ok`, `failed`
+/// (an error status, a timeout, an encoded or oversized body) or `skipped`
+/// (past the count or depth bound, or a `src` not a path on this site)
+/// (counter).
+pub const ESI_FRAGMENTS: &str = "sidecache_esi_fragments_total";
 /// Tags a write's trigger names that could not be rendered (a JSON
 /// field missing from its answer, an answer not JSON or too long to
 /// read), by `rule` (counter); the write purged the rest.
@@ -284,6 +289,10 @@ fn describe() {
     describe_counter!(
         NOT_STORED,
         "Answers fetched for the cache and not stored, by rule and reason."
+    );
+    describe_counter!(
+        ESI_FRAGMENTS,
+        "ESI fragments included in pages, by rule and result."
     );
     describe_counter!(
         PURGE_TAGS_UNRENDERED,

@@ -382,6 +382,8 @@ pub struct RawRule {
     pub allow_private: Option<Sp<bool>>,
     /// What clients are told about caching the rule's answers.
     pub downstream: Option<Sp<RawDownstream>>,
+    /// Edge Side Includes in the rule's HTML answers: `<esi:include src="/fragment"/>` is fetched through the proxy (under the fragment's own rule) for every client, `<esi:remove>` dropped, `<!--esi ...-->` unwrapped.
+    pub esi: Option<Sp<bool>>,
 }
 
 /// `pass_if:` of a rule.

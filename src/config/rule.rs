@@ -17,8 +17,8 @@ use super::{DEFAULT_KEY, DEFAULT_STATUSES, DEFAULT_TTL, Memory};
 use crate::cache::Tier;
 use crate::ratelimit;
 use crate::rules::{
-    KeyInputs, PassIf, RateLimit, Rollout, Rule, Scope, SetCookie, Template, Trigger, Ttl, Use,
-    Route, Verify, Warm, WriteThrough, route_params,
+    KeyInputs, PassIf, RateLimit, Rollout, Route, Rule, Scope, SetCookie, Template, Trigger, Ttl,
+    Use, Verify, Warm, WriteThrough, route_params,
 };
 
 /// `rule` with every field it leaves out taken from `d` (the defaults),
@@ -61,6 +61,7 @@ pub(super) fn with_defaults(rule: &RawRule, d: &RawRule) -> RawRule {
         allow_authorized: or(&rule.allow_authorized, &d.allow_authorized),
         allow_private: or(&rule.allow_private, &d.allow_private),
         downstream: or(&rule.downstream, &d.downstream),
+        esi: or(&rule.esi, &d.esi),
     }
 }
 
@@ -161,6 +162,7 @@ pub(super) fn rule(
         pass_if,
         allow_authorized: flag(&raw.allow_authorized),
         allow_private: flag(&raw.allow_private),
+        esi: flag(&raw.esi),
         sliding: flag(&raw.sliding),
         refresh_ahead,
         collapse_global,

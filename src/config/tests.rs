@@ -100,7 +100,10 @@ fn duplicate_and_conflicting_routes() {
     let conflict = errors(&format!(
         "{BASE}rules:\n  - name: a\n    match: {{ path: \"/p/{{id}}\" }}\n    key: \"a:{{id}}\"\n  - name: b\n    match: {{ path: \"/p/{{sku}}\" }}\n    key: \"b:{{sku}}\"\n"
     ));
-    assert!(conflict[0].contains("overlaps `/p/{id}` of rule `a`"), "{conflict:?}");
+    assert!(
+        conflict[0].contains("overlaps `/p/{id}` of rule `a`"),
+        "{conflict:?}"
+    );
     let names = errors(&format!(
         "{BASE}rules:\n  - name: a\n    match: {{ path: \"/a\" }}\n  - name: a\n    match: {{ path: \"/b\" }}\n"
     ));
@@ -714,14 +717,23 @@ fn legacy_url_patterns() {
     let l = load(&yaml).unwrap();
     let rules = &l.config.rules;
     let get = http::Method::GET;
-    let m = rules.find(&get, "shop", "/catalogue/frob-item-number-10_10/").unwrap();
+    let m = rules
+        .find(&get, "shop", "/catalogue/frob-item-number-10_10/")
+        .unwrap();
     assert_eq!(m.rule.name, "page");
-    assert_eq!(m.params, vec![("slug", "frob-item-number-10"), ("pk", "10")]);
+    assert_eq!(
+        m.params,
+        vec![("slug", "frob-item-number-10"), ("pk", "10")]
+    );
     assert!(rules.find(&get, "shop", "/catalogue/frob_x/").is_none());
     let t = rules.triggered(&http::Method::POST, "/dashboard/products/10/");
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].params, vec![("pk", "10")]);
-    assert!(rules.triggered(&http::Method::POST, "/dashboard/products/ten/").is_empty());
+    assert!(
+        rules
+            .triggered(&http::Method::POST, "/dashboard/products/ten/")
+            .is_empty()
+    );
 
     let overlap = format!(
         "{BASE}rules:\n  - name: one\n    match: {{ path: \"/c/{{id}}\" }}\n  - name: two\n    match: {{ path: \"/c/{{slug}}_{{pk}}\" }}\n"
@@ -731,7 +743,10 @@ fn legacy_url_patterns() {
     assert!(e.contains("overlaps `/c/{id}` of rule `one`"), "{e}");
     let bad = format!("{BASE}rules:\n  - name: one\n    match: {{ path: \"/c/{{pk:[0-9}}\" }}\n");
     let e = errors(&bad).join("\n");
-    assert!(e.contains("is not a pattern") && !e.contains("rule `"), "{e}");
+    assert!(
+        e.contains("is not a pattern") && !e.contains("rule `"),
+        "{e}"
+    );
     let trigger = format!(
         "{BASE}rules:\n  - name: one\n    match: {{ path: \"/c/{{id}}\" }}\n    invalidate_on: [\"POST /c/{{id}}_{{id}}\"]\n"
     );

@@ -39,8 +39,10 @@ impl Proxy {
     /// The hit path, and the miss path when nothing fresh answers.
     async fn hit_or_miss(self: &Arc<Self>, mut ctx: Ctx, keyed: Keyed) -> Answer {
         let now = SystemTime::now();
-        // Range requests are answered from fresh entries only, else forwarded.
-        let ranged = ctx.parts.headers.contains_key(header::RANGE);
+        // Range requests are answered from fresh entries only, else
+        // forwarded; an ESI page is answered whole (its fragments differ
+        // per client, so no range of it is stable).
+        let ranged = !keyed.rule.esi && ctx.parts.headers.contains_key(header::RANGE);
         let found = self
             .cache
             .lookup(

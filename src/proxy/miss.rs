@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 
 use super::body::empty;
 use super::collapse::{self, Claim, Global, Join, Landing};
+use super::esi;
 use super::fill::Fill;
 use super::forward;
 use super::headers::{append_via, strip_hop_by_hop};
@@ -107,7 +108,7 @@ impl Proxy {
         claim: Claim,
         prior: Option<Prior>,
     ) -> Answer {
-        let (up, conditional) = upstream_head(&ctx, prior.as_ref());
+        let (up, conditional) = upstream_head(&ctx, &keyed.rule, prior.as_ref());
         // A purge of this entry from now on may concern what the backend is
         // about to send; such an answer is passed on but not stored.
         let fetched = self.invalidator.fetch_started();
@@ -137,6 +138,24 @@ impl Proxy {
         {
             return self.revalidated(ctx, keyed, &prior, &res_parts, claim, fetched);
         }
+        let body = if keyed.rule.esi {
+            let limit = usize::try_from(keyed.rule.max_object_size).unwrap_or(usize::MAX);
+            match esi::prepare_fetched(&mut res_parts, body, limit, &keyed.rule.name).await {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::warn!(rule = %keyed.rule.name, error = %e, "backend body failed");
+                    let res = respond::error(
+                        http::StatusCode::BAD_GATEWAY,
+                        "the backend's answer was cut short",
+                    );
+                    let status = Some(status);
+                    return (res, Outcome::Error { fwd, status });
+                }
+            }
+        } else {
+            body
+        };
+        let framed = framed || res_parts.headers.contains_key(header::CONTENT_LENGTH);
         let now = SystemTime::now();
         let storable = storable::decide(&keyed.rule, &ctx.parts, &res_parts, now)
             .and_then(|f| {
@@ -289,9 +308,20 @@ impl Proxy {
 /// (the entry serves HEAD too), from the keyed head (which holds only what
 /// the key says, `forward`) without the client's conditionals, conditional
 /// on the stale entry's validators when there is one (answers whether it
-/// is).
-pub(super) fn upstream_head(ctx: &Ctx, prior: Option<&Prior>) -> (http::request::Parts, bool) {
+/// is). An `esi` rule's page is asked for unencoded.
+pub(super) fn upstream_head(
+    ctx: &Ctx,
+    rule: &crate::rules::Rule,
+    prior: Option<&Prior>,
+) -> (http::request::Parts, bool) {
     let mut up = forward::fetch_head(&ctx.parts, ctx.client);
+    if rule.esi {
+        // Includes are read from the page as it is: not compressed.
+        up.headers.insert(
+            header::ACCEPT_ENCODING,
+            http::HeaderValue::from_static("identity"),
+        );
+    }
     let conditional = prior.is_some_and(|p| p.make_conditional(&mut up.headers));
     (up, conditional)
 }

@@ -9,6 +9,7 @@
 
 pub mod body;
 pub mod collapse;
+pub mod esi;
 mod fill;
 pub mod forward;
 pub mod headers;
@@ -329,10 +330,19 @@ impl Proxy {
                 // From here on the request is what the key says, and
                 // nothing else: the hit path, the fetch and its checks all
                 // work on this head (`forward`).
+                let client_ip = client;
                 let client = std::mem::replace(&mut ctx.parts, *head);
+                let page = keyed.rule.esi.then(|| esi::Page::of(&client));
                 ctx.client_cookie = client.headers.get(http::header::COOKIE).cloned();
                 ctx.others = forward::others(client.headers, &ctx.parts.headers);
-                self.cached(ctx, keyed).await
+                let rule = keyed.rule.clone();
+                let answer = self.cached(ctx, keyed).await;
+                match page {
+                    Some(page) => {
+                        Box::pin(self.assemble(answer, page, client_ip, &rule.name)).await
+                    }
+                    None => answer,
+                }
             }
         };
         (plan.rule, answer)

@@ -87,7 +87,7 @@ impl Proxy {
             return count(&rule.name, "skipped");
         };
         // The request a miss of this key would send.
-        let (head, _) = super::miss::upstream_head(ctx, None);
+        let (head, _) = super::miss::upstream_head(ctx, &keyed.rule, None);
         let req = Request::from_parts(head, super::empty());
         let (this, entry, key) = (self.clone(), entry.clone(), keyed.key.clone());
         tokio::spawn(async move {
@@ -101,7 +101,7 @@ impl Proxy {
             let Payload::Response(stored) = &entry.payload else {
                 return;
             };
-            let answer = match found {
+            let mut answer = match found {
                 Ok(answer) => answer,
                 Err(why) => {
                     tracing::debug!(rule = rule.name, why, "verify: no usable answer");
@@ -116,6 +116,14 @@ impl Proxy {
                 .purged_since(&key, &stored.tags, entry.fetched_ms)
             {
                 return count(&rule.name, "skipped");
+            }
+            // An ESI page is stored with its markup read (includes cut
+            // out): the backend's is read the same way to compare.
+            if rule.esi
+                && answer.encoding.is_none()
+                && let Ok(prepared) = super::esi::prepare(&answer.body)
+            {
+                answer.body = prepared.body;
             }
             let checked = match compare(stored, &answer, &verify.ignore) {
                 Ok(checked) => checked,

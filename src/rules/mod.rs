@@ -97,6 +97,9 @@ pub struct Rule {
     pub allow_authorized: bool,
     /// Store `Cache-Control: private` responses.
     pub allow_private: bool,
+    /// Edge Side Includes in its HTML answers are assembled for each
+    /// client (`proxy::esi`).
+    pub esi: bool,
     /// Each hit renews the TTL.
     pub sliding: bool,
     /// A fresh entry requested in this last share of its fresh life (0 to
@@ -387,17 +390,35 @@ fn grouped<'a, V>(
     entries: impl Iterator<Item = (usize, &'a str, V)>,
     what: &str,
 ) -> Result<Routed<V>, (usize, String)> {
-    let mut by_path: Vec<(String, usize, &str, Vec<(Route, V)>)> = Vec::new();
+    /// Patterns routed alike: the first's rule and pattern, and all.
+    struct Group<'p, V> {
+        routed: String,
+        first: usize,
+        path: &'p str,
+        list: Vec<(Route, V)>,
+    }
+    let mut by_path: Vec<Group<'_, V>> = Vec::new();
     for (rule, path, value) in entries {
         let route = Route::parse(path).map_err(|e| (rule, format!("{what} `{path}`: {e}")))?;
-        match by_path.iter_mut().find(|(p, ..)| *p == route.router) {
-            Some((.., list)) => list.push((route, value)),
-            None => by_path.push((route.router.clone(), rule, path, vec![(route, value)])),
+        match by_path.iter_mut().find(|g| g.routed == route.router) {
+            Some(g) => g.list.push((route, value)),
+            None => by_path.push(Group {
+                routed: route.router.clone(),
+                first: rule,
+                path,
+                list: vec![(route, value)],
+            }),
         }
     }
     let mut router = matchit::Router::new();
     let mut inserted: Vec<(String, usize, &str)> = Vec::new();
-    for (routed, first, path, list) in by_path {
+    for Group {
+        routed,
+        first,
+        path,
+        list,
+    } in by_path
+    {
         if let Err(e) = router.insert(routed.as_str(), list) {
             let message = match &e {
                 matchit::InsertError::Conflict { with } => {
@@ -406,9 +427,9 @@ fn grouped<'a, V>(
                             "{what} `{path}` overlaps `{theirs}` of rule `{}`: a request could match either; make one literal where they differ, or give both one pattern",
                             rules[*other].name
                         ),
-                        None => format!(
-                            "{what} `{path}` overlaps another rule's pattern near `{with}`"
-                        ),
+                        None => {
+                            format!("{what} `{path}` overlaps another rule's pattern near `{with}`")
+                        }
                     }
                 }
                 other => format!("{what} `{path}`: {other}"),

@@ -34,7 +34,10 @@ struct Refined {
 /// One piece of a segment: literal text or a parameter.
 enum Piece<'a> {
     Text(&'a str),
-    Param { name: &'a str, pattern: Option<&'a str> },
+    Param {
+        name: &'a str,
+        pattern: Option<&'a str>,
+    },
 }
 
 /// The pieces of one segment, or why it cannot be read.
@@ -144,8 +147,8 @@ impl Route {
                 }
             }
             regex.push('$');
-            let regex = Regex::new(&regex)
-                .map_err(|e| format!("`{segment}` cannot be matched: {e}"))?;
+            let regex =
+                Regex::new(&regex).map_err(|e| format!("`{segment}` cannot be matched: {e}"))?;
             let slot = format!("{SLOT}{}", refined.len());
             router.push(format!("{{{slot}}}"));
             refined.push(Refined {
@@ -233,7 +236,10 @@ mod tests {
     #[test]
     fn a_parameter_can_have_a_pattern() {
         let r = Route::parse("/p/{pk:[0-9]+}/{name}").unwrap();
-        assert_eq!(at(&r, "/p/42/x").unwrap(), pairs(&[("pk", "42"), ("name", "x")]));
+        assert_eq!(
+            at(&r, "/p/42/x").unwrap(),
+            pairs(&[("pk", "42"), ("name", "x")])
+        );
         assert!(at(&r, "/p/4a/x").is_none());
         let plain = Route::parse("/p/{id}/img-{n}.png").unwrap();
         assert_eq!(plain.router, "/p/{id}/img-{n}.png");
@@ -258,6 +264,9 @@ mod tests {
 
     #[test]
     fn names_come_without_patterns() {
-        assert_eq!(route_params("/c/{slug}_{pk:[0-9]+}/{*rest}"), vec!["slug", "pk", "rest"]);
+        assert_eq!(
+            route_params("/c/{slug}_{pk:[0-9]+}/{*rest}"),
+            vec!["slug", "pk", "rest"]
+        );
     }
 }

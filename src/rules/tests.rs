@@ -19,6 +19,7 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         pass_if: Default::default(),
         allow_authorized: false,
         allow_private: false,
+        esi: false,
         sliding: false,
         refresh_ahead: None,
         warm_on: Vec::new(),
