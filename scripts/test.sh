@@ -3,7 +3,8 @@
 # tests need when it is missing (redis-server, which tests start their own
 # servers of, and redis-cli, which joins six of them into a cluster; chromium, which loads the dashboard; openssl, which makes the
 # TLS tests' certificates; ca-certificates, the system's roots; a C linker
-# for the build; procps for `kill` and `ps`; cargo-nextest), then runs the formatting and lint checks, the doc tests and every
+# for the build; procps for `kill` and `ps`; python3 with venv, and Django
+# from PyPI in a venv, for the shop test; cargo-nextest), then runs the formatting and lint checks, the doc tests and every
 # test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 { command -v ps >/dev/null 2>&1 && { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; }; } || missing+=(procps)
+# Python with venv, for the Django shop a test puts sidecache in front of.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 # The system's root certificates, which the https upstream tests read.
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -43,6 +47,15 @@ for tool in fmt clippy; do
     exit 1
   }
 done
+
+# Django, from PyPI, in a venv beside the build (where the test looks).
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+venv="$target/tmp/django-venv"
+if ! "$venv/bin/python" -c 'import django' >/dev/null 2>&1; then
+  echo "== installing Django for the shop test"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r tests/django_shop/requirements.txt
+fi
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

@@ -399,7 +399,7 @@ fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "  and the URLs in the answer's Location / Content-Location on the same host"
+        "  and the URLs in the answer's Location (not a redirect's) / Content-Location on the same host"
     );
     if any {
         let _ = writeln!(

@@ -66,6 +66,11 @@ async fn shop() -> Backend {
                 vec![("location", "/things/1".into())],
                 Bytes::new(),
             ),
+            "POST" if path == "/things/moved" => (
+                StatusCode::FOUND,
+                vec![("location", "/things/1".into())],
+                Bytes::new(),
+            ),
             "PUT" | "POST" if path.starts_with("/things") => (
                 StatusCode::CREATED,
                 vec![("location", "/things/1".into())],
@@ -357,7 +362,8 @@ async fn purge_method_can_be_turned_off() {
 }
 
 /// A successful POST purges its own URL and its Location (RFC 9111 4.4),
-/// without any rule saying so; a failed one purges nothing.
+/// without any rule saying so, but not a redirect's Location; a failed one
+/// purges nothing.
 #[tokio::test]
 async fn unsafe_method_purges_own_url_and_location() {
     let redis = Redis::start();
@@ -384,6 +390,16 @@ async fn unsafe_method_purges_own_url_and_location() {
     assert_eq!(res.status, StatusCode::CREATED);
     assert!(!hit(&a, "/things/new").await, "own URL not purged");
     assert!(!hit(&a, "/things/1").await, "Location not purged");
+    // A redirect's Location is where the browser goes next (a login's
+    // catalogue), not what the write changed: kept.
+    get(&a.url("/things/1"), &[]).await;
+    eventually("cached", || hit(&a, "/things/1")).await;
+    let res = send("POST", &a.url("/things/moved"), &[], "{}").await;
+    assert_eq!(res.status, StatusCode::FOUND);
+    assert!(
+        hit(&a, "/things/1").await,
+        "a redirect's Location was purged"
+    );
 }
 
 /// Tags from the backend's Surrogate-Key are honoured with origin_tags.

@@ -378,6 +378,36 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Fills the includes of a page of `rule` that passed the cache (read
+    /// as a fetched one is, then assembled).
+    pub(super) async fn assemble_passed(
+        self: &Arc<Self>,
+        answer: Answer,
+        page: Page,
+        ip: IpAddr,
+        rule: &crate::rules::Rule,
+    ) -> Answer {
+        let (res, outcome) = answer;
+        let (mut parts, body) = res.into_parts();
+        let limit = usize::try_from(rule.max_object_size).unwrap_or(usize::MAX);
+        match prepare_fetched(&mut parts, body, limit, &rule.name).await {
+            Ok(body) => {
+                let answer = (Response::from_parts(parts, body), outcome);
+                self.assemble(answer, page, ip, &rule.name).await
+            }
+            Err(e) => {
+                tracing::warn!(rule = %rule.name, error = %e, "backend body failed");
+                let res = super::respond::error(
+                    StatusCode::BAD_GATEWAY,
+                    "the backend's answer was cut short",
+                );
+                (res, outcome)
+            }
+        }
+    }
+}
+
 /// Fetches one fragment through the pipeline, within `timeout`.
 async fn fragment(
     proxy: Arc<Proxy>,

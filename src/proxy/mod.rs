@@ -321,7 +321,27 @@ impl Proxy {
         let answer = match plan.action {
             Action::Purge => Box::pin(self.purge_request(&ctx)).await,
             Action::Write => Box::pin(self.write(ctx, body)).await,
-            Action::Pass(why) => Box::pin(self.pass(ctx, body, why)).await,
+            Action::Pass(why) => {
+                // A page that passes (a logged-in visitor's) has its
+                // includes filled too.
+                let esi = plan.rule.as_ref().filter(|r| {
+                    r.esi && matches!(ctx.parts.method, http::Method::GET | http::Method::HEAD)
+                });
+                let page = esi.map(|r| (esi::Page::of(&ctx.parts), r.clone()));
+                if page.is_some() {
+                    ctx.parts.headers.insert(
+                        http::header::ACCEPT_ENCODING,
+                        http::HeaderValue::from_static("identity"),
+                    );
+                }
+                let answer = Box::pin(self.pass(ctx, body, why)).await;
+                match page {
+                    Some((page, rule)) => {
+                        Box::pin(self.assemble_passed(answer, page, client, &rule)).await
+                    }
+                    None => answer,
+                }
+            }
             Action::Reject(why) => {
                 let res = respond::error(http::StatusCode::BAD_REQUEST, why);
                 (res, Outcome::Rejected(Rejected::BadRequest))

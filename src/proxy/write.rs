@@ -160,7 +160,16 @@ impl Proxy {
         };
         // In the background: the write's answer never waits for them.
         self.warm(warms, bodies, client);
-        let locations: Vec<Uri> = [header::LOCATION, header::CONTENT_LOCATION]
+        // A 201's `Location` and a 2xx's `Content-Location` name what the
+        // write made; a redirect's `Location` is only where the browser
+        // goes next (a login's catalogue, an edit's dashboard), which did
+        // not change.
+        let named: &[header::HeaderName] = if written.status.is_redirection() {
+            &[header::CONTENT_LOCATION]
+        } else {
+            &[header::LOCATION, header::CONTENT_LOCATION]
+        };
+        let locations: Vec<Uri> = named
             .iter()
             .filter_map(|name| written.headers.get(name))
             .filter_map(|v| v.to_str().ok()?.parse().ok())

@@ -725,6 +725,12 @@ impl Spawned {
     }
 }
 
+impl From<Child> for Spawned {
+    fn from(child: Child) -> Self {
+        Self(Some(child))
+    }
+}
+
 impl std::ops::Deref for Spawned {
     type Target = Child;
     fn deref(&self) -> &Child {
