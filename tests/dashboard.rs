@@ -78,7 +78,12 @@ async fn dashboard_shows_live_data_in_chromium() {
             StatusCode::OK
         };
         let body = format!("{{\"uri\":\"{}\"}}", s.uri);
-        (status, vec![], bytes::Bytes::from(body))
+        let headers = if s.uri.contains("private") {
+            vec![("cache-control", "private".to_owned())]
+        } else {
+            vec![]
+        };
+        (status, headers, bytes::Bytes::from(body))
     })
     .await;
     // A warm-up list of two URLs, one the backend fails.
@@ -119,6 +124,14 @@ async fn dashboard_shows_live_data_in_chromium() {
             }
         }
     });
+    // An answer the rule does not store (a private one): why shows on the
+    // page.
+    let private = get(&proxy.url("/products/private"), &[]).await;
+    assert!(
+        private.cache_status().contains("detail=private"),
+        "{}",
+        private.cache_status()
+    );
     // Let the gauges be read once (every second) before the page loads.
     eventually("L1 gauge above zero", || async {
         let text = get(&format!("http://{}/metrics", proxy.admin), &[]).await;
@@ -224,6 +237,17 @@ async fn dashboard_shows_live_data_in_chromium() {
     assert!(
         saved("total") >= saved("product") + saved("category"),
         "{offload}"
+    );
+    let why = offload
+        .split("data-rule=\"product\"")
+        .nth(1)
+        .and_then(|r| r.split("data-not-stored=\"").nth(1))
+        .and_then(|v| v.split('"').next())
+        .unwrap_or_else(|| panic!("no not-stored reasons for product: {offload}"));
+    assert!(why.starts_with("private "), "{offload}");
+    assert!(
+        offload.contains("<td>private "),
+        "the column shows it: {offload}"
     );
 
     assert!(
