@@ -3,7 +3,8 @@
 //! login, a dashboard edit answered 302), with two replicas and one Redis,
 //! driven by many browsers at once, each with its own cookie jar. The shop
 //! is changed only by ESI includes for its personal fragments (the CSRF
-//! token of the add-to-basket form, the mini basket).
+//! token of the add-to-basket form, the mini basket), and the config is
+//! the one `docs/legacy-shop.md` gives.
 
 mod support;
 
@@ -15,25 +16,22 @@ use std::time::Duration;
 use http::StatusCode;
 use support::*;
 
-const RULES: &str = r#"
-upstream: { url: UPSTREAM }
-redis: { url: "REDIS", key_prefix: "shop:" }
-defaults:
-  ttl: 10m
-  esi: true
-  set_cookie: strip
-  pass_if: { cookies: [sessionid] }
-rules:
-  - name: product
-    match: { path: "/catalogue/{slug}_{pk:[0-9]+}/" }
-    key: "product:{pk}"
-    tags: ["product:{pk}"]
-    invalidate_on: ["POST /dashboard/catalogue/products/{pk}/"]
-  - name: listing
-    match: { path: "/catalogue/" }
-    key: "listing"
-    invalidate_on: ["POST /dashboard/catalogue/products/{pk}/"]
-"#;
+/// The config of the guide (`docs/legacy-shop.md`), as a reader copies it.
+fn rules() -> String {
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/legacy-shop.md");
+    let guide = std::fs::read_to_string(guide).unwrap();
+    let block = guide
+        .split("<!-- shop.yaml -->")
+        .nth(1)
+        .and_then(|r| r.split("<!-- /shop.yaml -->").next())
+        .expect("the guide's config block");
+    block
+        .trim()
+        .trim_start_matches("```yaml")
+        .trim_end_matches("```")
+        .replace("http://127.0.0.1:8000", "UPSTREAM")
+        .replace("redis://127.0.0.1:6379", "REDIS")
+}
 
 /// The venv with Django (`target/tmp/django-venv`), made when missing
 /// (`scripts/test.sh` makes it before the tests run).
@@ -212,8 +210,9 @@ async fn log_in(proxy: &Proxy, user: &str, password: &str) -> Browser {
 async fn a_django_shop_is_cached_safely_and_its_forms_work() {
     let redis = Redis::start();
     let shop = Shop::start().await;
-    let a = Proxy::start(RULES, &shop.url, Some(&redis.url())).await;
-    let b = Proxy::start(RULES, &shop.url, Some(&redis.url())).await;
+    let rules = rules();
+    let a = Proxy::start(&rules, &shop.url, Some(&redis.url())).await;
+    let b = Proxy::start(&rules, &shop.url, Some(&redis.url())).await;
     let pages: Vec<String> = std::iter::once("/catalogue/".to_owned())
         .chain((1..=10).map(|pk| format!("/catalogue/frob-item-number-{pk}_{pk}/")))
         .collect();
@@ -228,7 +227,7 @@ async fn a_django_shop_is_cached_safely_and_its_forms_work() {
             let history = format!("{}", i + 1);
             let mut browser = Browser::with(&[("_ga", &ga), ("history", &history)]);
             let (mut hits, mut total) = (0, 0);
-            for round in 0..5 {
+            for round in 0..10 {
                 for page in &pages {
                     let base = if (i + round) % 2 == 0 { &a_url } else { &b_url };
                     let got = browser.get(&format!("{base}{page}")).await;
