@@ -112,6 +112,10 @@ impl App {
             self.proxy.invalidator().clone(),
             shutdown.clone(),
         ));
+        let outbox = tokio::spawn(crate::invalidation::outbox::run(
+            self.proxy.invalidator().clone(),
+            shutdown.clone(),
+        ));
         let hup = tokio::spawn(crate::reload::on_sighup(
             self.proxy.clone(),
             shutdown.clone(),
@@ -147,7 +151,7 @@ impl App {
         });
         tokio::join!(proxy_task, admin_task);
         ready.abort();
-        let _ = tokio::join!(bus, regions, repeats, hup, watch, upkeep, hot);
+        let _ = tokio::join!(bus, regions, repeats, outbox, hup, watch, upkeep, hot);
         // What the requests drained since shutdown began were counted as.
         if let Some(redis) = self.proxy.redis() {
             self.proxy.hotness().merge(redis).await;

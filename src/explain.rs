@@ -186,7 +186,7 @@ fn pass_text(why: Pass) -> String {
             "the request carries a cookie or header the rule's pass_if names (a logged-in \
              visitor, an open basket): forwarded as received, not answered from cache"
         }
-        Pass::Range(_) | Pass::Write => "forwarded",
+        Pass::Range(_) | Pass::Write { .. } => "forwarded",
     };
     match why.as_str() {
         Some(detail) => format!("{text} (detail={detail})"),

@@ -40,6 +40,9 @@ pub const PURGES: &str = "sidecache_purges_total";
 /// detail (`set-cookie`, `private`, `no-store`, `status`, `too-large`,
 /// `vary-star`, `unframed`, `purged`, ...) (counter).
 pub const NOT_STORED: &str = "sidecache_not_stored_total";
+/// Purges this replica applied that Redis does not have yet (its outbox),
+/// so other replicas do not know of them yet (gauge).
+pub const PURGES_PENDING: &str = "sidecache_purges_pending";
 /// ESI fragments a page of `rule` included, by `result`: `ok`, `failed`
 /// (an error status, a timeout, an encoded or oversized body) or `skipped`
 /// (past the count or depth bound, or a `src` not a path on this site)
@@ -274,6 +277,10 @@ fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis commands that failed or were skipped.");
     describe_gauge!(REDIS_STATE, "Redis state; the current one is 1.");
     describe_gauge!(L1_ENTRIES, "Entries in the memory tier.");
+    describe_gauge!(
+        PURGES_PENDING,
+        "Purges applied here that Redis does not have yet."
+    );
     describe_gauge!(L1_BYTES, Unit::Bytes, "Bytes held by the memory tier.");
     describe_gauge!(L1_CAPACITY, Unit::Bytes, "Limit of the memory tier.");
     describe_gauge!(

@@ -6,7 +6,7 @@
 //! | `GET /metrics` | Prometheus text format; names in [`crate::metrics`] |
 //! | `GET /purges` | the last purges applied here (API, `PURGE`, writes, other replicas), newest first, as JSON (bearer token: keys and tags may hold user data) |
 //! | `GET /healthz` | liveness: `ok` while the process serves |
-//! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled`, and whether purge announcements are `subscribed`, `cut-off` or `local` (no Redis), and with `regions:` each region's link, lag and whether this replica relays its purges |
+//! | `GET /readyz` | readiness: 200 once config is loaded and listeners are bound; the body says whether Redis is `up`, `degraded` or `disabled`, and whether purge announcements are `subscribed`, `cut-off` or `local` (no Redis), how many purges wait in this replica's outbox for Redis (`purges_pending`), and with `regions:` each region's link, lag and whether this replica relays its purges |
 //! | `GET /report` | what the cache saved the backend since start, per rule and in total (requests, bytes, backend time), as JSON |
 //! | `GET /rules` | the rules as loaded, with this replica's region and the other regions, as JSON |
 //! | `POST /reload` | re-read the config file (bearer token); a bad one is refused with its errors and the old one keeps serving |
@@ -72,6 +72,7 @@ impl Admin {
                     "redis": self.proxy.redis_state(),
                     "redis_mode": self.proxy.redis().map(crate::redis::Redis::mode),
                     "purges": self.proxy.invalidator().channel_state(),
+                    "purges_pending": self.proxy.invalidator().purges_pending(),
                     "region": self.proxy.invalidator().regions().map(|r| r.here()),
                     "regions": self.proxy.invalidator().regions().map(|r| r.states()),
                 });

@@ -31,6 +31,7 @@
 
 pub mod bus;
 pub mod clock;
+pub mod outbox;
 pub mod regions;
 pub mod shared;
 pub mod times;
@@ -111,9 +112,9 @@ pub struct Counts {
     pub tags: usize,
     /// Entries removed by prefix, here and in Redis.
     pub prefixed: usize,
-    /// Redis operations of this purge that failed: other replicas may not
-    /// have seen all of it (they catch up within their disconnect grace
-    /// only if they lost their connection too). Retry the purge.
+    /// Redis operations of this purge that failed: other replicas have not
+    /// seen all of it yet. It waits in this replica's outbox
+    /// ([`outbox`]) and is applied again until Redis has it.
     pub redis_errors: usize,
     /// The latest purge time this purge applied, on the purge clock.
     #[serde(skip)]
@@ -168,6 +169,8 @@ pub struct Invalidator {
     regions: Option<regions::Regions>,
     /// `invalidation.repeat_after`, and the queue of purges to repeat.
     repeat: Option<Repeat>,
+    /// Purges Redis does not have yet.
+    outbox: outbox::Outbox,
 }
 
 /// Purges waiting to be applied a second time.
@@ -239,6 +242,7 @@ impl Invalidator {
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             regions: None,
             repeat: None,
+            outbox: outbox::Outbox::default(),
         }
     }
 
@@ -418,15 +422,43 @@ impl Invalidator {
     pub async fn purge(&self, purge: &Purge, source: PurgeSource) -> Counts {
         self.record(source, &purge.keys, &purge.tags, &purge.prefixes);
         let mut counts = Counts::default();
+        let mut unrelayed = false;
         if source.is_origin()
             && let (Some(regions), Some(redis)) = (&self.regions, &self.redis)
             && let Err(e) = regions.record(redis, purge, regions::keep(self)).await
         {
             counts.redis_errors += 1;
-            tracing::warn!(error = %e, "purge not logged for the other regions; they were not told");
+            unrelayed = true;
+            tracing::warn!(error = %e, "purge not logged for the other regions yet; it is pending");
         }
         self.apply_and_repeat(purge, source, &mut counts).await;
+        if counts.redis_errors > 0 {
+            self.outbox.push(purge, unrelayed);
+        }
         counts
+    }
+
+    /// How many purges wait for Redis in this replica's outbox.
+    pub fn purges_pending(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Applies a pending purge again: answers whether the other regions'
+    /// log has it now (logged first, as [`Invalidator::purge`] does), and
+    /// whether Redis has all of it.
+    async fn retry(&self, pending: &outbox::Pending) -> (bool, bool) {
+        if pending.relay
+            && let (Some(regions), Some(redis)) = (&self.regions, &self.redis)
+            && regions
+                .record(redis, &pending.purge, regions::keep(self))
+                .await
+                .is_err()
+        {
+            return (false, false);
+        }
+        let mut counts = Counts::default();
+        self.apply_purge(&pending.purge, &mut counts).await;
+        (true, counts.redis_errors == 0)
     }
 
     /// Several purges made elsewhere (another region), in order: each is
@@ -447,6 +479,9 @@ impl Invalidator {
         }
         let mut counts = Counts::default();
         self.apply_and_repeat(&all, source, &mut counts).await;
+        if counts.redis_errors > 0 {
+            self.outbox.push(&all, false);
+        }
         counts
     }
 

@@ -119,8 +119,12 @@ pub enum Pass {
     Key(KeyRefusal),
     /// A Range request the cache could not answer itself.
     Range(Fwd),
-    /// A write (any method but GET and HEAD).
-    Write,
+    /// A write (any method but GET and HEAD); whether a purge it made
+    /// waits for Redis in the outbox (other replicas do not know of it yet).
+    Write {
+        /// The purge is pending.
+        purge_pending: bool,
+    },
     /// Outside its rule's `rollout` share.
     Rollout,
     /// It carries a cookie or header its rule's `pass_if` names.
@@ -195,7 +199,7 @@ impl Pass {
             Pass::NoRule | Pass::Rule | Pass::Key(_) | Pass::Rollout => Fwd::Bypass,
             Pass::Authorization | Pass::PassIf => Fwd::Request,
             Pass::Range(fwd) => fwd,
-            Pass::Write => Fwd::Method,
+            Pass::Write { .. } => Fwd::Method,
         }
     }
 
@@ -209,8 +213,19 @@ impl Pass {
             Pass::Range(_) => "range",
             Pass::Rollout => "rollout",
             Pass::PassIf => "pass-if",
-            Pass::Write => return None,
+            Pass::Write { .. } => return None,
         })
+    }
+
+    /// The `Cache-Status` detail: [`Pass::as_str`], or `purge-pending` for
+    /// a write whose purge waits for Redis.
+    pub fn detail(self) -> Option<&'static str> {
+        match self {
+            Pass::Write {
+                purge_pending: true,
+            } => Some("purge-pending"),
+            other => other.as_str(),
+        }
     }
 }
 
@@ -341,7 +356,7 @@ impl Outcome {
             Outcome::Pass { why, status } => {
                 s.fwd = Some(why.fwd());
                 s.fwd_status = Some(status);
-                s.detail = why.as_str();
+                s.detail = why.detail();
             }
             Outcome::Error { fwd, status } => {
                 s.fwd = Some(fwd);
@@ -454,7 +469,9 @@ mod tests {
             ),
             (
                 Outcome::Pass {
-                    why: Pass::Write,
+                    why: Pass::Write {
+                        purge_pending: false,
+                    },
                     status: 204,
                 },
                 "sidecache; fwd=method; fwd-status=204",

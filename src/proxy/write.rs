@@ -95,8 +95,10 @@ impl Proxy {
         };
         let (res_parts, res_body) = res.into_parts();
         let status = res_parts.status.as_u16();
-        let outcome = Outcome::Pass {
-            why: Pass::Write,
+        let mut outcome = Outcome::Pass {
+            why: Pass::Write {
+                purge_pending: false,
+            },
             status,
         };
         // A write that went through purges: 2xx, and 3xx too (a form's
@@ -123,8 +125,13 @@ impl Proxy {
             request_json,
         };
         // The write happened whatever became of its answer: purge first.
-        self.after_write(&config, &triggered, through, written, (&warms, client))
+        let purge_pending = self
+            .after_write(&config, &triggered, through, written, (&warms, client))
             .await;
+        outcome = Outcome::Pass {
+            why: Pass::Write { purge_pending },
+            status,
+        };
         if let Some(e) = broken {
             tracing::warn!(error = %e, "backend answer to a write could not be read");
             let res = respond::error(StatusCode::BAD_GATEWAY, "the backend's answer was broken");
@@ -141,7 +148,7 @@ impl Proxy {
     }
 
     /// After a 2xx or 3xx answer to a write: purges what it made stale, then
-    /// writes through.
+    /// writes through. Answers whether the purge waits for Redis.
     async fn after_write(
         self: &Arc<Self>,
         config: &Config,
@@ -149,7 +156,7 @@ impl Proxy {
         through: Option<(Arc<Rule>, Snapshot)>,
         written: Written<'_>,
         (warms, client): (&Warms, std::net::IpAddr),
-    ) {
+    ) -> bool {
         let response_json: Option<serde_json::Value> = written
             .body
             .as_ref()
@@ -198,9 +205,11 @@ impl Proxy {
         // What is written through was answered before this purge and
         // reflects it: it counts as fetched after the write's own purge.
         let mut fetched = self.invalidator.fetch_started();
+        let mut pending = false;
         if purge != Purge::default() {
             let counts = self.invalidator.purge(&purge, PurgeSource::Write).await;
             tracing::debug!(?counts, "write purged");
+            pending = counts.redis_errors > 0;
             fetched = self.invalidator.fetch_started().max(counts.at_ms + 1);
         }
         // Only a 2xx answer carries the written resource.
@@ -210,6 +219,7 @@ impl Proxy {
             self.write_through(config, &rule, snap, written, fetched)
                 .await;
         }
+        pending
     }
 
     /// Stores the written representation under the rule's key and
