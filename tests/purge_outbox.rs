@@ -75,7 +75,7 @@ async fn a_purge_made_while_cut_off_reaches_every_replica_once_the_link_is_back(
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let base = if i % 2 == 0 { &a } else { &b };
+                let base = if i.is_multiple_of(2) { &a } else { &b };
                 let url = format!("{base}/products/{}", 2 + i % 5);
                 failed += usize::from(try_get(&client, &url).await.is_err());
             }
