@@ -40,6 +40,10 @@ pub const PURGES: &str = "sidecache_purges_total";
 /// detail (`set-cookie`, `private`, `no-store`, `status`, `too-large`,
 /// `vary-star`, `unframed`, `purged`, ...) (counter).
 pub const NOT_STORED: &str = "sidecache_not_stored_total";
+/// Purge or fetch times beyond Redis's clock (plus a small bound), by
+/// `source`, taken as now or refused (counter): a planted value, or a
+/// Redis clock that jumped ahead.
+pub const UNTRUSTED_TIMES: &str = "sidecache_untrusted_times_total";
 /// Purges this replica applied that Redis does not have yet (its outbox),
 /// so other replicas do not know of them yet (gauge).
 pub const PURGES_PENDING: &str = "sidecache_purges_pending";
@@ -277,6 +281,10 @@ fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis commands that failed or were skipped.");
     describe_gauge!(REDIS_STATE, "Redis state; the current one is 1.");
     describe_gauge!(L1_ENTRIES, "Entries in the memory tier.");
+    describe_counter!(
+        UNTRUSTED_TIMES,
+        "Purge or fetch times beyond Redis's clock, taken as now or refused."
+    );
     describe_gauge!(
         PURGES_PENDING,
         "Purges applied here that Redis does not have yet."

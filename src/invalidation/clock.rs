@@ -25,6 +25,10 @@ const MARGIN_MS: u64 = 5;
 /// Slack before the first sync with Redis: a generous bound on the skew
 /// between a replica's clock and Redis's among hosts kept by NTP.
 const UNSYNCED_SLACK_MS: u64 = 1_000;
+/// How far past the clock's value a purge or fetch time read from Redis
+/// or an announcement may lie (a master's clock ahead of the slowest, a
+/// reading in flight); a later one is not trusted ([`Clock::trusted`]).
+pub const TRUST_MS: u64 = 2_000;
 
 /// This replica's view of the purge clock.
 pub struct Clock {
@@ -98,10 +102,37 @@ impl Clock {
     }
 
     /// Notes a purge time read off the clock (from Redis or an
-    /// announcement), less the spread between masters' clocks.
+    /// announcement), less the spread between masters' clocks. A time not
+    /// [`trusted`](Clock::trusted) is taken as now: the clock never jumps
+    /// forward on a value it has not checked.
     pub fn observe(&self, time: u64) {
-        let time = time.saturating_sub(self.spread.load(Ordering::Relaxed));
+        let time = self
+            .trusted(time, "observed")
+            .saturating_sub(self.spread.load(Ordering::Relaxed));
         self.seen.fetch_max(time, Ordering::Relaxed);
+    }
+
+    /// Whether `time` (ms) lies no later than [`TRUST_MS`] past the
+    /// clock's value: a time from Redis's `TIME` or an announcement of it.
+    /// A later one (a planted far-future value, a clock that jumped ahead
+    /// and came back) cannot be a purge of the past or a fetch begun.
+    pub fn believable(&self, time: u64) -> bool {
+        time <= self
+            .now()
+            .saturating_add(TRUST_MS + self.slack.load(Ordering::Relaxed))
+    }
+
+    /// `time` if [`believable`](Clock::believable); else, counted by
+    /// `source`, the clock's value now: a purge said to happen later than
+    /// Redis's time can is taken as a purge just now, which refuses what it
+    /// names fetched until now and no later fetch.
+    pub fn trusted(&self, time: u64, source: &'static str) -> u64 {
+        if self.believable(time) {
+            return time;
+        }
+        metrics::counter!(crate::metrics::UNTRUSTED_TIMES, "source" => source).increment(1);
+        tracing::warn!(source, time, "a time beyond Redis's clock was not trusted");
+        self.now()
     }
 
     /// Takes a reading of Redis's clock: `redis_ms` (on a cluster the
@@ -119,6 +150,11 @@ impl Clock {
             .saturating_sub(i64::try_from(mid).unwrap_or(i64::MAX));
         self.offset.store(offset, Ordering::Relaxed);
         self.slack.store(rtt / 2 + MARGIN_MS, Ordering::Relaxed);
+        // Redis's clock came back from a jump ahead: the purges seen then
+        // are behind us, and fetches follow the clock again.
+        let ceiling = redis_ms.saturating_add(TRUST_MS);
+        self.seen.fetch_min(ceiling, Ordering::Relaxed);
+        self.made.fetch_min(ceiling, Ordering::Relaxed);
         self.observe(redis_ms);
     }
 
@@ -148,7 +184,7 @@ mod tests {
     #[test]
     fn fetches_follow_seen_purges() {
         let c = Clock::local();
-        let far = now_ms() + 60_000;
+        let far = now_ms() + 1_500;
         c.observe(far);
         assert_eq!(c.fetch_start(), far + 1);
         let a = c.purge_time();
@@ -168,6 +204,28 @@ mod tests {
         assert!(start <= here + 10_000 + 50, "{start}");
         assert!(start >= here + 10_000 - 10 - MARGIN_MS - 50, "{start}");
         assert_eq!(c.slack(), Duration::from_millis(10 + MARGIN_MS));
+    }
+
+    /// A far-future time (planted in Redis, or announced) never moves the
+    /// clock; a clock that jumped ahead and came back is followed back.
+    #[test]
+    fn untrusted_times_never_move_the_clock() {
+        let c = Clock::shared();
+        let here = now_ms();
+        c.sync(here, None, here, here);
+        c.observe(4_102_444_800_000);
+        assert!(c.fetch_start() <= here + 1_000, "{}", c.fetch_start());
+        assert!(c.trusted(4_102_444_800_000, "test") <= now_ms() + 10);
+        assert_eq!(c.trusted(here + 100, "test"), here + 100);
+        // Redis an hour ahead, then back.
+        c.sync(here + 3_600_000, None, here, here);
+        assert!(c.fetch_start() > here + 3_500_000);
+        c.sync(here, None, here, here);
+        assert!(
+            c.fetch_start() <= here + TRUST_MS + 1,
+            "{}",
+            c.fetch_start()
+        );
     }
 
     /// On a cluster whose masters' clocks are 200 ms apart, a purge time

@@ -390,6 +390,12 @@ impl Invalidator {
                 }
             }
             Layer::Redis => {
+                // An entry said to be fetched later than Redis's clock
+                // allows (planted) would outlive every purge: refused.
+                if !self.clock.believable(entry.fetched_ms) {
+                    self.clock.trusted(entry.fetched_ms, "entry");
+                    return false;
+                }
                 if !tags.is_empty()
                     && let Some(redis) = &self.redis
                 {
@@ -400,6 +406,7 @@ impl Invalidator {
                     };
                     let (now, horizon) = (self.clock.now(), self.horizon_ms());
                     for (name, time) in names.iter().zip(times) {
+                        let time = self.clock.trusted(time, "redis");
                         if time >= entry.fetched_ms {
                             return false;
                         }
@@ -570,6 +577,7 @@ impl Invalidator {
         let (time, failed) = match &self.redis {
             Some(r) => match shared::purge_tag(r, tag, self.horizon()).await {
                 Ok(time) => {
+                    let time = self.clock.trusted(time, "redis");
                     self.clock.observe(time);
                     (time, false)
                 }
@@ -591,6 +599,7 @@ impl Invalidator {
         let (there, time, failed) = match &self.redis {
             Some(r) => match shared::purge_key(r, key, &variant_tag(key), self.horizon()).await {
                 Ok((there, time)) => {
+                    let time = self.clock.trusted(time, "redis");
                     self.clock.observe(time);
                     (there, time, false)
                 }
@@ -606,7 +615,7 @@ impl Invalidator {
 
     /// Applies another replica's announcement to this replica's L1.
     async fn apply(&self, text: &str) {
-        let Ok(msg) = serde_json::from_str::<Announcement>(text) else {
+        let Ok(mut msg) = serde_json::from_str::<Announcement>(text) else {
             tracing::warn!("ignored a purge announcement that does not parse");
             return;
         };
@@ -621,6 +630,16 @@ impl Invalidator {
             &names(&msg.tags),
             &names(&msg.prefixes),
         );
+        // An announced time is believed only as far as Redis's clock
+        // allows: past it, it is a purge just now.
+        for (_, time) in msg
+            .tags
+            .iter_mut()
+            .chain(&mut msg.keys)
+            .chain(&mut msg.prefixes)
+        {
+            *time = self.clock.trusted(*time, "announcement");
+        }
         if msg.exact {
             for (_, time) in msg.tags.iter().chain(&msg.keys) {
                 self.clock.observe(*time);

@@ -4,25 +4,32 @@
 
 use std::time::Duration;
 
+use super::clock::TRUST_MS;
 use crate::cache::redis::{TOMBSTONE, entry_key, tag_key, tombstone_key};
 use crate::redis::{Error, LUA_NOW, Redis, Script, millis};
 
 /// Records a purge of `tag` at Redis's time (later than any earlier purge
 /// of it, so it only grows, across a flush too: it is a time, not a
-/// counter), kept for `keep`; answers the time.
+/// counter), kept for `keep`; answers the time. An earlier time more than
+/// [`TRUST_MS`] past Redis's clock (planted, or left by a clock that
+/// jumped ahead) is not built on: the purge takes Redis's time.
 pub async fn purge_tag(redis: &Redis, tag: &str, keep: Duration) -> Result<u64, Error> {
     static PURGE_TAG: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         Script::owned(format!(
             "{LUA_NOW} \
             local last = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 \
-            if last >= now then now = last + 1 end \
+            if last >= now and last <= now + tonumber(ARGV[2]) then now = last + 1 end \
             redis.call('SET', KEYS[1], string.format('%.0f', now), 'PX', ARGV[1]) \
             return now"
         ))
     });
     redis
         .for_purges()
-        .run_script::<u64>(&PURGE_TAG, &[tag_key(redis, tag)], &[millis(keep)])
+        .run_script::<u64>(
+            &PURGE_TAG,
+            &[tag_key(redis, tag)],
+            &[millis(keep), TRUST_MS],
+        )
         .await
 }
 
@@ -39,12 +46,14 @@ pub async fn purge_key(
     static PURGE_KEY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         Script::owned(format!(
             "{LUA_NOW} \
+            local bound = now + tonumber(ARGV[3]) \
             local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0 \
-            if last >= now then now = last + 1 end \
+            if last >= now and last <= bound then now = last + 1 end \
             redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[1]) \
             local g = redis.call('GET', KEYS[3]) \
             if g then \
-              local t = math.max(now, (tonumber(g) or 0) + 1) \
+              local t = (tonumber(g) or 0) + 1 \
+              if t < now or t > bound then t = now end \
               redis.call('SET', KEYS[3], string.format('%.0f', t), 'PX', ARGV[2]) \
             end \
             return {{redis.call('DEL', KEYS[1]), now}}"
@@ -56,7 +65,7 @@ pub async fn purge_key(
         tombstone_key(redis, key),
         tag_key(redis, variants_tag),
     ];
-    let args = [millis(TOMBSTONE), millis(keep)];
+    let args = [millis(TOMBSTONE), millis(keep), TRUST_MS];
     let (deleted, time): (u64, u64) = redis
         .for_purges()
         .run_script(&PURGE_KEY, &keys, &args)
