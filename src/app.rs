@@ -2,6 +2,7 @@
 //! shutdown.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -139,6 +140,21 @@ impl App {
         let ready = tokio::spawn({
             let (proxy, admin) = (self.proxy.clone(), self.admin.clone());
             async move {
+                // L2 entries are served once the heartbeat has read the
+                // floor (see `invalidation`): wait for it, as long as the
+                // warm-up may take.
+                if proxy.redis().is_some() {
+                    let wait = proxy
+                        .config()
+                        .memory
+                        .warm
+                        .as_ref()
+                        .map_or(Duration::from_secs(5), |w| w.timeout);
+                    let start = tokio::time::Instant::now();
+                    while !proxy.invalidator().knows_mark() && start.elapsed() < wait {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
                 if let Some(warm) = proxy.config().memory.warm.clone() {
                     let timeout = warm.timeout;
                     let run = tokio::spawn(async move { proxy.warm_up(&warm, true).await });

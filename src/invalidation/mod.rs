@@ -19,8 +19,13 @@
 //!   later of the cut and its arrival in L1, and the whole L1 is dropped on
 //!   reconnect ([`bus`]). So a missed purge is honoured within the grace plus
 //!   the time to notice the cut (the bus's 1 s heartbeat plus its timeout,
-//!   5 × `redis.timeout`). The heartbeat also notices a flushed or replaced
-//!   Redis, which is handled the same way.
+//!   5 × `redis.timeout`).
+//! - Purge times Redis may have lost (a mark, one on each master, gone or
+//!   made again; a master restarted; any eviction) raise a floor kept in
+//!   every mark: no replica serves an L2 entry fetched before it
+//!   ([`Invalidator::heartbeat`]).
+//! - A purge whose Redis part fails waits in the [`outbox`] until Redis
+//!   has it; times beyond Redis's clock are not believed ([`clock`]).
 //!
 //! [`Entry::fetched_ms`]: crate::cache::Entry::fetched_ms
 //!
@@ -155,9 +160,15 @@ pub struct Invalidator {
     cut_off_since: AtomicU64,
     /// How long L1 is trusted after the channel is lost.
     grace: Duration,
-    /// The mark found on Redis at the last heartbeat (see
-    /// [`Invalidator::heartbeat`]). A plain mutex: held to compare and swap.
-    mark: Mutex<Option<String>>,
+    /// The marks found on Redis at the last heartbeat, by key, with who
+    /// made each (see [`Invalidator::heartbeat`]). A plain mutex: held to
+    /// compare and swap.
+    marks: Mutex<Option<std::collections::HashMap<String, String>>>,
+    /// Entries fetched before this time (ms, purge clock) are not served:
+    /// purge times may have been lost then (a flush, an eviction).
+    floor: AtomicU64,
+    /// Each master's `evicted_keys` at the last heartbeat, by address.
+    evicted: Mutex<std::collections::HashMap<String, u64>>,
     /// On a cluster, each master's `run_id` at the last heartbeat, by
     /// address: a master that restarted without its data took the purge
     /// times of its keys with it, wherever the mark lives.
@@ -237,7 +248,9 @@ impl Invalidator {
             horizon_ms: AtomicU64::new(u64::MAX),
             instance,
             grace,
-            mark: Mutex::new(None),
+            marks: Mutex::new(None),
+            floor: AtomicU64::new(0),
+            evicted: Mutex::default(),
             runs: Mutex::default(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             regions: None,
@@ -390,6 +403,11 @@ impl Invalidator {
                 }
             }
             Layer::Redis => {
+                // Until the marks are read, the floor is not known; below
+                // it, the entry's purges may have been lost.
+                if (self.redis.is_some() && !self.knows_mark()) || entry.fetched_ms < self.floor() {
+                    return false;
+                }
                 // An entry said to be fetched later than Redis's clock
                 // allows (planted) would outlive every purge: refused.
                 if !self.clock.believable(entry.fetched_ms) {
@@ -662,10 +680,15 @@ impl Invalidator {
     /// Whether a heartbeat has read Redis's mark yet: from then on a flush
     /// of Redis is noticed (see [`Invalidator::heartbeat`]).
     pub fn knows_mark(&self) -> bool {
-        self.mark
+        self.marks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some()
+    }
+
+    /// Entries fetched before this (ms, purge clock) are not served.
+    pub fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Relaxed)
     }
 
     /// Whether this replica has read Redis's clock (on a cluster, every
@@ -706,10 +729,13 @@ impl Invalidator {
             .forget_all(self.clock.now() + self.clock.slack_ms());
     }
 
-    /// Every bus heartbeat: reads Redis's clock (see [`clock`]), and notices
-    /// a Redis that was flushed, replaced by an empty one or emptied by
-    /// eviction since the last beat (its mark changed): every purge time
-    /// it held is gone, so L1 starts over.
+    /// Every bus heartbeat: reads Redis's clock (see [`clock`]), and
+    /// notices purge times Redis may have lost since the last beat: a mark
+    /// (one on each master) missing or made again (a flush, a replaced or
+    /// restarted node, an eviction), or a master that evicted keys. Then
+    /// the floor rises to now on every mark: no replica, this one, the
+    /// others or one started later, serves an entry fetched before it.
+    /// A floor raised by another replica is taken up the same way.
     async fn heartbeat(&self) {
         let Some(redis) = &self.redis else {
             return;
@@ -720,11 +746,11 @@ impl Invalidator {
         // whole second early), so a first beat that fails (a cluster
         // connection still finding its nodes) tries again soon.
         let mut tries = 0;
-        let (sent, mark, redis_ms) = loop {
+        let (sent, marks, redis_ms) = loop {
             let sent = now_ms();
             let id = format!("{:016x}-{sent}", self.instance);
-            match shared::mark_and_time(redis, &id, MARK_KEEP).await {
-                Ok((mark, redis_ms)) => break (sent, mark, redis_ms),
+            match self.read_marks(redis, &id).await {
+                Ok((marks, redis_ms)) => break (sent, marks, redis_ms),
                 Err(_) if tries < 5 && !self.knows_mark() => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -732,17 +758,89 @@ impl Invalidator {
                 Err(_) => return,
             }
         };
-        if redis.is_cluster() {
-            self.cluster_heartbeat(redis).await;
+        let restarted = if redis.is_cluster() {
+            self.cluster_heartbeat(redis).await
         } else {
             self.clock.sync(redis_ms, None, sent, now_ms());
+            false
+        };
+        let evicted = self.evicted_since_last(redis).await;
+        let (first, changed) = {
+            let mut seen = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = seen.is_none();
+            let changed = seen.as_ref().is_some_and(|known| {
+                marks
+                    .iter()
+                    .any(|(key, m)| known.get(key).is_some_and(|id| *id != m.id))
+            });
+            *seen = Some(
+                marks
+                    .iter()
+                    .map(|(k, m)| (k.clone(), m.id.clone()))
+                    .collect(),
+            );
+            (first, changed)
+        };
+        let made = marks.iter().any(|(_, m)| m.made);
+        let floor = marks.iter().map(|(_, m)| m.floor).max().unwrap_or(0);
+        if changed || restarted || evicted || made {
+            tracing::warn!(
+                changed,
+                restarted,
+                evicted,
+                made,
+                "Redis may have lost purge times; entries fetched until now are not served"
+            );
+            let floor = redis_ms.max(floor);
+            let id = format!("{:016x}-{sent}", self.instance);
+            for (key, _) in &marks {
+                if let Err(e) = shared::raise_floor(redis, key, &id, floor, MARK_KEEP).await {
+                    tracing::warn!(error = %e, "the floor could not be raised on every mark");
+                }
+            }
+            self.raise_floor(floor, !first);
+        } else if floor > self.floor() {
+            self.raise_floor(floor, !first);
         }
-        let mut seen = self.mark.lock().unwrap_or_else(PoisonError::into_inner);
-        let changed = seen.as_ref().is_some_and(|m| *m != mark);
-        *seen = Some(mark);
-        drop(seen);
-        if changed {
-            tracing::warn!("Redis was flushed or replaced; dropping L1");
+    }
+
+    /// Reads (making any missing) the heartbeat's marks.
+    async fn read_marks(
+        &self,
+        redis: &Redis,
+        id: &str,
+    ) -> Result<(Vec<(String, shared::Mark)>, u64), crate::redis::Error> {
+        let keys = shared::mark_keys(redis).await?;
+        let mut marks = Vec::with_capacity(keys.len());
+        let mut time = 0;
+        for key in keys {
+            let (mark, now) = shared::mark_and_time(redis, &key, id, MARK_KEEP).await?;
+            time = time.max(now);
+            marks.push((key, mark));
+        }
+        Ok((marks, time))
+    }
+
+    /// Whether a master evicted keys since the last beat (a purge time may
+    /// have gone with them).
+    async fn evicted_since_last(&self, redis: &Redis) -> bool {
+        let Ok(counts) = shared::evictions(redis).await else {
+            return false;
+        };
+        let mut known = self.evicted.lock().unwrap_or_else(PoisonError::into_inner);
+        let more = counts
+            .iter()
+            .any(|(addr, n)| known.get(addr).is_some_and(|k| n > k));
+        *known = counts.into_iter().collect();
+        more
+    }
+
+    /// Entries fetched before `floor` are not served from now on; L1 starts
+    /// over (`drop_l1`), unless this is the first beat: L1 then holds only
+    /// what this replica fetched since it started, while it heard every
+    /// purge.
+    fn raise_floor(&self, floor: u64, drop_l1: bool) {
+        if self.floor.fetch_max(floor, Ordering::Relaxed) < floor && drop_l1 {
             self.start_over();
         }
     }
@@ -751,26 +849,22 @@ impl Invalidator {
 impl Invalidator {
     /// The heartbeat's part on a cluster: each master has its own clock,
     /// so the clock follows the slowest (and stays where it was without a
-    /// reading of all of them); a master back at its address with a new
-    /// `run_id` lost the purge times it held, so L1 starts over.
-    async fn cluster_heartbeat(&self, redis: &Redis) {
+    /// reading of all of them). Answers whether a master came back at its
+    /// address with a new `run_id` (it lost the purge times it held).
+    async fn cluster_heartbeat(&self, redis: &Redis) -> bool {
         let sent = now_ms();
         if let Ok((slowest, spread)) = shared::slowest_time(redis).await {
             self.clock.sync(slowest, Some(spread), sent, now_ms());
         }
         let Ok(runs) = shared::master_runs(redis).await else {
-            return;
+            return false;
         };
         let mut known = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
         let restarted = runs
             .iter()
             .any(|(addr, run)| known.get(addr).is_some_and(|r| r != run));
         *known = runs.into_iter().collect();
-        drop(known);
-        if restarted {
-            tracing::warn!("a Redis Cluster master restarted; dropping L1");
-            self.start_over();
-        }
+        restarted
     }
 }
 

@@ -97,26 +97,161 @@ pub async fn tag_times(redis: &Redis, tags: &[&str]) -> Result<Vec<u64>, Error> 
         .collect())
 }
 
-/// Marks this Redis with `id` if unmarked (kept `keep`, renewed), and
-/// reads its clock. Answers the mark found and Redis's time in ms: a mark
-/// other than the one seen before means Redis was flushed, replaced or
-/// evicted everything.
+/// A heartbeat mark as read: who made it, and the floor it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// Whoever made it (a replica's id and time): another value than the
+    /// one seen before means the mark was lost and made again.
+    pub id: String,
+    /// Entries fetched before this time (ms, Redis's clock) are not to be
+    /// served: purge times may have been lost then.
+    pub floor: u64,
+    /// This reading made it: it was missing.
+    pub made: bool,
+}
+
+/// Reads (or makes, with `id` and a floor of Redis's time now) the mark
+/// at `key`, kept `keep` and renewed, and Redis's clock. Answers the mark
+/// and Redis's time in ms.
 pub async fn mark_and_time(
     redis: &Redis,
+    key: &str,
     id: &str,
     keep: Duration,
-) -> Result<(String, u64), Error> {
+) -> Result<(Mark, u64), Error> {
     static MARK: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         Script::owned(format!(
-            "local v = redis.call('GET', KEYS[1]) \
-            if not v then v = ARGV[1] redis.call('SET', KEYS[1], v, 'PX', ARGV[2]) \
+            "{LUA_NOW} \
+            local v = redis.call('GET', KEYS[1]) \
+            local made = 0 \
+            if not v then \
+              v = ARGV[1] .. '|' .. string.format('%.0f', now) made = 1 \
+              redis.call('SET', KEYS[1], v, 'PX', ARGV[2]) \
             else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
-            {LUA_NOW} \
-            return {{v, now}}"
+            return {{v, now, made}}"
         ))
     });
     let args = [id.to_owned(), millis(keep).to_string()];
-    redis.run_script(&MARK, &[redis.key("#mark")], &args).await
+    let (value, now, made): (String, u64, u64) = redis.run_script(&MARK, &[key], &args).await?;
+    let (id, floor) = match value.rsplit_once('|') {
+        Some((id, floor)) => (id.to_owned(), floor.parse().unwrap_or(u64::MAX)),
+        None => (value, 0),
+    };
+    let mark = Mark {
+        id,
+        floor,
+        made: made == 1,
+    };
+    Ok((mark, now))
+}
+
+/// Raises the floor of the mark at `key` to `floor` (made with `id` if
+/// missing), kept `keep`.
+pub async fn raise_floor(
+    redis: &Redis,
+    key: &str,
+    id: &str,
+    floor: u64,
+    keep: Duration,
+) -> Result<(), Error> {
+    static RAISE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+        Script::new(
+            "local v = redis.call('GET', KEYS[1]) \
+            local id, f = ARGV[3], 0 \
+            if v then \
+              local i, g = string.match(v, '^(.*)|(%d+)$') \
+              if i then id, f = i, tonumber(g) else id = v end \
+            end \
+            if tonumber(ARGV[1]) > f then \
+              redis.call('SET', KEYS[1], id .. '|' .. ARGV[1], 'PX', ARGV[2]) \
+            end \
+            return 1",
+        )
+    });
+    let args = [floor.to_string(), millis(keep).to_string(), id.to_owned()];
+    redis.run_script::<u64>(&RAISE, &[key], &args).await?;
+    Ok(())
+}
+
+/// The keys of the heartbeat's marks: `#mark` on one server; on a
+/// cluster, one on each master (named with a hash tag in its slots), so a
+/// flush of any master takes a mark with it.
+pub async fn mark_keys(redis: &Redis) -> Result<Vec<String>, Error> {
+    let base = redis.key("#mark");
+    if !redis.is_cluster() {
+        return Ok(vec![base]);
+    }
+    let slots: redis::Value = redis.run("CLUSTER", cluster_slots()).await?;
+    let mut keys = Vec::new();
+    let mut masters: Vec<String> = Vec::new();
+    let redis::Value::Array(ranges) = slots else {
+        return Err(Error::Disconnected);
+    };
+    for range in ranges {
+        let redis::Value::Array(parts) = range else {
+            continue;
+        };
+        let (Some(start), Some(end), Some(master)) = (parts.first(), parts.get(1), parts.get(2))
+        else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            <u16 as redis::FromRedisValue>::from_redis_value(start.clone()),
+            <u16 as redis::FromRedisValue>::from_redis_value(end.clone()),
+        ) else {
+            continue;
+        };
+        let who = format!("{master:?}");
+        if masters.contains(&who) {
+            continue;
+        }
+        masters.push(who);
+        if let Some(key) = (0..65_536u32)
+            .map(|i| format!("{base}{{m{i}}}"))
+            .find(|k| (start..=end).contains(&slot(k)))
+        {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+fn cluster_slots() -> redis::Cmd {
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("SLOTS");
+    cmd
+}
+
+/// The cluster slot of `key`: CRC16 of its hash tag (the first non-empty
+/// `{...}`) or of the whole key, modulo 16384.
+fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = key.find('{').and_then(|open| {
+        let close = key[open + 1..].find('}')? + open + 1;
+        (close > open + 1).then(|| &bytes[open + 1..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(bytes)) % 16_384
+}
+
+/// How many keys each master has evicted since it started (`INFO stats`),
+/// by address: an eviction may have taken a purge time.
+pub async fn evictions(redis: &Redis) -> Result<Vec<(String, u64)>, Error> {
+    let mut info = redis::cmd("INFO");
+    info.arg("stats");
+    let answers = redis.on_masters("INFO", info).await?;
+    Ok(answers
+        .into_iter()
+        .filter_map(|(addr, v)| {
+            let text: String = redis::FromRedisValue::from_redis_value(v).ok()?;
+            let n = text
+                .lines()
+                .find_map(|l| l.strip_prefix("evicted_keys:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((addr, n))
+        })
+        .collect())
 }
 
 /// The earliest of the masters' clocks, in ms, and how far the latest runs
@@ -182,4 +317,19 @@ pub async fn copied(redis: &Redis) -> Result<bool, Error> {
         .run::<u64>("WAIT", wait)
         .await
         .map(|n| n >= 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot;
+
+    /// Slots as `CLUSTER KEYSLOT` gives them.
+    #[test]
+    fn slots_follow_redis() {
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("somekey"), 11058);
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        assert_eq!(slot("a{}b"), slot("a{}b"));
+        assert_ne!(slot("a{}b"), slot(""));
+    }
 }
