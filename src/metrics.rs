@@ -44,6 +44,9 @@ pub const NOT_STORED: &str = "sidecache_not_stored_total";
 /// `source`, taken as now or refused (counter): a planted value, or a
 /// Redis clock that jumped ahead.
 pub const UNTRUSTED_TIMES: &str = "sidecache_untrusted_times_total";
+/// Purges applied once only, their repeat's queue being full (in bytes:
+/// the purge memory budget) (counter).
+pub const REPEATS_SKIPPED: &str = "sidecache_purge_repeats_skipped_total";
 /// Purges this replica applied that Redis does not have yet (its outbox),
 /// so other replicas do not know of them yet (gauge).
 pub const PURGES_PENDING: &str = "sidecache_purges_pending";
@@ -281,6 +284,10 @@ fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis commands that failed or were skipped.");
     describe_gauge!(REDIS_STATE, "Redis state; the current one is 1.");
     describe_gauge!(L1_ENTRIES, "Entries in the memory tier.");
+    describe_counter!(
+        REPEATS_SKIPPED,
+        "Purges applied once only, their repeat's queue being full."
+    );
     describe_counter!(
         UNTRUSTED_TIMES,
         "Purge or fetch times beyond Redis's clock, taken as now or refused."

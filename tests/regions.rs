@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::collections::HashMap;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -335,7 +337,28 @@ async fn a_killed_relayer_is_replaced_and_nothing_is_lost() {
         },
     )
     .await;
-    eventually_within(Duration::from_secs(15), "us caught up", || async {
+    // Caught up: us says (in eu's Redis) it applied eu's log to its last
+    // entry. (The lag alone, measured each second, may still be one read
+    // before the kill.)
+    let mut conn = eu_redis.conn().await;
+    let mut info = redis::cmd("XINFO");
+    info.arg("STREAM").arg("rg:#region:log");
+    let info: HashMap<String, redis::Value> = info.query_async(&mut conn).await.unwrap();
+    let last: String =
+        redis::FromRedisValue::from_redis_value(info["last-generated-id"].clone()).unwrap();
+    eventually_within(Duration::from_secs(15), "us caught up", || {
+        let (mut conn, last) = (conn.clone(), last.clone());
+        async move {
+            let applied: Option<String> = redis::cmd("GET")
+                .arg("rg:#region:applied:us")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            applied.as_deref() == Some(last.as_str())
+        }
+    })
+    .await;
+    eventually("eu sees us caught up", || async {
         region_state(eu.admin, "us").await["lag_seconds"] == 0.0
     })
     .await;
@@ -561,4 +584,74 @@ async fn writes_and_purge_requests_reach_other_regions() {
     for t in traffic {
         t.await.unwrap();
     }
+}
+
+/// The origin region's Redis is flushed (or replaced by an empty one)
+/// while the link to another region is cut, taking purges that region
+/// never applied with its log: when the link is back, that region notices
+/// its log no longer holds what it applied last, and purges everything it
+/// holds, so nothing the lost purges named is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_region_whose_origin_log_was_lost_drops_its_cache() {
+    let backend = Backend::json(vec![]).await;
+    let world = World::start(&["eu", "us"], 2, LINK, &backend.url(), "").await;
+    world.wait_relaying().await;
+    let (eu, us) = (&world.regions[0], &world.regions[1]);
+    // One purge relayed, so us has applied eu's log up to some entry.
+    let body = r#"{"keys": ["product:1"]}"#;
+    assert_eq!(
+        admin_purge(&eu.replicas[0], body, Some("t")).await.status,
+        StatusCode::OK
+    );
+    eventually_within(Duration::from_secs(10), "us applied eu's purge", || async {
+        purges_from(us.replicas[0].admin, "region").await >= 1
+    })
+    .await;
+    let us_conn = us.redis.conn().await;
+    eventually("us noted in its own Redis what it applied", || {
+        let mut conn = us_conn.clone();
+        async move {
+            let seen: Option<String> = redis::cmd("GET")
+                .arg("rg:#region:seen:eu")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            seen.is_some_and(|s| s != "0-0")
+        }
+    })
+    .await;
+    let held = warm(&us.replicas[0], "/products/7").await;
+    for p in &us.replicas {
+        assert_eq!(warm(p, "/products/7").await, held);
+    }
+    world.cut(0, 1);
+    // A purge of product 7 in eu, then eu's Redis loses everything.
+    let body = r#"{"keys": ["product:7"]}"#;
+    assert_eq!(
+        admin_purge(&eu.replicas[0], body, Some("t")).await.status,
+        StatusCode::OK
+    );
+    let mut conn = eu.redis.conn().await;
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert_eq!(
+        get(&us.replicas[0].url("/products/7"), &[]).await.body,
+        held
+    );
+    world.restore(0, 1);
+    for p in &us.replicas {
+        until_replaced(p, "/products/7", &held, Duration::from_secs(15)).await;
+    }
+    // Then us starts over from eu's new log.
+    eventually("us starts eu's log anew", || {
+        let mut conn = us_conn.clone();
+        async move {
+            let seen: Option<String> = redis::cmd("GET")
+                .arg("rg:#region:seen:eu")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            seen.as_deref().is_none_or(|s| s == "0-0")
+        }
+    })
+    .await;
 }

@@ -184,9 +184,13 @@ pub struct Invalidator {
     outbox: outbox::Outbox,
 }
 
-/// Purges waiting to be applied a second time.
+/// Purges waiting to be applied a second time, bounded in bytes.
 struct Repeat {
     after: Duration,
+    /// Bytes of names waiting ([`outbox::weight`]).
+    bytes: AtomicU64,
+    /// The most they may take: the purge memory budget.
+    limit: u64,
     queue: tokio::sync::mpsc::Sender<(tokio::time::Instant, Purge)>,
     /// Taken by [`repeats`] when it starts.
     waiting: Mutex<Option<tokio::sync::mpsc::Receiver<(tokio::time::Instant, Purge)>>>,
@@ -195,7 +199,8 @@ struct Repeat {
 /// Most names of one purge sent to Redis at once.
 const IN_FLIGHT: usize = 64;
 
-/// Most purges waiting for their repeat; beyond, a purge is applied once.
+/// Most purges waiting for their repeat (each bounded in bytes too);
+/// beyond, a purge is applied once.
 const REPEAT_QUEUE: usize = 10_000;
 
 /// How many purges [`Invalidator::recent`] remembers.
@@ -268,10 +273,13 @@ impl Invalidator {
         repeat_after: Option<Duration>,
     ) -> Self {
         self.regions = regions;
+        let limit = self.times.budget() as u64;
         self.repeat = repeat_after.map(|after| {
             let (queue, waiting) = tokio::sync::mpsc::channel(REPEAT_QUEUE);
             Repeat {
                 after,
+                bytes: AtomicU64::new(0),
+                limit,
                 queue,
                 waiting: Mutex::new(Some(waiting)),
             }
@@ -301,6 +309,13 @@ impl Invalidator {
     /// What is remembered of purges: names and bytes.
     pub fn usage(&self) -> (usize, usize) {
         self.times.usage()
+    }
+
+    /// Bytes of purges waiting for their repeat, and the most they may take.
+    pub fn repeat_usage(&self) -> Option<(u64, u64)> {
+        self.repeat
+            .as_ref()
+            .map(|r| (r.bytes.load(Ordering::Relaxed), r.limit))
     }
 
     /// The last purges applied here, newest first.
@@ -516,12 +531,21 @@ impl Invalidator {
         self.apply_purge(purge, counts).await;
         if source != PurgeSource::Repeat
             && let Some(repeat) = &self.repeat
-            && repeat
-                .queue
-                .try_send((tokio::time::Instant::now() + repeat.after, purge.clone()))
-                .is_err()
         {
-            tracing::warn!("too many purges waiting for their repeat; this one is applied once");
+            let bytes = outbox::weight(purge) as u64;
+            let held = repeat.bytes.fetch_add(bytes, Ordering::Relaxed);
+            let queued = held + bytes <= repeat.limit
+                && repeat
+                    .queue
+                    .try_send((tokio::time::Instant::now() + repeat.after, purge.clone()))
+                    .is_ok();
+            if !queued {
+                repeat.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::REPEATS_SKIPPED).increment(1);
+                tracing::warn!(
+                    "too many purges waiting for their repeat; this one is applied once"
+                );
+            }
         }
     }
 
@@ -890,6 +914,10 @@ pub async fn repeats(inv: Arc<Invalidator>, shutdown: tokio_util::sync::Cancella
             () = shutdown.cancelled() => return,
             next = waiting.recv() => match next { Some(n) => n, None => return },
         };
+        if let Some(r) = &inv.repeat {
+            r.bytes
+                .fetch_sub(outbox::weight(&purge) as u64, Ordering::Relaxed);
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep_until(due) => {}
@@ -901,3 +929,36 @@ pub async fn repeats(inv: Arc<Invalidator>, shutdown: tokio_util::sync::Cancella
 /// How long the mark a heartbeat leaves on Redis is kept after the last
 /// beat (renewed every beat by every replica).
 const MARK_KEEP: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::memory::MemoryStore;
+
+    /// Purges waiting for their repeat are held within the purge memory
+    /// budget, whatever their number of names; past it, a purge is applied
+    /// once (and the repeat of those held still comes).
+    #[tokio::test]
+    async fn the_repeat_queue_is_bounded_in_bytes() {
+        let cache = Tiered::new(MemoryStore::new(1 << 20), None);
+        let inv = Invalidator::new(cache, None, Duration::from_secs(5), 1 << 20)
+            .with(None, Some(Duration::from_secs(3600)));
+        let big = Purge {
+            tags: (0..10_000).map(|i| format!("category:{i}")).collect(),
+            ..Purge::default()
+        };
+        for _ in 0..8 {
+            inv.purge(&big, PurgeSource::Api).await;
+        }
+        let (held, limit) = inv.repeat_usage().unwrap();
+        assert_eq!(limit, 1 << 20);
+        assert!(held <= limit, "{held} > {limit}");
+        // A small purge still fits: the bound is in bytes, not count.
+        let small = Purge {
+            keys: vec!["product:1".to_owned()],
+            ..Purge::default()
+        };
+        inv.purge(&small, PurgeSource::Api).await;
+        assert!(inv.repeat_usage().unwrap().0 > 0);
+    }
+}

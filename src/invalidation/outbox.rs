@@ -45,8 +45,8 @@ struct State {
     bytes: usize,
 }
 
-/// The bytes a purge takes in the outbox.
-fn weight(purge: &Purge) -> usize {
+/// The bytes a purge's names take while it waits (here, or for its repeat).
+pub fn weight(purge: &Purge) -> usize {
     purge
         .keys
         .iter()

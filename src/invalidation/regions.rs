@@ -18,7 +18,10 @@
 //! - **Never lost.** A broken link only delays the reads. A region that
 //!   comes back after its place in the log was trimmed (or without one)
 //!   cannot know what it missed, so it purges everything it holds, L2 and
-//!   every replica's L1.
+//!   every replica's L1. The same goes when the origin's log was lost or
+//!   replaced (its Redis flushed, or a new one): each region also keeps,
+//!   in its own Redis, the last entry it applied; a log that no longer
+//!   holds it (gone, or begun again) lost purges this region never saw.
 //! - **Visible.** The origin knows how far each region got: the age of the
 //!   oldest purge a region has not applied is its lag
 //!   (`sidecache_region_purge_lag_seconds`); each replica checks its link
@@ -338,6 +341,17 @@ async fn start(inv: &Invalidator, remote: &Remote) -> Result<String, Error> {
     let mut get = redis::cmd("GET");
     get.arg(remote.redis.key2("#region:applied:", here));
     let cursor: Option<String> = remote.redis.run("GET", get).await?;
+    // The last entry applied here, as this region's own Redis remembers
+    // it (kept as long as the origin keeps its log after its last purge).
+    let seen: Option<String> = match &inv.redis {
+        Some(local) => {
+            let mut get = redis::cmd("GET");
+            get.arg(local.key2("#region:seen:", &remote.name));
+            local.run("GET", get).await?
+        }
+        None => None,
+    }
+    .filter(|s| s != "0-0");
     // Whether the log was trimmed past `cursor`: trimming drops the
     // oldest entries, so nothing after `cursor` went if `cursor` itself is
     // still there, or if nothing was ever trimmed (then the log holds
@@ -354,22 +368,36 @@ async fn start(inv: &Invalidator, remote: &Remote) -> Result<String, Error> {
         return {f['length'], f['entries-added'], f['last-generated-id'], kept}",
     );
     // No place yet: the log is read from its start.
-    let cursor = cursor.unwrap_or_else(|| "0-0".to_owned());
+    let cursor = cursor
+        .or_else(|| seen.clone())
+        .unwrap_or_else(|| "0-0".to_owned());
+    // The log must still hold what this region applied last.
+    let check = seen.as_deref().unwrap_or(cursor.as_str());
     let info: Option<(u64, u64, String, u8)> = remote
         .redis
-        .run_script(&INFO, &[log_key(&remote.redis)], &[cursor.as_str()])
+        .run_script(&INFO, &[log_key(&remote.redis)], &[check])
         .await?;
-    let Some((length, added, last, kept)) = info else {
-        // The place is recorded, so the lag is counted from it.
-        ack(inv, remote, &cursor).await?;
-        return Ok(cursor);
+    let (last, why) = match info {
+        // A log that held an entry applied here cannot have expired before
+        // this region's note of it did: it was lost.
+        None if seen.is_some() => ("0-0".to_owned(), "its purge log is gone"),
+        None => {
+            // The place is recorded, so the lag is counted from it.
+            ack(inv, remote, &cursor).await?;
+            return Ok(cursor);
+        }
+        Some((_, _, last, 0)) if seen.is_some() => (last, "its purge log was replaced"),
+        Some((length, added, last, kept)) => {
+            if added <= length || kept == 1 {
+                return Ok(cursor);
+            }
+            (last, "its log was trimmed past where this region got to")
+        }
     };
-    if added <= length || kept == 1 {
-        return Ok(cursor);
-    }
     tracing::warn!(
         from = %remote.name,
-        "purges from this region were missed (its log was trimmed past where this region got to); purging everything here"
+        why,
+        "purges from this region were missed; purging everything here"
     );
     let all = Purge {
         prefixes: vec![String::new()],
@@ -406,7 +434,8 @@ async fn read(
 
 /// Records in `remote`'s Redis that this region applied its log up to
 /// `cursor`: where the next relayer starts, and what the origin's lag
-/// counts from.
+/// counts from; and in this region's Redis, so a log that lost it is told
+/// from one that never had it.
 async fn ack(inv: &Invalidator, remote: &Remote, cursor: &str) -> Result<(), Error> {
     let here = inv.regions.as_ref().map_or("", |r| r.here.as_str());
     let mut set = redis::cmd("SET");
@@ -414,7 +443,16 @@ async fn ack(inv: &Invalidator, remote: &Remote, cursor: &str) -> Result<(), Err
         .arg(cursor)
         .arg("PX")
         .arg(millis(keep(inv)));
-    remote.redis.run::<()>("SET", set).await
+    remote.redis.run::<()>("SET", set).await?;
+    if let Some(local) = &inv.redis {
+        let mut set = redis::cmd("SET");
+        set.arg(local.key2("#region:seen:", &remote.name))
+            .arg(cursor)
+            .arg("PX")
+            .arg(millis(keep(inv)));
+        local.run::<()>("SET", set).await?;
+    }
+    Ok(())
 }
 
 /// How long the log and positions are kept.

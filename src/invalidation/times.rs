@@ -160,6 +160,11 @@ impl PurgeTimes {
         };
     }
 
+    /// The byte budget.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
     /// Names remembered and the bytes they are counted for.
     pub fn usage(&self) -> (usize, usize) {
         let inner = self.read();

@@ -479,6 +479,15 @@ impl Proxy {
         let stop = CancellationToken::new();
         let token = stop.clone();
         tokio::spawn(async move { app.run(listener, admin_listener, token).await });
+        // As a deployment does, traffic once ready: with Redis, once the
+        // heartbeat has read the floor below which L2 entries are not
+        // served (a Redis that does not answer: on its own time).
+        if proxy.redis().is_some() {
+            let start = std::time::Instant::now();
+            while !proxy.invalidator().knows_mark() && start.elapsed() < Duration::from_secs(3) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         Self {
             addr,
             admin,
