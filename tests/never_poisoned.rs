@@ -595,3 +595,28 @@ async fn chunked_uploads_hold_no_backend_place() {
         [Bytes::from("hello world"), Bytes::from("hello world")]
     );
 }
+
+/// A backend that tags each answer with its own request id and trace
+/// context (Rails and most frameworks do): the client whose miss fetched
+/// it gets them; a hit never hands that one request's id to anyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_headers_are_never_replayed_from_an_entry() {
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let backend = Backend::start(Duration::ZERO, move |_| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let headers = vec![
+            ("x-request-id", format!("backend-{i}")),
+            ("traceparent", format!("00-{i:032x}-00f067aa0ba902b7-01")),
+            ("x-kept", "yes".to_owned()),
+        ];
+        (StatusCode::OK, headers, Bytes::from("product"))
+    })
+    .await;
+    let proxy = Proxy::start(RULES, &backend.url(), None).await;
+    let miss = get(&proxy.url("/products/1"), &[("x-request-id", "client-a")]).await;
+    assert_eq!(miss.header("x-request-id"), "backend-0");
+    let hit = await_hit(&proxy.url("/products/1"), &[("x-request-id", "client-b")]).await;
+    assert_eq!(hit.header("x-kept"), "yes");
+    assert!(hit.header("x-request-id").is_empty(), "{:?}", hit.headers);
+    assert!(hit.header("traceparent").is_empty(), "{:?}", hit.headers);
+}

@@ -29,16 +29,29 @@ pub struct StoredHeaders {
 #[error("headers too large to store")]
 pub struct TooLarge;
 
+/// Response headers that describe the one request that fetched an answer,
+/// never stored with it (a hit would hand them to everyone).
+pub const ONE_REQUEST: [&str; 5] = [
+    "set-cookie",
+    "x-request-id",
+    "x-correlation-id",
+    "traceparent",
+    "tracestate",
+];
+
 impl StoredHeaders {
-    /// Packs `map`, copying every name and value but `Set-Cookie`: an
-    /// entry answers many clients, and a cookie belongs to the one it was
-    /// set for (`set_cookie: strip` stores such answers without it).
+    /// Packs `map`, copying every name and value but those of one request
+    /// ([`ONE_REQUEST`]): an entry answers many clients, and a cookie
+    /// belongs to the one it was set for (`set_cookie: strip` stores such
+    /// answers without it), a request id or trace context to the request
+    /// that fetched it.
     pub fn from_map(map: &HeaderMap) -> Self {
         let mut packer = Packer::new(
             map.len(),
             map.iter().map(|(n, v)| n.as_str().len() + v.len()).sum(),
         );
-        for (name, value) in map.iter().filter(|(n, _)| *n != http::header::SET_COOKIE) {
+        let kept = |name: &http::HeaderName| !ONE_REQUEST.contains(&name.as_str());
+        for (name, value) in map.iter().filter(|(n, _)| kept(n)) {
             // A HeaderMap is bounded far below 4 GiB by hyper's limits;
             // should one not be, the rest is dropped rather than mangled.
             if packer
