@@ -5,10 +5,6 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::StatusCode;
 use support::cluster::{Cluster, cli};
@@ -27,17 +23,6 @@ rules:
     tags: ["product:{id}"]
 "#;
 
-/// Each answer names how many reads the backend has served.
-async fn counting() -> Backend {
-    let reads = Arc::new(AtomicUsize::new(0));
-    Backend::start(Duration::ZERO, move |s| {
-        let n = reads.fetch_add(1, Ordering::SeqCst);
-        let body = format!("{} read {n}", s.uri);
-        (StatusCode::OK, vec![], Bytes::from(body))
-    })
-    .await
-}
-
 /// Caches products 1..=n through `proxy`, then purges their tags: each old
 /// entry stays in Redis, refused by its tag's purge time alone. Answers
 /// the old bodies.
@@ -55,6 +40,18 @@ async fn cache_then_purge_tags(proxy: &Proxy, n: u64) -> Vec<Bytes> {
     old
 }
 
+/// The Redis keys of the products' entries (not their purge times).
+async fn entry_keys(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg("lost:*product:*")
+        .query_async::<Vec<String>>(conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| !k.contains('#'))
+        .collect()
+}
+
 /// How many of products 1..=n `proxy` answers with the old body.
 async fn served_old(proxy: &Proxy, old: &[Bytes]) -> usize {
     let mut n = 0;
@@ -68,18 +65,11 @@ async fn served_old(proxy: &Proxy, old: &[Bytes]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicting_redis_never_brings_back_a_purged_entry() {
     let redis = Redis::start();
-    let backend = counting().await;
+    let backend = Backend::counting().await;
     let a = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     let old = cache_then_purge_tags(&a, 30).await;
     let mut conn = redis.conn().await;
-    let entries: Vec<String> = redis::cmd("KEYS")
-        .arg("lost:*product:*")
-        .query_async::<Vec<String>>(&mut conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|k| !k.contains('#'))
-        .collect();
+    let entries = entry_keys(&mut conn).await;
     assert_eq!(entries.len(), 30, "{entries:?}");
     let floor_before = a.app.invalidator().floor();
 
@@ -151,15 +141,10 @@ async fn an_evicting_redis_never_brings_back_a_purged_entry() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let entries_left: Vec<String> = redis::cmd("KEYS")
-        .arg("lost:*product:*")
-        .query_async::<Vec<String>>(&mut conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|k| !k.contains('#'))
-        .collect();
-    assert!(!entries_left.is_empty(), "every entry was evicted too");
+    assert!(
+        !entry_keys(&mut conn).await.is_empty(),
+        "every entry was evicted too"
+    );
 
     // The replica that saw the evictions raises the floor; a replica
     // started afterwards takes it up and serves none of the old entries.
@@ -175,7 +160,7 @@ async fn an_evicting_redis_never_brings_back_a_purged_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flushed_cluster_master_never_brings_back_a_purged_entry() {
     let cluster = tokio::task::block_in_place(Cluster::start);
-    let backend = counting().await;
+    let backend = Backend::counting().await;
     let yaml = RULES.replace(
         "{ url: \"REDIS\", key_prefix: \"lost:\" }",
         &format!(

@@ -379,7 +379,17 @@ async fn a_killed_relayer_is_replaced_and_nothing_is_lost() {
             hit = get(&u, &[]).await;
         }
         assert!(hit.is_hit(), "{path} is not stored again");
-        assert_eq!(hit.body, refetched.body, "{path} was purged again");
+        // A refetch admitted for storing is what the hits serve. (One the
+        // cache did not keep, because a purge time made up while Redis
+        // timed out is placed safely late, is fetched once more.)
+        if refetched.cache_status().contains("; stored") {
+            assert_eq!(hit.body, refetched.body, "{path} was purged again");
+        }
+        for _ in 0..3 {
+            let again = get(&u, &[]).await;
+            assert!(again.is_hit(), "{path} was purged again");
+            assert_eq!(again.body, hit.body, "{path} was purged again");
+        }
     }
     // Each process's /metrics say the same (eu is the only proxy in this
     // test's process).
@@ -608,7 +618,9 @@ async fn a_region_whose_origin_log_was_lost_drops_its_cache() {
     })
     .await;
     let us_conn = us.redis.conn().await;
-    eventually("us noted in its own Redis what it applied", || {
+    // The last entry of eu's log that us applied, as us's Redis notes it
+    // (None, or "0-0", when none).
+    let seen = || {
         let mut conn = us_conn.clone();
         async move {
             let seen: Option<String> = redis::cmd("GET")
@@ -616,8 +628,11 @@ async fn a_region_whose_origin_log_was_lost_drops_its_cache() {
                 .query_async(&mut conn)
                 .await
                 .unwrap();
-            seen.is_some_and(|s| s != "0-0")
+            seen.filter(|s| s != "0-0")
         }
+    };
+    eventually("us noted in its own Redis what it applied", || async {
+        seen().await.is_some()
     })
     .await;
     let held = warm(&us.replicas[0], "/products/7").await;
@@ -642,16 +657,8 @@ async fn a_region_whose_origin_log_was_lost_drops_its_cache() {
         until_replaced(p, "/products/7", &held, Duration::from_secs(15)).await;
     }
     // Then us starts over from eu's new log.
-    eventually("us starts eu's log anew", || {
-        let mut conn = us_conn.clone();
-        async move {
-            let seen: Option<String> = redis::cmd("GET")
-                .arg("rg:#region:seen:eu")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            seen.as_deref().is_none_or(|s| s == "0-0")
-        }
+    eventually("us starts eu's log anew", || async {
+        seen().await.is_none()
     })
     .await;
 }

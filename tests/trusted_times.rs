@@ -4,10 +4,6 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::StatusCode;
 use support::*;
@@ -27,18 +23,6 @@ rules:
 
 /// 2100-01-01, in ms.
 const FAR: u64 = 4_102_444_800_000;
-
-/// Each answer names how many reads the backend has served, so a refetch
-/// shows.
-async fn counting() -> Backend {
-    let reads = Arc::new(AtomicUsize::new(0));
-    Backend::start(Duration::ZERO, move |s| {
-        let n = reads.fetch_add(1, Ordering::SeqCst);
-        let body = format!("{} read {n}", s.uri);
-        (StatusCode::OK, vec![], Bytes::from(body))
-    })
-    .await
-}
 
 /// After a tag purge, each replica answers `path` with a new fetch.
 async fn purged_everywhere(proxies: &[&Proxy], path: &str, tag: &str) {
@@ -62,7 +46,7 @@ async fn purged_everywhere(proxies: &[&Proxy], path: &str, tag: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_future_announcement_never_turns_purges_off() {
     let redis = Redis::start();
-    let backend = counting().await;
+    let backend = Backend::counting().await;
     let a = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     let b = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     // Both listen for announcements once a purge reaches the other.
@@ -95,7 +79,7 @@ async fn a_far_future_announcement_never_turns_purges_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_tag_time_never_turns_purges_off() {
     let redis = Redis::start();
-    let backend = counting().await;
+    let backend = Backend::counting().await;
     let a = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     let b = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     let mut conn = redis.conn().await;

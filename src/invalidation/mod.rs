@@ -473,7 +473,7 @@ impl Invalidator {
         }
         self.apply_and_repeat(purge, source, &mut counts).await;
         if counts.redis_errors > 0 {
-            self.outbox.push(purge, unrelayed);
+            self.outbox.push(purge, unrelayed, counts.at_ms);
         }
         counts
     }
@@ -497,7 +497,8 @@ impl Invalidator {
             return (false, false);
         }
         let mut counts = Counts::default();
-        self.apply_purge(&pending.purge, &mut counts).await;
+        self.apply_purge(&pending.purge, &mut counts, Some(pending.at))
+            .await;
         (true, counts.redis_errors == 0)
     }
 
@@ -520,7 +521,7 @@ impl Invalidator {
         let mut counts = Counts::default();
         self.apply_and_repeat(&all, source, &mut counts).await;
         if counts.redis_errors > 0 {
-            self.outbox.push(&all, false);
+            self.outbox.push(&all, false, counts.at_ms);
         }
         counts
     }
@@ -528,7 +529,7 @@ impl Invalidator {
     /// Applies `purge`, and queues it to be applied again after
     /// `repeat_after` (unless this is the repeat).
     async fn apply_and_repeat(&self, purge: &Purge, source: PurgeSource, counts: &mut Counts) {
-        self.apply_purge(purge, counts).await;
+        self.apply_purge(purge, counts, None).await;
         if source != PurgeSource::Repeat
             && let Some(repeat) = &self.repeat
         {
@@ -550,7 +551,12 @@ impl Invalidator {
     }
 
     /// Applies `purge` here, in Redis and on the bus.
-    async fn apply_purge(&self, purge: &Purge, counts: &mut Counts) {
+    ///
+    /// `retry` is the time of a purge applied here earlier, retried from
+    /// the outbox: Redis records it at that time (so what was fetched since
+    /// is not refused), and this replica, which applied it then, evicts
+    /// nothing again.
+    async fn apply_purge(&self, purge: &Purge, counts: &mut Counts, retry: Option<u64>) {
         let mut msg = Announcement {
             from: self.instance,
             keys: Vec::with_capacity(purge.keys.len()),
@@ -563,7 +569,7 @@ impl Invalidator {
         // independent: up to [`IN_FLIGHT`] go to Redis at once.
         let mut tags = Vec::with_capacity(purge.tags.len());
         for chunk in purge.tags.chunks(IN_FLIGHT) {
-            let each: Vec<_> = chunk.iter().map(|tag| self.purge_tag(tag)).collect();
+            let each: Vec<_> = chunk.iter().map(|tag| self.purge_tag(tag, retry)).collect();
             tags.extend(futures_util::future::join_all(each).await);
         }
         for (tag, (time, failed)) in purge.tags.iter().zip(tags) {
@@ -574,7 +580,7 @@ impl Invalidator {
         }
         let mut keys = Vec::with_capacity(purge.keys.len());
         for chunk in purge.keys.chunks(IN_FLIGHT) {
-            let each: Vec<_> = chunk.iter().map(|key| self.purge_key(key)).collect();
+            let each: Vec<_> = chunk.iter().map(|key| self.purge_key(key, retry)).collect();
             keys.extend(futures_util::future::join_all(each).await);
         }
         for (key, (gone, time, failed)) in purge.keys.iter().zip(keys) {
@@ -585,9 +591,11 @@ impl Invalidator {
         }
         msg.exact = self.redis.is_some() && counts.redis_errors == 0;
         for prefix in &purge.prefixes {
-            let time = self.clock.purge_time();
+            let time = retry.unwrap_or_else(|| self.clock.purge_time());
             self.times.record_prefix(prefix, time);
-            counts.prefixed += self.cache.evict_prefix(prefix).await;
+            if retry.is_none() {
+                counts.prefixed += self.cache.evict_prefix(prefix).await;
+            }
             match self.cache.delete_shared_prefix(prefix).await {
                 Ok(n) => counts.prefixed += n,
                 Err(_) => counts.redis_errors += 1,
@@ -615,9 +623,9 @@ impl Invalidator {
 
     /// Purges one tag: its time recorded in Redis (Redis's time) and here.
     /// Answers the time, and whether Redis failed.
-    async fn purge_tag(&self, tag: &str) -> (u64, bool) {
+    async fn purge_tag(&self, tag: &str, retry: Option<u64>) -> (u64, bool) {
         let (time, failed) = match &self.redis {
-            Some(r) => match shared::purge_tag(r, tag, self.horizon()).await {
+            Some(r) => match shared::purge_tag(r, tag, self.horizon(), retry.unwrap_or(0)).await {
                 Ok(time) => {
                     let time = self.clock.trusted(time, "redis");
                     self.clock.observe(time);
@@ -625,7 +633,7 @@ impl Invalidator {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "tag purge could not reach Redis; applied here only");
-                    (self.clock.purge_time(), true)
+                    (retry.unwrap_or_else(|| self.clock.purge_time()), true)
                 }
             },
             None => (self.clock.purge_time(), false),
@@ -637,21 +645,33 @@ impl Invalidator {
 
     /// Purges one key: deleted with a tombstone in Redis, and here.
     /// Answers whether an entry went, the time, and whether Redis failed.
-    async fn purge_key(&self, key: &str) -> (bool, u64, bool) {
+    async fn purge_key(&self, key: &str, retry: Option<u64>) -> (bool, u64, bool) {
         let (there, time, failed) = match &self.redis {
-            Some(r) => match shared::purge_key(r, key, &variant_tag(key), self.horizon()).await {
+            Some(r) => match shared::purge_key(
+                r,
+                key,
+                &variant_tag(key),
+                self.horizon(),
+                retry.unwrap_or(0),
+            )
+            .await
+            {
                 Ok((there, time)) => {
                     let time = self.clock.trusted(time, "redis");
                     self.clock.observe(time);
                     (there, time, false)
                 }
-                Err(_) => (false, self.clock.purge_time(), true),
+                Err(_) => (
+                    false,
+                    retry.unwrap_or_else(|| self.clock.purge_time()),
+                    true,
+                ),
             },
             None => (false, self.clock.purge_time(), false),
         };
         let (now, horizon) = (self.clock.now(), self.horizon_ms());
         self.times.record(Kind::Key, key, time, now, horizon);
-        let here = self.cache.evict(key).await;
+        let here = retry.is_none() && self.cache.evict(key).await;
         (here || there, time, failed)
     }
 

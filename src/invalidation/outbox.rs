@@ -29,6 +29,9 @@ pub struct Pending {
     pub purge: Purge,
     /// Whether the other regions' log still lacks it.
     pub relay: bool,
+    /// The time it was applied here at (ms, purge clock): Redis records
+    /// it then, not at the retry.
+    pub at: u64,
     bytes: usize,
 }
 
@@ -60,7 +63,7 @@ pub fn weight(purge: &Purge) -> usize {
 impl Outbox {
     /// Keeps `purge` to apply again; past [`LIMIT`], the floor instead of
     /// everything held.
-    pub fn push(&self, purge: &Purge, relay: bool) {
+    pub fn push(&self, purge: &Purge, relay: bool, at: u64) {
         let bytes = weight(purge);
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if s.bytes + bytes > LIMIT {
@@ -78,6 +81,7 @@ impl Outbox {
             s.queue.push_back(Pending {
                 purge: floor,
                 relay,
+                at,
                 bytes,
             });
             s.bytes = bytes;
@@ -85,6 +89,7 @@ impl Outbox {
             s.queue.push_back(Pending {
                 purge: purge.clone(),
                 relay,
+                at,
                 bytes,
             });
             s.bytes += bytes;
@@ -181,8 +186,8 @@ mod tests {
     #[test]
     fn kept_in_order_and_bounded_in_bytes() {
         let out = Outbox::default();
-        out.push(&purge("a"), false);
-        out.push(&purge("b"), true);
+        out.push(&purge("a"), false, 1);
+        out.push(&purge("b"), true, 2);
         assert_eq!(out.len(), 2);
         let first = out.front().unwrap();
         assert_eq!(first.purge, purge("a"));
@@ -195,13 +200,13 @@ mod tests {
             tags: (0..LIMIT / 64).map(|i| format!("tag:{i:040}")).collect(),
             ..Purge::default()
         };
-        out.push(&big, false);
+        out.push(&big, false, 3);
         assert_eq!(out.len(), 1);
         let floor = out.front().unwrap();
         assert_eq!(floor.purge.prefixes, vec![String::new()]);
         assert!(floor.purge.all);
         // Later purges queue behind it.
-        out.push(&purge("c"), false);
+        out.push(&purge("c"), false, 4);
         assert_eq!(out.len(), 2);
         out.done(&floor);
         assert_eq!(out.front().unwrap().purge, purge("c"));

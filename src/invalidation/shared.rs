@@ -13,12 +13,19 @@ use crate::redis::{Error, LUA_NOW, Redis, Script, millis};
 /// counter), kept for `keep`; answers the time. An earlier time more than
 /// [`TRUST_MS`] past Redis's clock (planted, or left by a clock that
 /// jumped ahead) is not built on: the purge takes Redis's time.
-pub async fn purge_tag(redis: &Redis, tag: &str, keep: Duration) -> Result<u64, Error> {
+///
+/// `at` (when not 0) is the time a purge applied earlier here took, for one
+/// retried from the outbox: it is recorded at that time (or just after a
+/// later purge of the tag), so answers fetched since are not refused.
+pub async fn purge_tag(redis: &Redis, tag: &str, keep: Duration, at: u64) -> Result<u64, Error> {
     static PURGE_TAG: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         Script::owned(format!(
             "{LUA_NOW} \
+            local bound = now + tonumber(ARGV[2]) \
+            local at = tonumber(ARGV[3]) \
+            if at > 0 and at < now then now = at end \
             local last = tonumber(redis.call('GET', KEYS[1]) or '0') or 0 \
-            if last >= now and last <= now + tonumber(ARGV[2]) then now = last + 1 end \
+            if last >= now and last <= bound then now = last + 1 end \
             redis.call('SET', KEYS[1], string.format('%.0f', now), 'PX', ARGV[1]) \
             return now"
         ))
@@ -28,7 +35,7 @@ pub async fn purge_tag(redis: &Redis, tag: &str, keep: Duration) -> Result<u64, 
         .run_script::<u64>(
             &PURGE_TAG,
             &[tag_key(redis, tag)],
-            &[millis(keep), TRUST_MS],
+            &[millis(keep), TRUST_MS, at],
         )
         .await
 }
@@ -36,17 +43,21 @@ pub async fn purge_tag(redis: &Redis, tag: &str, keep: Duration) -> Result<u64, 
 /// Deletes `key`'s entry and records the purge's time in its tombstone
 /// (kept [`TOMBSTONE`]), so a late store of an older answer is refused; if
 /// the key has Vary variants, raises their internal tag (kept `keep`) too.
-/// Answers whether an entry went, and the purge's time.
+/// Answers whether an entry went, and the purge's time. `at` as for
+/// [`purge_tag`].
 pub async fn purge_key(
     redis: &Redis,
     key: &str,
     variants_tag: &str,
     keep: Duration,
+    at: u64,
 ) -> Result<(bool, u64), Error> {
     static PURGE_KEY: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
         Script::owned(format!(
             "{LUA_NOW} \
             local bound = now + tonumber(ARGV[3]) \
+            local at = tonumber(ARGV[4]) \
+            if at > 0 and at < now then now = at end \
             local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0 \
             if last >= now and last <= bound then now = last + 1 end \
             redis.call('SET', KEYS[2], string.format('%.0f', now), 'PX', ARGV[1]) \
@@ -65,7 +76,7 @@ pub async fn purge_key(
         tombstone_key(redis, key),
         tag_key(redis, variants_tag),
     ];
-    let args = [millis(TOMBSTONE), millis(keep), TRUST_MS];
+    let args = [millis(TOMBSTONE), millis(keep), TRUST_MS, at];
     let (deleted, time): (u64, u64) = redis
         .for_purges()
         .run_script(&PURGE_KEY, &keys, &args)
@@ -236,20 +247,29 @@ fn slot(key: &str) -> u16 {
 /// How many keys each master has evicted since it started (`INFO stats`),
 /// by address: an eviction may have taken a purge time.
 pub async fn evictions(redis: &Redis) -> Result<Vec<(String, u64)>, Error> {
+    let found = info_field(redis, "stats", "evicted_keys").await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(addr, n)| Some((addr, n.parse().ok()?)))
+        .collect())
+}
+
+/// One field of an `INFO` section on every master, by address.
+async fn info_field(
+    redis: &Redis,
+    section: &str,
+    field: &str,
+) -> Result<Vec<(String, String)>, Error> {
     let mut info = redis::cmd("INFO");
-    info.arg("stats");
+    info.arg(section);
     let answers = redis.on_masters("INFO", info).await?;
+    let prefix = format!("{field}:");
     Ok(answers
         .into_iter()
         .filter_map(|(addr, v)| {
             let text: String = redis::FromRedisValue::from_redis_value(v).ok()?;
-            let n = text
-                .lines()
-                .find_map(|l| l.strip_prefix("evicted_keys:"))?
-                .trim()
-                .parse()
-                .ok()?;
-            Some((addr, n))
+            let value = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()))?;
+            Some((addr, value.trim().to_owned()))
         })
         .collect())
 }
@@ -280,21 +300,7 @@ pub async fn slowest_time(redis: &Redis) -> Result<(u64, u64), Error> {
 /// and without persistence has lost the purge times it held, which the
 /// heartbeat's mark cannot tell unless it lived there.
 pub async fn master_runs(redis: &Redis) -> Result<Vec<(String, String)>, Error> {
-    let mut info = redis::cmd("INFO");
-    info.arg("server");
-    let answers = redis.on_masters("INFO", info).await?;
-    Ok(answers
-        .into_iter()
-        .filter_map(|(addr, v)| {
-            let text: String = redis::FromRedisValue::from_redis_value(v).ok()?;
-            let run = text
-                .lines()
-                .find_map(|l| l.strip_prefix("run_id:"))?
-                .trim()
-                .to_owned();
-            Some((addr, run))
-        })
-        .collect())
+    info_field(redis, "server", "run_id").await
 }
 
 /// Waits (at most half the command timeout) until the purges sent before

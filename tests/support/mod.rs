@@ -359,6 +359,18 @@ impl Backend {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// A backend whose every answer names its path and how many reads it
+    /// has served before (`/products/1 read 7`), so a refetch shows.
+    pub async fn counting() -> Self {
+        let reads = Arc::new(AtomicUsize::new(0));
+        Backend::start(Duration::ZERO, move |s| {
+            let n = reads.fetch_add(1, Ordering::SeqCst);
+            let body = format!("{} read {n}", s.uri);
+            (StatusCode::OK, vec![], Bytes::from(body))
+        })
+        .await
+    }
+
     /// A backend answering `200 {"uri": ...}` JSON, with the given extra headers.
     pub async fn json(headers: Vec<(&'static str, String)>) -> Self {
         Self::start(Duration::ZERO, move |s| {
