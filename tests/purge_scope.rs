@@ -307,14 +307,6 @@ async fn refused_l1_entry_falls_through_to_l2() {
     let backend = products().await;
     let a = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
     let b = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
-    get(&a.url("/products/12"), &[]).await;
-    for p in [&a, &b] {
-        eventually("cached", || async {
-            get(&p.url("/products/12"), &[]).await.is_hit()
-        })
-        .await;
-    }
-    assert_eq!(backend.hits_for("/products/12"), 1);
     let stored = || async {
         let mut c = redis.conn().await;
         redis::cmd("GET")
@@ -323,6 +315,20 @@ async fn refused_l1_entry_falls_through_to_l2() {
             .await
             .unwrap()
     };
+    get(&a.url("/products/12"), &[]).await;
+    // A's store reaches Redis just after its answer: B is asked once it is
+    // there, so B's first request is an L2 hit.
+    eventually("A's answer is in Redis", || async {
+        stored().await.is_some()
+    })
+    .await;
+    for p in [&a, &b] {
+        eventually("cached", || async {
+            get(&p.url("/products/12"), &[]).await.is_hit()
+        })
+        .await;
+    }
+    assert_eq!(backend.hits_for("/products/12"), 1);
     let before = stored().await;
     assert!(before.is_some());
     assert_eq!(
@@ -341,7 +347,7 @@ async fn refused_l1_entry_falls_through_to_l2() {
     .await;
     let fresh = get(&a.url("/products/12"), &[]).await;
     assert!(!fresh.is_hit());
-    eventually("A's answer is in Redis", || async {
+    eventually("A's new answer is in Redis", || async {
         stored().await != before
     })
     .await;

@@ -43,7 +43,7 @@ pub mod times;
 pub mod triggers;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -164,6 +164,9 @@ pub struct Invalidator {
     /// made each (see [`Invalidator::heartbeat`]). A plain mutex: held to
     /// compare and swap.
     marks: Mutex<Option<std::collections::HashMap<String, String>>>,
+    /// Whether `marks` was read once: the floor is known (read on every L2
+    /// hit, so not behind the mutex).
+    marks_read: AtomicBool,
     /// Entries fetched before this time (ms, purge clock) are not served:
     /// purge times may have been lost then (a flush, an eviction).
     floor: AtomicU64,
@@ -254,6 +257,7 @@ impl Invalidator {
             instance,
             grace,
             marks: Mutex::new(None),
+            marks_read: AtomicBool::new(false),
             floor: AtomicU64::new(0),
             evicted: Mutex::default(),
             runs: Mutex::default(),
@@ -724,10 +728,7 @@ impl Invalidator {
     /// Whether a heartbeat has read Redis's mark yet: from then on a flush
     /// of Redis is noticed (see [`Invalidator::heartbeat`]).
     pub fn knows_mark(&self) -> bool {
-        self.marks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        self.marks_read.load(Ordering::Acquire)
     }
 
     /// Entries fetched before this (ms, purge clock) are not served.
@@ -846,6 +847,8 @@ impl Invalidator {
         } else if floor > self.floor() {
             self.raise_floor(floor, !first);
         }
+        // From now on L2 entries are served, checked against the floor.
+        self.marks_read.store(true, Ordering::Release);
     }
 
     /// Reads (making any missing) the heartbeat's marks.
