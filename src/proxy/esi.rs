@@ -100,7 +100,7 @@ pub fn prepare(html: &[u8]) -> Result<Prepared, RewritingError> {
     // `<!--esi <esi:include …/> -->`: the comment's content is markup that
     // takes effect when ESI is on, read in a second pass.
     let unwrapped;
-    let html = if find(html, b"<!--esi").is_some() {
+    let html = if memchr::memmem::find(html, b"<!--esi").is_some() {
         let settings = Settings {
             document_content_handlers: vec![doc_comments!(|c| {
                 if let Some(inner) = c.text().strip_prefix("esi") {
@@ -146,12 +146,12 @@ pub fn prepare(html: &[u8]) -> Result<Prepared, RewritingError> {
     let mut body = BytesMut::with_capacity(out.len());
     let mut includes = Vec::new();
     let mut rest = &out[..];
-    let marker = nonce.as_bytes();
+    let marker = memchr::memmem::Finder::new(nonce.as_bytes());
     for src in srcs {
-        let Some(at) = find(rest, marker) else { break };
+        let Some(at) = marker.find(rest) else { break };
         body.extend_from_slice(&rest[..at]);
         includes.push((body.len(), src));
-        rest = &rest[at + marker.len()..];
+        rest = &rest[at + nonce.len()..];
     }
     body.extend_from_slice(rest);
     Ok(Prepared {
@@ -471,11 +471,6 @@ fn rewrite(html: &[u8], settings: Settings<'_, '_>) -> Result<Vec<u8>, Rewriting
     rewriter.write(html)?;
     rewriter.end()?;
     Ok(out)
-}
-
-/// Where `needle` first is in `hay`.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
