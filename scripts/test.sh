@@ -66,15 +66,13 @@ cargo test --doc --quiet
 echo "== tests"
 if ! cargo nextest --version >/dev/null 2>&1; then
   # nextest runs each test in its own process, with a timeout per test
-  # (.config/nextest.toml); it builds from crates.io in a few minutes.
+  # (.config/nextest.toml), so one hang cannot hold the run; it builds
+  # from crates.io in a few minutes.
   echo "== installing cargo-nextest"
-  cargo install --locked cargo-nextest >/dev/null 2>&1 || echo "cargo-nextest could not be installed; running cargo test"
+  cargo install --locked cargo-nextest >/dev/null 2>&1 || {
+    echo "cargo-nextest could not be installed (cargo install --locked cargo-nextest); the tests need its per-test timeout" >&2
+    exit 1
+  }
 fi
-if cargo nextest --version >/dev/null 2>&1; then
-  # Last, so its summary closes the output.
-  cargo nextest run --lib --bins --tests --no-fail-fast
-else
-  # One test at a time (tests of one binary share the process's
-  # metrics), and the whole run bounded, so a hang cannot hold CI.
-  timeout 3600 cargo test --lib --bins --tests -- --test-threads=1
-fi
+# Last, so its summary closes the output.
+cargo nextest run --lib --bins --tests --no-fail-fast

@@ -22,6 +22,8 @@ pub struct App {
     pub proxy: Arc<Proxy>,
     /// The admin endpoints.
     pub admin: Arc<Admin>,
+    /// What the proxy's tasks record.
+    pub metrics: metrics::Metrics,
     /// Reload when the config file changes (on by default).
     pub watch_config: bool,
 }
@@ -30,8 +32,21 @@ impl App {
     /// Builds the stores and the pipeline. Connects to nothing yet: Redis is
     /// reached lazily, so a Redis that is down does not stop start-up.
     pub fn build(config: Config) -> anyhow::Result<Self> {
-        // Installed before anything records.
-        metrics::handle();
+        let metrics = metrics::Metrics::new();
+        let (proxy, admin) = metrics.enter(|| Self::components(config, &metrics))?;
+        Ok(Self {
+            proxy,
+            admin,
+            metrics,
+            watch_config: true,
+        })
+    }
+
+    /// The pipeline and the admin endpoints, built recording into `metrics`.
+    fn components(
+        config: Config,
+        metrics: &metrics::Metrics,
+    ) -> anyhow::Result<(Arc<Proxy>, Arc<Admin>)> {
         // What is remembered of purges counts in the memory limit too.
         let max_size = config.memory.max_size;
         let memory = MemoryStore::new(max_size - crate::invalidation::budget(max_size));
@@ -63,17 +78,25 @@ impl App {
             None => None,
         };
         let proxy = Arc::new(Proxy::new(Arc::new(config), cache, redis, regions));
-        let admin = Arc::new(Admin::new(proxy.clone()));
-        Ok(Self {
-            proxy,
-            admin,
-            watch_config: true,
-        })
+        let admin = Arc::new(Admin::new(proxy.clone(), metrics.clone()));
+        Ok((proxy, admin))
     }
 
     /// Serves on the given (already bound) listeners until `shutdown` fires,
     /// then drains for at most `limits.shutdown_grace`.
     pub async fn run(
+        self,
+        listener: TcpListener,
+        admin_listener: TcpListener,
+        shutdown: CancellationToken,
+    ) {
+        let metrics = self.metrics.clone();
+        metrics
+            .scope(self.serve(listener, admin_listener, shutdown))
+            .await;
+    }
+
+    async fn serve(
         self,
         listener: TcpListener,
         admin_listener: TcpListener,
@@ -101,27 +124,27 @@ impl App {
             &limits,
         );
         // The purge subscriber stops with the same token.
-        let bus = tokio::spawn(crate::invalidation::bus::run(
+        let bus = crate::metrics::spawn(crate::invalidation::bus::run(
             self.proxy.invalidator().clone(),
             shutdown.clone(),
         ));
-        let regions = tokio::spawn(crate::invalidation::regions::run(
+        let regions = crate::metrics::spawn(crate::invalidation::regions::run(
             self.proxy.invalidator().clone(),
             shutdown.clone(),
         ));
-        let repeats = tokio::spawn(crate::invalidation::repeats(
+        let repeats = crate::metrics::spawn(crate::invalidation::repeats(
             self.proxy.invalidator().clone(),
             shutdown.clone(),
         ));
-        let outbox = tokio::spawn(crate::invalidation::outbox::run(
+        let outbox = crate::metrics::spawn(crate::invalidation::outbox::run(
             self.proxy.invalidator().clone(),
             shutdown.clone(),
         ));
-        let hup = tokio::spawn(crate::reload::on_sighup(
+        let hup = crate::metrics::spawn(crate::reload::on_sighup(
             self.proxy.clone(),
             shutdown.clone(),
         ));
-        let watch = tokio::spawn({
+        let watch = crate::metrics::spawn({
             let (proxy, shutdown, on) = (self.proxy.clone(), shutdown.clone(), self.watch_config);
             async move {
                 if on {
@@ -129,15 +152,19 @@ impl App {
                 }
             }
         });
-        let upkeep = tokio::spawn(upkeep(self.proxy.clone(), shutdown.clone()));
-        let hot = tokio::spawn(crate::cache::hot::run(
+        let upkeep = crate::metrics::spawn(upkeep(
+            self.proxy.clone(),
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
+        let hot = crate::metrics::spawn(crate::cache::hot::run(
             self.proxy.hotness().clone(),
             self.proxy.redis().cloned(),
             shutdown.clone(),
         ));
         // Ready once L1 holds the hot keys and the warm-up list, or once its time is up (the
         // rest goes on behind); `/readyz` answers 503 meanwhile.
-        let ready = tokio::spawn({
+        let ready = crate::metrics::spawn({
             let (proxy, admin) = (self.proxy.clone(), self.admin.clone());
             async move {
                 // L2 entries are served once the heartbeat has read the
@@ -157,7 +184,8 @@ impl App {
                 }
                 if let Some(warm) = proxy.config().memory.warm.clone() {
                     let timeout = warm.timeout;
-                    let run = tokio::spawn(async move { proxy.warm_up(&warm, true).await });
+                    let run =
+                        crate::metrics::spawn(async move { proxy.warm_up(&warm, true).await });
                     if tokio::time::timeout(timeout, run).await.is_err() {
                         tracing::warn!(?timeout, "warm-up not done in time; ready anyway");
                     }
@@ -194,8 +222,7 @@ fn redis_summary(proxy: &Proxy) {
 /// Every [`metrics::UPKEEP`]: drains histogram samples (the recorder keeps
 /// them until then), reads the gauges from the stores, and lets the local
 /// rate limiters forget idle clients, until `shutdown`.
-async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
-    let handle = metrics::handle();
+async fn upkeep(proxy: Arc<Proxy>, recorded: metrics::Metrics, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(metrics::UPKEEP);
     let mut beats = 0u64;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,7 +231,7 @@ async fn upkeep(proxy: Arc<Proxy>, shutdown: CancellationToken) {
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        handle.run_upkeep();
+        recorded.run_upkeep();
         let (entries, bytes) = proxy.cache().l1_usage().await;
         ::metrics::gauge!(metrics::L1_ENTRIES).set(entries as f64);
         ::metrics::gauge!(metrics::L1_BYTES).set(bytes as f64);

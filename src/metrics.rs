@@ -1,15 +1,17 @@
 //! Metric names, label values and the Prometheus recorder, in one place.
 //!
-//! Everything is recorded through the `metrics` facade into one
-//! process-wide Prometheus recorder, rendered by `GET /metrics` on the admin
-//! listener. Names follow Prometheus conventions: `sidecache_` prefix,
+//! Everything is recorded through the `metrics` facade into the proxy's
+//! own Prometheus registry ([`Metrics`]), rendered by `GET /metrics` on the
+//! admin listener. Names follow Prometheus conventions: `sidecache_` prefix,
 //! counters end in `_total`, units in the name (`_seconds`, `_bytes`).
 //! Histograms have explicit buckets so they aggregate across replicas.
 
-use std::sync::OnceLock;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 /// Requests by `rule` and `outcome` (counter).
 pub const REQUESTS: &str = "sidecache_requests_total";
@@ -239,14 +241,27 @@ impl PurgeSource {
     }
 }
 
-/// The process-wide recorder's handle, installed on first use.
+/// One proxy's metrics: a Prometheus registry of its own, rendered by its
+/// `GET /metrics`.
 ///
-/// One process serves one proxy, so one recorder. If the embedding program
-/// installed another recorder first, ours is kept private and renders only
-/// what was registered on it (nothing): metrics are then the embedder's.
-pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
+/// The `metrics` macros record into whichever proxy the running task
+/// belongs to: [`Metrics::scope`] makes a task one of this proxy's, and
+/// [`spawn`] (and [`scoped`]) carry that on to the tasks it starts. So
+/// several proxies in one process (a test, an embedding program) each
+/// count only their own requests.
+#[derive(Clone)]
+pub struct Metrics(Arc<PrometheusRecorder>);
+
+tokio::task_local! {
+    /// The proxy the running task records for.
+    static SCOPE: Option<Metrics>;
+}
+
+impl Metrics {
+    /// A new, empty registry with the build info set and every metric
+    /// described.
+    pub fn new() -> Self {
+        install();
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), &UPSTREAM_BUCKETS)
             .and_then(|b| {
@@ -260,19 +275,115 @@ pub fn handle() -> &'static PrometheusHandle {
             // Only an empty bucket list fails, and ours are constants.
             Err(_) => PrometheusBuilder::new().build_recorder(),
         };
-        let handle = recorder.handle();
-        if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
+        let this = Self(Arc::new(recorder));
+        this.enter(|| {
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        });
+        this
+    }
+
+    /// The Prometheus text of everything recorded here.
+    pub fn render(&self) -> String {
+        self.0.handle().render()
+    }
+
+    /// Drains histogram samples (the recorder keeps them until then).
+    pub fn run_upkeep(&self) {
+        self.0.handle().run_upkeep();
+    }
+
+    /// Runs `f` (which does not wait) recording here, as do the tasks it
+    /// starts with [`spawn`].
+    pub fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
+        SCOPE.sync_scope(Some(self.clone()), || {
+            metrics::with_local_recorder(&*self.0, f)
+        })
+    }
+
+    /// Runs `task` recording here, as do the tasks it starts with [`spawn`].
+    pub async fn scope<F: Future>(&self, task: F) -> F::Output {
+        SCOPE.scope(Some(self.clone()), task).await
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `task`, recording where the running task records.
+pub fn scoped<F: Future>(task: F) -> impl Future<Output = F::Output> {
+    SCOPE.scope(SCOPE.try_with(Clone::clone).ok().flatten(), task)
+}
+
+/// `tokio::spawn`, the task recording where the running task records.
+pub fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(scoped(task))
+}
+
+/// The process-wide recorder, which hands each record to the running
+/// task's [`Metrics`]. What is recorded outside any proxy's tasks is
+/// dropped.
+struct Routed;
+
+impl Routed {
+    fn with<T>(&self, f: impl FnOnce(&PrometheusRecorder) -> T, none: impl FnOnce() -> T) -> T {
+        match SCOPE.try_with(|m| m.as_ref().map(|m| f(&m.0))) {
+            Ok(Some(v)) => v,
+            Ok(None) | Err(_) => none(),
         }
-        describe();
-        metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        handle
-    })
+    }
+}
+
+impl metrics::Recorder for Routed {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.with(|r| r.describe_counter(key, unit, description), || ());
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.with(|r| r.describe_gauge(key, unit, description), || ());
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.with(|r| r.describe_histogram(key, unit, description), || ());
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.with(|r| r.register_counter(key, metadata), Counter::noop)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.with(|r| r.register_gauge(key, metadata), Gauge::noop)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.with(|r| r.register_histogram(key, metadata), Histogram::noop)
+    }
+}
+
+/// Installs [`Routed`] as the process's recorder, once. If the embedding
+/// program installed another first, what tasks record goes there, and
+/// `/metrics` holds only what [`Metrics::enter`] recorded.
+fn install() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if metrics::set_global_recorder(Routed).is_err() {
+            tracing::warn!(
+                "a metrics recorder was already installed; /metrics misses what tasks record"
+            );
+        }
+    });
 }
 
 /// HELP lines for `/metrics`.
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(REQUESTS, "Requests by rule and outcome.");
     describe_histogram!(
         UPSTREAM_DURATION,
@@ -391,7 +502,7 @@ pub struct RequestCounters([metrics::Counter; Label::ALL.len()]);
 
 impl RequestCounters {
     /// The counters of `rule` (`""` for requests no rule matched).
-    /// Registers with the recorder, so call it after [`handle`].
+    /// Registers with the recorder of the running task's [`Metrics`].
     pub fn new(rule: &str) -> Self {
         Self(Label::ALL.map(
             |o| metrics::counter!(REQUESTS, "rule" => rule.to_owned(), "outcome" => o.as_str()),
@@ -402,12 +513,6 @@ impl RequestCounters {
     pub fn count(&self, outcome: Label) {
         self.0[outcome as usize].increment(1);
     }
-}
-
-/// The counters of requests no rule matched.
-pub fn no_rule() -> &'static RequestCounters {
-    static COUNTERS: OnceLock<RequestCounters> = OnceLock::new();
-    COUNTERS.get_or_init(|| RequestCounters::new(""))
 }
 
 /// Counts a request refused before the backend (`backend-busy`, `body-too-large`).

@@ -375,7 +375,7 @@ impl Redis {
                 gets: Arc::default(),
                 ..self.clone()
             };
-            tokio::spawn(gather(gatherer, rx));
+            crate::metrics::spawn(gather(gatherer, rx));
             tx
         });
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -579,7 +579,7 @@ async fn gather(redis: Redis, mut rx: tokio::sync::mpsc::UnboundedReceiver<Waiti
             continue;
         }
         let redis = redis.clone();
-        tokio::spawn(async move {
+        crate::metrics::spawn(async move {
             let _slot = slot;
             // Each key once: a hot key read by many requests at a time is
             // sent, and copied back, once.

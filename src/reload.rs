@@ -123,7 +123,7 @@ pub async fn reload(proxy: &Arc<Proxy>) -> Result<Report, ConfigError> {
     }
     if let Some(warm) = &new.memory.warm {
         let (proxy, warm) = (proxy.clone(), warm.clone());
-        tokio::spawn(async move { proxy.warm_up(&warm, false).await });
+        crate::metrics::spawn(async move { proxy.warm_up(&warm, false).await });
     }
     tracing::info!(rules, ?not_applied, "config reloaded");
     metrics::counter!(crate::metrics::RELOADS, "result" => "ok").increment(1);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -34,7 +34,7 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>, IpAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(Executor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -92,7 +92,7 @@ pub async fn serve<H, F>(
             async move { Ok::<_, Infallible>(response.await) }
         });
         let (builder, shutdown) = (builder.clone(), shutdown.clone());
-        tracker.spawn(async move {
+        tracker.spawn(crate::metrics::scoped(async move {
             // Until the protocol is known hyper waits on the first bytes
             // without a timeout: a silent peer must not hold a place.
             let mut probe = [0u8; 1];
@@ -133,7 +133,7 @@ pub async fn serve<H, F>(
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
-        });
+        }));
     }
     drop(listener);
     tracker.close();
@@ -187,5 +187,20 @@ impl Activity {
             }
             tokio::time::sleep_until(deadline).await;
         }
+    }
+}
+
+/// Spawns hyper's tasks (an HTTP/2 connection's streams, which run the
+/// handler) recording where their connection records.
+#[derive(Clone, Copy)]
+struct Executor;
+
+impl<F> hyper::rt::Executor<F> for Executor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        crate::metrics::spawn(task);
     }
 }

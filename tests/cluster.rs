@@ -236,7 +236,12 @@ async fn shared_tier_and_purges_across_masters() {
         );
     }
     let used = entry_read_round_trips(&b).await - before;
-    assert!(used < 40, "40 concurrent reads of one key took {used} GETs");
+    // Each gathered round trip sends the key once, two at a time; the
+    // first answer goes to L1: 3 to 7 were seen, 40 would be none shared.
+    assert!(
+        (1..=10).contains(&used),
+        "40 concurrent reads of one key took {used} GETs"
+    );
 
     // L1 entries hear purges over the bus, which a cluster broadcasts.
     holds_in_memory(&b, "/pages/1").await;
@@ -439,9 +444,12 @@ async fn purged_everywhere(backend: &Backend, a: &Proxy, b: &Proxy, hot: &str) {
     }
 }
 
-/// `sidecache_redis_errors_total`, summed over commands.
+/// `sidecache_redis_errors_total`, summed over commands (0 while none
+/// failed: each command's counter is registered on its first failure).
 async fn redis_errors(p: &Proxy) -> u64 {
-    metric_sum(p, "sidecache_redis_errors_total", "").await
+    metric_sum_or_none(p, sidecache::metrics::REDIS_ERRORS, "")
+        .await
+        .unwrap_or(0)
 }
 
 /// Fetches `path` through `p` until `p` answers it from memory.

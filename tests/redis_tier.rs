@@ -42,8 +42,8 @@ async fn two_replicas_share_l2() {
     // The store's script was new to Redis (NOSCRIPT, then sent whole):
     // expected, so not counted as a Redis error.
     assert_eq!(
-        metric_sum(&a, "sidecache_redis_errors_total", "").await,
-        0,
+        metric_sum_or_none(&a, sidecache::metrics::REDIS_ERRORS, "").await,
+        None,
         "a script Redis did not know yet counted as an error"
     );
     let from_l1 = get(&b.url("/products/5"), &[]).await;
@@ -199,17 +199,9 @@ async fn breaker_stops_waiting_on_dead_redis() {
     })
     .await;
     // GETs actually sent to Redis (a command the breaker skips is not).
-    let sent = || async {
-        let text = get(&format!("http://{}/metrics", proxy.admin), &[]).await;
-        String::from_utf8_lossy(&text.body)
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(r#"sidecache_redis_duration_seconds_count{command="GET"} "#)
-            })
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let sent = || entry_read_round_trips(&proxy);
     let before = sent().await;
+    assert!(before >= 1, "the first lookup asked Redis");
     let mut c = redis.conn().await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
@@ -227,7 +219,7 @@ async fn breaker_stops_waiting_on_dead_redis() {
     // few do, then one probe a second.
     let waited = sent().await - before;
     assert!(
-        waited <= 10,
+        (1..=10).contains(&waited),
         "{waited} of 40 lookups waited on the paused Redis"
     );
     let ready = get(&format!("http://{}/readyz", proxy.admin), &[]).await;
@@ -239,7 +231,13 @@ async fn breaker_stops_waiting_on_dead_redis() {
     );
     eventually("L2 used again after the pause", || async {
         get(&proxy.url("/products/999"), &[]).await;
-        redis_has(&redis, "sc:{product:999}").await
+        // While the pause lasts the test's own EXISTS times out: not yet.
+        let mut c = redis.conn().await;
+        redis::cmd("EXISTS")
+            .arg("sc:{product:999}")
+            .query_async::<u64>(&mut c)
+            .await
+            .is_ok_and(|n| n > 0)
     })
     .await;
 }
@@ -410,8 +408,10 @@ async fn concurrent_l2_reads_share_round_trips() {
         assert_eq!(got.body, bodies[i], "product {i} got another's entry");
     }
     let used = entry_read_round_trips(&b).await - before;
+    // Two round trips in flight, each taking what queued meanwhile: 5 to 7
+    // were seen; one a read (61) would be no sharing at all.
     assert!(
-        used < 61,
-        "61 concurrent reads took {used} round trips: none were shared"
+        (1..=20).contains(&used),
+        "61 concurrent reads took {used} round trips"
     );
 }

@@ -33,14 +33,17 @@ const MAX_PURGE_BODY: usize = 1024 * 1024;
 /// State the admin endpoints read.
 pub struct Admin {
     proxy: Arc<Proxy>,
+    /// What `GET /metrics` renders.
+    metrics: crate::metrics::Metrics,
     ready: AtomicBool,
 }
 
 impl Admin {
-    /// Admin endpoints over `proxy`.
-    pub fn new(proxy: Arc<Proxy>) -> Self {
+    /// Admin endpoints over `proxy`, rendering `metrics`.
+    pub fn new(proxy: Arc<Proxy>, metrics: crate::metrics::Metrics) -> Self {
         Self {
             proxy,
+            metrics,
             ready: AtomicBool::new(false),
         }
     }
@@ -94,7 +97,7 @@ impl Admin {
             (&Method::GET | &Method::HEAD, "/metrics") => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                Bytes::from(crate::metrics::handle().render()),
+                Bytes::from(self.metrics.render()),
             ),
             // Purged keys and tags may carry cookie, header or query values.
             (&Method::GET | &Method::HEAD, "/purges") if !self.token_given(req.headers()) => {

@@ -258,7 +258,7 @@ impl Tiered {
         if let Some(shared) = self.shared.as_ref().filter(|_| tier.uses_redis()) {
             let shared = shared.clone();
             let key = key.to_owned();
-            tokio::spawn(async move {
+            crate::metrics::spawn(async move {
                 if let Err(e) = shared.put(&key, entry).await {
                     crate::metrics::store_refused("l2-failed");
                     tracing::debug!(error = %e, "L2 store failed");

@@ -70,12 +70,12 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
                 },
                 _ = beat.tick(), if ping.is_none() => {
                     let (mut sink, wait) = (sink.clone(), redis.timeout() * 5);
-                    ping = Some(tokio::spawn(async move {
+                    ping = Some(crate::metrics::spawn(async move {
                         matches!(tokio::time::timeout(wait, sink.ping::<redis::Value>()).await, Ok(Ok(_)))
                     }));
                     // Bounded by the Redis timeout; on the data connection.
                     let inv = inv.clone();
-                    tokio::spawn(async move { inv.heartbeat().await });
+                    crate::metrics::spawn(async move { inv.heartbeat().await });
                 }
                 alive = async {
                     match ping.as_mut() {

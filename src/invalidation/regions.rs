@@ -193,9 +193,13 @@ pub async fn run(inv: Arc<Invalidator>, shutdown: CancellationToken) {
     };
     let mut tasks = Vec::new();
     for i in 0..regions.others.len() {
-        tasks.push(tokio::spawn(relay_from(inv.clone(), i, shutdown.clone())));
+        tasks.push(crate::metrics::spawn(relay_from(
+            inv.clone(),
+            i,
+            shutdown.clone(),
+        )));
     }
-    tasks.push(tokio::spawn(watch(inv.clone(), shutdown.clone())));
+    tasks.push(crate::metrics::spawn(watch(inv.clone(), shutdown.clone())));
     for t in tasks {
         let _ = t.await;
     }

@@ -258,7 +258,9 @@ impl Drop for GlobalLock {
                 std::mem::take(&mut self.key),
                 std::mem::take(&mut self.token),
             );
-            rt.spawn(async move { unlock(&redis, &key, &token).await });
+            rt.spawn(crate::metrics::scoped(async move {
+                unlock(&redis, &key, &token).await
+            }));
         }
     }
 }

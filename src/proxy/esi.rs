@@ -267,7 +267,7 @@ impl Proxy {
                     .then(|| page.fragment(src))
                     .flatten()?;
                 let proxy = self.clone();
-                Some(tokio::spawn(fragment(proxy, req, ip, timeout)))
+                Some(crate::metrics::spawn(fragment(proxy, req, ip, timeout)))
             })
             .collect();
         let mut out = BytesMut::with_capacity(html.len() + 256 * list.len());

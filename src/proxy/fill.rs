@@ -54,7 +54,7 @@ impl Fill {
                 return; // Dropping the claim releases followers.
             }
         };
-        tokio::spawn(async move {
+        crate::metrics::spawn(async move {
             self.store(body).await;
         });
     }

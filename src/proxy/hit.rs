@@ -159,7 +159,7 @@ impl Proxy {
             return;
         };
         let this = self.clone();
-        tokio::spawn(async move {
+        crate::metrics::spawn(async move {
             let mut lock = None;
             if keyed.rule.collapse_global
                 && let Some(redis) = this.redis.clone()
@@ -235,7 +235,7 @@ impl Proxy {
                 entry: found.entry,
                 serve_on_error: false,
             };
-            tokio::spawn(async move {
+            crate::metrics::spawn(async move {
                 let claim = Claim {
                     guard: Some(guard),
                     lock: None,

@@ -350,7 +350,7 @@ fn kept(fill: Fill, body: super::ProxyBody, now: SystemTime) -> (Stored, super::
 fn drained(body: super::ProxyBody, stored: Stored) -> super::ProxyBody {
     if matches!(stored, Stored::Yes { .. }) {
         let mut body = body;
-        tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+        crate::metrics::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
     }
     empty()
 }

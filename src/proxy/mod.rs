@@ -100,6 +100,9 @@ pub struct Proxy {
 struct Live {
     config: Arc<Config>,
     counters: Vec<RequestCounters>,
+    /// The counters of requests no rule matched, registered on the first
+    /// (so a config whose rules match everything shows no such series).
+    no_rule: std::sync::OnceLock<RequestCounters>,
     offload: Vec<Arc<Offload>>,
 }
 
@@ -108,12 +111,16 @@ impl Live {
         let rules = config.rules.rules();
         let counters = rules
             .iter()
-            .map(|r| RequestCounters::new(&r.name))
+            .map(|r| {
+                verify::register(r);
+                RequestCounters::new(&r.name)
+            })
             .collect();
         let offload = offloads.of(rules.iter().map(|r| r.name.as_str()));
         Self {
             config,
             counters,
+            no_rule: std::sync::OnceLock::new(),
             offload,
         }
     }
@@ -251,7 +258,10 @@ impl Proxy {
         let label = outcome.label();
         match rule.as_ref().and_then(|r| live.counters.get(r.index)) {
             Some(counters) => counters.count(label),
-            None => metrics::no_rule().count(label),
+            None => live
+                .no_rule
+                .get_or_init(|| RequestCounters::new(""))
+                .count(label),
         }
         if let Outcome::Pass { why, .. } = outcome
             && let Some(reason) = why.as_str()

@@ -90,7 +90,7 @@ impl Proxy {
         let (head, _) = super::miss::upstream_head(ctx, &keyed.rule, None);
         let req = Request::from_parts(head, super::empty());
         let (this, entry, key) = (self.clone(), entry.clone(), keyed.key.clone());
-        tokio::spawn(async move {
+        crate::metrics::spawn(async move {
             let Some(verify) = rule.verify.as_ref() else {
                 return;
             };
@@ -193,6 +193,20 @@ impl Proxy {
             tracing::debug!(rule, "verify: the backend is slow; checks paused");
         }
         answer.unwrap_or(Err("no answer in time"))
+    }
+}
+
+/// The `result` values of `sidecache_verify_total`.
+const RESULTS: [&str; 4] = ["match", "mismatch", "error", "skipped"];
+
+/// Registers the check counters of `rule`, if it verifies, so that a result
+/// never seen reads 0 on `/metrics` rather than being absent.
+pub(super) fn register(rule: &crate::rules::Rule) {
+    if rule.verify.is_some() {
+        for result in RESULTS {
+            ::metrics::counter!(metrics::VERIFY, "rule" => rule.name.clone(), "result" => result)
+                .increment(0);
+        }
     }
 }
 

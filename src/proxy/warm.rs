@@ -106,7 +106,7 @@ impl Proxy {
                 continue;
             };
             let this = self.clone();
-            tokio::spawn(async move {
+            crate::metrics::spawn(async move {
                 let res = this.handle(req, client).await;
                 let ok = res.status().is_success();
                 // Reading the body to its end is what stores it.

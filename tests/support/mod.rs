@@ -654,26 +654,42 @@ where
 }
 
 /// The sum of the samples of `metric` whose labels start with `labels`
-/// (`""` for all) on `proxy`'s `/metrics`.
+/// (`""` for all) on `proxy`'s `/metrics`; fails when there is none (a
+/// metric never recorded is not a zero: see [`metric_sum_or_none`]).
 pub async fn metric_sum(proxy: &Proxy, metric: &str, labels: &str) -> u64 {
+    metric_sum_or_none(proxy, metric, labels)
+        .await
+        .unwrap_or_else(|| panic!("no sample of {metric}{{{labels}...}} on /metrics"))
+}
+
+/// Like [`metric_sum`], `None` when `proxy` has no such sample.
+pub async fn metric_sum_or_none(proxy: &Proxy, metric: &str, labels: &str) -> Option<u64> {
     let text = get(&format!("http://{}/metrics", proxy.admin), &[]).await;
     let prefix = format!("{metric}{{{labels}");
-    String::from_utf8_lossy(&text.body)
+    let samples: Vec<f64> = String::from_utf8_lossy(&text.body)
         .lines()
         .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("unreadable sample: {l}"))
+        })
+        .collect();
+    (!samples.is_empty()).then(|| samples.iter().sum::<f64>() as u64)
 }
 
 /// Redis round trips `proxy` made for entry reads (`GET` or a gathered
 /// `MGET`), from its duration histogram's count.
+/// None yet is 0 (the histogram is registered on the first).
 pub async fn entry_read_round_trips(proxy: &Proxy) -> u64 {
-    metric_sum(
+    metric_sum_or_none(
         proxy,
         "sidecache_redis_duration_seconds_count",
         r#"command="GET"}"#,
     )
     .await
+    .unwrap_or(0)
 }
 
 /// The next message on `sub`, as JSON (within 5 s): a write-through event.
@@ -697,14 +713,15 @@ pub fn by_uri(seen: &[Seen]) -> HashMap<String, usize> {
     m
 }
 
-/// Whether the Redis key exists.
+/// Whether the Redis key exists (an error of Redis fails the test: it is
+/// not an answer).
 pub async fn redis_has(redis: &Redis, key: &str) -> bool {
     let mut c = redis.conn().await;
     redis::cmd("EXISTS")
         .arg(key)
         .query_async::<u64>(&mut c)
         .await
-        .unwrap_or(0)
+        .unwrap_or_else(|e| panic!("EXISTS {key}: {e}"))
         > 0
 }
 
