@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the
 # tests need when it is missing (redis-server, which tests start their own
-# servers of, and redis-cli, which joins six of them into a cluster; chromium, which loads the dashboard; openssl, which makes the
+# servers of, and redis-cli, which joins six of them into a cluster; chromium, which loads the dashboard; promtool, from prometheus, which checks /metrics; openssl, which makes the
 # TLS tests' certificates; ca-certificates, the system's roots; a C linker
 # for the build; procps for `kill` and `ps`; python3 with venv, and Django
 # from PyPI in a venv, for the shop test; cargo-nextest), then runs the formatting and lint checks, the doc tests and every
@@ -19,6 +19,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# promtool checks /metrics as Prometheus reads it.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 { command -v ps >/dev/null 2>&1 && { [ -x /bin/kill ] || [ -x /usr/bin/kill ]; }; } || missing+=(procps)
 # Python with venv, for the Django shop a test puts sidecache in front of.

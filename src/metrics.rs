@@ -97,7 +97,7 @@ pub const SAVED_BYTES: &str = "sidecache_backend_saved_bytes_total";
 /// Backend time saved, by `rule`: requests answered without the backend
 /// times the rule's mean miss time (a gauge, since it is not whole: it
 /// only grows).
-pub const SAVED_SECONDS: &str = "sidecache_backend_saved_seconds_total";
+pub const SAVED_SECONDS: &str = "sidecache_backend_saved_seconds";
 /// Requests forwarded without the cache (outcome `pass`), by `rule` and
 /// `reason`: the `Cache-Status` detail (`no-rule`, `rule`, `authorization`,
 /// `range`, `rollout`, a key's refusal); writes are not counted (counter).
@@ -278,6 +278,7 @@ impl Metrics {
         let this = Self(Arc::new(recorder));
         this.enter(|| {
             describe();
+            preregister();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         });
         this
@@ -379,6 +380,30 @@ fn install() {
             );
         }
     });
+}
+
+/// Registers at zero the failure counters whose labels are known before
+/// the first failure, so an alert's `increase()` sees that first one (a
+/// series that appears with the value 1 has no increase).
+fn preregister() {
+    use metrics::counter;
+    for result in ["ok", "failed"] {
+        counter!(RELOADS, "result" => result).increment(0);
+    }
+    for reason in ["connect", "timeout", "broken"] {
+        counter!(UPSTREAM_ERRORS, "reason" => reason).increment(0);
+    }
+    for reason in ["backend-busy", "body-too-large", "client-body"] {
+        counter!(REJECTED, "reason" => reason).increment(0);
+    }
+    for reason in ["too-large", "too-slow", "cut-short", "purged", "l2-failed"] {
+        counter!(STORE_REFUSED, "reason" => reason).increment(0);
+    }
+    for source in ["observed", "entry", "redis", "announcement"] {
+        counter!(UNTRUSTED_TIMES, "source" => source).increment(0);
+    }
+    counter!(PURGES_UNCOPIED).increment(0);
+    counter!(REPEATS_SKIPPED).increment(0);
 }
 
 /// HELP lines for `/metrics`.

@@ -1,8 +1,8 @@
 //! `GET /metrics` after known sequences of requests, and `/readyz` with
 //! Redis up and then killed.
 //!
-//! The recorder is process-wide, so each test here asserts on rule names
-//! of its own; the test runner (nextest) also gives each test a process.
+//! Each proxy records into its own registry, so the counts are exact under
+//! any test runner.
 
 mod support;
 
@@ -324,5 +324,50 @@ async fn latency_quantiles_are_close() {
         "p50 read as {:.1} ms; the clients' median was {:.1} ms",
         p50 * 1e3,
         clients_median * 1e3
+    );
+}
+
+/// A live `/metrics` passes `promtool check metrics` (Prometheus's own
+/// lint: names, units, counters ending in `_total`), and the failure
+/// counters an alert watches are there at zero before the first failure.
+#[tokio::test]
+async fn metrics_pass_promtool_and_failures_start_at_zero() {
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(&config(&backend.url()), "", None).await;
+    get(&proxy.url("/products/1"), &[]).await;
+    get(&proxy.url("/inventory/1"), &[]).await;
+    let text = scrape(&proxy).await;
+    for series in [
+        r#"sidecache_config_reloads_total{result="failed"}"#,
+        r#"sidecache_upstream_errors_total{reason="connect"}"#,
+        r#"sidecache_store_refused_total{reason="l2-failed"}"#,
+        "sidecache_purges_uncopied_total",
+    ] {
+        assert_eq!(value(&text, series), Some(0.0), "{series} in\n{text}");
+    }
+    let checked = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian's prometheus package) runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
     );
 }
