@@ -234,3 +234,40 @@ fn check_ok(config: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The shop's pods survive a node drain: a PodDisruptionBudget keeps one
+/// of them up, its selector is the Deployment's, and the pods spread over
+/// nodes; the CPU request leaves room for the config's Redis timeout.
+#[test]
+fn kubernetes_shop_survives_a_node_drain() {
+    let text = std::fs::read_to_string("deploy/kubernetes/shop.yaml").unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_str_multiple(&text).unwrap();
+    let of = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in shop.yaml"))
+    };
+    let (deployment, budget) = (of("Deployment"), of("PodDisruptionBudget"));
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let pods = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(budget["spec"]["selector"]["matchLabels"], *pods);
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    let spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .expect("the pods spread");
+    assert!(
+        spread
+            .iter()
+            .any(|c| c["topologyKey"] == "kubernetes.io/hostname"
+                && c["labelSelector"]["matchLabels"] == *pods),
+        "{spread:?}"
+    );
+    let sidecache = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sidecache")
+        .expect("a sidecache container");
+    assert_eq!(sidecache["resources"]["requests"]["cpu"], "250m");
+    assert!(k8s_config().contains("timeout: 250ms"));
+}
