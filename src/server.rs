@@ -7,10 +7,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -81,15 +81,27 @@ pub async fn serve<H, F>(
         let handler = handler.clone();
         let activity = Arc::new(Activity::new());
         let seen = activity.clone();
-        let service = service_fn(move |req| {
-            seen.request_started();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let http1 = req.version() < http::Version::HTTP_2;
+            seen.request_started(http1);
             // Boxed: hyper keeps the service's future inside each
             // connection's own state, so an unboxed one (the request
             // pipeline, about 4 KB) would cost every idle keep-alive
             // connection its size; boxed, it costs one allocation per
             // request instead (see BENCHMARKS.md, memory per connection).
             let response = Box::pin(handler(req, peer.ip()));
-            async move { Ok::<_, Infallible>(response.await) }
+            let seen = seen.clone();
+            async move {
+                let mut response = response.await;
+                // Draining: the client learns from this answer that the
+                // connection ends with it (hyper closes after writing it).
+                if http1 && seen.closing() {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let (builder, shutdown) = (builder.clone(), shutdown.clone());
         tracker.spawn(crate::metrics::scoped(async move {
@@ -125,8 +137,26 @@ pub async fn serve<H, F>(
                     }
                 }
                 () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                    activity.close();
+                    if activity.http1() {
+                        // A keep-alive client may have sent its next
+                        // request already: closing now would leave it
+                        // unanswered. Its answer says `Connection: close`
+                        // and hyper closes after it; a connection quiet
+                        // for `DRAIN_QUIET` is closed as idle.
+                        tokio::select! {
+                            r = conn.as_mut() => r,
+                            () = activity.quiet(DRAIN_QUIET) => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        }
+                    } else {
+                        // HTTP/2 (GOAWAY: the streams in flight finish, no
+                        // new one starts), or no request yet.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
                 }
             };
             if let Err(e) = result {
@@ -144,13 +174,23 @@ pub async fn serve<H, F>(
     }
 }
 
-/// When a connection last started a request, for its idle timeout.
+/// How long a draining HTTP/1 connection may stay without a new request
+/// before it is closed as idle (a keep-alive client sends its next request
+/// at once, and it is answered with `Connection: close`).
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+
+/// When a connection last started a request, for its idle timeout and its
+/// drain.
 struct Activity {
     opened: tokio::time::Instant,
     /// Requests started so far.
     requests: AtomicU64,
     /// When the last one started, in ms after `opened`.
     last_ms: AtomicU64,
+    /// Whether its requests are HTTP/1 (known from the first).
+    http1: AtomicBool,
+    /// Whether shutdown has begun: each answer closes the connection.
+    closing: AtomicBool,
 }
 
 impl Activity {
@@ -159,13 +199,48 @@ impl Activity {
             opened: tokio::time::Instant::now(),
             requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
+            http1: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }
     }
 
-    fn request_started(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+    fn request_started(&self, http1: bool) {
+        let ms = self.now_ms();
         self.last_ms.store(ms, Ordering::Relaxed);
+        self.http1.store(http1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether it speaks HTTP/1 (false before its first request).
+    fn http1(&self) -> bool {
+        self.http1.load(Ordering::Relaxed)
+    }
+
+    /// Shutdown began: the next answers close the connection.
+    fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Returns once no request has started for `quiet`, counted from now
+    /// at the earliest.
+    async fn quiet(&self, quiet: Duration) {
+        let from = self.now_ms();
+        loop {
+            let last = self.last_ms.load(Ordering::Relaxed).max(from);
+            let deadline = self.opened + Duration::from_millis(last) + quiet;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
     }
 
     /// Whether a request has started.

@@ -56,3 +56,105 @@ async fn sigterm_lets_in_flight_request_finish() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// What one keep-alive client saw when the proxy drained: answers read,
+/// and how its connection ended.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// The last answer said `Connection: close`, then the proxy closed.
+    ClosedAfterAnswer,
+    /// The connection ended (or failed) with a request unanswered.
+    Unanswered(String),
+}
+
+/// One keep-alive client: sends a request, reads its whole answer, sends
+/// the next at once, until an answer says `Connection: close`.
+async fn keep_alive_client(
+    addr: std::net::SocketAddr,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> (u64, Ended) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut answers = 0;
+    loop {
+        let sent = conn
+            .write_all(b"GET /products/1 HTTP/1.1\r\nHost: shop\r\n\r\n")
+            .await;
+        if let Err(e) = sent {
+            return (answers, Ended::Unanswered(format!("write: {e}")));
+        }
+        let mut got = Vec::new();
+        let head_end = loop {
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut buf = [0u8; 4096];
+            match conn.read(&mut buf).await {
+                Ok(0) => return (answers, Ended::Unanswered("closed".into())),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return (answers, Ended::Unanswered(format!("read: {e}"))),
+            }
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a content-length");
+        while got.len() < head_end + length {
+            let mut buf = [0u8; 4096];
+            match conn.read(&mut buf).await {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                other => return (answers, Ended::Unanswered(format!("body: {other:?}"))),
+            }
+        }
+        answers += 1;
+        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if head.contains("connection: close") {
+            let mut rest = [0u8; 16];
+            return match conn.read(&mut rest).await {
+                Ok(0) => (answers, Ended::ClosedAfterAnswer),
+                other => (
+                    answers,
+                    Ended::Unanswered(format!("after close: {other:?}")),
+                ),
+            };
+        }
+    }
+}
+
+/// Shutdown with four busy keep-alive clients (hits, each sending its next
+/// request as soon as an answer is in): every request sent is answered,
+/// the last answer of each says `Connection: close`, and then the
+/// connection is closed, never reset or closed under a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_busy_keep_alive_connections_after_their_answer() {
+    let backend = Backend::json(vec![]).await;
+    let rules = r#"
+upstream: { url: UPSTREAM }
+rules:
+  - name: product
+    match: { path: "/products/{id}" }
+    key: "product:{id}"
+    ttl: 1h
+"#;
+    let proxy = Proxy::start(rules, &backend.url(), None).await;
+    assert!(
+        get(&proxy.url("/products/1"), &[]).await.status == StatusCode::OK,
+        "the entry is fetched"
+    );
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(keep_alive_client(proxy.addr, answered.clone())))
+        .collect();
+    eventually("the clients are busy", || async {
+        answered.load(std::sync::atomic::Ordering::Relaxed) >= 200
+    })
+    .await;
+    drop(proxy);
+    for client in clients {
+        let (answers, ended) = client.await.unwrap();
+        assert!(answers > 1, "a client was answered {answers} times");
+        assert_eq!(ended, Ended::ClosedAfterAnswer, "after {answers} answers");
+    }
+}
