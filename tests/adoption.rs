@@ -496,16 +496,6 @@ rules:
     assert_eq!(backend.hits(), before + 2);
 }
 
-/// Kills the child process on drop.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The demo backend changed straight (a `PATCH` on its own port, as a
 /// back-office tool writing to the database would): the real binary's
 /// `verify` reports a mismatch, logging the rule, the entry's age and the
@@ -513,7 +503,7 @@ impl Drop for Killed {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_a_change_made_behind_the_cache_and_logs_names_only() {
     let (backend, port, admin) = (free_port(), free_port(), free_port());
-    let _backend = Killed(
+    let _backend = Spawned::from(
         std::process::Command::new(env!("CARGO_BIN_EXE_demo-backend"))
             .args([
                 "--listen",

@@ -312,6 +312,12 @@ async fn locks_limits_and_events_on_a_cluster() {
     )
     .await;
     assert_eq!(put.status, StatusCode::OK);
+    // Written to Redis just after the answer.
+    let entry = "cl:{cart:9}";
+    eventually("the cart is on its master", || async {
+        !cluster.keys(cluster.master_of(entry), entry).is_empty()
+    })
+    .await;
     let on_b = get(&b.url("/cart/9"), &[]).await;
     assert!(
         on_b.is_hit() && on_b.cache_status().contains("detail=redis"),

@@ -130,6 +130,11 @@ async fn each_visitor_gets_the_shared_page_with_their_own_fragments() {
     );
     assert_eq!(first.header("content-length"), body.len().to_string());
     assert!(first.header("etag").is_empty());
+    // The page and the shared footer go to Redis just after the answer.
+    eventually("the page and the footer are in Redis", || async {
+        redis_has(&redis, "esi:{page:1}").await && redis_has(&redis, "esi:{footer}").await
+    })
+    .await;
 
     // Many visitors at once, on both replicas, each with their own token:
     // each sees exactly theirs; the page itself is fetched once.
@@ -201,6 +206,7 @@ async fn heads_ranges_and_loops_are_bounded() {
     )
     .await;
     let full = get(&proxy.url("/page/2"), &[("cookie", "csrftoken=x")]).await;
+    await_hit(&proxy.url("/page/2"), &[("cookie", "csrftoken=x")]).await;
     let head = send(
         "HEAD",
         &proxy.url("/page/2"),

@@ -135,6 +135,12 @@ async fn write_through_a_purges_b_and_category() {
     )
     .await;
     assert_eq!(put.status, StatusCode::OK);
+    // B hears of the write's purge over Redis pub/sub, a moment later: it
+    // then drops the product from memory (the tag's time is taken first).
+    eventually("B heard of the write's purge", || async {
+        !b.app.cache().in_l1("product:1").await
+    })
+    .await;
     // B first: its next GET is a miss, answered with the new product.
     let after = get(&b.url("/products/1"), &[]).await;
     assert!(
@@ -477,6 +483,12 @@ async fn cart_write_through_and_event() {
     )
     .await;
     assert_eq!(put.status, StatusCode::OK);
+    // The write's purge deleted the old cart from Redis before the answer;
+    // the new one is written there just after.
+    eventually("the written cart is in Redis", || {
+        redis_has(&redis, "inv:{cart:9}")
+    })
+    .await;
     let reads_before = backend
         .seen()
         .iter()
@@ -524,6 +536,10 @@ async fn cart_write_through_and_event() {
         (event["method"].as_str(), event["stored"].as_bool()),
         (Some("DELETE"), Some(true))
     );
+    eventually("the refetched cart is in Redis", || {
+        redis_has(&redis, "inv:{cart:9}")
+    })
+    .await;
     let after = get(&b.url("/cart/9"), &[]).await;
     assert!(
         after.cache_status().contains("detail=redis"),

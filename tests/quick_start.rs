@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use support::*;
 
@@ -76,15 +76,6 @@ fn words(text: &str) -> Vec<String> {
     out
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The quick start's commands do what the README says: a miss, a hit from
 /// memory with the same backend request number, a write, a miss again
 /// with the new price, and a tag purge through the admin API.
@@ -93,7 +84,7 @@ async fn the_quick_start_works_as_written() {
     let commands = quick_start();
     assert_eq!(commands.len(), 5, "the README's quick start changed");
     let (backend, proxy, admin) = (free_port(), free_port(), free_port());
-    let _backend = Killed(
+    let _backend = Spawned::from(
         Command::new(env!("CARGO_BIN_EXE_demo-backend"))
             .args([
                 "--listen",

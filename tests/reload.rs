@@ -179,7 +179,7 @@ async fn sighup_reloads_binary() {
         )
     };
     std::fs::write(&path, body("")).unwrap();
-    let mut child = start_binary(
+    let child = start_binary(
         &path,
         admin,
         &[],
@@ -202,5 +202,6 @@ async fn sighup_reloads_binary() {
     })
     .await;
     signal(&child, "TERM");
-    let _ = child.wait();
+    let out = exit_output(child, Duration::from_secs(10)).await;
+    assert!(out.status.success(), "{:?}", out.status);
 }

@@ -482,8 +482,9 @@ async fn counted(mut conn: redis::aio::MultiplexedConnection, key: &str) -> f64 
 
 /// A refresh ahead that fails (the backend now answers 500) leaves the
 /// entry to serve hits, and the key is not refreshed again for a second:
-/// 50 hits over a second inside the window cost the failing backend at
-/// most two requests, not one per hit.
+/// 50 hits over about a second inside the window cost the failing backend
+/// one request, then at most one a second (two in all on a machine that
+/// keeps up), not one per hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_refresh_is_retried_once_a_second() {
     const AHEAD: &str = r#"
@@ -517,16 +518,19 @@ rules:
     .await;
     // The entry is in its last 90 % from its second second on.
     failing.store(true, Ordering::Relaxed);
-    let before = backend.hits();
     tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (before, started) = (backend.hits(), Instant::now());
     for _ in 0..50 {
         let got = get(&proxy.url("/hot/1"), &[]).await;
         assert!(got.is_hit(), "{}", got.cache_status());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let refreshes = backend.hits() - before;
+    let (refreshes, took) = (backend.hits() - before, started.elapsed());
+    // The first hit refreshes; each later refresh waits a second after
+    // the one before failed (50 ms to spare for times in whole ms).
+    let most = 1 + usize::try_from((took + Duration::from_millis(50)).as_secs()).unwrap();
     assert!(
-        (1..=3).contains(&refreshes),
-        "{refreshes} refreshes of a failing backend in about a second"
+        (1..=most).contains(&refreshes),
+        "{refreshes} refreshes of a failing backend in {took:?}"
     );
 }

@@ -18,8 +18,10 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
-/// One cluster node on `port`, keeping its files in `dir`.
+/// One cluster node on `port`, keeping its files in `dir` (its output in
+/// `dir/redis.log`).
 fn spawn(port: u16, dir: &std::path::Path) -> Child {
+    let log = dir.join("redis.log");
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--cluster-enabled", "yes"])
@@ -31,8 +33,8 @@ fn spawn(port: u16, dir: &std::path::Path) -> Child {
         .args(["--repl-diskless-sync-delay", "0"])
         .arg("--dir")
         .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log_to(&log))
+        .stderr(log_to(&log))
         .spawn()
         .expect("redis-server must be installed (the README's test command installs it)")
 }
@@ -83,11 +85,14 @@ impl Cluster {
                 child: Some(spawn(port, &node_dir)),
             });
         }
-        let cluster = Self { nodes, dir };
-        for n in &cluster.nodes {
-            wait_for(&format!("node {} answers", n.port), || {
-                cli(n.port, &["PING"]) == "PONG"
-            });
+        let mut cluster = Self { nodes, dir };
+        let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
+        for port in ports {
+            cluster.wait_answers(port);
+        }
+        // One that found its port taken exits (what answered was another).
+        if cluster.exited().is_some() {
+            cluster.fail("a node exited as the cluster started");
         }
         let addrs: Vec<String> = cluster
             .nodes
@@ -103,9 +108,53 @@ impl Cluster {
             .stderr(Stdio::null())
             .status()
             .expect("redis-cli");
-        assert!(created.success(), "redis-cli --cluster create failed");
+        if !created.success() {
+            cluster.fail("redis-cli --cluster create failed");
+        }
         cluster.wait_healthy();
         cluster
+    }
+
+    /// Waits until the node at `port` answers; fails with the end of its
+    /// log if it exits first (a port taken meanwhile) or stays silent 30 s.
+    fn wait_answers(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cli(port, &["PING"]) != "PONG" {
+            if Instant::now() >= deadline {
+                self.fail(&format!("node {port} did not answer within 30 s"));
+            }
+            if self.exited().is_some() {
+                self.fail(&format!("a node exited while node {port} started"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The first node whose process has exited, with how it ended.
+    fn exited(&mut self) -> Option<(u16, std::process::ExitStatus)> {
+        self.nodes.iter_mut().find_map(|n| {
+            let status = n.child.as_mut()?.try_wait().ok().flatten()?;
+            Some((n.port, status))
+        })
+    }
+
+    /// Fails the test with `what` and the end of the log of the node that
+    /// exited (or, when none has, of every node).
+    fn fail(&mut self, what: &str) -> ! {
+        let mut text = what.to_owned();
+        let ports: Vec<u16> = match self.exited() {
+            Some((port, status)) => {
+                text.push_str(&format!("; node {port} exited: {status}"));
+                vec![port]
+            }
+            None => self.nodes.iter().map(|n| n.port).collect(),
+        };
+        for port in ports {
+            let log = self.dir.path().join(port.to_string()).join("redis.log");
+            let tail = log_tail(&log, 15);
+            text.push_str(&format!("\n--- the end of {}:\n{tail}", log.display()));
+        }
+        panic!("{text}");
     }
 
     /// Waits until every live node says `cluster_state:ok`, there are three
@@ -201,10 +250,15 @@ impl Cluster {
     /// Starts every killed node again from its directory: the cluster
     /// comes back with the same slots, without data.
     pub fn restart_all(&mut self) {
+        let mut started = Vec::new();
         for n in &mut self.nodes {
             if n.child.is_none() {
                 n.child = Some(spawn(n.port, &self.dir.path().join(n.port.to_string())));
+                started.push(n.port);
             }
+        }
+        for port in started {
+            self.wait_answers(port);
         }
         self.wait_ok();
     }
@@ -218,9 +272,7 @@ impl Cluster {
         if let Some(n) = self.nodes.iter_mut().find(|n| n.port == port) {
             n.child = Some(spawn(port, &dir));
         }
-        wait_for("the restarted node answers", || {
-            cli(port, &["PING"]) == "PONG"
-        });
+        self.wait_answers(port);
     }
 
     /// The first node in the seed list (where the purge bus subscribes first).
@@ -292,5 +344,26 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+    }
+}
+
+/// A file (created, or appended to) for a server's stdout or stderr.
+pub fn log_to(path: &std::path::Path) -> std::process::Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(std::process::Stdio::from)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The last `n` lines of the file at `path`, for a failure message.
+pub fn log_tail(path: &std::path::Path, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("(unreadable: {e})"),
     }
 }

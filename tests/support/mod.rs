@@ -120,16 +120,34 @@ impl Redis {
             .arg(self.socket())
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log_to(&self.log()))
+            .stderr(log_to(&self.log()))
             .spawn()
             .expect("redis-server must be installed (the README's test command installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.socket().exists() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            // A server that cannot listen (a port taken meanwhile) exits at
+            // once and says why in its log; the guard kills one that hangs.
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                let how = exited.map_or("no socket within 10 s".to_owned(), |s| s.to_string());
+                panic!(
+                    "redis-server did not start ({how}); the end of {}:\n{}",
+                    self.log().display(),
+                    log_tail(&self.log(), 20)
+                );
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Where the server's output goes (a restart appends to it).
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
     }
 
     /// The TCP address, for a server started with [`Redis::start_tcp`].
@@ -179,6 +197,8 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+pub use cluster::{log_tail, log_to};
 
 /// A CA (`ca.pem`), a server certificate it signed for `127.0.0.1` and
 /// `localhost` (`server.pem`, `server.key`) and a client certificate
@@ -820,7 +840,6 @@ pub async fn start_binary(
     child
 }
 
-/// Sends `signal` (`TERM`, `HUP`) to `child`.
 /// Waits for `child` to exit and answers its output; kills it and fails
 /// the test if it is still running after `limit`.
 pub async fn exit_output(child: Spawned, limit: Duration) -> std::process::Output {
@@ -838,6 +857,7 @@ pub async fn exit_output(child: Spawned, limit: Duration) -> std::process::Outpu
     }
 }
 
+/// Sends `signal` (`TERM`, `HUP`) to `child`.
 pub fn signal(child: &Child, signal: &str) {
     let sent = Command::new("kill")
         .args([&format!("-{signal}"), &child.id().to_string()])
