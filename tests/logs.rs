@@ -36,6 +36,7 @@ async fn logs_of(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let rest = format!(
         r#"upstream: {{ url: "{}" }}
+log: {{ access: all }}
 redis: {{ url: "redis://127.0.0.1:1", timeout: 50ms }}
 rules:
   - name: product
@@ -151,6 +152,32 @@ async fn json_logs_carry_the_request_span_and_no_secret() {
         "{logs}"
     );
     assert_eq!(find("pass")["method"], "GET");
+
+    // `log: { access: all }`: one access line per request on the proxy
+    // port, each with its own id, the path without its query.
+    let access: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["target"] == "sidecache::access")
+        .map(|l| &l["fields"])
+        .collect();
+    assert!(access.len() >= 7, "{access:?}");
+    let ids: std::collections::HashSet<&str> =
+        access.iter().filter_map(|a| a["id"].as_str()).collect();
+    assert_eq!(ids.len(), access.len(), "an id per request: {access:?}");
+    let hit = access
+        .iter()
+        .find(|a| a["outcome"] == "hit-memory")
+        .expect("the hit's access line");
+    assert_eq!(hit["path"], "/products/2");
+    assert_eq!(hit["rule"], "product");
+    assert_eq!(hit["status"], 200);
+    assert_eq!(hit["client"], "127.0.0.1");
+    assert!(hit["cache_status"].as_str().unwrap().contains("hit"));
+    assert!(hit["ms"].as_f64().is_some_and(|ms| ms > 0.0));
+    assert!(
+        access.iter().any(|a| a["path"] == "/products/1"),
+        "the query-bearing request, without its query: {access:?}"
+    );
 }
 
 /// Text is the default format, with the span's fields on the line.
@@ -188,6 +215,7 @@ async fn a_redis_outage_is_logged_once_not_per_request() {
     let dir = tempfile::tempdir().unwrap();
     let rest = format!(
         r#"upstream: {{ url: "{}" }}
+log: {{ access: all }}
 redis: {{ url: "redis://127.0.0.1:1", timeout: 50ms }}
 rules:
   - name: product

@@ -598,7 +598,8 @@ async fn chunked_uploads_hold_no_backend_place() {
 
 /// A backend that tags each answer with its own request id and trace
 /// context (Rails and most frameworks do): the client whose miss fetched
-/// it gets them; a hit never hands that one request's id to anyone else.
+/// it gets its request's id; a hit never hands that one request's id, or
+/// its trace context, to anyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_headers_are_never_replayed_from_an_entry() {
     let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -614,9 +615,69 @@ async fn one_request_headers_are_never_replayed_from_an_entry() {
     .await;
     let proxy = Proxy::start(RULES, &backend.url(), None).await;
     let miss = get(&proxy.url("/products/1"), &[("x-request-id", "client-a")]).await;
-    assert_eq!(miss.header("x-request-id"), "backend-0");
+    // The client gets the id the backend was sent (the request's own).
+    let fetched_with = backend.seen()[0].headers["x-request-id"].clone();
+    assert_eq!(miss.header("x-request-id"), fetched_with.to_str().unwrap());
     let hit = await_hit(&proxy.url("/products/1"), &[("x-request-id", "client-b")]).await;
     assert_eq!(hit.header("x-kept"), "yes");
-    assert!(hit.header("x-request-id").is_empty(), "{:?}", hit.headers);
+    let own = hit.header("x-request-id");
+    assert!(
+        !own.is_empty() && own != miss.header("x-request-id") && !own.starts_with("backend-"),
+        "{:?}",
+        hit.headers
+    );
     assert!(hit.header("traceparent").is_empty(), "{:?}", hit.headers);
+}
+
+/// Every request gets an id of its own, made here: the backend gets it on
+/// a cacheable fetch and on a pass, the client gets it back, a hit carries
+/// its own request's id (never the fetching one's), and a client's own
+/// `X-Request-Id` is replaced unless a trusted proxy sent it.
+#[tokio::test]
+async fn each_request_has_its_own_id_and_a_client_cannot_choose_it() {
+    let backend = Backend::start(Duration::ZERO, |s| {
+        let id = s
+            .headers
+            .get("x-request-id")
+            .map_or("none", |v| v.to_str().unwrap_or("?"))
+            .to_owned();
+        (
+            StatusCode::OK,
+            vec![("x-request-id", id.clone())],
+            Bytes::from(format!("made for {id}")),
+        )
+    })
+    .await;
+    let proxy = Proxy::start(RULES, &backend.url(), None).await;
+    let chosen = [("x-request-id", "attacker-chosen")];
+    let miss = get(&proxy.url("/products/1"), &chosen).await;
+    let id = miss.header("x-request-id");
+    assert_eq!(id.len(), 32, "{id}");
+    assert_ne!(id, "attacker-chosen");
+    assert_eq!(text(&miss), format!("made for {id}"), "the backend got it");
+    let hit = await_hit(&proxy.url("/products/1"), &chosen).await;
+    let own = hit.header("x-request-id");
+    assert_eq!(own.len(), 32);
+    assert_ne!(own, id, "a hit replayed the fetching request's id");
+    assert_ne!(own, "attacker-chosen");
+    // A pass (no rule) carries it too.
+    let pass = get(&proxy.url("/elsewhere"), &[]).await;
+    let seen = backend.seen();
+    let passed = seen.iter().find(|s| s.uri == "/elsewhere").unwrap();
+    assert_eq!(
+        passed.headers["x-request-id"].to_str().unwrap(),
+        pass.header("x-request-id")
+    );
+
+    // Behind a trusted load balancer its id is kept.
+    let trusting = Proxy::start(
+        &format!("trusted_proxies: [\"127.0.0.0/8\"]\n{RULES}"),
+        &backend.url(),
+        None,
+    )
+    .await;
+    let given = [("x-request-id", "lb-7f3a")];
+    let kept = get(&trusting.url("/products/2"), &given).await;
+    assert_eq!(kept.header("x-request-id"), "lb-7f3a");
+    assert_eq!(text(&kept), "made for lb-7f3a");
 }

@@ -72,6 +72,8 @@ pub struct Config {
     pub regions: Option<Regions>,
     /// How purges are applied.
     pub invalidation: Invalidation,
+    /// Which requests get an access-log line.
+    pub access_log: AccessLog,
     /// Proxies in front whose forwarding headers are kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The compiled rules, in file order.
@@ -240,6 +242,35 @@ pub struct Region {
     pub name: String,
     /// Its Redis.
     pub redis: RedisConfig,
+}
+
+/// `log.access`: which requests get an access-log line.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum AccessLog {
+    /// None.
+    Off,
+    /// Answers of 500 and over, and requests refused or failed before an
+    /// answer (the default).
+    #[default]
+    Errors,
+    /// Every request.
+    All,
+    /// This share of requests (0 to 1), picked at random, and every error.
+    Sample(f64),
+}
+
+impl AccessLog {
+    /// Whether a request answered `status` (`failed`: refused or without
+    /// the backend's answer) gets a line.
+    pub fn wants(self, status: http::StatusCode, failed: bool) -> bool {
+        let error = failed || status.is_server_error();
+        match self {
+            Self::Off => false,
+            Self::Errors => error,
+            Self::All => true,
+            Self::Sample(share) => error || fastrand::f64() < share,
+        }
+    }
 }
 
 /// `invalidation:`.

@@ -61,6 +61,8 @@ pub struct RawConfig {
     pub regions: Option<Sp<std::collections::BTreeMap<String, Sp<RawRegion>>>>,
     /// How purges are applied.
     pub invalidation: Option<RawInvalidation>,
+    /// What is logged per request.
+    pub log: Option<RawLog>,
     /// What one client may ask of the proxy.
     pub limits: Option<RawLimits>,
     /// Addresses (CIDRs, e.g. `10.0.0.0/8`) of proxies in front whose `X-Forwarded-Proto` / `X-Forwarded-Host` are kept; from anyone else they are replaced.
@@ -306,6 +308,14 @@ pub struct RawInvalidation {
     pub repeat_after: Option<Sp<String>>,
     /// With `regions`: how many of this region's purges are kept in Redis for the other regions to catch up (default 100000). A region cut off for longer drops its cache when it is back.
     pub region_log: Option<Sp<u64>>,
+}
+
+/// `log:` — what is logged per request.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// The access log, one line per request at info level: `all`, `errors` (answers of 500 and over, and requests refused or failed; the default), `off`, or a share such as `1%`.
+    pub access: Option<Sp<String>>,
 }
 
 /// One rule, or `defaults:` (which may carry every field but `name` and `match`).

@@ -753,3 +753,27 @@ fn legacy_url_patterns() {
     let e = errors(&trigger).join("\n");
     assert!(e.contains("invalidate_on") && e.contains("twice"), "{e}");
 }
+
+/// `log.access` reads all, errors, off or a share; anything else is named.
+#[test]
+fn access_log_values() {
+    let with = |v: &str| format!("{BASE}log: {{ access: \"{v}\" }}\nrules: []\n");
+    let access = |v: &str| load(&with(v)).map(|l| l.config.access_log).unwrap();
+    assert_eq!(
+        load(&format!("{BASE}rules: []\n"))
+            .unwrap()
+            .config
+            .access_log,
+        AccessLog::Errors
+    );
+    assert_eq!(access("all"), AccessLog::All);
+    assert_eq!(access("off"), AccessLog::Off);
+    assert_eq!(access("1%"), AccessLog::Sample(0.01));
+    for bad in ["0%", "150%", "some", "1"] {
+        let errs = errors(&with(bad));
+        assert!(
+            errs.iter().any(|e| e.contains("log.access")),
+            "{bad}: {errs:?}"
+        );
+    }
+}

@@ -48,6 +48,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
     let redis = raw.redis.as_ref().and_then(|r| redis(&mut c, r));
     let regions = regions(&mut c, &raw, redis.as_ref());
     let invalidation = invalidation(&mut c, &raw);
+    let access_log = access_log(&mut c, &raw);
     let empty = RawRule::default();
     let defaults = match &raw.defaults {
         Some(d) => {
@@ -137,6 +138,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
                     redis,
                     regions,
                     invalidation,
+                    access_log,
                     trusted_proxies,
                     rules,
                 },
@@ -473,6 +475,30 @@ fn regions(c: &mut Check, raw: &RawConfig, local: Option<&RedisConfig>) -> Optio
 }
 
 /// `invalidation:`.
+/// `log.access`: `all`, `errors`, `off` or a share (`1%`).
+fn access_log(c: &mut Check, raw: &RawConfig) -> AccessLog {
+    let Some(v) = raw.log.as_ref().and_then(|l| l.access.as_ref()) else {
+        return AccessLog::default();
+    };
+    let text = v.value.trim();
+    match text {
+        "all" => AccessLog::All,
+        "errors" => AccessLog::Errors,
+        "off" => AccessLog::Off,
+        _ => match text.strip_suffix('%').map(|n| n.trim().parse::<f64>()) {
+            Some(Ok(p)) if p > 0.0 && p <= 100.0 => AccessLog::Sample(p / 100.0),
+            _ => {
+                c.error(
+                    v,
+                    "log.access",
+                    format!("`{text}`: give all, errors, off or a share such as 1%"),
+                );
+                AccessLog::default()
+            }
+        },
+    }
+}
+
 fn invalidation(c: &mut Check, raw: &RawConfig) -> Invalidation {
     let mut inv = Invalidation::default();
     let Some(i) = &raw.invalidation else {

@@ -88,6 +88,10 @@ pub fn keyed_head(
     FROM_TRUSTED
         .iter()
         .for_each(|n| copy(&HeaderName::from_static(n)));
+    // The request's id, which sidecache made (or a trusted proxy gave):
+    // never the client's choice, so a backend that reflects it cannot be
+    // steered by one.
+    copy(&super::request_id::HEADER);
     if let Some(cookies) = cookies_named(&parts.headers, &inputs.cookies) {
         let v = HeaderValue::from_str(&cookies).map_err(|_| "a cookie cannot be read")?;
         headers.insert(header::COOKIE, v);

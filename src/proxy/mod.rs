@@ -7,6 +7,7 @@
 //! its response with its [`Outcome`], which `handle` turns into the
 //! `Cache-Status` header, the metric and the log line, in one place.
 
+mod access;
 pub mod body;
 pub mod collapse;
 pub mod esi;
@@ -20,6 +21,7 @@ mod miss;
 pub mod outcome;
 pub mod plan;
 mod range;
+pub mod request_id;
 pub mod respond;
 mod revalidate;
 pub mod storable;
@@ -232,13 +234,21 @@ impl Proxy {
     /// with `RUST_LOG` at debug logs one line per request (method, path
     /// without the query, rule, outcome, status, time to the response
     /// head; never headers).
-    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>, client: IpAddr) -> Response<ProxyBody>
+    pub async fn handle<B>(
+        self: &Arc<Self>,
+        mut req: Request<B>,
+        client: IpAddr,
+    ) -> Response<ProxyBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let start = Instant::now();
         let live = self.live.load_full();
+        let id = request_id::of(req.headers(), client, &live.config);
+        req.headers_mut()
+            .insert(request_id::HEADER.clone(), id.clone());
+        let access = access::Line::of(&req, live.config.access_log);
         // Debug level: a disabled span costs the hit path nothing.
         let span = tracing::debug_span!(
             "request",
@@ -255,6 +265,7 @@ impl Proxy {
             .await;
         res.headers_mut()
             .insert(cache_status_name(), outcome.cache_status());
+        res.headers_mut().insert(request_id::HEADER.clone(), id);
         let label = outcome.label();
         match rule.as_ref().and_then(|r| live.counters.get(r.index)) {
             Some(counters) => counters.count(label),
@@ -278,6 +289,9 @@ impl Proxy {
             let bytes = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
             self.offloads
                 .count(offload, outcome.served(), bytes, start.elapsed());
+        }
+        if let Some(line) = access {
+            line.write(&res, rule.as_deref(), label, client, start.elapsed());
         }
         if !span.is_disabled() {
             span.record("rule", rule.as_ref().map_or("", |r| r.name.as_str()));
