@@ -245,6 +245,7 @@ async fn upkeep(proxy: Arc<Proxy>, recorded: metrics::Metrics, shutdown: Cancell
         beats += 1;
         if beats.is_multiple_of(SUMMARY_EVERY) {
             redis_summary(&proxy);
+            proxy.upstream().failures().summarise();
         }
         proxy.limits().forget_idle();
         proxy.offloads().export();

@@ -215,7 +215,6 @@ async fn a_redis_outage_is_logged_once_not_per_request() {
     let dir = tempfile::tempdir().unwrap();
     let rest = format!(
         r#"upstream: {{ url: "{}" }}
-log: {{ access: all }}
 redis: {{ url: "redis://127.0.0.1:1", timeout: 50ms }}
 rules:
   - name: product
@@ -240,4 +239,49 @@ rules:
         warnings <= 10,
         "{warnings} warnings for 100 requests:\n{logs}"
     );
+}
+
+/// A backend that is down is logged as it happens, with the failed
+/// request's method and path (never its query), and not once per request:
+/// 100 failed requests give one warning (the rest are summed up once a
+/// minute, and counted in the metrics); with the default access log each
+/// failed request gets its access line (they are errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_outage_is_logged_once_with_its_path() {
+    let (port, admin, down) = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let rest = format!(
+        r#"upstream: {{ url: "http://127.0.0.1:{down}" }}
+rules:
+  - name: product
+    match: {{ path: "/products/{{id}}" }}
+    key: "product:{{id}}"
+    ttl: 1h
+"#
+    );
+    let config = binary_config(&dir, port, admin, "", &rest);
+    let child = start_binary(&config, admin, &[], &[("RUST_LOG", "info")], Stdio::piped()).await;
+    for i in 0..100 {
+        let got = get(
+            &format!("http://127.0.0.1:{port}/products/{i}?q=QUERY-SECRET"),
+            &[],
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+    }
+    signal(&child, "TERM");
+    let out = exit_output(child, Duration::from_secs(10)).await;
+    let logs = String::from_utf8(out.stderr).unwrap();
+    assert!(!logs.contains("QUERY-SECRET"), "{logs}");
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(
+        warnings[0].contains("backend request failed") && warnings[0].contains("/products/0"),
+        "{logs}"
+    );
+    let access = logs
+        .lines()
+        .filter(|l| l.contains("sidecache::access") && l.contains("status=502"))
+        .count();
+    assert_eq!(access, 100, "{logs}");
 }

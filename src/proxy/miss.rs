@@ -116,7 +116,7 @@ impl Proxy {
         let res = match self.upstream.send(Request::from_parts(up, empty())).await {
             Ok(res) => res,
             Err(e) => {
-                tracing::warn!(rule = %keyed.rule.name, error = %e, "backend fetch failed");
+                tracing::debug!(rule = %keyed.rule.name, error = %e, "backend fetch failed");
                 if let Some(stale) = on_error {
                     return serve_stale(&ctx, &stale.entry, None);
                 }

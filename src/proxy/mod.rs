@@ -184,6 +184,11 @@ impl Proxy {
         &self.cache
     }
 
+    /// The backend client.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
     /// What the cache saved the backend, per rule.
     pub fn offloads(&self) -> &Arc<Offloads> {
         &self.offloads
@@ -406,7 +411,7 @@ impl Proxy {
                 (res, Outcome::Pass { why, status })
             }
             Err(e) => {
-                tracing::warn!(error = %e, "backend request failed");
+                tracing::debug!(error = %e, "backend request failed");
                 (
                     respond::upstream_error(&e),
                     Outcome::no_answer(&e, why.fwd()),

@@ -108,9 +108,61 @@ pub struct Upstream {
     /// Requests waiting for a place, and how many may.
     queued: Arc<AtomicUsize>,
     queue: usize,
+    /// Failed backend requests, logged one a minute with a count.
+    failures: Arc<Failures>,
+}
+
+/// Backend failures for the log: the first of each minute is logged as it
+/// happens (with its method, path and error), the rest are counted and
+/// summed up once a minute, so a backend that is down writes two lines a
+/// minute rather than one per request. Each is counted in
+/// `sidecache_upstream_errors_total` too.
+#[derive(Default)]
+pub struct Failures {
+    /// Whether this minute's first failure was logged.
+    logged: std::sync::atomic::AtomicBool,
+    /// Failures since, not logged.
+    since: std::sync::atomic::AtomicU64,
+    /// The first of those.
+    example: std::sync::Mutex<Option<String>>,
+}
+
+impl Failures {
+    /// Notes a failed request to `path` (its query left out).
+    fn note(&self, method: &http::Method, path: &str, e: &UpstreamError) {
+        if !self.logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%method, path, error = %e, "backend request failed");
+            return;
+        }
+        self.since.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut example) = self.example.lock()
+            && example.is_none()
+        {
+            *example = Some(format!("{method} {path}: {e}"));
+        }
+    }
+
+    /// Logs the failures not logged yet, and starts a new minute.
+    pub fn summarise(&self) {
+        let failed = self.since.swap(0, Ordering::Relaxed);
+        let example = self.example.lock().ok().and_then(|mut e| e.take());
+        self.logged.store(false, Ordering::Relaxed);
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                example = example.as_deref().unwrap_or(""),
+                "more backend requests failed in the last minute"
+            );
+        }
+    }
 }
 
 impl Upstream {
+    /// Its failures, for the minute's summary.
+    pub fn failures(&self) -> &Failures {
+        &self.failures
+    }
+
     /// A client for the configured backend.
     pub fn new(cfg: &config::Upstream) -> Self {
         let mut http = HttpConnector::new();
@@ -149,6 +201,7 @@ impl Upstream {
             slots: Arc::new(Semaphore::new(cfg.max_concurrency)),
             queued: Arc::new(AtomicUsize::new(0)),
             queue: cfg.queue,
+            failures: Arc::default(),
         }
     }
 
@@ -219,6 +272,8 @@ impl Upstream {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // For the log (a clone shares the bytes).
+        let logged = (req.method().clone(), path.clone());
         // HTTP/2 requests carry the host in the URI; HTTP/1.1 needs the header.
         if !req.headers().contains_key(header::HOST) {
             let host = req.uri().authority().map_or_else(
@@ -275,7 +330,17 @@ impl Upstream {
         };
         match &result {
             Ok(_) => metrics::histogram!(UPSTREAM_DURATION).record(start.elapsed()),
-            Err(e) => e.count(),
+            Err(e) => {
+                e.count();
+                if matches!(
+                    e,
+                    UpstreamError::Connect(_)
+                        | UpstreamError::Timeout(_)
+                        | UpstreamError::Broken(_)
+                ) {
+                    self.failures.note(&logged.0, logged.1.path(), e);
+                }
+            }
         }
         result
     }
@@ -346,4 +411,30 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         cur = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    /// The first failure of a minute is logged at once, the rest counted
+    /// with the first of them as the example; the summary starts a new
+    /// minute.
+    #[test]
+    fn failures_are_logged_once_then_summed_up() {
+        let f = Failures::default();
+        let e = UpstreamError::Timeout(Duration::from_secs(1));
+        for path in ["/a", "/b", "/c"] {
+            f.note(&http::Method::GET, path, &e);
+        }
+        assert_eq!(f.since.load(Ordering::Relaxed), 2);
+        let example = f.example.lock().unwrap().clone().unwrap();
+        assert!(example.starts_with("GET /b: "), "{example}");
+        f.summarise();
+        assert_eq!(f.since.load(Ordering::Relaxed), 0);
+        assert!(f.example.lock().unwrap().is_none());
+        // A new minute: its first failure is logged again, not counted.
+        f.note(&http::Method::GET, "/d", &e);
+        assert_eq!(f.since.load(Ordering::Relaxed), 0);
+    }
 }

@@ -86,7 +86,7 @@ impl Proxy {
         let res = match self.upstream.send(Request::from_parts(parts, body)).await {
             Ok(res) => super::forwarded(res),
             Err(e) => {
-                tracing::warn!(error = %e, "backend write failed");
+                tracing::debug!(error = %e, "backend write failed");
                 return (
                     respond::upstream_error(&e),
                     Outcome::no_answer(&e, Fwd::Method),
