@@ -371,3 +371,58 @@ async fn metrics_pass_promtool_and_failures_start_at_zero() {
         String::from_utf8_lossy(&checked.stderr)
     );
 }
+
+/// The alert rules (deploy/prometheus) pass `promtool check rules` and their
+/// unit tests (`promtool test rules`), and every metric they and the Grafana
+/// dashboard (deploy/grafana) read is one sidecache exports.
+#[test]
+fn alert_rules_and_dashboard_read_real_metrics() {
+    let promtool = |args: &[&str]| {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir("deploy/prometheus")
+            .output()
+            .expect("promtool (Debian's prometheus package) runs");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    promtool(&["check", "rules", "alerts.yaml"]);
+    promtool(&["test", "rules", "alerts.test.yaml"]);
+
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("deploy/grafana/sidecache.json").unwrap())
+            .unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10);
+    exprs.push(std::fs::read_to_string("deploy/prometheus/alerts.yaml").unwrap());
+    let exported = std::fs::read_to_string("src/metrics.rs").unwrap();
+    let mut read = 0;
+    for text in &exprs {
+        for (i, _) in text.match_indices("sidecache_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(&format!("\"{base}\"")),
+                "{name} is not a metric sidecache exports"
+            );
+            read += 1;
+        }
+    }
+    assert!(read > 20, "{read} metric reads");
+}
