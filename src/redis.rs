@@ -54,6 +54,10 @@ pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 /// or a lost node) before it gives up; all within the command's timeout.
 pub const CLUSTER_RETRIES: u32 = 2;
 
+/// How log lines name this region's own Redis (another region's is named
+/// by that region).
+pub const HERE: &str = "here";
+
 /// Entry reads in flight at once; more wait and go together.
 pub const GET_ROUND_TRIPS: usize = 2;
 /// The most reads that go together.
@@ -316,21 +320,28 @@ impl Redis {
         if let Some(region) = &self.region {
             match old {
                 old if old == new => {}
-                _ if up => tracing::info!(%region, "that region's Redis answers"),
+                _ if up => tracing::info!(redis = %region, "that region's Redis answers"),
                 _ => {
-                    tracing::warn!(%region, "that region's Redis does not answer; purges to and from it wait")
+                    tracing::warn!(redis = %region, "that region's Redis does not answer; purges to and from it wait")
                 }
             }
             return;
         }
         match old {
             old if old == new => {}
-            DOWN => tracing::info!("redis answers again"),
-            _ if up => tracing::info!("redis answers"),
+            DOWN => tracing::info!(redis = HERE, "redis answers again"),
+            _ if up => tracing::info!(redis = HERE, "redis answers"),
             _ => tracing::warn!(
+                redis = HERE,
                 "redis does not answer; serving from memory and the backend until it does"
             ),
         }
+    }
+
+    /// Which Redis this is, as log lines name it: [`HERE`] or the other
+    /// region's name.
+    pub fn which(&self) -> &str {
+        self.region.as_deref().unwrap_or(HERE)
     }
 
     /// The Redis key of `name`: the key prefix, then `name`.
@@ -552,7 +563,13 @@ impl Redis {
             Ok(_) => false,
         };
         self.set_up(!unreachable);
-        self.breaker.record(unreachable);
+        if self.breaker.record(unreachable) {
+            tracing::warn!(
+                redis = self.which(),
+                open_for = ?BREAKER_OPEN,
+                "redis keeps failing; not asking it for a while"
+            );
+        }
         result
     }
 }
@@ -659,17 +676,17 @@ impl Breaker {
                 .is_ok()
     }
 
-    /// Records whether the last command went unanswered.
-    fn record(&self, unreachable: bool) {
+    /// Records whether the last command went unanswered; answers whether
+    /// that opened the breaker.
+    fn record(&self, unreachable: bool) -> bool {
         if !unreachable {
             self.failures.store(0, Ordering::Relaxed);
             self.open_until.store(0, Ordering::Relaxed);
         } else if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= BREAKER_FAILURES {
             let until = mono_ms() + millis(BREAKER_OPEN);
-            if self.open_until.swap(until, Ordering::Relaxed) == 0 {
-                tracing::warn!(open_for = ?BREAKER_OPEN, "redis keeps failing; not asking it for a while");
-            }
+            return self.open_until.swap(until, Ordering::Relaxed) == 0;
         }
+        false
     }
 }
 
@@ -682,4 +699,24 @@ fn mono_ms() -> u64 {
 /// Whole milliseconds of `d`, for PX arguments.
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Log lines name the Redis: this region's own, or another region's by
+    /// its name (as `Regions` makes them).
+    #[tokio::test]
+    async fn log_lines_say_which_redis() {
+        let redis = |t| Redis::new(t, "p:", Duration::from_millis(100), None).unwrap();
+        let own = redis(Target::Server("redis://127.0.0.1:1"));
+        assert_eq!(own.which(), HERE);
+        assert_eq!(
+            redis(Target::Server("redis://127.0.0.1:1"))
+                .of_region("us")
+                .which(),
+            "us"
+        );
+    }
 }

@@ -234,7 +234,11 @@ rules:
     let out = exit_output(child, Duration::from_secs(10)).await;
     let logs = String::from_utf8(out.stderr).unwrap();
     let warnings = logs.lines().filter(|l| l.contains("WARN")).count();
-    assert!(logs.contains("redis does not answer"), "{logs}");
+    let down = logs
+        .lines()
+        .find(|l| l.contains("redis does not answer"))
+        .unwrap_or_else(|| panic!("{logs}"));
+    assert!(down.contains("redis=\"here\""), "which Redis: {down}");
     assert!(
         warnings <= 10,
         "{warnings} warnings for 100 requests:\n{logs}"

@@ -104,8 +104,10 @@ impl Regions {
             };
             others.push(Remote {
                 name: region.name.clone(),
-                redis: Redis::new(target(), &r.key_prefix, r.timeout, r.ca.as_deref())?,
-                reader: Redis::new(target(), &r.key_prefix, BLOCK + r.timeout, r.ca.as_deref())?,
+                redis: Redis::new(target(), &r.key_prefix, r.timeout, r.ca.as_deref())?
+                    .of_region(&region.name),
+                reader: Redis::new(target(), &r.key_prefix, BLOCK + r.timeout, r.ca.as_deref())?
+                    .of_region(&region.name),
                 link: AtomicU8::new(0),
                 relaying: AtomicBool::new(false),
                 lag_ms: AtomicU64::new(0),
