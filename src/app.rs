@@ -105,6 +105,7 @@ impl App {
         let limits = self.proxy.config().limits.clone();
         let proxy = self.proxy.clone();
         let proxy_task = crate::server::serve(
+            "proxy",
             listener,
             move |req, ip| {
                 let proxy = proxy.clone();
@@ -115,6 +116,7 @@ impl App {
         );
         let admin = self.admin.clone();
         let admin_task = crate::server::serve(
+            "admin",
             admin_listener,
             move |req, _ip| {
                 let admin = admin.clone();

@@ -15,6 +15,13 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder
 
 /// Requests by `rule` and `outcome` (counter).
 pub const REQUESTS: &str = "sidecache_requests_total";
+/// Answers by `rule` and status `class` (`2xx`, `4xx`, ...) (counter).
+pub const RESPONSES: &str = "sidecache_responses_total";
+/// Time from a request's arrival to its response head, by `rule` and
+/// `outcome`, in seconds (histogram).
+pub const REQUEST_DURATION: &str = "sidecache_request_duration_seconds";
+/// Open client connections, by `listener` (`proxy`, `admin`) (gauge).
+pub const CONNECTIONS: &str = "sidecache_open_connections";
 /// Time until the backend's response head, in seconds (histogram).
 pub const UPSTREAM_DURATION: &str = "sidecache_upstream_duration_seconds";
 /// Backend requests that got no answer, by `reason` (counter).
@@ -109,6 +116,11 @@ pub const VERIFY: &str = "sidecache_verify_total";
 pub const VERIFY_MISMATCH_AGE: &str = "sidecache_verify_mismatch_age_seconds";
 /// Config reloads by `result` (ok, failed) (counter).
 pub const RELOADS: &str = "sidecache_config_reloads_total";
+/// 1 for the config in effect, labelled with its file's `digest` (0 for
+/// the ones it replaced) (gauge).
+pub const CONFIG_INFO: &str = "sidecache_config_info";
+/// When the config in effect was loaded, in seconds since the epoch (gauge).
+pub const CONFIG_LOADED: &str = "sidecache_config_loaded_timestamp_seconds";
 /// Always 1, labelled with the `version` (gauge).
 pub const BUILD_INFO: &str = "sidecache_build_info";
 
@@ -120,6 +132,11 @@ const UPSTREAM_BUCKETS: [f64; 46] = [
     0.001, 0.00125, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.006, 0.0075, 0.01, 0.0125, 0.015,
     0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6,
     0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.5, 10.0, 12.5, 15.0, 20.0, 25.0, 30.0,
+];
+/// Buckets of the client latency histogram: 100 µs (a hit) to 30 s.
+const REQUEST_BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
 ];
 /// Entry ages, in seconds: from a second to a day.
 const AGE_BUCKETS: [f64; 12] = [
@@ -269,6 +286,9 @@ impl Metrics {
             })
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(VERIFY_MISMATCH_AGE.into()), &AGE_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &REQUEST_BUCKETS)
             });
         let recorder = match builder {
             Ok(b) => b.build_recorder(),
@@ -410,6 +430,21 @@ fn preregister() {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(REQUESTS, "Requests by rule and outcome.");
+    describe_counter!(RESPONSES, "Answers by rule and status class.");
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from a request's arrival to its response head, by rule and outcome."
+    );
+    describe_gauge!(CONNECTIONS, "Open client connections, by listener.");
+    describe_gauge!(
+        CONFIG_INFO,
+        "1 for the config in effect, by its file's digest; 0 for those it replaced."
+    );
+    describe_gauge!(
+        CONFIG_LOADED,
+        "When the config in effect was loaded, in seconds since the epoch."
+    );
     describe_histogram!(
         UPSTREAM_DURATION,
         Unit::Seconds,
@@ -519,25 +554,68 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Version of this build.");
 }
 
-/// One rule's request counters, one per outcome, registered once so that
-/// counting a request is one atomic add (no label allocation, no registry
-/// lookup).
+/// One rule's request counters (one per outcome, and one per status
+/// class), registered once so that counting a request is an atomic add (no
+/// label allocation, no registry lookup), and its latency histograms, one
+/// per outcome, registered on the outcome's first request.
 #[derive(Debug)]
-pub struct RequestCounters([metrics::Counter; Label::ALL.len()]);
+pub struct RequestCounters {
+    rule: String,
+    outcomes: [Counter; Label::ALL.len()],
+    classes: [Counter; STATUS_CLASSES.len()],
+    latency: [OnceLock<Histogram>; Label::ALL.len()],
+}
+
+/// The `class` label of [`RESPONSES`], by the status's first digit less one.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl RequestCounters {
     /// The counters of `rule` (`""` for requests no rule matched).
     /// Registers with the recorder of the running task's [`Metrics`].
     pub fn new(rule: &str) -> Self {
-        Self(Label::ALL.map(
-            |o| metrics::counter!(REQUESTS, "rule" => rule.to_owned(), "outcome" => o.as_str()),
-        ))
+        Self {
+            rule: rule.to_owned(),
+            outcomes: Label::ALL.map(
+                |o| metrics::counter!(REQUESTS, "rule" => rule.to_owned(), "outcome" => o.as_str()),
+            ),
+            classes: STATUS_CLASSES
+                .map(|c| metrics::counter!(RESPONSES, "rule" => rule.to_owned(), "class" => c)),
+            latency: Default::default(),
+        }
     }
 
-    /// Counts one finished request.
-    pub fn count(&self, outcome: Label) {
-        self.0[outcome as usize].increment(1);
+    /// Counts one finished request, answered `status` after `took` (to the
+    /// response head).
+    pub fn count(&self, outcome: Label, status: http::StatusCode, took: Duration) {
+        self.outcomes[outcome as usize].increment(1);
+        if let Some(class) = (status.as_u16() / 100)
+            .checked_sub(1)
+            .and_then(|i| self.classes.get(usize::from(i)))
+        {
+            class.increment(1);
+        }
+        self.latency[outcome as usize]
+            .get_or_init(|| {
+                metrics::histogram!(
+                    REQUEST_DURATION,
+                    "rule" => self.rule.clone(),
+                    "outcome" => outcome.as_str()
+                )
+            })
+            .record(took);
     }
+}
+
+/// Says which config is in effect (`old` the one it replaces, if any).
+pub fn config_loaded(old: Option<&str>, new: &str) {
+    if let Some(old) = old.filter(|o| *o != new) {
+        metrics::gauge!(CONFIG_INFO, "digest" => old.to_owned()).set(0.0);
+    }
+    metrics::gauge!(CONFIG_INFO, "digest" => new.to_owned()).set(1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    metrics::gauge!(CONFIG_LOADED).set(now.as_secs_f64());
 }
 
 /// Counts a request refused before the backend (`backend-busy`, `body-too-large`).

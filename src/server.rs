@@ -26,6 +26,7 @@ use crate::proxy::ProxyBody;
 /// Serves `listener` with `handler` until `shutdown` fires, then waits up
 /// to `limits.shutdown_grace` for in-flight requests before returning.
 pub async fn serve<H, F>(
+    name: &'static str,
     listener: TcpListener,
     handler: H,
     shutdown: CancellationToken,
@@ -56,6 +57,7 @@ pub async fn serve<H, F>(
     // One permit per open connection: at the cap, accepting waits.
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let (first_request, idle) = (limits.header_timeout, limits.idle_timeout);
+    let open = metrics::gauge!(crate::metrics::CONNECTIONS, "listener" => name);
     loop {
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => match p {
@@ -104,7 +106,10 @@ pub async fn serve<H, F>(
             }
         });
         let (builder, shutdown) = (builder.clone(), shutdown.clone());
+        let open = open.clone();
+        open.increment(1.0);
         tracker.spawn(crate::metrics::scoped(async move {
+            let _open = Open(open);
             // Until the protocol is known hyper waits on the first bytes
             // without a timeout: a silent peer must not hold a place.
             let mut probe = [0u8; 1];
@@ -262,6 +267,16 @@ impl Activity {
             }
             tokio::time::sleep_until(deadline).await;
         }
+    }
+}
+
+/// One open connection in the gauge, until dropped (on every path out of
+/// the connection's task).
+struct Open(metrics::Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 

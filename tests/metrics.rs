@@ -426,3 +426,103 @@ fn alert_rules_and_dashboard_read_real_metrics() {
     }
     assert!(read > 20, "{read} metric reads");
 }
+
+/// Per rule: answers by status class and the client's latency per outcome;
+/// open connections per listener; which config is in effect (its file's
+/// digest, and when it was loaded), which a reload changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_status_classes_connections_and_config_info() {
+    let backend = Backend::start(std::time::Duration::ZERO, |s| {
+        let status = if s.uri.ends_with("/404") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        (status, vec![], bytes::Bytes::from_static(b"{}"))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sidecache.yaml");
+    std::fs::write(&file, config(&backend.url())).unwrap();
+    let proxy = Proxy::start_file(&file).await;
+    get(&proxy.url("/products/1"), &[]).await;
+    await_hit(&proxy.url("/products/1"), &[]).await;
+    get(&proxy.url("/inventory/404"), &[]).await;
+    let text = scrape(&proxy).await;
+    let product = |s: &str| value(&text, s).unwrap_or(-1.0);
+    assert_eq!(
+        product(r#"sidecache_responses_total{rule="m-product",class="2xx"}"#),
+        value(
+            &text,
+            r#"sidecache_requests_total{rule="m-product",outcome="miss"}"#
+        )
+        .unwrap()
+            + value(
+                &text,
+                r#"sidecache_requests_total{rule="m-product",outcome="hit-memory"}"#
+            )
+            .unwrap()
+    );
+    assert_eq!(
+        product(r#"sidecache_responses_total{rule="m-inventory",class="4xx"}"#),
+        1.0
+    );
+    assert_eq!(
+        product(r#"sidecache_responses_total{rule="m-product",class="5xx"}"#),
+        0.0
+    );
+    assert_eq!(
+        product(r#"sidecache_request_duration_seconds_count{rule="m-product",outcome="miss"}"#),
+        1.0
+    );
+    assert!(
+        product(
+            r#"sidecache_request_duration_seconds_count{rule="m-product",outcome="hit-memory"}"#
+        ) >= 1.0
+    );
+
+    // A client holding a connection open is counted until it goes.
+    let held = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let open = || async {
+        value(
+            &scrape(&proxy).await,
+            r#"sidecache_open_connections{listener="proxy"}"#,
+        )
+    };
+    eventually("the held connection is counted", || async {
+        open().await == Some(1.0)
+    })
+    .await;
+    drop(held);
+    eventually("the closed connection is not", || async {
+        open().await == Some(0.0)
+    })
+    .await;
+
+    // The config in effect, and the one a reload replaced.
+    let digest_of = |text: &str, v: f64| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("sidecache_config_info{digest=\""))
+            .filter(|l| l.ends_with(&format!(" {v}")))
+            .map(|l| l.split('"').next().unwrap().to_owned())
+            .collect()
+    };
+    let first = digest_of(&text, 1.0);
+    assert_eq!(first.len(), 1, "{text}");
+    assert_eq!(first[0].len(), 16);
+    assert!(value(&text, "sidecache_config_loaded_timestamp_seconds").unwrap() > 1.7e9);
+    std::fs::write(&file, config(&backend.url()).replace("ttl: 1h", "ttl: 2h")).unwrap();
+    let reloaded = send(
+        "POST",
+        &format!("http://{}/reload", proxy.admin),
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        "",
+    )
+    .await;
+    assert_eq!(reloaded.status, StatusCode::OK);
+    let after = scrape(&proxy).await;
+    let now = digest_of(&after, 1.0);
+    assert_eq!(now.len(), 1, "{after}");
+    assert_ne!(now, first);
+    assert_eq!(digest_of(&after, 0.0), first);
+}

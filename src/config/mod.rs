@@ -74,6 +74,9 @@ pub struct Config {
     pub invalidation: Invalidation,
     /// Which requests get an access-log line.
     pub access_log: AccessLog,
+    /// The file's hash (xxh3, hex), as written: tells which config a
+    /// replica runs (`sidecache_config_info`).
+    pub digest: String,
     /// Proxies in front whose forwarding headers are kept.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The compiled rules, in file order.
@@ -429,6 +432,8 @@ impl Config {
             file: source.to_owned(),
             problems,
         };
+        // The file as written (before `${VAR}`s, which may be secrets).
+        let digest = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
         let text = interpolate(text, env).map_err(fail)?;
         let raw: raw::RawConfig = serde_saphyr::from_str(&text).map_err(|e| {
             fail(vec![Problem {
@@ -440,7 +445,9 @@ impl Config {
                 message: yaml_message(&e),
             }])
         })?;
-        validate::validate(raw, source).map_err(fail)
+        let mut loaded = validate::validate(raw, source).map_err(fail)?;
+        loaded.config.digest = digest;
+        Ok(loaded)
     }
 }
 

@@ -139,6 +139,7 @@ pub(super) fn validate(raw: RawConfig, source: &Path) -> Result<Loaded, Vec<Prob
                     regions,
                     invalidation,
                     access_log,
+                    digest: String::new(),
                     trusted_proxies,
                     rules,
                 },

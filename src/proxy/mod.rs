@@ -158,6 +158,7 @@ impl Proxy {
         hot.set(hot_top(&config, redis.as_ref()));
         let offloads = Arc::new(Offloads::default());
         let verifier = verify::Verifier::new(config.limits.verify_in_flight);
+        metrics::config_loaded(None, &config.digest);
         Self {
             verifier,
             refresh_failures: hit::RefreshFailures::default(),
@@ -230,6 +231,7 @@ impl Proxy {
             .set_horizon(config.rules.longest_lifetime());
         self.limits.update(&config.rules);
         self.hot.set(hot_top(&config, self.redis.as_ref()));
+        metrics::config_loaded(Some(&self.live.load().config.digest), &config.digest);
         self.live.store(Arc::new(Live::of(config, &self.offloads)));
     }
 
@@ -272,12 +274,13 @@ impl Proxy {
             .insert(cache_status_name(), outcome.cache_status());
         res.headers_mut().insert(request_id::HEADER.clone(), id);
         let label = outcome.label();
+        let (status, took) = (res.status(), start.elapsed());
         match rule.as_ref().and_then(|r| live.counters.get(r.index)) {
-            Some(counters) => counters.count(label),
+            Some(counters) => counters.count(label, status, took),
             None => live
                 .no_rule
                 .get_or_init(|| RequestCounters::new(""))
-                .count(label),
+                .count(label, status, took),
         }
         if let Outcome::Pass { why, .. } = outcome
             && let Some(reason) = why.as_str()
