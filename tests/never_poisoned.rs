@@ -681,3 +681,35 @@ async fn each_request_has_its_own_id_and_a_client_cannot_choose_it() {
     assert_eq!(kept.header("x-request-id"), "lb-7f3a");
     assert_eq!(text(&kept), "made for lb-7f3a");
 }
+
+/// A W3C trace is continued: the backend gets the caller's trace id under
+/// a span of sidecache's own, on a cacheable fetch and on a pass; the
+/// free-text `tracestate` only on the pass (the key does not describe
+/// it); an unreadable `traceparent` never reaches the backend.
+#[tokio::test]
+async fn a_trace_is_continued_with_a_span_of_its_own() {
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(RULES, &backend.url(), None).await;
+    let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = [("traceparent", given), ("tracestate", "vendor=evil")];
+    get(&proxy.url("/products/1"), &headers).await;
+    get(&proxy.url("/elsewhere"), &headers).await;
+    get(
+        &proxy.url("/products/2"),
+        &[("traceparent", "00-<script>-00f067aa0ba902b7-01")],
+    )
+    .await;
+    let seen = backend.seen();
+    let of = |uri: &str| seen.iter().find(|s| s.uri == uri).unwrap();
+    for uri in ["/products/1", "/elsewhere"] {
+        let sent = of(uri).headers["traceparent"].to_str().unwrap();
+        assert!(
+            sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"),
+            "{uri}: {sent}"
+        );
+        assert_ne!(sent, given, "{uri}: the caller's span, not one of its own");
+    }
+    assert!(!of("/products/1").headers.contains_key("tracestate"));
+    assert_eq!(of("/elsewhere").headers["tracestate"], "vendor=evil");
+    assert!(!of("/products/2").headers.contains_key("traceparent"));
+}

@@ -1,6 +1,6 @@
 //! The access log: one structured line per request at info level (target
 //! `sidecache::access`), for the requests `log.access` picks. It holds the
-//! request id, method, path (never the query: its values may be personal),
+//! request id, the W3C trace id (when the request continued one), method, path (never the query: its values may be personal),
 //! rule, outcome, `Cache-Status`, status, body bytes when known, time to
 //! the response head and the client address; never a header value, a
 //! cookie or a body.
@@ -20,16 +20,19 @@ pub struct Line {
     method: Method,
     uri: Uri,
     which: AccessLog,
+    /// The W3C trace the request continued, if any.
+    trace: Option<String>,
 }
 
 impl Line {
     /// The line for `req`, unless the access log is off.
-    pub fn of<B>(req: &Request<B>, which: AccessLog) -> Option<Self> {
+    pub fn of<B>(req: &Request<B>, which: AccessLog, trace: Option<String>) -> Option<Self> {
         (which != AccessLog::Off).then(|| Self {
             method: req.method().clone(),
             // A clone shares the URI's bytes.
             uri: req.uri().clone(),
             which,
+            trace,
         })
     }
 
@@ -56,6 +59,7 @@ impl Line {
         tracing::info!(
             target: "sidecache::access",
             id = %header(&super::request_id::HEADER),
+            trace_id = self.trace.as_deref().unwrap_or(""),
             method = %self.method,
             path = self.uri.path(),
             rule = rule.map_or("", |r| r.name.as_str()),

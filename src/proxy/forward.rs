@@ -92,6 +92,8 @@ pub fn keyed_head(
     // never the client's choice, so a backend that reflects it cannot be
     // steered by one.
     copy(&super::request_id::HEADER);
+    // Its trace, as `trace` rewrote it (hex digits only); not `tracestate`.
+    copy(&super::trace::TRACEPARENT);
     if let Some(cookies) = cookies_named(&parts.headers, &inputs.cookies) {
         let v = HeaderValue::from_str(&cookies).map_err(|_| "a cookie cannot be read")?;
         headers.insert(header::COOKIE, v);

@@ -28,6 +28,7 @@ pub mod storable;
 pub mod tee;
 #[cfg(test)]
 mod tests;
+pub mod trace;
 pub mod upstream;
 mod verify;
 mod warm;
@@ -255,7 +256,8 @@ impl Proxy {
         let id = request_id::of(req.headers(), client, &live.config);
         req.headers_mut()
             .insert(request_id::HEADER.clone(), id.clone());
-        let access = access::Line::of(&req, live.config.access_log);
+        let trace = trace::continue_in(req.headers_mut());
+        let access = access::Line::of(&req, live.config.access_log, trace);
         // Debug level: a disabled span costs the hit path nothing.
         let span = tracing::debug_span!(
             "request",
