@@ -696,3 +696,30 @@ rules:
     let hit = await_hit(&proxy.url("/told/1"), &[]).await;
     assert_eq!(hit.header("cache-control"), "private, max-age=5");
 }
+
+/// Freshness from the backend is capped at 30 days: a year's `max-age`
+/// under `ttl: origin` is stored with a TTL of 30 days, and a hit says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_freshness_is_capped_at_thirty_days() {
+    let (backend, scripts) = scripted().await;
+    let a = start(&backend, None).await;
+    set(
+        &scripts,
+        "/origin/year",
+        200,
+        &[("cache-control", "max-age=31536000")],
+        "x",
+    );
+    let hit = await_hit(&a.url("/origin/year"), &[]).await;
+    let status = hit.cache_status();
+    let ttl: u64 = status
+        .split("; ")
+        .find_map(|p| p.strip_prefix("ttl="))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no ttl in {status}"));
+    let month = 30 * 24 * 3600;
+    assert!(
+        (month - 60..=month).contains(&ttl),
+        "a year's max-age kept for {ttl} s"
+    );
+}

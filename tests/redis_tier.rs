@@ -415,3 +415,47 @@ async fn concurrent_l2_reads_share_round_trips() {
         "61 concurrent reads took {used} round trips"
     );
 }
+
+/// An L1 hit makes no Redis round trip: its purge check is local. Over 200
+/// L1 hits the replica sends Redis no entry read and no tag-time read, and
+/// nothing but what its once-a-second heartbeat sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_l1_hit_makes_no_redis_round_trip() {
+    let redis = Redis::start();
+    let backend = Backend::json(vec![]).await;
+    let proxy = Proxy::start(RULES, &backend.url(), Some(&redis.url())).await;
+    await_hit(&proxy.url("/products/1"), &[]).await;
+    let sent = |command: &'static str| {
+        let proxy = &proxy;
+        async move {
+            metric_sum_or_none(
+                proxy,
+                "sidecache_redis_duration_seconds_count",
+                &format!("command=\"{command}\""),
+            )
+            .await
+            .unwrap_or(0)
+        }
+    };
+    let all = || metric_sum(&proxy, "sidecache_redis_duration_seconds_count", "");
+    let (gets, mgets, before) = (sent("GET").await, sent("MGET").await, all().await);
+    assert!(before > 0, "the replica did talk to Redis");
+    let start = std::time::Instant::now();
+    for _ in 0..200 {
+        let hit = get(&proxy.url("/products/1"), &[]).await;
+        assert!(hit.cache_status().contains("detail=memory"));
+    }
+    let seconds = start.elapsed().as_secs();
+    assert_eq!(
+        sent("GET").await,
+        gets,
+        "an L1 hit read an entry from Redis"
+    );
+    assert_eq!(sent("MGET").await, mgets, "an L1 hit read tag times");
+    // The heartbeat's few commands a second, at most.
+    let others = all().await - before;
+    assert!(
+        others <= 4 * (seconds + 1),
+        "{others} round trips in {seconds} s of 200 hits"
+    );
+}
