@@ -57,6 +57,50 @@ async fn sigterm_lets_in_flight_request_finish() {
     assert!(status.success(), "{status:?}");
 }
 
+/// `limits.shutdown_grace` bounds the drain: a request the backend takes
+/// 20 s to answer does not hold the process; it exits 0 about a grace
+/// (300 ms) after SIGTERM, and the client's connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_grace_bounds_the_drain() {
+    let backend = Backend::start(Duration::from_secs(20), |_| {
+        (StatusCode::OK, vec![], Bytes::from_static(b"too late"))
+    })
+    .await;
+    let (port, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let rest = format!(
+        "upstream: {{ url: \"{}\", timeout: 60s }}\nlimits: {{ shutdown_grace: 300ms }}\n",
+        backend.url()
+    );
+    let config = binary_config(&dir, port, admin, "", &rest);
+    let child = start_binary(&config, admin, &[], &[], Stdio::null()).await;
+    let request = tokio::spawn(async move {
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        client
+            .get(format!("http://127.0.0.1:{port}/slow").parse().unwrap())
+            .await
+    });
+    eventually("request reached the backend", || async {
+        backend.hits() == 1
+    })
+    .await;
+    let signalled = Instant::now();
+    signal(&child, "TERM");
+    let out = exit_output(child, Duration::from_secs(10)).await;
+    let took = signalled.elapsed();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+    assert!(
+        request.await.unwrap().is_err(),
+        "the request past the grace got an answer"
+    );
+}
+
 /// What one keep-alive client saw when the proxy drained: answers read,
 /// and how its connection ended.
 #[derive(Debug, PartialEq)]
