@@ -579,3 +579,60 @@ rules:
         assert!(!line.contains(secret), "{secret} logged: {line}");
     }
 }
+
+/// A check that gets a 5xx (or a 429) from the backend is an `error`, not
+/// a `mismatch`: the backend failing says nothing about the entry, so
+/// `purge_on_mismatch` leaves it, and hits go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_counts_a_failing_backend_as_an_error() {
+    let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
+    let backend = Backend::start(Duration::ZERO, {
+        let status = status.clone();
+        move |_| {
+            let now = status.load(std::sync::atomic::Ordering::SeqCst);
+            (
+                http::StatusCode::from_u16(now).unwrap(),
+                vec![("content-type", "application/json".to_owned())],
+                bytes::Bytes::from(format!(r#"{{"status":{now}}}"#)),
+            )
+        }
+    })
+    .await;
+    let proxy = Proxy::start(
+        r#"
+upstream: { url: UPSTREAM }
+limits: { verify_in_flight: 100 }
+rules:
+  - name: checked
+    match: { path: "/checked/{id}" }
+    key: "checked:{id}"
+    ttl: 1h
+    verify: { sample: 100%, purge_on_mismatch: true }
+"#,
+        &backend.url(),
+        None,
+    )
+    .await;
+    let count = |result: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let labels = format!(r#"rule="checked",result="{result}""#);
+            metric_sum(proxy, "sidecache_verify_total", &labels).await
+        }
+    };
+    await_hit(&proxy.url("/checked/1"), &[]).await;
+    for code in [503, 500, 429] {
+        status.store(code, std::sync::atomic::Ordering::SeqCst);
+        let before = count("error").await;
+        let hit = get(&proxy.url("/checked/1"), &[]).await;
+        assert!(hit.is_hit(), "{code}: {}", hit.cache_status());
+        assert_eq!(hit.body, r#"{"status":200}"#);
+        eventually("the check is counted as an error", || async {
+            count("error").await > before
+        })
+        .await;
+    }
+    assert_eq!(count("mismatch").await, 0);
+    let still = get(&proxy.url("/checked/1"), &[]).await;
+    assert!(still.is_hit(), "purged on a failing backend");
+}
