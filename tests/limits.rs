@@ -46,7 +46,7 @@ async fn slowloris_is_cut_off() {
         }
         let mut buf = [0u8; 256];
         if let Ok(read) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
-            // Closed without an answer, as the README says (hyper sends none
+            // Closed without an answer, as docs/operations.md says (hyper sends none
             // for a header timeout); a reset counts as closed too.
             let n = read.unwrap_or(0);
             assert_eq!(n, 0, "answered: {:?}", String::from_utf8_lossy(&buf[..n]));

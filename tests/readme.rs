@@ -1,5 +1,5 @@
-//! The README's `explain` examples: each prints what the README shows, and
-//! a proxy running the same config does what it says.
+//! The `explain` examples of `docs/command-line.md`: each prints what the
+//! page shows, and a proxy running the same config does what it says.
 
 mod support;
 
@@ -8,7 +8,7 @@ use std::path::Path;
 use support::{Backend, Proxy, await_hit, get, send};
 
 /// One `$ sidecache explain ...` example: its method, URL and headers, and
-/// the output the README shows.
+/// the output the page shows.
 struct Example {
     method: String,
     url: String,
@@ -16,12 +16,12 @@ struct Example {
     output: String,
 }
 
-/// The examples, from the README's text.
+/// The examples, from the text of `docs/command-line.md`.
 fn examples() -> Vec<Example> {
-    let readme = std::fs::read_to_string("README.md").unwrap();
+    let page = std::fs::read_to_string("docs/command-line.md").unwrap();
     let prefix = "$ sidecache explain --config config/demo.yaml ";
     let mut out = Vec::new();
-    let mut lines = readme.lines();
+    let mut lines = page.lines();
     while let Some(line) = lines.next() {
         let Some(args) = line.strip_prefix(prefix) else {
             continue;
@@ -74,7 +74,7 @@ fn line_value<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {
     output.lines().find_map(|l| l.strip_prefix(prefix))
 }
 
-/// Every example prints what the README shows, and the proxy agrees:
+/// Every example prints what the page shows, and the proxy agrees:
 /// a key shown is the key the answer is stored under (the second request
 /// is a hit), a `detail=` shown is the proxy's `Cache-Status` detail, and a
 /// write purges the keys shown.
@@ -92,7 +92,7 @@ async fn explain_examples_agree_with_the_proxy() {
             sidecache::explain::explain(&loaded.config, &ex.method, &ex.url, &ex.headers).unwrap();
         assert_eq!(
             shown, ex.output,
-            "README out of date for {} {}",
+            "docs/command-line.md out of date for {} {}",
             ex.method, ex.url
         );
 
