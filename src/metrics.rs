@@ -267,7 +267,7 @@ impl PurgeSource {
 /// several proxies in one process (a test, an embedding program) each
 /// count only their own requests.
 #[derive(Clone)]
-pub struct Metrics(Arc<PrometheusRecorder>);
+pub struct Metrics(Arc<PrometheusRecorder>, Arc<metrics_process::Collector>);
 
 tokio::task_local! {
     /// The proxy the running task records for.
@@ -295,9 +295,15 @@ impl Metrics {
             // Only an empty bucket list fails, and ours are constants.
             Err(_) => PrometheusBuilder::new().build_recorder(),
         };
-        let this = Self(Arc::new(recorder));
+        // The process's own: CPU seconds, resident and virtual memory, open
+        // and maximum file descriptors, threads, start time (`process_*`,
+        // as Prometheus names them), read from /proc at each upkeep.
+        let process = metrics_process::Collector::default();
+        let this = Self(Arc::new(recorder), Arc::new(process));
         this.enter(|| {
             describe();
+            this.1.describe();
+            this.1.collect();
             preregister();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         });
@@ -309,9 +315,11 @@ impl Metrics {
         self.0.handle().render()
     }
 
-    /// Drains histogram samples (the recorder keeps them until then).
+    /// Drains histogram samples (the recorder keeps them until then) and
+    /// reads the process metrics.
     pub fn run_upkeep(&self) {
         self.0.handle().run_upkeep();
+        self.enter(|| self.1.collect());
     }
 
     /// Runs `f` (which does not wait) recording here, as do the tasks it

@@ -345,6 +345,17 @@ async fn metrics_pass_promtool_and_failures_start_at_zero() {
     ] {
         assert_eq!(value(&text, series), Some(0.0), "{series} in\n{text}");
     }
+    // The process's own metrics, read from /proc.
+    for series in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_threads",
+    ] {
+        assert!(
+            value(&text, series).is_some_and(|v| v > 0.0),
+            "{series} in\n{text}"
+        );
+    }
     let checked = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut child = std::process::Command::new("promtool")
