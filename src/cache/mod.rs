@@ -55,7 +55,7 @@ pub enum Payload {
     /// A response.
     Response(CachedResponse),
     /// The response varies on these request headers; each variant is stored
-    /// under its own key (see `proxy::vary`).
+    /// under its own key (see [`vary`]).
     Vary(Vec<HeaderName>),
 }
 

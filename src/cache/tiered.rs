@@ -96,11 +96,6 @@ impl Tiered {
         Self { memory, shared }
     }
 
-    /// Whether there is a shared store.
-    pub fn has_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
     /// Looks up the entry for a request with `headers` (and `others`, the
     /// client's headers the backend is sent only when a Vary marker names
     /// them) under `key`, in the layers `tier` uses (see the module's
@@ -330,10 +325,5 @@ impl Tiered {
     /// L1's entries and bytes.
     pub async fn l1_usage(&self) -> (u64, u64) {
         self.memory.usage().await
-    }
-
-    /// L1's limit in bytes.
-    pub fn l1_capacity(&self) -> u64 {
-        self.memory.capacity()
     }
 }

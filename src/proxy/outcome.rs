@@ -307,11 +307,6 @@ impl Outcome {
         }
     }
 
-    /// Whether it was answered from an entry.
-    pub fn is_hit(self) -> bool {
-        matches!(self, Outcome::Hit { .. } | Outcome::Stale { .. })
-    }
-
     /// The `Cache-Status` value, in RFC 9211 order.
     pub fn cache_status(self) -> HeaderValue {
         let mut s = Parts::default();

@@ -46,6 +46,18 @@ struct Written<'a> {
     headers: &'a HeaderMap,
     body: Option<Bytes>,
     request_json: Option<serde_json::Value>,
+    /// `body` read as JSON, once for the purge and the write-through.
+    response_json: Option<serde_json::Value>,
+}
+
+impl Written<'_> {
+    /// The bodies templates render from.
+    fn bodies(&self) -> Bodies<'_> {
+        Bodies {
+            request: self.request_json.as_ref(),
+            response: self.response_json.as_ref(),
+        }
+    }
 }
 
 impl Proxy {
@@ -118,11 +130,15 @@ impl Proxy {
         } else {
             (res_body, None, None)
         };
+        let response_json = response_bytes
+            .as_ref()
+            .and_then(|b| serde_json::from_slice(b).ok());
         let written = Written {
             status: res_parts.status,
             headers: &res_parts.headers,
             body: response_bytes,
             request_json,
+            response_json,
         };
         // The write happened whatever became of its answer: purge first.
         let purge_pending = self
@@ -157,14 +173,7 @@ impl Proxy {
         written: Written<'_>,
         (warms, client): (&Warms, std::net::IpAddr),
     ) -> bool {
-        let response_json: Option<serde_json::Value> = written
-            .body
-            .as_ref()
-            .and_then(|b| serde_json::from_slice(b).ok());
-        let bodies = Bodies {
-            request: written.request_json.as_ref(),
-            response: response_json.as_ref(),
-        };
+        let bodies = written.bodies();
         // In the background: the write's answer never waits for them.
         self.warm(warms, bodies, client);
         // A 201's `Location` and a 2xx's `Content-Location` name what the
@@ -233,14 +242,7 @@ impl Proxy {
         written: Written<'_>,
         at: u64,
     ) {
-        let response_json = written
-            .body
-            .as_ref()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
-        let bodies = Bodies {
-            request: written.request_json.as_ref(),
-            response: response_json.as_ref(),
-        };
+        let bodies = written.bodies();
         let channel = rule
             .write_through
             .as_ref()
@@ -354,6 +356,7 @@ impl Proxy {
         let written = Written {
             body: None,
             request_json: None,
+            response_json: None,
             ..written
         };
         let fill = self.write_fill(rule, key, snap, written, res_parts.status, headers);
