@@ -9,11 +9,14 @@
 //! in the files below it.
 
 mod across;
+mod backend;
 mod check;
 pub mod raw;
 mod rule;
+mod shared;
 pub mod tls;
 mod validate;
+mod warm;
 
 use std::fmt;
 use std::net::SocketAddr;
