@@ -5,7 +5,8 @@
 
 use http::HeaderName;
 
-use super::template::{Template, Var, canonical_query, is_canonical};
+use super::request::{canonical_query, is_canonical};
+use super::template::{Template, Var};
 
 /// The query parameters a key reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

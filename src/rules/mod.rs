@@ -11,6 +11,7 @@
 //! [`template`].
 
 pub mod inputs;
+pub mod request;
 pub mod route;
 pub mod snapshot;
 pub mod template;
@@ -23,12 +24,10 @@ use http::Method;
 
 use crate::cache::Tier;
 pub use inputs::{KeyInputs, QueryInputs, keyed_query};
+pub use request::{canonical_query, cookies_named, is_canonical};
 pub use route::{Route, route_params};
 pub use snapshot::Snapshot;
-pub use template::{
-    Bodies, KeyRefusal, RequestView, Template, Use, Var, canonical_query, cookies_named,
-    is_canonical,
-};
+pub use template::{Bodies, KeyRefusal, RequestView, Template, Use, Var};
 
 /// The longest freshness taken from a backend's headers under `ttl:
 /// origin` (a cache may always keep less): bounds how long an entry, and so
@@ -274,7 +273,7 @@ impl PassIf {
                 && self
                     .cookies
                     .iter()
-                    .any(|c| template::cookie(headers, c).is_some()))
+                    .any(|c| request::cookie(headers, c).is_some()))
     }
 }
 

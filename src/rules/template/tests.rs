@@ -1,4 +1,5 @@
 use super::*;
+use crate::rules::request::{canonical_query, is_canonical};
 
 fn view<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> RequestView<'a> {
     RequestView {
