@@ -70,6 +70,7 @@ pub mod cache;
 pub mod config;
 pub mod explain;
 pub mod invalidation;
+pub mod keyspace;
 pub mod metrics;
 pub mod offload;
 pub mod proxy;

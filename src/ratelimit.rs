@@ -154,7 +154,7 @@ async fn global(
         .max(1);
     let args = [micros.to_string(), burst.to_string()];
     let wait = redis
-        .run_script::<u64>(&GCRA, &[redis.key2("#rl:", id)], &args)
+        .run_script::<u64>(&GCRA, &[crate::keyspace::rate_limit(redis, id)], &args)
         .await?;
     Ok((wait > 0).then(|| Duration::from_micros(wait)))
 }

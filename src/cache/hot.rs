@@ -227,7 +227,7 @@ fn period_now() -> u64 {
 
 /// The Redis key of `rule`'s counts in `period`.
 fn set_key(redis: &Redis, rule: &str, period: u64) -> String {
-    redis.key2("#hot:", &format!("{rule}:{period}"))
+    crate::keyspace::hot(redis, rule, period)
 }
 
 /// Adds this replica's counts into Redis every [`MERGE_EVERY`] and once

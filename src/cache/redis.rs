@@ -89,7 +89,7 @@ pub fn entry_key(redis: &Redis, key: &str) -> String {
 pub fn tag_key(redis: &Redis, tag: &str) -> String {
     match tag.strip_prefix(VARIANT_TAG) {
         Some(key) => grouped(redis, key, VARIANTS_SUFFIX),
-        None => redis.key2("#tag:", tag),
+        None => crate::keyspace::tag(redis, tag),
     }
 }
 

@@ -171,7 +171,7 @@ impl Regions {
 
 /// The purge log's key in `redis`.
 fn log_key(redis: &Redis) -> String {
-    redis.key("#region:log")
+    crate::keyspace::region_log(redis)
 }
 
 /// A stream entry's id, `<ms>-<seq>`, in order.
@@ -227,7 +227,7 @@ async fn relay_from(inv: Arc<Invalidator>, i: usize, shutdown: CancellationToken
         return;
     };
     let remote = &regions.others[i];
-    let lease = local.key2("#region:lease:", &remote.name);
+    let lease = crate::keyspace::region_lease(local, &remote.name);
     let me = format!("{:016x}", inv.instance);
     let take = || async {
         matches!(
@@ -345,14 +345,14 @@ where
 async fn start(inv: &Invalidator, remote: &Remote) -> Result<String, Error> {
     let here = inv.regions.as_ref().map_or("", |r| r.here.as_str());
     let mut get = redis::cmd("GET");
-    get.arg(remote.redis.key2("#region:applied:", here));
+    get.arg(crate::keyspace::region_applied(&remote.redis, here));
     let cursor: Option<String> = remote.redis.run("GET", get).await?;
     // The last entry applied here, as this region's own Redis remembers
     // it (kept as long as the origin keeps its log after its last purge).
     let seen: Option<String> = match &inv.redis {
         Some(local) => {
             let mut get = redis::cmd("GET");
-            get.arg(local.key2("#region:seen:", &remote.name));
+            get.arg(crate::keyspace::region_seen(local, &remote.name));
             local.run("GET", get).await?
         }
         None => None,
@@ -445,14 +445,14 @@ async fn read(
 async fn ack(inv: &Invalidator, remote: &Remote, cursor: &str) -> Result<(), Error> {
     let here = inv.regions.as_ref().map_or("", |r| r.here.as_str());
     let mut set = redis::cmd("SET");
-    set.arg(remote.redis.key2("#region:applied:", here))
+    set.arg(crate::keyspace::region_applied(&remote.redis, here))
         .arg(cursor)
         .arg("PX")
         .arg(millis(keep(inv)));
     remote.redis.run::<()>("SET", set).await?;
     if let Some(local) = &inv.redis {
         let mut set = redis::cmd("SET");
-        set.arg(local.key2("#region:seen:", &remote.name))
+        set.arg(crate::keyspace::region_seen(local, &remote.name))
             .arg(cursor)
             .arg("PX")
             .arg(millis(keep(inv)));
@@ -509,7 +509,7 @@ async fn watch(inv: Arc<Invalidator>, shutdown: CancellationToken) {
 /// log that region `name` has not applied; 0 when it is up to date.
 async fn lag(inv: &Invalidator, local: &Redis, name: &str) -> Result<u64, Error> {
     let mut get = redis::cmd("GET");
-    get.arg(local.key2("#region:applied:", name));
+    get.arg(crate::keyspace::region_applied(local, name));
     let applied: Option<String> = local.run("GET", get).await?;
     let mut range = redis::cmd("XRANGE");
     range

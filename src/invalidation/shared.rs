@@ -188,7 +188,7 @@ pub async fn raise_floor(
 /// cluster, one on each master (named with a hash tag in its slots), so a
 /// flush of any master takes a mark with it.
 pub async fn mark_keys(redis: &Redis) -> Result<Vec<String>, Error> {
-    let base = redis.key("#mark");
+    let base = crate::keyspace::mark(redis);
     if !redis.is_cluster() {
         return Ok(vec![base]);
     }

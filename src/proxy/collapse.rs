@@ -205,7 +205,7 @@ impl GlobalLock {
         );
         let mut cmd = redis::cmd("SET");
         let ms = crate::redis::millis(ttl).max(1);
-        cmd.arg(redis.key2("#lock:", key))
+        cmd.arg(crate::keyspace::lock(redis, key))
             .arg(&token)
             .arg("NX")
             .arg("PX")
@@ -225,7 +225,7 @@ impl GlobalLock {
     /// Whether someone holds the lock of `key`.
     async fn is_held(redis: &Redis, key: &str) -> Result<bool, crate::redis::Error> {
         let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(redis.key2("#lock:", key));
+        cmd.arg(crate::keyspace::lock(redis, key));
         Ok(redis.run::<u64>("EXISTS", cmd).await? > 0)
     }
 
@@ -243,7 +243,7 @@ async fn unlock(redis: &Redis, key: &str, token: &str) {
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
     );
     let _ = redis
-        .run_script::<u64>(&UNLOCK, &[redis.key2("#lock:", key)], &[token])
+        .run_script::<u64>(&UNLOCK, &[crate::keyspace::lock(redis, key)], &[token])
         .await;
 }
 
