@@ -682,15 +682,27 @@ async fn each_request_has_its_own_id_and_a_client_cannot_choose_it() {
     assert_eq!(text(&kept), "made for lb-7f3a");
 }
 
-/// A W3C trace is continued: the backend gets the caller's trace id under
-/// a span of sidecache's own, on a cacheable fetch and on a pass; the
-/// free-text `tracestate` only on the pass (the key does not describe
-/// it); an unreadable `traceparent` never reaches the backend.
+/// A trusted proxy's W3C trace is continued: the backend gets its trace
+/// id under a span of sidecache's own, on a cacheable fetch and on a pass;
+/// the free-text `tracestate` only on the pass (the key does not describe
+/// it); an unreadable `traceparent` never reaches the backend, nor does
+/// one from a client `trusted_proxies` does not name (a backend that
+/// reflected it would store that client's choice in a shared entry).
 #[tokio::test]
 async fn a_trace_is_continued_with_a_span_of_its_own() {
     let backend = Backend::json(vec![]).await;
-    let proxy = Proxy::start(RULES, &backend.url(), None).await;
+    let untrusting = Proxy::start(RULES, &backend.url(), None).await;
     let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    get(&untrusting.url("/products/9"), &[("traceparent", given)]).await;
+    let seen = backend.seen();
+    let fetched = seen.iter().find(|s| s.uri == "/products/9").unwrap();
+    assert!(!fetched.headers.contains_key("traceparent"));
+    let proxy = Proxy::start(
+        &format!("trusted_proxies: [\"127.0.0.0/8\"]\n{RULES}"),
+        &backend.url(),
+        None,
+    )
+    .await;
     let headers = [("traceparent", given), ("tracestate", "vendor=evil")];
     get(&proxy.url("/products/1"), &headers).await;
     get(&proxy.url("/elsewhere"), &headers).await;

@@ -256,7 +256,7 @@ impl Proxy {
         let id = request_id::of(req.headers(), client, &live.config);
         req.headers_mut()
             .insert(request_id::HEADER.clone(), id.clone());
-        let trace = trace::continue_in(req.headers_mut());
+        let trace = trace::continue_in(req.headers_mut(), live.config.trusts(client));
         let access = access::Line::of(&req, live.config.access_log, trace);
         // Debug level: a disabled span costs the hit path nothing.
         let span = tracing::debug_span!(

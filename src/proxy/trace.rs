@@ -1,15 +1,18 @@
-//! W3C Trace Context: a request that carries a `traceparent` is continued
-//! with a span of sidecache's own, so the backend's spans hang under
-//! sidecache's hop rather than under the caller's. The trace id and the
-//! flags are kept; the parent id becomes a new span id. An unreadable
-//! `traceparent` is dropped, with its `tracestate`, as the spec says. A
-//! request without one is not given one: whether to trace is the caller's
-//! choice.
+//! W3C Trace Context: a request that carries a `traceparent` from a proxy
+//! `trusted_proxies` names is continued with a span of sidecache's own, so
+//! the backend's spans hang under sidecache's hop rather than under the
+//! caller's. The trace id and the flags are kept; the parent id becomes a
+//! new span id. An unreadable `traceparent` is dropped, with its
+//! `tracestate`, as the spec says. A request without one is not given one:
+//! whether to trace is the caller's choice.
 //!
-//! A cacheable fetch carries the rewritten `traceparent` (hex digits only,
-//! read and written back here) but not `tracestate` (free text the key does
-//! not describe); a pass carries both. An entry never stores either
-//! (`cache::headers::ONE_REQUEST`).
+//! From any other client both are dropped, as its `X-Request-Id` is
+//! replaced: a cacheable fetch is shared by every client, and a backend
+//! that writes the trace id into its answer would store one client's
+//! choice in the entry. A cacheable fetch carries the rewritten
+//! `traceparent` (hex digits only, read and written back here) but not
+//! `tracestate` (free text the key does not describe); a pass carries
+//! both. An entry never stores either (`cache::headers::ONE_REQUEST`).
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -18,12 +21,13 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `tracestate`.
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// Rewrites the request's `traceparent` to a new span of the same trace;
-/// answers the trace id (for the access log), or `None` when the request
-/// carries no readable one.
-pub fn continue_in(headers: &mut HeaderMap) -> Option<String> {
+/// Rewrites the request's `traceparent` to a new span of the same trace
+/// when it came from a `trusted` client (drops it and its `tracestate`
+/// otherwise); answers the trace id (for the access log), or `None` when
+/// the request carries no readable one from a trusted client.
+pub fn continue_in(headers: &mut HeaderMap, trusted: bool) -> Option<String> {
     let parent = headers.get(&TRACEPARENT)?;
-    let Some((trace, flags)) = read(parent.as_bytes()) else {
+    let Some((trace, flags)) = read(parent.as_bytes()).filter(|_| trusted) else {
         headers.remove(&TRACEPARENT);
         headers.remove(&TRACESTATE);
         return None;
@@ -82,7 +86,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static(GIVEN));
         h.insert(&TRACESTATE, HeaderValue::from_static("vendor=x"));
-        let trace = continue_in(&mut h);
+        let trace = continue_in(&mut h, true);
         assert_eq!(trace.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
         let now = h[&TRACEPARENT].to_str().unwrap();
         assert!(now.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
@@ -105,11 +109,18 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert(&TRACEPARENT, HeaderValue::from_static(bad));
             h.insert(&TRACESTATE, HeaderValue::from_static("vendor=x"));
-            assert_eq!(continue_in(&mut h), None, "{bad}");
+            assert_eq!(continue_in(&mut h, true), None, "{bad}");
             assert!(h.is_empty(), "{bad}");
         }
         let mut none = HeaderMap::new();
-        assert_eq!(continue_in(&mut none), None);
+        assert_eq!(continue_in(&mut none, true), None);
         assert!(none.is_empty());
+        // From a client no `trusted_proxies` names, a readable one is
+        // dropped too.
+        let mut untrusted = HeaderMap::new();
+        untrusted.insert(&TRACEPARENT, HeaderValue::from_static(GIVEN));
+        untrusted.insert(&TRACESTATE, HeaderValue::from_static("vendor=x"));
+        assert_eq!(continue_in(&mut untrusted, false), None);
+        assert!(untrusted.is_empty());
     }
 }
