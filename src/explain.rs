@@ -373,20 +373,35 @@ fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
     };
     let triggered = Triggered::of(&config.rules, view);
     let mut any = false;
-    for m in config.rules.triggered(method, view.path) {
+    for f in config.rules.triggered(method, view.path) {
         any = true;
-        let tags: Vec<String> = m.rule.tags.iter().map(|t| render(t, &m.params)).collect();
-        let _ = writeln!(
-            out,
-            "  rule {} (invalidate_on): key {}; tags {}",
-            m.rule.name,
-            render(&m.rule.key, &m.params),
-            if tags.is_empty() {
-                "none".to_owned()
-            } else {
-                tags.join(", ")
+        let list = |ts: &[crate::rules::Template]| -> String {
+            if ts.is_empty() {
+                return "none".to_owned();
             }
+            let names: Vec<String> = ts.iter().map(|t| render(t, &f.params)).collect();
+            names.join(", ")
+        };
+        let mut line = format!(
+            "  rule {} (invalidate_on {} {}): key {}",
+            f.rule.name,
+            f.trigger.method,
+            f.trigger.path,
+            render(&f.rule.key, &f.params)
         );
+        if !f.trigger.keys.is_empty() {
+            let _ = write!(line, ", keys {}", list(&f.trigger.keys));
+        }
+        let _ = write!(line, "; tags {}", list(&f.trigger.tags));
+        if !f.trigger.if_changed.is_empty() {
+            let fields: Vec<String> = f.trigger.if_changed.iter().map(|p| p.join(".")).collect();
+            let _ = write!(
+                line,
+                " (keys and tags only if {} changed)",
+                fields.join(" or ")
+            );
+        }
+        let _ = writeln!(out, "{line}");
     }
     let own = key_for_get(&config.rules, &Snapshot::of(view, &[]), None);
     if let (Some(key), Some(m)) = (own, config.rules.find(&Method::GET, view.host, view.path)) {
@@ -401,12 +416,6 @@ fn explain_write(config: &Config, view: &RequestView<'_>, out: &mut String) {
         out,
         "  and the URLs in the answer's Location (not a redirect's) / Content-Location on the same host"
     );
-    if any {
-        let _ = writeln!(
-            out,
-            "  and the tags the entries under those keys carry (what they were before the write)"
-        );
-    }
     if !any {
         let _ = writeln!(out, "  (no cached GET has this URL's key)");
     }

@@ -211,6 +211,15 @@ fn check(path: &std::path::Path) -> ExitCode {
                 path.display(),
                 loaded.config.rules.rules().len()
             );
+            for rule in loaded.config.rules.rules() {
+                for tag in rule.tags.iter().filter(|t| t.fans_out()) {
+                    println!(
+                        "  rule {}: tag `{tag}` gives an entry at most {} tags; an answer with more elements is not stored",
+                        rule.name,
+                        sidecache::rules::MAX_FAN_OUT
+                    );
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

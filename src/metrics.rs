@@ -424,7 +424,14 @@ fn preregister() {
     for reason in ["backend-busy", "body-too-large", "client-body"] {
         counter!(REJECTED, "reason" => reason).increment(0);
     }
-    for reason in ["too-large", "too-slow", "cut-short", "purged", "l2-failed"] {
+    for reason in [
+        "too-large",
+        "too-slow",
+        "cut-short",
+        "purged",
+        "l2-failed",
+        "too-many-tags",
+    ] {
         counter!(STORE_REFUSED, "reason" => reason).increment(0);
     }
     for source in ["observed", "entry", "redis", "announcement"] {

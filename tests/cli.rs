@@ -68,7 +68,10 @@ fn explain_shows_the_rule() {
     assert!(out.contains("key:   product:42"), "{out}");
     assert!(out.contains("tier:  memory"), "{out}");
     assert!(out.contains("ttl:   1day"), "{out}");
-    assert!(out.contains("tags:  product:42"), "{out}");
+    assert!(
+        out.contains("tags:  category:{response.category_id} (from the response body)"),
+        "{out}"
+    );
     let (_, out, _) = sidecache(&[
         "explain",
         "--config",

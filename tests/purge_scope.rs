@@ -361,9 +361,11 @@ async fn refused_l1_entry_falls_through_to_l2() {
     assert_eq!(backend.hits_for("/products/12"), 2);
 }
 
-/// A write purges what its entry was as well as what it becomes: product 43
-/// moves from category 4 to 5, and the listing of category 4 (which held
-/// it) is purged too, though the write's answer names only category 5.
+/// A write purges what its entry was as well as what it becomes, when the
+/// trigger reads the answer from before the write: product 43 moves from
+/// category 4 to 5, and the listing of category 4 (which held it) is
+/// purged too, though the write's answer names only category 5. A listing
+/// of another category stays.
 #[tokio::test]
 async fn a_moved_product_leaves_its_old_listing() {
     const MOVES: &str = r#"
@@ -373,8 +375,9 @@ rules:
     match: { path: "/products/{id}" }
     key: "product:{id}"
     ttl: 1h
-    tags: ["product:{id}", "category:{response.category_id}"]
-    invalidate_on: ["PUT /products/{id}"]
+    invalidate_on:
+      - on: "PUT /products/{id}"
+        tags: ["category:{previous.category_id}", "category:{response.category_id}"]
   - name: listing
     match: { path: "/categories/{id}/products" }
     key: "category:{id}:products"
@@ -404,6 +407,7 @@ rules:
         "/products/43",
         "/categories/4/products",
         "/categories/5/products",
+        "/categories/6/products",
     ] {
         get(&proxy.url(path), &[]).await;
         eventually("cached", || async {
@@ -427,4 +431,9 @@ rules:
         let got = get(&proxy.url(path), &[]).await;
         assert!(!got.is_hit(), "{path} still cached: {}", got.cache_status());
     }
+    assert!(
+        get(&proxy.url("/categories/6/products"), &[])
+            .await
+            .is_hit()
+    );
 }

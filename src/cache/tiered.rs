@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use http::HeaderMap;
 
 use super::memory::MemoryStore;
@@ -281,16 +282,21 @@ impl Tiered {
         }
     }
 
-    /// The tags recorded on the entry under `key`, from L1 or else the
-    /// shared store (none for an absent key or a Vary marker).
-    pub async fn tags_of(&self, key: &str) -> Vec<String> {
+    /// The body of the answer stored under `key`, from L1 or else the
+    /// shared store, if it is kept unencoded (none for an absent key or a
+    /// Vary marker).
+    pub async fn body_of(&self, key: &str) -> Option<Bytes> {
         let found = match self.memory.get_slot(key).await {
             Some(slot) => Some(slot.entry),
             None => self.get_l2(key, Tier::Redis).await.map(|f| f.entry),
         };
         match found.as_deref().map(|e| &e.payload) {
-            Some(Payload::Response(r)) => r.tags.clone(),
-            _ => Vec::new(),
+            Some(Payload::Response(r))
+                if r.headers.get(&http::header::CONTENT_ENCODING).is_none() =>
+            {
+                Some(r.body.clone())
+            }
+            _ => None,
         }
     }
 

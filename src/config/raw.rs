@@ -300,6 +300,45 @@ impl<'de> Deserialize<'de> for RawWarm {
     }
 }
 
+/// One `invalidate_on` entry: a string, or a map naming what the write
+/// changed.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
+pub enum RawTrigger {
+    /// `"METHOD /path/{param}"`: the rule's key and all its tags.
+    Plain(String),
+    /// The rule's key, and the keys and tags it names.
+    Map(RawTriggerMap),
+}
+
+/// `invalidate_on: [{ on, keys, tags, if_changed }]`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTriggerMap {
+    /// `"METHOD /path/{param}"`.
+    pub on: String,
+    /// Further keys to purge; templates that may read `{request.x}`, `{response.x}` and `{previous.x}` (the written resource's cached answer from before the write).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The tags to purge (instead of the rule's own), templates as `keys`; `{response.items[*].id}` gives one per element.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// JSON fields: purge `keys` and `tags` only when one of them differs between the answer from before the write and the write's, e.g. `[category_id]`.
+    #[serde(default)]
+    pub if_changed: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for RawTrigger {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        str_or_map(
+            d,
+            "\"METHOD /path\", or a map with `on`, `keys`, `tags` and `if_changed`",
+            RawTrigger::Plain,
+            RawTrigger::Map,
+        )
+    }
+}
+
 /// `invalidation:` — how purges are applied.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -340,8 +379,8 @@ pub struct RawRule {
     pub tags: Option<Vec<Sp<String>>>,
     /// Also take tags from the backend's `Surrogate-Key` / `Cache-Tag` header.
     pub origin_tags: Option<Sp<bool>>,
-    /// Writes that purge this rule's entries: `"PUT /products/{id}"`.
-    pub invalidate_on: Option<Vec<Sp<String>>>,
+    /// Writes that purge this rule's key and tags: `"PUT /products/{id}"`, or `{ on, keys, tags, if_changed }` naming what the write changed.
+    pub invalidate_on: Option<Vec<Sp<RawTrigger>>>,
     /// Each hit pushes the expiry out by the TTL again.
     pub sliding: Option<Sp<bool>>,
     /// Refresh an entry in the background when it is requested in the last part of its life, e.g. `10%`: a hot key then never expires into a miss.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::Method;
 
 use super::check::Check;
-use super::raw::{RawRule, RawWarm, Sp};
+use super::raw::{RawRule, RawTrigger, RawWarm, Sp};
 use super::{DEFAULT_KEY, DEFAULT_STATUSES, DEFAULT_TTL, Memory};
 use crate::cache::Tier;
 use crate::ratelimit;
@@ -287,7 +287,7 @@ fn warm_on(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<Warm> {
             x.c.error(w, &field, format!("`{path}`: {e}"));
             continue;
         }
-        let target = match Template::parse(target, Use::Tag, &route_params(path)) {
+        let target = match Template::parse(target, Use::Tag, &route_params(path)).and_then(single) {
             Ok(t) => t,
             Err(e) => {
                 x.c.error(w, &field, e);
@@ -475,6 +475,14 @@ fn tier(x: &mut Ctx<'_>, raw: &RawRule, have_redis: bool) -> Tier {
     Tier::Memory
 }
 
+/// A template that must render one value, not one per array element.
+fn single(t: Template) -> Result<Template, String> {
+    if t.fans_out() {
+        return Err(format!("`{t}` renders one value: `[*]` is for tags"));
+    }
+    Ok(t)
+}
+
 /// `tags:`.
 fn tags(x: &mut Ctx<'_>, raw: &RawRule, params: &[String]) -> Vec<Template> {
     let mut tags = Vec::new();
@@ -657,6 +665,7 @@ fn write_through(x: &mut Ctx<'_>, raw: &RawRule, params: &[String]) -> Option<Wr
     }
     let publish = wt.value.publish.as_ref().and_then(|p| {
         Template::parse(&p.value, Use::Tag, params)
+            .and_then(single)
             .map_err(|e| x.c.error(p, &x.field("write_through.publish"), e))
             .ok()
     });
@@ -707,8 +716,10 @@ fn rate_limit(
     ratelimit::limit(key, rate, per, burst, scope)
 }
 
-/// `invalidate_on: ["PUT /products/{id}"]`: each pattern must define the
-/// path parameters the rule's key and tags use.
+/// `invalidate_on`: `"PUT /products/{id}"` (the rule's key and all its
+/// tags) or `{ on, keys, tags, if_changed }` (the rule's key, and what it
+/// names). The pattern must define the path parameters the key and every
+/// template it purges use.
 fn triggers(
     x: &mut Ctx<'_>,
     raw: &RawRule,
@@ -718,8 +729,12 @@ fn triggers(
     let mut out = Vec::new();
     for t in raw.invalidate_on.iter().flatten() {
         let field = x.field("invalidate_on");
-        let Some((method, path)) = t.value.trim().split_once(' ') else {
-            let message = format!("`{}`: write it as \"METHOD /path/{{param}}\"", t.value);
+        let (text, map) = match &t.value {
+            RawTrigger::Plain(s) => (s.as_str(), None),
+            RawTrigger::Map(m) => (m.on.as_str(), Some(m)),
+        };
+        let Some((method, path)) = text.trim().split_once(' ') else {
+            let message = format!("`{text}`: write it as \"METHOD /path/{{param}}\"");
             x.c.error(t, &field, message);
             continue;
         };
@@ -736,23 +751,85 @@ fn triggers(
             continue;
         }
         let defined = route_params(path);
-        let needed = key.into_iter().chain(tags).flat_map(Template::params);
+        let (keys, purged, if_changed) = match map {
+            None => (Vec::new(), tags.to_vec(), Vec::new()),
+            Some(m) => {
+                let parse = |x: &mut Ctx<'_>, list: &[String]| -> Option<Vec<Template>> {
+                    let mut ok = Vec::new();
+                    for s in list {
+                        match Template::parse(s, Use::Trigger, &defined) {
+                            Ok(tpl) => ok.push(tpl),
+                            Err(e) => x.c.error(t, &field, e),
+                        }
+                    }
+                    (ok.len() == list.len()).then_some(ok)
+                };
+                let (Some(keys), Some(purged)) = (parse(x, &m.keys), parse(x, &m.tags)) else {
+                    continue;
+                };
+                let mut fields = Vec::new();
+                for f in &m.if_changed {
+                    match Template::parse(&format!("{{response.{f}}}"), Use::Tag, &[]) {
+                        Ok(_) if !f.contains("[*]") => {
+                            fields.push(f.split('.').map(str::to_owned).collect());
+                        }
+                        _ => x.c.error(
+                            t,
+                            &field,
+                            format!("if_changed: `{f}` is not a JSON field such as `category_id` or `price.amount`"),
+                        ),
+                    }
+                }
+                (keys, purged, fields)
+            }
+        };
+        let needed = key.into_iter().chain(&purged).flat_map(Template::params);
         let missing: Vec<String> = needed
             .filter(|p| !defined.contains(p))
             .map(|p| format!("{{{p}}}"))
             .collect();
         if !missing.is_empty() {
             let message = format!(
-                "`{path}` does not define {}, which the rule's key or tags use",
+                "`{path}` does not define {}, which the rule's key or tags use (a trigger purges its rule's key: put it on the rule whose key the write names)",
                 missing.join(", ")
             );
             x.c.error(t, &field, message);
             continue;
         }
+        if map.is_none() {
+            group_warning(x, t, key, tags, text);
+        }
         out.push(Trigger {
             method,
             path: path.to_owned(),
+            keys,
+            tags: purged,
+            if_changed,
         });
     }
     out
+}
+
+/// A string trigger purges every tag of its rule; a tag the key does not
+/// decide (`category:{response.category_id}` on `product:{id}`) is a
+/// group that many entries carry, and one write would empty all of them.
+fn group_warning<T>(
+    x: &mut Ctx<'_>,
+    at: &Sp<T>,
+    key: Option<&Template>,
+    tags: &[Template],
+    on: &str,
+) {
+    let Some(key) = key else { return };
+    for tag in tags {
+        let decided = tag.vars().all(|v| key.uses(v));
+        if decided || tag.fans_out() {
+            continue;
+        }
+        let message = format!(
+            "`{on}` purges tag `{tag}`, which is not decided by the key `{key}`: every entry that shares it (a group) goes with each write. \
+             Name what the write changed instead: `{{ on: \"{on}\", tags: [...] }}` (see docs/invalidation.md, precise purges)"
+        );
+        x.c.warn(at, &x.field("invalidate_on"), message);
+    }
 }

@@ -322,6 +322,88 @@ fn warm_on_is_checked() {
     }
 }
 
+/// `invalidate_on` in both forms: the map names what the write changed;
+/// a string form that purges a group tag is warned of; each mistake is
+/// named at its field.
+#[test]
+fn invalidate_on_is_checked() {
+    let rule = |tags: &str, on: &str| {
+        format!(
+            "{BASE}rules:\n  - name: product\n    match: {{ path: \"/products/{{id}}\" }}\n    key: \"product:{{id}}\"\n    tags: [{tags}]\n    invalidate_on: [{on}]\n"
+        )
+    };
+    let l = load(&rule(
+        r#""product:{id}", "category:{response.category_id}""#,
+        r#"{ on: "PUT /products/{id}", keys: ["price:{id}"], tags: ["shows:{id}", "listing:{previous.category_id}"], if_changed: [category_id, price.amount] }"#,
+    ))
+    .unwrap();
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let t = &l.config.rules.rules()[0].triggers[0];
+    assert_eq!(t.keys[0].source(), "price:{id}");
+    let tags: Vec<&str> = t.tags.iter().map(|t| t.source()).collect();
+    assert_eq!(tags, ["shows:{id}", "listing:{previous.category_id}"]);
+    assert_eq!(t.if_changed, [vec!["category_id"], vec!["price", "amount"]]);
+
+    // The string form purges the rule's own tags, and warns of a group.
+    let l = load(&rule(
+        r#""product:{id}", "category:{response.category_id}""#,
+        r#""PUT /products/{id}""#,
+    ))
+    .unwrap();
+    let t = &l.config.rules.rules()[0].triggers[0];
+    assert_eq!(t.tags.len(), 2);
+    let warned: Vec<String> = l.warnings.iter().map(|w| w.message.clone()).collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("category:{response.category_id}") && warned[0].contains("group"),
+        "{warned:?}"
+    );
+    assert!(
+        load(&rule(r#""product:{id}""#, r#""PUT /products/{id}""#))
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+
+    for (on, message) in [
+        (
+            r#"{ on: "PUT /x/{other}", tags: [a] }"#,
+            "does not define {id}",
+        ),
+        (r#"{ on: "PUT /products/{id}", tags: ["{nope}"] }"#, "nope"),
+        (
+            r#"{ on: "PUT /products/{id}", tags: ["{previous}"] }"#,
+            "JSON field",
+        ),
+        (r#"{ on: "GET /products/{id}" }"#, "not a write method"),
+        (
+            r#"{ on: "PUT /products/{id}", if_changed: ["a[*]"] }"#,
+            "if_changed",
+        ),
+    ] {
+        let errs = errors(&rule(r#""product:{id}""#, on)).join("\n");
+        assert!(
+            errs.contains("invalidate_on") && errs.contains(message),
+            "{on}: expected `{message}` in:\n{errs}"
+        );
+    }
+    let errs = errors(&rule(
+        r#""product:{id}""#,
+        r#"{ on: "PUT /products/{id}", purge: [a] }"#,
+    ));
+    assert!(
+        errs.join("\n").contains("unknown field `purge`"),
+        "{errs:?}"
+    );
+    // `{previous.x}` stays where it means something.
+    let errs = errors(&rule(
+        r#""c:{previous.category_id}""#,
+        r#""PUT /products/{id}""#,
+    ))
+    .join("\n");
+    assert!(errs.contains("trigger"), "{errs}");
+}
+
 /// `redis.ca` needs a rediss:// URL and a readable PEM file with a
 /// certificate; each problem is reported at its place.
 #[test]

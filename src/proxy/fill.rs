@@ -18,7 +18,7 @@ use crate::cache::tiered::Tiered;
 use crate::cache::vary::{variant_key, variant_tag};
 use crate::cache::{CachedResponse, Payload, StoredHeaders};
 use crate::invalidation::Invalidator;
-use crate::rules::{Bodies, Snapshot, Template};
+use crate::rules::{Bodies, MAX_FAN_OUT, Snapshot, Template, Unrendered};
 
 /// Everything needed to store an answer once its body is in.
 pub struct Fill {
@@ -76,14 +76,23 @@ impl Fill {
         let vary = keyed
             .variant_names(storable::vary_names(&headers))
             .unwrap_or_default();
-        let tags = tags(
+        let tags = match tags(
             &keyed,
             &request,
             request_json.as_ref(),
             &headers,
             &body,
             &vary,
-        );
+        ) {
+            Ok(tags) => tags,
+            Err((tag, n)) => {
+                // Stored without some of its tags, the entry would outlive
+                // a purge that names it: not stored at all.
+                tracing::warn!(rule = %keyed.rule.name, %tag, elements = n, limit = MAX_FAN_OUT, "an answer fans out to more tags than allowed; not stored");
+                crate::metrics::store_refused("too-many-tags");
+                return false;
+            }
+        };
         if !invalidator.may_store(&keyed.key, &tags, fetched) {
             // This entry was purged while its answer was on the way: it may
             // be the old value. Store nothing; followers fetch for themselves.
@@ -132,8 +141,9 @@ impl Fill {
 }
 
 /// The tags of an answer: the rule's templates (rendered from the
-/// request, its path parameters and the JSON bodies), the backend's own
-/// when the rule takes them, and the internal tag of a varying answer.
+/// request, its path parameters and the JSON bodies; a fan-out at most
+/// [`MAX_FAN_OUT`] times, else the template and its count), the backend's
+/// own when the rule takes them, and the internal tag of a varying answer.
 fn tags(
     keyed: &Keyed,
     request: &Snapshot,
@@ -141,22 +151,27 @@ fn tags(
     headers: &HeaderMap,
     body: &Bytes,
     vary: &[http::HeaderName],
-) -> Vec<String> {
+) -> Result<Vec<String>, (String, usize)> {
     let rule = &keyed.rule;
     // A body that is not JSON, or lacks a field, gives no tag from it.
     let reads_body = rule.tags.iter().any(Template::reads_body);
     let json = reads_body
         .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
         .flatten();
-    let templates: Vec<&Template> = rule.tags.iter().collect();
-    let mut names = request.render_with(
-        &templates,
-        &keyed.params(),
-        Bodies {
-            request: request_json,
-            response: json.as_ref(),
-        },
-    );
+    let bodies = Bodies {
+        request: request_json,
+        response: json.as_ref(),
+        previous: None,
+    };
+    let (view, params) = (request.view(), keyed.params());
+    let mut names = Vec::new();
+    for t in &rule.tags {
+        match t.render_each(&view, &params, bodies, MAX_FAN_OUT) {
+            Ok(each) => names.extend(each),
+            Err(Unrendered::Over(n)) => return Err((t.source().to_owned(), n)),
+            Err(Unrendered::Missing) => {}
+        }
+    }
     if rule.origin_tags {
         names.extend(origin_tags(headers));
     }
@@ -165,5 +180,5 @@ fn tags(
     }
     names.sort_unstable();
     names.dedup();
-    names
+    Ok(names)
 }

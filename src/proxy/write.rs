@@ -31,7 +31,7 @@ use super::warm::Warms;
 use super::{Answer, BoxError, Proxy, ProxyBody, empty, full, respond};
 use crate::config::Config;
 use crate::invalidation::Purge;
-use crate::invalidation::triggers::{Triggered, get_key, key_for_get};
+use crate::invalidation::triggers::{Previous, Triggered, get_key, key_for_get};
 use crate::metrics::PurgeSource;
 use crate::rules::{Bodies, RequestView, Rule, Snapshot, Ttl};
 
@@ -56,6 +56,7 @@ impl Written<'_> {
         Bodies {
             request: self.request_json.as_ref(),
             response: self.response_json.as_ref(),
+            previous: None,
         }
     }
 }
@@ -92,6 +93,11 @@ impl Proxy {
         } else {
             (body, None)
         };
+
+        // What the written resources were, read before the backend changes
+        // them: a fetch racing the write could otherwise store the new one
+        // first, and the write would see no change.
+        let previous = self.previous(&triggered).await;
 
         strip_hop_by_hop(&mut parts.headers);
         add_forwarding(&mut parts.headers, client);
@@ -142,7 +148,13 @@ impl Proxy {
         };
         // The write happened whatever became of its answer: purge first.
         let purge_pending = self
-            .after_write(&config, &triggered, through, written, (&warms, client))
+            .after_write(
+                &config,
+                (&triggered, &previous),
+                through,
+                written,
+                (&warms, client),
+            )
             .await;
         outcome = Outcome::Pass {
             why: Pass::Write { purge_pending },
@@ -168,7 +180,7 @@ impl Proxy {
     async fn after_write(
         self: &Arc<Self>,
         config: &Config,
-        triggered: &Triggered,
+        (triggered, previous): (&Triggered, &Previous),
         through: Option<(Arc<Rule>, Snapshot)>,
         written: Written<'_>,
         (warms, client): (&Warms, std::net::IpAddr),
@@ -190,18 +202,7 @@ impl Proxy {
             .filter_map(|name| written.headers.get(name))
             .filter_map(|v| v.to_str().ok()?.parse().ok())
             .collect();
-        let mut purge = triggered.purge(&config.rules, bodies, &locations);
-        // What the entries were as well as what they become: a product
-        // moved to another category also leaves its old category's listing.
-        // Read all at once (L2 reads of one moment go out as one MGET).
-        let olds = futures_util::future::join_all(purge.keys.iter().map(|k| self.cache.tags_of(k)));
-        for old in olds.await {
-            purge
-                .tags
-                .extend(old.into_iter().filter(|t| !t.starts_with('#')));
-        }
-        purge.tags.sort_unstable();
-        purge.tags.dedup();
+        let mut purge = triggered.purge(&config.rules, bodies, previous, &locations);
         // The key written through is purged too: every other replica and
         // region drops what it holds, and this one stores the new answer
         // right after.
@@ -229,6 +230,23 @@ impl Proxy {
                 .await;
         }
         pending
+    }
+
+    /// The cached answers, as JSON, of the keys the triggers read from
+    /// before the write (L1, else Redis; all at once, so L2 reads of one
+    /// moment go out as one MGET). An entry absent, varying or not JSON is
+    /// left out: the trigger then takes it as changed.
+    async fn previous(&self, triggered: &Triggered) -> Previous {
+        let keys = triggered.previous_keys();
+        if keys.is_empty() {
+            return Previous::new();
+        }
+        let bodies =
+            futures_util::future::join_all(keys.iter().map(|k| self.cache.body_of(k))).await;
+        keys.into_iter()
+            .zip(bodies)
+            .filter_map(|(k, body)| Some((k, serde_json::from_slice(&body?).ok()?)))
+            .collect()
     }
 
     /// Stores the written representation under the rule's key and

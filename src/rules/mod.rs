@@ -27,7 +27,9 @@ pub use inputs::{KeyInputs, QueryInputs, keyed_query};
 pub use request::{canonical_query, cookies_named, is_canonical};
 pub use route::{Route, route_params};
 pub use snapshot::Snapshot;
-pub use template::{Bodies, KeyRefusal, RequestView, Template, Use, Var};
+pub use template::{
+    Bodies, KeyRefusal, MAX_FAN_OUT, RequestView, Template, Unrendered, Use, Var, json_text,
+};
 
 /// The longest freshness taken from a backend's headers under `ttl:
 /// origin` (a cache may always keep less): bounds how long an entry, and so
@@ -286,13 +288,31 @@ pub struct WriteThrough {
     pub publish: Option<Template>,
 }
 
-/// One `invalidate_on` pattern.
+/// One `invalidate_on` entry: a write, and what it purges besides the
+/// rule's key rendered from it.
 #[derive(Debug, Clone)]
 pub struct Trigger {
     /// The write method.
     pub method: Method,
     /// The path pattern.
     pub path: String,
+    /// Further keys it purges (`keys:`).
+    pub keys: Vec<Template>,
+    /// The tags it purges: those it names, or in the string form the
+    /// rule's own tags.
+    pub tags: Vec<Template>,
+    /// JSON fields (`if_changed:`): when given, `keys` and `tags` are
+    /// purged only if one of them differs between the written resource's
+    /// answer from before the write and the write's (its answer, else its
+    /// request body), or either is unknown.
+    pub if_changed: Vec<Vec<String>>,
+}
+
+impl Trigger {
+    /// Its templates, the rule's key aside.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.keys.iter().chain(&self.tags)
+    }
 }
 
 /// A `warm_on` entry: after a 2xx answer to `method` on `path`, `target`
@@ -370,8 +390,8 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 pub struct RuleSet {
     rules: Vec<Arc<Rule>>,
     router: Routed<usize>,
-    /// Pattern -> (rule index, method).
-    triggers: Routed<(usize, Method)>,
+    /// Pattern -> (rule index, index in its `invalidate_on`).
+    triggers: Routed<(usize, usize)>,
     /// `warm_on` pattern -> (rule index, index in its `warm_on`).
     warms: Routed<(usize, usize)>,
 }
@@ -449,6 +469,17 @@ pub struct Matched<'a> {
     pub params: Vec<(&'a str, &'a str)>,
 }
 
+/// An `invalidate_on` entry a write matched.
+#[derive(Debug)]
+pub struct Fired<'a> {
+    /// The rule it belongs to.
+    pub rule: &'a Arc<Rule>,
+    /// The entry.
+    pub trigger: &'a Trigger,
+    /// Path parameters of its pattern, still percent-encoded.
+    pub params: Vec<(&'a str, &'a str)>,
+}
+
 impl RuleSet {
     /// Builds the routers. Fails on a pattern that cannot be compiled or
     /// that overlaps another's (`/a/{x}` next to `/a/{y}`).
@@ -461,7 +492,8 @@ impl RuleSet {
         let triggers = rules.iter().enumerate().flat_map(|(i, r)| {
             r.triggers
                 .iter()
-                .map(move |t| (i, t.path.as_str(), (i, t.method.clone())))
+                .enumerate()
+                .map(move |(j, t)| (i, t.path.as_str(), (i, j)))
         });
         let triggers = grouped(&rules, triggers, "invalidate_on")?;
         let warms = rules.iter().enumerate().flat_map(|(i, r)| {
@@ -498,12 +530,14 @@ impl RuleSet {
             .collect()
     }
 
-    /// Rules whose `invalidate_on` matches a write, with the pattern's parameters.
-    pub fn triggered<'a>(&'a self, method: &Method, path: &'a str) -> Vec<Matched<'a>> {
+    /// The `invalidate_on` entries a write matches, each with its rule and
+    /// the pattern's parameters.
+    pub fn triggered<'a>(&'a self, method: &Method, path: &'a str) -> Vec<Fired<'a>> {
         routed(&self.triggers, path)
-            .filter(|((_, m), _)| m == method)
-            .map(|((i, _), params)| Matched {
+            .filter(|((i, j), _)| self.rules[*i].triggers[*j].method == method)
+            .map(|((i, j), params)| Fired {
                 rule: &self.rules[*i],
+                trigger: &self.rules[*i].triggers[*j],
                 params,
             })
             .collect()

@@ -50,7 +50,18 @@ pub enum Var {
     Request(Vec<String>),
     /// A field of the JSON response body (tags and triggers only).
     Response(Vec<String>),
+    /// A field of the written resource's cached answer from before the
+    /// write (triggers only).
+    Previous(Vec<String>),
 }
+
+/// The most tags one fan-out tag (`{response.items[*].id}`) gives an
+/// entry; an answer with more elements is not stored.
+pub const MAX_FAN_OUT: usize = 256;
+
+/// The segment of a JSON field path that fans out over an array's
+/// elements (`{response.items[*].id}`).
+const EACH: &str = "*";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -63,8 +74,11 @@ enum Part {
 pub enum Use {
     /// A cache key: request data only.
     Key,
-    /// A tag or trigger: may also read JSON bodies.
+    /// A tag: may also read JSON bodies, and fan out over an array.
     Tag,
+    /// A trigger's key or tag: as a tag, and may read the written
+    /// resource's answer from before the write (`{previous.x}`).
+    Trigger,
 }
 
 /// A parsed template.
@@ -99,6 +113,19 @@ pub struct Bodies<'a> {
     pub request: Option<&'a serde_json::Value>,
     /// The response body, when it was JSON.
     pub response: Option<&'a serde_json::Value>,
+    /// The written resource's cached answer from before the write, when
+    /// it was cached and JSON.
+    pub previous: Option<&'a serde_json::Value>,
+}
+
+/// Why a template rendered nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrendered {
+    /// A JSON field it reads is missing (or a query parameter it names is
+    /// given twice).
+    Missing,
+    /// It fans out over more elements than allowed (how many).
+    Over(usize),
 }
 
 impl<'a> RequestView<'a> {
@@ -185,6 +212,17 @@ impl Template {
             .any(|v| matches!(v, Var::Request(_) | Var::Response(_)))
     }
 
+    /// Whether a placeholder reads the written resource's previous answer.
+    pub fn reads_previous(&self) -> bool {
+        self.vars().any(|v| matches!(v, Var::Previous(_)))
+    }
+
+    /// Whether it renders one string per element of a JSON array
+    /// (`{response.items[*].id}`).
+    pub fn fans_out(&self) -> bool {
+        self.vars().any(|v| fan_path(v).is_some())
+    }
+
     /// Path parameters the template uses.
     pub fn params(&self) -> impl Iterator<Item = String> + '_ {
         self.vars().filter_map(|v| match v {
@@ -254,7 +292,42 @@ impl Template {
         params: &[(&str, &str)],
         bodies: Bodies<'_>,
     ) -> Option<String> {
-        self.render_checked(req, params, bodies, None).ok()
+        self.render_checked(req, params, bodies, None, None).ok()
+    }
+
+    /// Renders the template once per element its fan-out placeholder
+    /// (`[*]`) finds, at most `limit` times, or once if it has none. An
+    /// empty array renders nothing; an element without the field is
+    /// skipped.
+    pub fn render_each(
+        &self,
+        req: &RequestView<'_>,
+        params: &[(&str, &str)],
+        bodies: Bodies<'_>,
+        limit: usize,
+    ) -> Result<Vec<String>, Unrendered> {
+        let Some((var, path)) = self.vars().find_map(|v| Some((v, fan_path(v)?))) else {
+            return self
+                .render(req, params, bodies)
+                .map(|s| vec![s])
+                .ok_or(Unrendered::Missing);
+        };
+        let each = body_of(var, bodies)
+            .and_then(|b| walk(b, &path[..path.iter().position(|f| f == EACH)?]))
+            .and_then(serde_json::Value::as_array)
+            .ok_or(Unrendered::Missing)?;
+        if each.len() > limit {
+            return Err(Unrendered::Over(each.len()));
+        }
+        let rest = &path[path.iter().position(|f| f == EACH).unwrap_or(0) + 1..];
+        let values: Vec<String> = each.iter().filter_map(|e| scalar(walk(e, rest)?)).collect();
+        let mut out = Vec::with_capacity(values.len());
+        for v in &values {
+            if let Ok(s) = self.render_checked(req, params, bodies, None, Some(v)) {
+                out.push(s);
+            }
+        }
+        Ok(out)
     }
 
     /// Renders a cache key, refusing a request it cannot key exactly: a
@@ -268,20 +341,25 @@ impl Template {
         params: &[(&str, &str)],
         allow_empty: &[String],
     ) -> Result<String, KeyRefusal> {
-        self.render_checked(req, params, Bodies::default(), Some(allow_empty))
+        self.render_checked(req, params, Bodies::default(), Some(allow_empty), None)
     }
 
+    /// `each`: the value of the fan-out placeholder for this rendering.
     fn render_checked(
         &self,
         req: &RequestView<'_>,
         params: &[(&str, &str)],
         bodies: Bodies<'_>,
         strict: Option<&[String]>,
+        each: Option<&str>,
     ) -> Result<String, KeyRefusal> {
         let mut out = String::with_capacity(self.source.len() + 32);
         for part in &self.parts {
             match part {
                 Part::Lit(s) => out.push_str(s),
+                Part::Var(v) if each.is_some() && fan_path(v).is_some() => {
+                    out.extend(percent_encode(each.unwrap_or("").as_bytes(), VALUE));
+                }
                 Part::Var(v) => {
                     let start = out.len();
                     let found = render_var(v, req, params, bodies, &mut out)?;
@@ -379,8 +457,34 @@ fn var_name(v: &Var) -> String {
         Var::Method => "{method}".into(),
         Var::Host => "{host}".into(),
         Var::Path => "{path}".into(),
-        Var::Request(f) => format!("{{request.{}}}", f.join(".")),
-        Var::Response(f) => format!("{{response.{}}}", f.join(".")),
+        Var::Request(f) => format!("{{request.{}}}", field_name(f)),
+        Var::Response(f) => format!("{{response.{}}}", field_name(f)),
+        Var::Previous(f) => format!("{{previous.{}}}", field_name(f)),
+    }
+}
+
+/// A JSON field path as written: `items[*].id`.
+fn field_name(path: &[String]) -> String {
+    path.join(".").replace(".*", "[*]")
+}
+
+/// The path of a placeholder that fans out over an array.
+fn fan_path(v: &Var) -> Option<&[String]> {
+    match v {
+        Var::Request(p) | Var::Response(p) | Var::Previous(p) if p.iter().any(|f| f == EACH) => {
+            Some(p)
+        }
+        _ => None,
+    }
+}
+
+/// The body a JSON placeholder reads.
+fn body_of<'a>(v: &Var, bodies: Bodies<'a>) -> Option<&'a serde_json::Value> {
+    match v {
+        Var::Request(_) => bodies.request,
+        Var::Response(_) => bodies.response,
+        Var::Previous(_) => bodies.previous,
+        _ => None,
     }
 }
 
@@ -405,17 +509,23 @@ fn parse_var(name: &str, usage: Use, params: &[String]) -> Result<Var, String> {
                 .map_err(|_| format!("`{{{name}}}`: not a valid header name"))?,
         ),
         "cookie" => Var::Cookie(field("cookie")?),
-        "request" | "response" => {
+        "request" | "response" | "previous" => {
             if usage == Use::Key {
                 return Err(format!(
                     "`{{{name}}}`: keys are rendered before the body is read; JSON fields may be used in tags and triggers only"
                 ));
             }
-            let path = field("JSON field")?.split('.').map(str::to_owned).collect();
-            if head == "request" {
-                Var::Request(path)
-            } else {
-                Var::Response(path)
+            if head == "previous" && usage != Use::Trigger {
+                return Err(format!(
+                    "`{{{name}}}`: the answer from before a write is read in a trigger's `keys` and `tags` only"
+                ));
+            }
+            let path =
+                json_path(&field("JSON field")?).map_err(|e| format!("`{{{name}}}`: {e}"))?;
+            match head {
+                "request" => Var::Request(path),
+                "response" => Var::Response(path),
+                _ => Var::Previous(path),
             }
         }
         "client_ip" if tail.is_none() => Var::ClientIp,
@@ -443,6 +553,24 @@ fn parse_var(name: &str, usage: Use, params: &[String]) -> Result<Var, String> {
         _ => return Err(format!("`{{{name}}}` is not a known placeholder")),
     };
     Ok(var)
+}
+
+/// `items[*].id` as the fields it walks: `["items", "*", "id"]`; one
+/// `[*]` at most.
+fn json_path(text: &str) -> Result<Vec<String>, String> {
+    let path: Vec<String> = text
+        .replace("[*]", ".*")
+        .split('.')
+        .map(str::to_owned)
+        .collect();
+    if path.iter().any(|f| f.is_empty() || f.contains(['[', ']'])) {
+        return Err("write a JSON field as `a.b`, an array's elements as `items[*].id`".into());
+    }
+    match path.iter().filter(|f| *f == EACH).count() {
+        0 | 1 if path.first().is_some_and(|f| f != EACH) => Ok(path),
+        0 | 1 => Err("`[*]` follows the name of an array, as in `items[*].id`".into()),
+        _ => Err("a placeholder may fan out over one array only".into()),
+    }
 }
 
 /// A path segment's value as a key holds it: its raw bytes, escapes kept
@@ -574,11 +702,31 @@ fn render_var(
             .response
             .and_then(|b| push_json(out, b, field))
             .ok_or(KeyRefusal::Ambiguous)?,
+        Var::Previous(field) => bodies
+            .previous
+            .and_then(|b| push_json(out, b, field))
+            .ok_or(KeyRefusal::Ambiguous)?,
     }
     Ok(given)
 }
 
 fn push_json(out: &mut String, body: &serde_json::Value, field: &[String]) -> Option<()> {
+    let text = scalar(walk(body, field)?)?;
+    out.extend(percent_encode(text.as_bytes(), VALUE));
+    Some(())
+}
+
+/// The text of the string, number or boolean at `field` under `body`.
+pub fn json_text(body: &serde_json::Value, field: &[String]) -> Option<String> {
+    scalar(walk(body, field)?)
+}
+
+/// The value at `field` (object names, array indexes) under `body`; a
+/// fan-out segment (`*`) finds nothing here.
+pub(super) fn walk<'a>(
+    body: &'a serde_json::Value,
+    field: &[String],
+) -> Option<&'a serde_json::Value> {
     let mut v = body;
     for f in field {
         v = match v {
@@ -587,14 +735,17 @@ fn push_json(out: &mut String, body: &serde_json::Value, field: &[String]) -> Op
             _ => return None,
         };
     }
-    let text = match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::Bool(b) => b.to_string(),
-        _ => return None,
-    };
-    out.extend(percent_encode(text.as_bytes(), VALUE));
-    Some(())
+    Some(v)
+}
+
+/// A string, number or boolean as text; anything else is not a value.
+pub(super) fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

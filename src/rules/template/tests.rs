@@ -92,8 +92,8 @@ fn tags_from_json() {
     let t = Template::parse("category:{response.category.id}", Use::Tag, &[]).unwrap();
     let body = serde_json::json!({"category": {"id": 12}});
     let bodies = Bodies {
-        request: None,
         response: Some(&body),
+        ..Bodies::default()
     };
     assert_eq!(
         t.render(&view(&h, None), &[], bodies).as_deref(),
@@ -105,12 +105,76 @@ fn tags_from_json() {
             &view(&h, None),
             &[],
             Bodies {
-                request: None,
-                response: Some(&none)
+                response: Some(&none),
+                ..Bodies::default()
             }
         ),
         None
     );
+}
+
+/// `[*]` renders a tag per element (elements without the field skipped,
+/// an empty array none), refuses more than the limit, and is written one
+/// way; `{previous.x}` is for triggers only.
+#[test]
+fn fan_out_and_previous() {
+    let h = HeaderMap::new();
+    let t = Template::parse("shows:{response.products[*].id}", Use::Tag, &[]).unwrap();
+    assert!(t.fans_out());
+    let body = serde_json::json!({"products": [{"id": 1}, {"id": "a b"}, {"x": 3}, {"id": 4}]});
+    let bodies = Bodies {
+        response: Some(&body),
+        ..Bodies::default()
+    };
+    let v = view(&h, None);
+    assert_eq!(
+        t.render_each(&v, &[], bodies, 10).unwrap(),
+        vec!["shows:1", "shows:a%20b", "shows:4"]
+    );
+    assert_eq!(t.render_each(&v, &[], bodies, 3), Err(Unrendered::Over(4)));
+    let empty = serde_json::json!({"products": []});
+    let empty = Bodies {
+        response: Some(&empty),
+        ..Bodies::default()
+    };
+    assert_eq!(
+        t.render_each(&v, &[], empty, 10).unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        t.render_each(&v, &[], Bodies::default(), 10),
+        Err(Unrendered::Missing)
+    );
+    let scalars = Template::parse("p:{request.ids[*]}", Use::Tag, &[]).unwrap();
+    let ids = serde_json::json!({"ids": [7, 8]});
+    let ids = Bodies {
+        request: Some(&ids),
+        ..Bodies::default()
+    };
+    assert_eq!(
+        scalars.render_each(&v, &[], ids, 10).unwrap(),
+        vec!["p:7", "p:8"]
+    );
+    for bad in [
+        "{response.[*]}",
+        "{response.a[*].b[*]}",
+        "{response.a[0]}",
+        "{response.a..b}",
+    ] {
+        assert!(Template::parse(bad, Use::Tag, &[]).is_err(), "{bad}");
+    }
+
+    let prev = Template::parse("c:{previous.category_id}", Use::Trigger, &[]).unwrap();
+    assert!(prev.reads_previous() && !prev.fans_out());
+    let old = serde_json::json!({"category_id": 4});
+    let bodies = Bodies {
+        previous: Some(&old),
+        ..Bodies::default()
+    };
+    assert_eq!(prev.render(&v, &[], bodies).as_deref(), Some("c:4"));
+    let err = Template::parse("c:{previous.category_id}", Use::Tag, &[]).unwrap_err();
+    assert!(err.contains("trigger"), "{err}");
+    assert!(Template::parse("c:{previous.x}", Use::Key, &[]).is_err());
 }
 
 /// Query names compare decoded; a repeated named parameter renders no key;
