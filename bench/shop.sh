@@ -9,7 +9,7 @@
 #   3. the same load with the feed, sent straight to the backend
 # Prints a Markdown report for BENCHMARKS.md on stdout.
 #
-#   bash bench/shop.sh            # SECONDS_PER_RUN=60 CONNECTIONS=64 FEED=20
+#   bash bench/shop.sh            # SECONDS_PER_RUN=240 CONNECTIONS=64 FEED=20
 #
 # Knobs: SECONDS_PER_RUN, CONNECTIONS, FEED, PRODUCTS (100000), DELAY_MS (50),
 # BASE_PORT (18400: ports BASE..BASE+5).
@@ -17,7 +17,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-SECONDS_PER_RUN=${SECONDS_PER_RUN:-60}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-240}
 CONNECTIONS=${CONNECTIONS:-64}
 FEED=${FEED:-20}
 PRODUCTS=${PRODUCTS:-100000}

@@ -9,9 +9,17 @@
 //! the first target. Requests alternate between the targets, as a load
 //! balancer would.
 //!
-//! Prints, per rule: requests, hit ratio, backend requests saved, p50/p99 at
-//! the client, errors; then the whole run's backend offload, read off the
-//! demo backend's `X-Backend-Request` counter. Markdown on stdout.
+//! Prints minute by minute (`--interval`): backend requests (read off the
+//! demo backend's `X-Backend-Request` counter), the share of cacheable
+//! reads answered without the backend, the product and listing hit ratios
+//! and p50/p99 at the client; then, per rule, requests, hit ratio, p50/p99
+//! and errors for the whole run and for its last minute (the steady
+//! state). Markdown on stdout.
+//!
+//! Cacheable reads are the GETs of the caching rules (session, product,
+//! listing, cart, recommendations). The backend requests they cost are
+//! the backend's count less the writes (feed and cart), logins and
+//! inventory reads (never cached), each sent once.
 //!
 //! ```text
 //! cargo bench --bench shop -- --target http://127.0.0.1:18080 --target http://127.0.0.1:18081 \
@@ -42,6 +50,7 @@ struct Args {
     products: u64,
     users: u64,
     label: String,
+    interval: u64,
 }
 
 fn args() -> Args {
@@ -54,6 +63,7 @@ fn args() -> Args {
         products: 100_000,
         users: 50_000,
         label: "run".into(),
+        interval: 60,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +77,7 @@ fn args() -> Args {
             "--products" => a.products = value().parse().unwrap_or(100_000),
             "--users" => a.users = value().parse().unwrap_or(50_000),
             "--label" => a.label = value(),
+            "--interval" => a.interval = value().parse().unwrap_or(60).max(1),
             // `cargo bench` passes `--bench`.
             _ => {}
         }
@@ -134,26 +145,65 @@ const RULES: [&str; 8] = [
     "inventory",
 ];
 
+/// Rules whose GETs the cache may answer.
+const CACHEABLE: [&str; 5] = [
+    "session",
+    "product",
+    "category-products",
+    "cart",
+    "recommendations",
+];
+
+/// One request: which minute it started in, its latency in µs, whether it
+/// was a hit, whether it failed.
+#[derive(Clone, Copy)]
+struct Sample {
+    minute: u32,
+    micros: u32,
+    hit: bool,
+    error: bool,
+}
+
 #[derive(Default)]
 struct Stats {
-    /// Per rule: latencies in µs, hits, errors.
-    lat: BTreeMap<&'static str, Vec<u32>>,
-    hits: BTreeMap<&'static str, u64>,
-    errors: BTreeMap<&'static str, u64>,
+    /// Per rule, every request.
+    samples: BTreeMap<&'static str, Vec<Sample>>,
 }
 
 impl Stats {
     fn merge(&mut self, other: Stats) {
-        for (k, v) in other.lat {
-            self.lat.entry(k).or_default().extend(v);
-        }
-        for (k, v) in other.hits {
-            *self.hits.entry(k).or_default() += v;
-        }
-        for (k, v) in other.errors {
-            *self.errors.entry(k).or_default() += v;
+        for (k, v) in other.samples {
+            self.samples.entry(k).or_default().extend(v);
         }
     }
+
+    /// A rule's samples in `minute` (all of them for `None`).
+    fn of(&self, rule: &str, minute: Option<u32>) -> Vec<Sample> {
+        self.samples
+            .get(rule)
+            .map(|v| {
+                v.iter()
+                    .filter(|s| minute.is_none_or(|m| s.minute == m))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Requests, hits, errors, p50 and p99 (ms) of `samples`.
+fn summary(samples: &[Sample]) -> (u64, u64, u64, f64, f64) {
+    let mut lat: Vec<u32> = samples.iter().map(|s| s.micros).collect();
+    lat.sort_unstable();
+    let hits = samples.iter().filter(|s| s.hit).count() as u64;
+    let errors = samples.iter().filter(|s| s.error).count() as u64;
+    (
+        samples.len() as u64,
+        hits,
+        errors,
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.99),
+    )
 }
 
 async fn send(
@@ -206,7 +256,7 @@ async fn shopper(
     client: HttpClient,
     zipf: Arc<(Zipf, Zipf)>,
     seed: u64,
-    until: Instant,
+    (started, until): (Instant, Instant),
 ) -> Stats {
     let mut rng = Rng(seed | 1);
     let mut stats = Stats::default();
@@ -265,13 +315,17 @@ async fn shopper(
         let start = Instant::now();
         let result = send(&client, method, url, user, body).await;
         let micros = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
-        stats.lat.entry(rule).or_default().push(micros);
-        match result {
-            Ok((status, hit)) if status < 500 && status != 429 => {
-                *stats.hits.entry(rule).or_default() += u64::from(hit);
-            }
-            _ => *stats.errors.entry(rule).or_default() += 1,
-        }
+        let minute = (start.duration_since(started).as_secs() / args.interval) as u32;
+        let (hit, error) = match result {
+            Ok((status, hit)) if status < 500 && status != 429 => (hit, false),
+            _ => (false, true),
+        };
+        stats.samples.entry(rule).or_default().push(Sample {
+            minute,
+            micros,
+            hit,
+            error,
+        });
     }
     stats
 }
@@ -306,6 +360,21 @@ fn quantile(sorted: &[u32], q: f64) -> f64 {
     f64::from(sorted[i]) / 1000.0
 }
 
+/// The backend's count at the end of each interval until `until` (each
+/// read counts as one request).
+async fn sample_backend(args: Arc<Args>, client: HttpClient, until: Instant) -> Vec<u64> {
+    let mut counts = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(args.interval));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        counts.push(backend_count(&client, &args.backend).await);
+        if Instant::now() + Duration::from_millis(500) >= until {
+            return counts;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Arc::new(args());
@@ -319,6 +388,7 @@ async fn main() {
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
     let feeder = tokio::spawn(feed(args.clone(), client.clone(), zipf.clone(), until));
+    let sampler = tokio::spawn(sample_backend(args.clone(), client.clone(), until));
     let shoppers: Vec<_> = (0..args.connections)
         .map(|i| {
             let seed = 0x2545_f491_4f6c_dd1d_u64.wrapping_mul(i as u64 + 1);
@@ -327,7 +397,7 @@ async fn main() {
                 client.clone(),
                 zipf.clone(),
                 seed,
-                until,
+                (started, until),
             ))
         })
         .collect();
@@ -338,34 +408,86 @@ async fn main() {
         }
     }
     let feeds = feeder.await.unwrap_or(0);
+    let counts = sampler.await.unwrap_or_default();
     let elapsed = started.elapsed().as_secs_f64();
     let after = backend_count(&client, &args.backend).await;
-    // Less the two counter reads and the feed's writes.
-    let backend = after.saturating_sub(before).saturating_sub(1 + feeds);
+    // Less the counter reads and the feed's writes.
+    let reads = counts.len() as u64 + 1;
+    let backend = after.saturating_sub(before).saturating_sub(reads + feeds);
 
     println!(
         "#### {} ({:.0} s, {} connections, feed {}/s)\n",
         args.label, elapsed, args.connections, args.feed
     );
-    println!("| rule | requests | hit ratio | p50 ms | p99 ms | errors |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    // Minute by minute: the feed's writes are spread evenly.
+    let minutes = counts.len() as u32;
+    if minutes > 0 {
+        let per_minute_feed = feeds / u64::from(minutes.max(1));
+        println!(
+            "| {}s | backend requests | cacheable reads without the backend | product hits | listing hits | listing p50 / p99 ms | all p50 / p99 ms |",
+            args.interval
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        let mut last = before;
+        for (m, count) in counts.iter().enumerate() {
+            let m = m as u32;
+            let seen = count
+                .saturating_sub(last)
+                .saturating_sub(1 + per_minute_feed);
+            last = *count;
+            let uncached: u64 = ["cart (write)", "login", "inventory"]
+                .iter()
+                .map(|r| stats.of(r, Some(m)).len() as u64)
+                .sum();
+            let cacheable: u64 = CACHEABLE
+                .iter()
+                .map(|r| stats.of(r, Some(m)).len() as u64)
+                .sum();
+            let for_reads = seen.saturating_sub(uncached);
+            let (_, ph, _, _, _) = summary(&stats.of("product", Some(m)));
+            let pn = stats.of("product", Some(m)).len().max(1) as f64;
+            let listing = stats.of("category-products", Some(m));
+            let (ln, lh, _, l50, l99) = summary(&listing);
+            let mut all: Vec<Sample> = Vec::new();
+            for r in RULES {
+                all.extend(stats.of(r, Some(m)));
+            }
+            let (_, _, _, a50, a99) = summary(&all);
+            println!(
+                "| {} | {seen} | {:.1} % | {:.1} % | {:.1} % | {l50:.2} / {l99:.2} | {a50:.2} / {a99:.2} |",
+                m + 1,
+                100.0 * (1.0 - for_reads as f64 / cacheable.max(1) as f64),
+                100.0 * ph as f64 / pn,
+                100.0 * lh as f64 / ln.max(1) as f64,
+            );
+        }
+        println!();
+    }
+    let last_minute = minutes.checked_sub(1);
+    println!(
+        "| rule | requests | hit ratio | p50 ms | p99 ms | errors | last {}s: hit ratio | p50 ms | p99 ms |",
+        args.interval
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut total = 0u64;
     let mut hits_total = 0u64;
     for rule in RULES {
-        let Some(lat) = stats.lat.get_mut(rule) else {
+        let all = stats.of(rule, None);
+        if all.is_empty() {
             continue;
-        };
-        lat.sort_unstable();
-        let n = lat.len() as u64;
-        let hits = stats.hits.get(rule).copied().unwrap_or(0);
+        }
+        let (n, hits, errors, p50, p99) = summary(&all);
+        let (ln, lh, _, l50, l99) = summary(
+            &last_minute
+                .map(|m| stats.of(rule, Some(m)))
+                .unwrap_or_default(),
+        );
         total += n;
         hits_total += hits;
         println!(
-            "| {rule} | {n} | {:.1} % | {:.2} | {:.2} | {} |",
+            "| {rule} | {n} | {:.1} % | {p50:.2} | {p99:.2} | {errors} | {:.1} % | {l50:.2} | {l99:.2} |",
             100.0 * hits as f64 / n.max(1) as f64,
-            quantile(lat, 0.5),
-            quantile(lat, 0.99),
-            stats.errors.get(rule).copied().unwrap_or(0),
+            100.0 * lh as f64 / ln.max(1) as f64,
         );
     }
     println!(
