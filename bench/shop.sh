@@ -3,16 +3,21 @@
 # GET) behind two sidecache replicas sharing one Redis, loaded by
 # benches/shop.rs (Zipf product and category reads, a session read on
 # every page, cart reads and writes, logins, recommendations, inventory).
-# Three runs, each from a cold cache (Redis flushed, replicas restarted):
-#   1. with the back-office feed updating products (FEED per second)
-#   2. without it
-#   3. the same load with the feed, sent straight to the backend
-# Prints a Markdown report for BENCHMARKS.md on stdout.
+# Four runs, each from a cold cache (Redis flushed, replicas restarted):
+#   feed     with the back-office feed updating products (FEED per second)
+#   nofeed   without it
+#   direct   the same load with the feed, sent straight to the backend
+#   varnish  the same load with the feed through one Varnish with the xkey
+#            vmod (bench/shop/varnish.vcl), in front of a demo backend of
+#            its own run with --xkey; skipped without varnishd and the vmod
+#            (apt-get install -y varnish varnish-modules)
+# Each run is reported minute by minute (benches/shop.rs). Prints a
+# Markdown report for BENCHMARKS.md on stdout.
 #
 #   bash bench/shop.sh            # SECONDS_PER_RUN=240 CONNECTIONS=64 FEED=20
 #
 # Knobs: SECONDS_PER_RUN, CONNECTIONS, FEED, PRODUCTS (100000), DELAY_MS (50),
-# BASE_PORT (18400: ports BASE..BASE+5).
+# RUNS ("feed nofeed direct varnish"), BASE_PORT (18400: ports BASE..BASE+7).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -22,15 +27,17 @@ CONNECTIONS=${CONNECTIONS:-64}
 FEED=${FEED:-20}
 PRODUCTS=${PRODUCTS:-100000}
 DELAY_MS=${DELAY_MS:-50}
+RUNS=${RUNS:-feed nofeed direct varnish}
 BASE_PORT=${BASE_PORT:-18400}
 BACKEND=$BASE_PORT REDIS=$((BASE_PORT + 1))
 A=$((BASE_PORT + 2)) A_ADMIN=$((BASE_PORT + 3))
 B=$((BASE_PORT + 4)) B_ADMIN=$((BASE_PORT + 5))
+XKEY_BACKEND=$((BASE_PORT + 6)) VARNISH=$((BASE_PORT + 7))
 
 for t in redis-server redis-cli curl; do
   command -v $t >/dev/null || { echo "shop.sh: needs $t (apt-get install -y redis-server redis-tools curl)" >&2; exit 1; }
 done
-for p in $BACKEND $REDIS $A $A_ADMIN $B $B_ADMIN; do
+for p in $BACKEND $REDIS $A $A_ADMIN $B $B_ADMIN $XKEY_BACKEND $VARNISH; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "shop.sh: port $p in use (set BASE_PORT)" >&2; exit 1; fi
 done
 
@@ -74,12 +81,12 @@ start_replicas() {
   wait_for "http://127.0.0.1:$B_ADMIN/readyz"
 }
 
-load() { # label feed target...
-  local label=$1 feed=$2; shift 2
+load() { # label feed backend-port target...
+  local label=$1 feed=$2 backend=$3; shift 3
   local targets=()
   for t in "$@"; do targets+=(--target "$t"); done
   echo "== $label" >&2
-  cargo bench --bench shop -q -- --label "$label" --backend "http://127.0.0.1:$BACKEND" \
+  cargo bench --bench shop -q -- --label "$label" --backend "http://127.0.0.1:$backend" \
     --seconds "$SECONDS_PER_RUN" --connections "$CONNECTIONS" --feed "$feed" \
     --products "$PRODUCTS" "${targets[@]}"
 }
@@ -88,8 +95,31 @@ echo "### Shop day: $PRODUCTS products, ${DELAY_MS} ms per backend GET, $CONNECT
 echo
 echo "Command: \`SECONDS_PER_RUN=$SECONDS_PER_RUN CONNECTIONS=$CONNECTIONS FEED=$FEED bash bench/shop.sh\`"
 echo
-start_replicas
-load "two replicas, back-office feed on" "$FEED" "http://127.0.0.1:$A" "http://127.0.0.1:$B"
-start_replicas
-load "two replicas, no feed" 0 "http://127.0.0.1:$A" "http://127.0.0.1:$B"
-load "straight to the backend, feed on" "$FEED" "http://127.0.0.1:$BACKEND"
+wanted() { [[ " $RUNS " == *" $1 "* ]]; }
+if wanted feed; then
+  start_replicas
+  load "sidecache, two replicas, back-office feed on" "$FEED" "$BACKEND" "http://127.0.0.1:$A" "http://127.0.0.1:$B"
+fi
+if wanted nofeed; then
+  start_replicas
+  load "sidecache, two replicas, no feed" 0 "$BACKEND" "http://127.0.0.1:$A" "http://127.0.0.1:$B"
+fi
+if wanted direct; then
+  load "straight to the backend, feed on" "$FEED" "$BACKEND" "http://127.0.0.1:$BACKEND"
+fi
+if wanted varnish; then
+  if ! command -v varnishd >/dev/null || ! ls /usr/lib/*/varnish/vmods/libvmod_xkey.so >/dev/null 2>&1; then
+    echo "shop.sh: no varnishd with the xkey vmod (apt-get install -y varnish varnish-modules): Varnish run skipped" >&2
+  else
+    ./target/release/demo-backend --listen "127.0.0.1:$XKEY_BACKEND" --delay-ms "$DELAY_MS" \
+      --products "$PRODUCTS" --xkey >"$work/xkey-backend.log" 2>&1 &
+    pids+=($!)
+    wait_for "http://127.0.0.1:$XKEY_BACKEND/"
+    sed -e "s#@BACKEND_PORT@#$XKEY_BACKEND#g" bench/shop/varnish.vcl >"$work/varnish.vcl"
+    varnishd -F -j none -n "$work/varnish" -a "127.0.0.1:$VARNISH" -f "$work/varnish.vcl" \
+      -s malloc,256m -p thread_pools=1 >"$work/varnish.log" 2>&1 &
+    pids+=($!)
+    wait_for "http://127.0.0.1:$VARNISH/products/1"
+    load "Varnish + xkey, back-office feed on" "$FEED" "$XKEY_BACKEND" "http://127.0.0.1:$VARNISH"
+  fi
+fi

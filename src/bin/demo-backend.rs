@@ -78,6 +78,11 @@ struct Args {
     #[arg(long, env = "DEMO_PRODUCTS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     products: u64,
+    /// Name what each answer holds in an `xkey` header, and what each write
+    /// changed in `xkey-purge`, for a Varnish with the xkey vmod (which
+    /// cannot read JSON bodies as sidecache does).
+    #[arg(long, env = "DEMO_XKEY")]
+    xkey: bool,
 }
 
 /// A catalog entry, as the API shows it.
@@ -142,12 +147,24 @@ struct App {
     requests: AtomicU64,
     delay: Duration,
     catalog_size: u64,
+    /// `--xkey`.
+    xkey: bool,
 }
 
 /// A failed request: its status and the message for the JSON error body.
 struct ApiError(StatusCode, String);
 
 impl App {
+    /// With `--xkey`, `resp` carries `value` in `name` (`xkey` or `xkey-purge`).
+    fn xkey(&self, mut resp: Resp, name: &'static str, value: String) -> Resp {
+        if self.xkey
+            && let Ok(v) = HeaderValue::from_str(&value)
+        {
+            resp.headers_mut().insert(name, v);
+        }
+        resp
+    }
+
     /// Every update is a few assignments that cannot panic half-way, so a lock
     /// poisoned by a panic elsewhere still guards consistent data: keep using it.
     fn state(&self) -> MutexGuard<'_, State> {
@@ -177,6 +194,7 @@ async fn main() -> ExitCode {
         requests: AtomicU64::new(0),
         delay: Duration::from_millis(args.delay_ms),
         catalog_size: args.products,
+        xkey: args.xkey,
     });
     let (listen, delay_ms) = (args.listen, args.delay_ms);
     tracing::info!(%listen, delay_ms, products = args.products, "demo-backend ready");
@@ -279,13 +297,15 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
         }
         ("DELETE", ["products", id]) => {
             let id = number("id", id)?;
-            app.state()
+            let gone = app
+                .state()
                 .products
                 .remove(&id)
                 .ok_or_else(|| unknown_product(id))?;
             let mut resp = Response::new(Full::default());
             *resp.status_mut() = StatusCode::NO_CONTENT;
-            Ok(resp)
+            let changed = format!("p{id} listing-{}", gone.category_id);
+            Ok(app.xkey(resp, "xkey-purge", changed))
         }
         ("GET", ["categories", id, "products"]) => {
             let id = number("category id", id)?;
@@ -295,7 +315,7 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
         ("GET", ["cart", user_id]) => {
             let user_id = number("user_id", user_id)?;
             let cart = app.state().carts.get(&user_id).cloned().unwrap_or_default();
-            Ok(cart_json(user_id, &cart))
+            Ok(app.xkey(cart_json(user_id, &cart), "xkey", format!("cart-{user_id}")))
         }
         ("PUT", ["cart", user_id]) => {
             let user_id = number("user_id", user_id)?;
@@ -336,7 +356,8 @@ async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Resp, ApiError> {
 fn get_product(app: &App, id: u64) -> Result<Resp, ApiError> {
     let state = app.state();
     let product = state.products.get(&id).ok_or_else(|| unknown_product(id))?;
-    Ok(cache_control(ok(product), "public, max-age=60"))
+    let resp = cache_control(ok(product), "public, max-age=60");
+    Ok(app.xkey(resp, "xkey", format!("p{id}")))
 }
 
 fn update_product(app: &App, id: u64, patch: ProductPatch) -> Result<Resp, ApiError> {
@@ -351,6 +372,7 @@ fn update_product(app: &App, id: u64, patch: ProductPatch) -> Result<Resp, ApiEr
         .products
         .get_mut(&id)
         .ok_or_else(|| unknown_product(id))?;
+    let before = product.category_id;
     product.price = patch.price.unwrap_or(product.price);
     product.category_id = patch.category_id.unwrap_or(product.category_id);
     if let Some(name) = patch.name {
@@ -359,7 +381,11 @@ fn update_product(app: &App, id: u64, patch: ProductPatch) -> Result<Resp, ApiEr
     if let Some(description) = patch.description {
         product.description = description;
     }
-    Ok(ok(product))
+    let mut changed = format!("p{id}");
+    if product.category_id != before {
+        changed += &format!(" listing-{before} listing-{}", product.category_id);
+    }
+    Ok(app.xkey(ok(product), "xkey-purge", changed))
 }
 
 fn category(app: &App, category_id: u64, page: usize) -> Resp {
@@ -371,7 +397,13 @@ fn category(app: &App, category_id: u64, page: usize) -> Resp {
         .skip((page - 1).saturating_mul(PAGE_SIZE))
         .take(PAGE_SIZE)
         .collect();
-    ok(&json!({ "category_id": category_id, "page": page, "products": products }))
+    let mut keys = format!("listing-{category_id}");
+    for p in &products {
+        keys += &format!(" p{}", p.id);
+    }
+    let resp = ok(&json!({ "category_id": category_id, "page": page, "products": products }));
+    drop(state);
+    app.xkey(resp, "xkey", keys)
 }
 
 /// The user comes from the `session_id` cookie: a token from `POST /login` starts with
@@ -410,7 +442,9 @@ fn write_cart(
     let cart = state.carts.entry(user_id).or_default();
     change(&mut cart.items, added);
     cart.updated_at = Some(unix_now().as_secs());
-    Ok(cart_json(user_id, cart))
+    let resp = cart_json(user_id, cart);
+    drop(state);
+    Ok(app.xkey(resp, "xkey-purge", format!("cart-{user_id}")))
 }
 
 /// Adds quantities to lines already in the cart, appends the others.
