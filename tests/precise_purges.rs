@@ -214,7 +214,15 @@ async fn a_write_purges_the_listing_that_shows_it_and_nothing_else() {
     kept.extend([LISTINGS[1], LISTINGS[2], LISTINGS[3]]);
     let before = counts(&backend, &kept);
 
-    let put = send("PUT", &a.url("/products/3"), &[], r#"{"price":10}"#).await;
+    // The body names the category (unchanged): whether it changed is read
+    // from the product's answer from before the write, in A's L1.
+    let put = send(
+        "PUT",
+        &a.url("/products/3"),
+        &[],
+        r#"{"category_id":1,"price":10}"#,
+    )
+    .await;
     assert_eq!(put.status, StatusCode::OK);
 
     for proxy in [&a, &b] {
@@ -261,7 +269,13 @@ async fn a_moved_product_refetches_both_categories_listings() {
     cache_all(&b, &paths(&LISTINGS)).await;
     let kept = [LISTINGS[0], LISTINGS[1], LISTINGS[3]];
     let before = counts(&backend, &kept);
-    let put = send("PUT", &b.url("/products/5"), &[], r#"{"price":3}"#).await;
+    let put = send(
+        "PUT",
+        &b.url("/products/5"),
+        &[],
+        r#"{"category_id":2,"price":3}"#,
+    )
+    .await;
     assert_eq!(put.status, StatusCode::OK);
     for proxy in [&a, &b] {
         current(&backend, proxy, LISTINGS[2]).await;
@@ -272,8 +286,10 @@ async fn a_moved_product_refetches_both_categories_listings() {
 }
 
 /// The first write of a product nobody read: there is no answer from
-/// before, so whether its category changed is unknown, and both its
-/// category listings go (the safe side).
+/// before, so whether a category the write names changed is unknown, and
+/// both its category's listing pages go (the safe side). A write whose
+/// body does not name the category did not change it: only the page that
+/// shows the product goes.
 #[tokio::test]
 async fn a_first_write_with_nothing_cached_takes_the_category_as_changed() {
     let (_redis, backend, a, b) = replicas().await;
@@ -282,7 +298,13 @@ async fn a_first_write_with_nothing_cached_takes_the_category_as_changed() {
     let second = backend.hits_for(LISTINGS[1]);
     let kept = [LISTINGS[2], LISTINGS[3]];
     let before = counts(&backend, &kept);
-    let put = send("PUT", &a.url("/products/7"), &[], r#"{"price":1}"#).await;
+    let put = send(
+        "PUT",
+        &a.url("/products/7"),
+        &[],
+        r#"{"category_id":1,"price":1}"#,
+    )
+    .await;
     assert_eq!(put.status, StatusCode::OK);
     for proxy in [&a, &b] {
         current(&backend, proxy, LISTINGS[0]).await;
@@ -295,6 +317,19 @@ async fn a_first_write_with_nothing_cached_takes_the_category_as_changed() {
         backend.hits_for(LISTINGS[1]) > second
     })
     .await;
+    still_cached(&backend, [&a, &b], &kept, &before).await;
+
+    // A price change of product 8, not cached either, that does not name
+    // the category: its page is refetched, the second page stays.
+    cache_all(&a, &paths(&LISTINGS)).await;
+    cache_all(&b, &paths(&LISTINGS)).await;
+    let kept = [LISTINGS[1], LISTINGS[2], LISTINGS[3]];
+    let before = counts(&backend, &kept);
+    let put = send("PUT", &b.url("/products/8"), &[], r#"{"price":2}"#).await;
+    assert_eq!(put.status, StatusCode::OK);
+    for proxy in [&a, &b] {
+        current(&backend, proxy, LISTINGS[0]).await;
+    }
     still_cached(&backend, [&a, &b], &kept, &before).await;
 }
 

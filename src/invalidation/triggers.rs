@@ -151,6 +151,11 @@ impl Triggered {
     }
 }
 
+/// The value at `field` under `body`, whatever it is.
+fn walk_to<'a>(body: &'a serde_json::Value, field: &[String]) -> Option<&'a serde_json::Value> {
+    field.iter().try_fold(body, |v, f| v.as_object()?.get(f))
+}
+
 /// Every string `templates` render for the write (one per element of a
 /// fan-out, without bound: a purge is never cut short), and how many
 /// rendered nothing.
@@ -172,14 +177,21 @@ fn render_all(snap: &Snapshot, templates: &[Template], bodies: Bodies<'_>) -> (V
     (out, missed)
 }
 
-/// Whether one of `fields` differs between the answer from before the
-/// write and the write's own (its answer, else its request body), or is
-/// unknown on either side; with no fields, always.
+/// Whether the write changed one of `fields`. A JSON request body that
+/// leaves a field out did not change it (a PATCH, or a form of the fields
+/// it edits: the backend keeps the rest). Otherwise the field is compared
+/// between the answer from before the write and the write's own (its
+/// answer, else its request body), and counts as changed when either is
+/// unknown. With no fields, always.
 fn changed(fields: &[Vec<String>], bodies: Bodies<'_>) -> bool {
     if fields.is_empty() {
         return true;
     }
     fields.iter().any(|f| {
+        let sent = bodies.request.filter(|b| b.is_object());
+        if sent.is_some_and(|b| walk_to(b, f).is_none()) {
+            return false;
+        }
         let before = bodies.previous.and_then(|b| json_text(b, f));
         let after = bodies
             .response
