@@ -161,7 +161,7 @@ pub fn explain(
             let _ = writeln!(out, "key:   {}", keyed.key);
             let keyed_view = RequestView::of(head, &host, CLIENT);
             explain_entry(config, &keyed.rule, &keyed_view, &mut out);
-            explain_backend(&parts, headers, head, &mut out);
+            explain_backend(&parts, headers, (head, &keyed.rule), &mut out);
         }
     }
     Ok(out)
@@ -281,10 +281,10 @@ fn explain_entry(config: &Config, rule: &Rule, view: &RequestView<'_>, out: &mut
 fn explain_backend(
     parts: &http::request::Parts,
     given: &[String],
-    head: &http::request::Parts,
+    (head, rule): (&http::request::Parts, &crate::rules::Rule),
     out: &mut String,
 ) {
-    let up = crate::proxy::forward::fetch_head(head, CLIENT);
+    let up = crate::proxy::forward::fetch_head(head, CLIENT, rule);
     let _ = writeln!(out, "backend gets, on a miss:");
     let _ = writeln!(
         out,

@@ -171,6 +171,11 @@ pub fn decode(mut input: Bytes) -> Result<Entry, DecodeError> {
             let len = input.get_u32() as usize;
             need(&input, len)?;
             let body = input.split_to(len);
+            // A body sidecache compressed must be the one it stored: a
+            // changed one would reach a client that takes the coding as it is.
+            if !super::encoding::intact(&headers, &body) {
+                return Err(DecodeError::Invalid("compressed body"));
+            }
             Payload::Response(CachedResponse {
                 status,
                 headers,

@@ -5,6 +5,7 @@
 //! fills L1 on an L2 hit. `fake` stands in for L2 in unit tests.
 
 pub mod codec;
+pub mod encoding;
 #[cfg(test)]
 pub mod fake;
 pub mod headers;

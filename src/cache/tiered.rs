@@ -283,8 +283,8 @@ impl Tiered {
     }
 
     /// The body of the answer stored under `key`, from L1 or else the
-    /// shared store, if it is kept unencoded (none for an absent key or a
-    /// Vary marker).
+    /// shared store, unencoded (none for an absent key, a Vary marker or a
+    /// body the backend sent encoded).
     pub async fn body_of(&self, key: &str) -> Option<Bytes> {
         let found = match self.memory.get_slot(key).await {
             Some(slot) => Some(slot.entry),

@@ -300,6 +300,42 @@ impl<'de> Deserialize<'de> for RawWarm {
     }
 }
 
+/// `compress:`: `true`, `false`, or the codings, first one stored.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(untagged)]
+pub enum RawCompress {
+    /// On (`[br, gzip]`) or off.
+    Flag(bool),
+    /// The codings: `gzip`, `br`.
+    List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawCompress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawCompress;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or a list of codings such as [gzip]")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawCompress, E> {
+                Ok(RawCompress::Flag(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawCompress, A::Error> {
+                let mut list = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    list.push(s);
+                }
+                Ok(RawCompress::List(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// One `invalidate_on` entry: a string, or a map naming what the write
 /// changed.
 #[derive(Debug, Clone, JsonSchema)]
@@ -433,6 +469,8 @@ pub struct RawRule {
     pub downstream: Option<Sp<RawDownstream>>,
     /// Edge Side Includes in the rule's HTML answers: `<esi:include src="/fragment"/>` is fetched through the proxy (under the fragment's own rule) for every client, `<esi:remove>` dropped, `<!--esi ...-->` unwrapped.
     pub esi: Option<Sp<bool>>,
+    /// Store compressible answers (text, JSON, XML, SVG; not already encoded; 256 bytes and more) compressed once, in the first of these codings (default `[br, gzip]`): sent as stored to a client that takes it, re-encoded in another listed coding the client takes, else decoded; `false` turns it off.
+    pub compress: Option<Sp<RawCompress>>,
 }
 
 /// `pass_if:` of a rule.

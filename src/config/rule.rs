@@ -12,9 +12,10 @@ use std::time::Duration;
 use http::Method;
 
 use super::check::Check;
-use super::raw::{RawRule, RawTrigger, RawWarm, Sp};
+use super::raw::{RawCompress, RawRule, RawTrigger, RawWarm, Sp};
 use super::{DEFAULT_KEY, DEFAULT_STATUSES, DEFAULT_TTL, Memory};
 use crate::cache::Tier;
+use crate::cache::encoding::Encoding;
 use crate::ratelimit;
 use crate::rules::{
     KeyInputs, PassIf, RateLimit, Rollout, Route, Rule, Scope, SetCookie, Template, Trigger, Ttl,
@@ -62,6 +63,7 @@ pub(super) fn with_defaults(rule: &RawRule, d: &RawRule) -> RawRule {
         allow_private: or(&rule.allow_private, &d.allow_private),
         downstream: or(&rule.downstream, &d.downstream),
         esi: or(&rule.esi, &d.esi),
+        compress: or(&rule.compress, &d.compress),
     }
 }
 
@@ -136,6 +138,7 @@ pub(super) fn rule(
         return None;
     };
     let inputs = KeyInputs::of(&key, &forward);
+    let compress = compress(&mut x, raw);
     let flag = |v: &Option<Sp<bool>>| v.as_ref().is_some_and(|v| v.value);
     if let Some(s) = raw
         .sliding
@@ -163,6 +166,7 @@ pub(super) fn rule(
         allow_authorized: flag(&raw.allow_authorized),
         allow_private: flag(&raw.allow_private),
         esi: flag(&raw.esi),
+        compress,
         sliding: flag(&raw.sliding),
         refresh_ahead,
         collapse_global,
@@ -473,6 +477,36 @@ fn tier(x: &mut Ctx<'_>, raw: &RawRule, have_redis: bool) -> Tier {
         x.c.warn(v, &x.field("tier"), message);
     }
     Tier::Memory
+}
+
+/// `compress:` the codings of a compressible answer: the first is how it
+/// is stored, the others what a client that does not take the first gets
+/// (re-encoded). `[br, gzip]` unless the rule says otherwise; `false` or
+/// `[]` for none.
+fn compress(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<Encoding> {
+    let all = vec![Encoding::Br, Encoding::Gzip];
+    let Some(v) = &raw.compress else {
+        return all;
+    };
+    match &v.value {
+        RawCompress::Flag(true) => all,
+        RawCompress::Flag(false) => Vec::new(),
+        RawCompress::List(list) => {
+            let mut codings = Vec::new();
+            for name in list {
+                match Encoding::parse(name) {
+                    Some(e) if !codings.contains(&e) => codings.push(e),
+                    Some(_) => {}
+                    None => x.c.error(
+                        v,
+                        &x.field("compress"),
+                        format!("`{name}` is not a coding sidecache stores: use br or gzip"),
+                    ),
+                }
+            }
+            codings
+        }
+    }
 }
 
 /// A template that must render one value, not one per array element.

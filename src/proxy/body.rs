@@ -3,6 +3,8 @@
 //! import it.
 
 use bytes::{Bytes, BytesMut};
+
+use crate::cache::encoding::{Decoder, Encoder, Encoding};
 use futures_util::StreamExt as _;
 use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -21,6 +23,48 @@ pub fn empty() -> ProxyBody {
 /// A body of `bytes`, already in memory.
 pub fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
+}
+
+/// `body`, stored in `from`, decoded as it is sent (and encoded again in
+/// `to`): 16 KiB of it at a time, so a large page is never held decoded
+/// whole.
+pub fn recoded(body: Bytes, from: Encoding, to: Option<Encoding>) -> ProxyBody {
+    const PIECE: usize = 16 * 1024;
+    type State = (Decoder, Option<Encoder>, Bytes);
+    fn step(state: &mut State) -> Result<Vec<u8>, BoxError> {
+        let (dec, enc, rest) = state;
+        let piece = rest.split_to(rest.len().min(PIECE));
+        let out = dec.feed(&piece)?;
+        Ok(match enc {
+            Some(e) => e.feed(&out)?,
+            None => out,
+        })
+    }
+    fn last(state: State) -> Result<Vec<u8>, BoxError> {
+        let (dec, enc, _) = state;
+        let mut out = dec.finish()?;
+        if let Some(mut e) = enc {
+            out = e.feed(&out)?;
+            out.extend_from_slice(&e.finish()?);
+        }
+        Ok(out)
+    }
+    let state: Option<State> = Some((from.decoder(), to.map(Encoding::encoder), body));
+    let stream = futures_util::stream::unfold(state, |state| async move {
+        let mut state = state?;
+        loop {
+            if state.2.is_empty() {
+                let out = last(state).map(|o| Frame::data(Bytes::from(o)));
+                return Some((out, None));
+            }
+            match step(&mut state) {
+                Ok(out) if out.is_empty() => continue,
+                Ok(out) => return Some((Ok(Frame::data(Bytes::from(out))), Some(state))),
+                Err(e) => return Some((Err(e), None)),
+            }
+        }
+    });
+    StreamBody::new(stream).boxed_unsync()
 }
 
 /// What reading a body ahead found.

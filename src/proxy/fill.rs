@@ -14,11 +14,12 @@ use super::collapse::{Claim, Landing};
 use super::keyed::{Keyed, origin_tags};
 use super::storable;
 use super::tee::NotKept;
+use crate::cache::encoding;
 use crate::cache::tiered::Tiered;
 use crate::cache::vary::{variant_key, variant_tag};
 use crate::cache::{CachedResponse, Payload, StoredHeaders};
 use crate::invalidation::Invalidator;
-use crate::rules::{Bodies, MAX_FAN_OUT, Snapshot, Template, Unrendered};
+use crate::rules::{Bodies, MAX_FAN_OUT, Rule, Snapshot, Template, Unrendered};
 
 /// Everything needed to store an answer once its body is in.
 pub struct Fill {
@@ -100,6 +101,7 @@ impl Fill {
             crate::metrics::store_refused("purged");
             return false;
         }
+        let (headers, body) = compressed(&keyed.rule, headers, body);
         let entry = |payload| Arc::new(fresh.entry(fetched, payload));
         let response = entry(Payload::Response(CachedResponse {
             status,
@@ -137,6 +139,25 @@ impl Fill {
             });
         }
         stored
+    }
+}
+
+/// The answer as it is kept: compressed once in the rule's coding when it
+/// is compressible and the coding makes it smaller (an ESI page keeps the
+/// offsets of its includes, so it is kept as it is).
+fn compressed(rule: &Rule, mut headers: HeaderMap, body: Bytes) -> (HeaderMap, Bytes) {
+    let Some(enc) = rule.compress.first().copied().filter(|_| !rule.esi) else {
+        return (headers, body);
+    };
+    if body.len() < encoding::MIN_SIZE || !encoding::compressible(&headers) {
+        return (headers, body);
+    }
+    match enc.compress(&body) {
+        Some(packed) if packed.len() < body.len() => {
+            encoding::mark(&mut headers, &rule.compress, &packed);
+            (headers, packed)
+        }
+        _ => (headers, body),
     }
 }
 

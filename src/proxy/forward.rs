@@ -110,13 +110,22 @@ pub fn keyed_head(
 
 /// The request a cacheable fetch sends for the keyed head `head`: a GET
 /// (the entry answers HEAD too) without the client's validators and
-/// ranges, with the forwarding headers sidecache sets (`X-Forwarded-Host`
-/// is the `Host` above).
-pub fn fetch_head(head: &request::Parts, client: std::net::IpAddr) -> request::Parts {
+/// ranges, unencoded where `rule` compresses or reads the page, with the
+/// forwarding headers sidecache sets (`X-Forwarded-Host` is the `Host`
+/// above).
+pub fn fetch_head(head: &request::Parts, client: std::net::IpAddr, rule: &Rule) -> request::Parts {
     let mut up = head.clone();
     up.method = http::Method::GET;
     for name in &CONDITIONAL {
         up.headers.remove(name);
+    }
+    // An ESI page is read as it is, and a rule that compresses stores one
+    // representation of its own: both ask for the body unencoded.
+    if rule.esi || !rule.compress.is_empty() {
+        up.headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
     }
     add_forwarding(&mut up.headers, client);
     up

@@ -21,8 +21,8 @@ use super::range::{self, Ranged};
 use super::respond::{self, ttl_left};
 use super::revalidate::Prior;
 use super::{Answer, Proxy};
-use crate::cache::Entry;
 use crate::cache::tiered::{Found, State};
+use crate::cache::{Entry, encoding};
 
 impl Proxy {
     /// A cacheable request: answered from the cache when it can be,
@@ -123,7 +123,14 @@ impl Proxy {
             ttl: ttl_left(entry, now),
         };
         let parts = &ctx.parts;
-        let res = match ranged.then(|| range::plan(&parts.headers, stored)) {
+        // A range applies to the representation the client gets (one too
+        // large to make whole for it is sent whole: a range may be ignored).
+        let shown = ranged.then(|| encoding::shown(&parts.headers, stored));
+        let (stored, plan) = match &shown {
+            Some(encoding::Shown::Ready(r)) => (&**r, Some(range::plan(&parts.headers, r))),
+            _ => (stored, None),
+        };
+        let res = match plan {
             None | Some(Ranged::Whole) => respond::from_entry(parts, entry, stored, now),
             Some(Ranged::Part { start, end }) => {
                 respond::from_entry_part(parts, entry, stored, now, Some((start, end)))

@@ -72,6 +72,11 @@ impl Keyed {
     /// sends the backend, which join the key this way.
     pub fn variant_names(&self, vary: Option<Vec<HeaderName>>) -> Option<Vec<HeaderName>> {
         let mut names = vary?;
+        // Asked for unencoded whatever the client takes (`fetch_head`): the
+        // answer does not depend on the client's `Accept-Encoding`.
+        if !self.rule.compress.is_empty() || self.rule.esi {
+            names.retain(|n| *n != http::header::ACCEPT_ENCODING);
+        }
         let forwarded = &self.rule.inputs.forwarded;
         if !forwarded.is_empty() {
             names.extend(forwarded.iter().cloned());

@@ -262,6 +262,10 @@ impl Proxy {
                 },
             );
         };
+        // An entry sidecache compressed is renewed as the backend sent it:
+        // stored again, it is compressed again and its tags read again.
+        let plain = crate::cache::encoding::identity_of(old);
+        let old = plain.as_ref().unwrap_or(old);
         let head = revalidate::updated_head(old, &not_modified.headers);
         let now = SystemTime::now();
         // The stored answer with the 304's headers: what is kept and served.
@@ -314,14 +318,7 @@ pub(super) fn upstream_head(
     rule: &crate::rules::Rule,
     prior: Option<&Prior>,
 ) -> (http::request::Parts, bool) {
-    let mut up = forward::fetch_head(&ctx.parts, ctx.client);
-    if rule.esi {
-        // Includes are read from the page as it is: not compressed.
-        up.headers.insert(
-            header::ACCEPT_ENCODING,
-            http::HeaderValue::from_static("identity"),
-        );
-    }
+    let mut up = forward::fetch_head(&ctx.parts, ctx.client, rule);
     let conditional = prior.is_some_and(|p| p.make_conditional(&mut up.headers));
     (up, conditional)
 }

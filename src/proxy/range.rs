@@ -27,6 +27,7 @@ pub(super) fn plan(req: &HeaderMap, stored: &CachedResponse) -> Ranged {
     if stored.status != StatusCode::OK {
         return Ranged::Forward;
     }
+
     if let Some(if_range) = req.get(header::IF_RANGE)
         && !if_range_matches(if_range, stored)
     {

@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header, request};
 
-use super::body::{ProxyBody, empty, full};
+use super::body::{ProxyBody, empty, full, recoded};
 use super::headers::append_via;
 use super::storable::SIDECACHE_CACHE_CONTROL;
 use super::upstream::UpstreamError;
-use crate::cache::{CachedResponse, Entry, StoredHeaders};
+use crate::cache::{CachedResponse, Entry, StoredHeaders, encoding};
 
 /// Headers a 304 repeats from the stored response (RFC 9110 15.4.5).
 const NOT_MODIFIED_KEEP: [header::HeaderName; 6] = [
@@ -50,10 +50,51 @@ pub fn from_entry(
         }
         return finish(StatusCode::NOT_MODIFIED, headers, age, empty());
     }
+    let head = req.method == Method::HEAD;
+    // The representation this client takes (compressed by sidecache, it
+    // may be decoded or encoded again for it).
+    let stored = match encoding::shown(&req.headers, stored) {
+        encoding::Shown::Ready(r) => r,
+        encoding::Shown::Streamed(stored, how) => {
+            let mut headers = stored.headers.to_map(4);
+            headers.remove(SIDECACHE_CACHE_CONTROL);
+            headers.remove(encoding::ENCODED);
+            headers.remove(header::CONTENT_LENGTH);
+            let (from, to) = match how {
+                encoding::Sent::Recoded(from, to) => (from, Some(to)),
+                encoding::Sent::Decoded(from) => (from, None),
+                encoding::Sent::AsStored => return from_entry_whole(req, stored, age),
+            };
+            match to {
+                Some(to) => headers.insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(to.as_str()),
+                ),
+                None => headers.remove(header::CONTENT_ENCODING),
+            };
+            let body = if head {
+                empty()
+            } else {
+                recoded(stored.body.clone(), from, to)
+            };
+            return finish(stored.status, headers, age, body);
+        }
+    };
+    from_entry_whole(req, &stored, age)
+}
+
+/// The whole of `stored`, as it is.
+fn from_entry_whole(
+    req: &request::Parts,
+    stored: &CachedResponse,
+    age: HeaderValue,
+) -> Response<ProxyBody> {
+    let head = req.method == Method::HEAD;
     let mut headers = stored.headers.to_map(4);
     headers.remove(SIDECACHE_CACHE_CONTROL);
+    headers.remove(encoding::ENCODED);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
-    let body = if req.method == Method::HEAD {
+    let body = if head {
         empty()
     } else {
         full(stored.body.clone())
@@ -73,6 +114,10 @@ pub fn from_entry_part(
     let age = HeaderValue::from(entry.age(now).as_secs());
     let mut headers = stored.headers.to_map(4);
     headers.remove(SIDECACHE_CACHE_CONTROL);
+    // A range of an entry sidecache compressed is planned only for a
+    // client that takes the coding (`range::plan`): bytes of the
+    // representation it gets.
+    headers.remove(encoding::ENCODED);
     headers.insert(
         header::CONTENT_RANGE,
         super::range::content_range(stored, part),

@@ -101,6 +101,10 @@ impl Proxy {
             let Payload::Response(stored) = &entry.payload else {
                 return;
             };
+            // An entry sidecache compressed is compared as the backend
+            // sent it.
+            let decoded = crate::cache::encoding::identity_of(stored);
+            let stored = decoded.as_ref().unwrap_or(stored);
             let mut answer = match found {
                 Ok(answer) => answer,
                 Err(why) => {

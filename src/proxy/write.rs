@@ -349,7 +349,7 @@ impl Proxy {
         let Action::Cache { head, .. } = plan.action else {
             return false;
         };
-        let up = forward::fetch_head(&head, snap.client_ip());
+        let up = forward::fetch_head(&head, snap.client_ip(), rule);
         let req = Request::from_parts(up, empty());
         let Ok(res) = self.upstream.send(req).await else {
             return false;

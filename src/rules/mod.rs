@@ -101,6 +101,9 @@ pub struct Rule {
     /// Edge Side Includes in its HTML answers are assembled for each
     /// client (`proxy::esi`).
     pub esi: bool,
+    /// The codings of its compressible answers (`compress`): stored in the
+    /// first; empty for none.
+    pub compress: Vec<crate::cache::encoding::Encoding>,
     /// Each hit renews the TTL.
     pub sliding: bool,
     /// A fresh entry requested in this last share of its fresh life (0 to

@@ -20,6 +20,7 @@ fn rule(name: &str, path: &str, methods: &[Method], host: Option<&str>) -> Rule 
         allow_authorized: false,
         allow_private: false,
         esi: false,
+        compress: Vec::new(),
         sliding: false,
         refresh_ahead: None,
         warm_on: Vec::new(),
