@@ -27,7 +27,8 @@ pub const MIN_SIZE: usize = 256;
 const GZIP_LEVEL: u32 = 6;
 /// brotli's quality: a moderate one (11 is far slower for little more).
 const BROTLI_QUALITY: u32 = 5;
-/// brotli's window (log2 of bytes).
+/// brotli's largest window (log2 of bytes); a body smaller than the window
+/// gets one just large enough, so a decoder's ring buffer stays small.
 const BROTLI_WINDOW: u32 = 22;
 
 /// A content coding sidecache stores.
@@ -59,7 +60,7 @@ impl Encoding {
 
     /// `body` compressed; `None` if that fails.
     pub fn compress(self, body: &[u8]) -> Option<Bytes> {
-        let mut enc = self.encoder();
+        let mut enc = self.encoder_for(body.len());
         let mut out = enc.feed(body).ok()?;
         out.extend_from_slice(&enc.finish().ok()?);
         Some(Bytes::from(out))
@@ -67,6 +68,14 @@ impl Encoding {
 
     /// An encoder that takes bytes piece by piece.
     pub fn encoder(self) -> Encoder {
+        self.encoder_for(usize::MAX)
+    }
+
+    /// An encoder for about `len` bytes.
+    fn encoder_for(self, len: usize) -> Encoder {
+        // Enough window for the whole body (brotli's smallest is 2^10).
+        let bits = usize::BITS - len.max(1).leading_zeros();
+        let window = bits.clamp(10, BROTLI_WINDOW);
         match self {
             Encoding::Gzip => Encoder::Gzip(Box::new(flate2::write::GzEncoder::new(
                 Vec::new(),
@@ -76,7 +85,7 @@ impl Encoding {
                 Vec::new(),
                 4096,
                 BROTLI_QUALITY,
-                BROTLI_WINDOW,
+                window,
             ))),
         }
     }
@@ -94,7 +103,7 @@ impl Encoding {
     /// `body` decoded whole, if it decodes and is no longer than `limit`.
     pub fn decode_all(self, body: &[u8], limit: usize) -> Option<Bytes> {
         let mut dec = self.decoder();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
         for piece in body.chunks(16 * 1024) {
             out.extend_from_slice(&dec.feed(piece).ok()?);
             if out.len() > limit {

@@ -304,7 +304,7 @@ impl<'de> Deserialize<'de> for RawWarm {
 #[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
 pub enum RawCompress {
-    /// On (`[br, gzip]`) or off.
+    /// On (`[gzip, br]`) or off.
     Flag(bool),
     /// The codings: `gzip`, `br`.
     List(Vec<String>),
@@ -469,7 +469,7 @@ pub struct RawRule {
     pub downstream: Option<Sp<RawDownstream>>,
     /// Edge Side Includes in the rule's HTML answers: `<esi:include src="/fragment"/>` is fetched through the proxy (under the fragment's own rule) for every client, `<esi:remove>` dropped, `<!--esi ...-->` unwrapped.
     pub esi: Option<Sp<bool>>,
-    /// Store compressible answers (text, JSON, XML, SVG; not already encoded; 256 bytes and more) compressed once, in the first of these codings (default `[br, gzip]`): sent as stored to a client that takes it, re-encoded in another listed coding the client takes, else decoded; `false` turns it off.
+    /// Store compressible answers (text, JSON, XML, SVG; not already encoded; 256 bytes and more) compressed once, in the first of these codings (default `[gzip, br]`): sent as stored to a client that takes it, re-encoded in another listed coding the client takes, else decoded; `false` turns it off.
     pub compress: Option<Sp<RawCompress>>,
 }
 

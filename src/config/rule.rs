@@ -481,10 +481,11 @@ fn tier(x: &mut Ctx<'_>, raw: &RawRule, have_redis: bool) -> Tier {
 
 /// `compress:` the codings of a compressible answer: the first is how it
 /// is stored, the others what a client that does not take the first gets
-/// (re-encoded). `[br, gzip]` unless the rule says otherwise; `false` or
-/// `[]` for none.
+/// (re-encoded). `[gzip, br]` unless the rule says otherwise (gzip, which
+/// every client that compresses takes and which decodes fast for those
+/// that do not); `false` or `[]` for none.
 fn compress(x: &mut Ctx<'_>, raw: &RawRule) -> Vec<Encoding> {
-    let all = vec![Encoding::Br, Encoding::Gzip];
+    let all = vec![Encoding::Gzip, Encoding::Br];
     let Some(v) = &raw.compress else {
         return all;
     };
