@@ -165,7 +165,7 @@ report=()
 for m in "${MODES[@]}"; do
   added=$(( (cached[$m] - idle[$m]) * 1024 ))
   redis=$(( redis_after[$m] - redis_before[$m] ))
-  label=${LINE[$m]# }
+  label=${LINE[$m]#  }
   report+=("| ${label:-(default: compress [gzip, br])} | $((idle[$m] / 1024)) MiB | $((added / 1048576)) MiB ($(awk -v a="$added" -v c="$catalog_bytes" 'BEGIN {printf "%.2f", a / c}') x the catalog) | $((redis / 10050)) B ($(awk -v r="$redis" -v p="$product_bytes" 'BEGIN {printf "%.2f", r / 10050 / p}') x) | ${per_product[$m]%.*} B | ${per_listing[$m]%.*} B | $(med "${hot[$m]}") / $(med99 "${hot[$m]}") ms | $(med "${uniform[$m]}") / $(med99 "${uniform[$m]}") ms | $(med "${plain[$m]}") / $(med99 "${plain[$m]}") ms |")
 done
 
