@@ -193,15 +193,20 @@ pub fn encoded(headers: &StoredHeaders) -> Option<Encoding> {
 /// lists, which a client that does not take the first gets by
 /// re-encoding.
 fn offered(headers: &StoredHeaders) -> Vec<Encoding> {
-    headers
-        .get(&ENCODED)
-        .and_then(|v| {
-            v.to_str().ok().map(|t| {
-                let codings = t.split(';').next().unwrap_or("");
-                codings.split(',').filter_map(Encoding::parse).collect()
-            })
+    marker(headers)
+        .map(|t| {
+            let codings = t.split(';').next().unwrap_or("");
+            codings.split(',').filter_map(Encoding::parse).collect()
         })
         .unwrap_or_default()
+}
+
+/// The marker's text, read in place (no copy: this is on every hit).
+fn marker(headers: &StoredHeaders) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(name, _)| *name == ENCODED.as_str().as_bytes())
+        .and_then(|(_, value)| std::str::from_utf8(value).ok())
 }
 
 /// The digest of a compressed body, as the marker keeps it: brotli has no
@@ -214,13 +219,12 @@ fn digest(body: &[u8]) -> String {
 /// Whether the body of an entry sidecache compressed is the one it stored
 /// (its digest matches the marker's); true for any other entry.
 pub fn intact(headers: &StoredHeaders, body: &[u8]) -> bool {
-    let Some(marker) = headers.get(&ENCODED) else {
+    let Some(marker) = marker(headers) else {
         return true;
     };
     let kept = marker
-        .to_str()
-        .ok()
-        .and_then(|t| t.split(';').nth(1))
+        .split(';')
+        .nth(1)
         .and_then(|p| p.trim().strip_prefix("digest="));
     kept.is_some_and(|d| d == digest(body))
 }
