@@ -186,19 +186,15 @@ impl Decoder {
 /// The coding sidecache stored `headers`' body in, if it did (the first
 /// the marker names).
 pub fn encoded(headers: &StoredHeaders) -> Option<Encoding> {
-    offered(headers).into_iter().next()
+    offered(headers).next()
 }
 
 /// The codings the marker names: the stored one, then the others the rule
 /// lists, which a client that does not take the first gets by
 /// re-encoding.
-fn offered(headers: &StoredHeaders) -> Vec<Encoding> {
-    marker(headers)
-        .map(|t| {
-            let codings = t.split(';').next().unwrap_or("");
-            codings.split(',').filter_map(Encoding::parse).collect()
-        })
-        .unwrap_or_default()
+fn offered(headers: &StoredHeaders) -> impl Iterator<Item = Encoding> + '_ {
+    let codings = marker(headers).map_or("", |t| t.split(';').next().unwrap_or(""));
+    codings.split(',').filter_map(Encoding::parse)
 }
 
 /// The marker's text, read in place (no copy: this is on every hit).
@@ -243,15 +239,16 @@ pub enum Sent {
 
 /// How an entry with `stored` headers is sent to a request with `req`.
 pub fn sent(req: &HeaderMap, stored: &StoredHeaders) -> Sent {
-    let offered = offered(stored);
-    let Some(first) = offered.first().copied() else {
+    // Read in place on every hit: no allocation.
+    let mut offered = offered(stored);
+    let Some(first) = offered.next() else {
         return Sent::AsStored;
     };
     if accepts(req, first) {
         return Sent::AsStored;
     }
-    match offered[1..].iter().find(|e| accepts(req, **e)) {
-        Some(other) => Sent::Recoded(first, *other),
+    match offered.find(|e| accepts(req, *e)) {
+        Some(other) => Sent::Recoded(first, other),
         None => Sent::Decoded(first),
     }
 }

@@ -25,8 +25,15 @@ pub struct Triggered {
 /// One matched entry.
 struct Fired {
     rule: Arc<Rule>,
-    trigger: Trigger,
+    /// Its index in the rule's `invalidate_on` (not a copy of it).
+    trigger: usize,
     snap: Snapshot,
+}
+
+impl Fired {
+    fn trigger(&self) -> &Trigger {
+        &self.rule.triggers[self.trigger]
+    }
 }
 
 /// The cached answers of the written resources from before the write, by
@@ -43,7 +50,7 @@ impl Triggered {
                 .into_iter()
                 .map(|f| Fired {
                     rule: f.rule.clone(),
-                    trigger: f.trigger.clone(),
+                    trigger: f.index,
                     snap: Snapshot::of(view, &f.params),
                 })
                 .collect(),
@@ -51,7 +58,7 @@ impl Triggered {
     }
 
     fn templates(&self) -> impl Iterator<Item = &Template> {
-        self.fired.iter().flat_map(|f| f.trigger.templates())
+        self.fired.iter().flat_map(|f| f.trigger().templates())
     }
 
     /// Whether a key or tag reads the write's JSON body (`{request.x}`),
@@ -67,7 +74,9 @@ impl Triggered {
     }
 
     fn compares(&self) -> bool {
-        self.fired.iter().any(|f| !f.trigger.if_changed.is_empty())
+        self.fired
+            .iter()
+            .any(|f| !f.trigger().if_changed.is_empty())
     }
 
     /// The keys whose cached answers the triggers read: the rule's key for
@@ -78,8 +87,8 @@ impl Triggered {
             .fired
             .iter()
             .filter(|f| {
-                !f.trigger.if_changed.is_empty()
-                    || f.trigger.templates().any(Template::reads_previous)
+                !f.trigger().if_changed.is_empty()
+                    || f.trigger().templates().any(Template::reads_previous)
             })
             .filter_map(|f| f.snap.render(&[&f.rule.key], Bodies::default()).pop())
             .collect();
@@ -99,12 +108,8 @@ impl Triggered {
         locations: &[Uri],
     ) -> Purge {
         let mut purge = Purge::default();
-        for Fired {
-            rule,
-            trigger,
-            snap,
-        } in &self.fired
-        {
+        for fired in &self.fired {
+            let (rule, trigger, snap) = (&fired.rule, fired.trigger(), &fired.snap);
             let key = snap.render(&[&rule.key], Bodies::default()).pop();
             let bodies = Bodies {
                 previous: key.as_ref().and_then(|k| previous.get(k)),

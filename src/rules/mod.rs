@@ -479,6 +479,8 @@ pub struct Fired<'a> {
     pub rule: &'a Arc<Rule>,
     /// The entry.
     pub trigger: &'a Trigger,
+    /// Its index in the rule's `triggers`.
+    pub index: usize,
     /// Path parameters of its pattern, still percent-encoded.
     pub params: Vec<(&'a str, &'a str)>,
 }
@@ -541,6 +543,7 @@ impl RuleSet {
             .map(|((i, j), params)| Fired {
                 rule: &self.rules[*i],
                 trigger: &self.rules[*i].triggers[*j],
+                index: *j,
                 params,
             })
             .collect()
